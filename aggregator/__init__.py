@@ -1,0 +1,1 @@
+"""The gateway service: HTTP API, hosted Link page, region stores, workers, erasure."""

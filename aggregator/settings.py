@@ -1,0 +1,260 @@
+"""Settings: one TOML file plus environment overrides, read once into typed values.
+
+Zero configuration works: without a file the gateway runs regions ``eu`` and ``us`` on
+SQLite files under ``./var/`` with a local keyring under ``./var/keys/``.
+
+Example ``aggregator.toml``::
+
+    data_dir = "var"
+
+    [keys]
+    cache_ttl_seconds = 300
+
+    [regions.eu]
+    database_url = "postgresql+psycopg://gateway@db-eu/gateway"
+    [regions.eu.keys]
+    provider = "transit"                 # local | pkcs11 | transit
+    url = "https://vault.eu.internal:8200"
+    key_name = "aggregator-eu"
+    token_env = "VAULT_TOKEN_EU"         # secrets are named, never written here
+
+Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
+``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_REGIONS=eu,us`` (which regions run), and
+``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
+``AGGREGATOR_REGION_EU_DATABASE_URL`` or ``AGGREGATOR_REGION_EU_KEYS_PROVIDER``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aggregator.errors import ConfigError
+from vault import LocalKeyringConfig, Pkcs11Config, ProviderConfig, Secret, TransitConfig
+
+DEFAULT_REGIONS = ("eu", "us")
+REGION_NAME = re.compile(r"^[a-z]{2,8}$")
+
+#: Per-region settings that an environment variable may override, by variable suffix.
+ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
+    "DATABASE_URL": ("database_url",),
+    "KEYS_PROVIDER": ("keys", "provider"),
+    "KEYS_DIRECTORY": ("keys", "directory"),
+    "KEYS_KEK_ID": ("keys", "kek_id"),
+    "KEYS_MODULE": ("keys", "module"),
+    "KEYS_TOKEN_LABEL": ("keys", "token_label"),
+    "KEYS_PIN_ENV": ("keys", "pin_env"),
+    "KEYS_KEK_LABEL": ("keys", "kek_label"),
+    "KEYS_URL": ("keys", "url"),
+    "KEYS_KEY_NAME": ("keys", "key_name"),
+    "KEYS_MOUNT": ("keys", "mount"),
+    "KEYS_TOKEN_ENV": ("keys", "token_env"),
+    "KEYS_APPROLE_ROLE_ID": ("keys", "approle_role_id"),
+    "KEYS_APPROLE_SECRET_ID_ENV": ("keys", "approle_secret_id_env"),
+    "KEYS_NAMESPACE": ("keys", "namespace"),
+    "KEYS_CA_CERT": ("keys", "ca_cert"),
+}
+
+_PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
+    "local": frozenset({"provider", "directory", "kek_id"}),
+    "pkcs11": frozenset({"provider", "module", "token_label", "pin_env", "kek_label"}),
+    "transit": frozenset({
+        "provider", "url", "key_name", "mount", "token_env", "approle_role_id",
+        "approle_secret_id_env", "approle_mount", "namespace", "ca_cert", "timeout_seconds",
+    }),
+}
+_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks"})
+_REGION_KEYS = frozenset({"database_url", "keys"})
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSettings:
+    """Everything that pins one region: its database and its key-encryption key."""
+
+    name: str
+    database_url: str
+    keys: ProviderConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The gateway's whole configuration, validated."""
+
+    data_dir: Path
+    regions: Mapping[str, RegionSettings]
+    key_cache_ttl: float = 300.0
+    key_cache_size: int = 10_000
+    bank_dirs: tuple[Path, ...] = ()
+    source: str = "defaults"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def region(self, name: str) -> RegionSettings:
+        try:
+            return self.regions[name]
+        except KeyError:
+            known = ", ".join(sorted(self.regions))
+            raise ConfigError(f"unknown region {name!r}; configured regions: {known}") from None
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from ``path`` (or $AGGREGATOR_CONFIG, or ./aggregator.toml) and env."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("AGGREGATOR_CONFIG"):
+        path = Path(env["AGGREGATOR_CONFIG"])
+    if path is None and Path("aggregator.toml").is_file():
+        path = Path("aggregator.toml")
+    source = str(path) if path else "defaults"
+    raw = _read_toml(path) if path else {}
+    _reject_unknown(raw, _TOP_KEYS, source, "")
+    data_dir = Path(env.get("AGGREGATOR_DATA_DIR") or raw.get("data_dir") or "var")
+    raw_regions = _mapping(raw.get("regions", {}), source, "regions")
+    names = _region_names(env, raw_regions, source)
+    regions = {
+        name: _region(name, _with_env(name, raw_regions.get(name, {}), env, source),
+                      data_dir, env, source)
+        for name in names
+    }
+    keys = _mapping(raw.get("keys", {}), source, "keys")
+    _reject_unknown(keys, frozenset({"cache_ttl_seconds", "cache_size"}), source, "keys.")
+    banks = _mapping(raw.get("banks", {}), source, "banks")
+    _reject_unknown(banks, frozenset({"directories"}), source, "banks.")
+    return Settings(
+        data_dir=data_dir,
+        regions=regions,
+        key_cache_ttl=_number(keys.get("cache_ttl_seconds", 300), source, "keys.cache_ttl_seconds"),
+        key_cache_size=int(_number(keys.get("cache_size", 10_000), source, "keys.cache_size")),
+        bank_dirs=tuple(Path(p) for p in banks.get("directories", [])),
+        source=source,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: settings file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _region_names(env: Mapping[str, str], raw: Mapping[str, Any], source: str) -> list[str]:
+    listed = env.get("AGGREGATOR_REGIONS")
+    names = [n.strip() for n in listed.split(",") if n.strip()] if listed else (
+        list(raw) or list(DEFAULT_REGIONS)
+    )
+    where = "AGGREGATOR_REGIONS" if listed else f"{source}: regions"
+    for name in names:
+        if not REGION_NAME.match(name):
+            raise ConfigError(f"{where}: region name {name!r} must be 2-8 lowercase letters")
+    if not names:
+        raise ConfigError(f"{where}: at least one region must be configured")
+    return names
+
+
+def _with_env(
+    name: str, raw: Mapping[str, Any], env: Mapping[str, str], source: str
+) -> dict[str, Any]:
+    region = dict(_mapping(raw, source, f"regions.{name}"))
+    region["keys"] = dict(_mapping(region.get("keys", {}), source, f"regions.{name}.keys"))
+    prefix = f"AGGREGATOR_REGION_{name.upper()}_"
+    for var, value in env.items():
+        if not var.startswith(prefix):
+            continue
+        target = ENV_SETTINGS.get(var[len(prefix):])
+        if target is None:
+            raise ConfigError(f"{var}: unknown setting; known: {', '.join(ENV_SETTINGS)}")
+        node = region
+        for part in target[:-1]:
+            node = node[part]
+        node[target[-1]] = value
+    return region
+
+
+def _region(
+    name: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str], source: str
+) -> RegionSettings:
+    _reject_unknown(raw, _REGION_KEYS, source, f"regions.{name}.")
+    url = raw.get("database_url") or f"sqlite+aiosqlite:///{data_dir / f'{name}.sqlite3'}"
+    return RegionSettings(name, str(url), _keys(name, raw["keys"], data_dir, env, source))
+
+
+def _keys(
+    region: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str], source: str
+) -> ProviderConfig:
+    where = f"regions.{region}.keys"
+    kind = raw.get("provider", "local")
+    if kind not in _PROVIDER_KEYS:
+        raise ConfigError(
+            f"{source}: {where}.provider: {kind!r} is not one of local, pkcs11, transit"
+        )
+    _reject_unknown(raw, _PROVIDER_KEYS[kind], source, f"{where}.")
+
+    def need(key: str) -> str:
+        value = raw.get(key)
+        if not value:
+            raise ConfigError(f"{source}: {where}.{key} is required for provider {kind!r}")
+        return str(value)
+
+    def secret(key: str) -> Secret | None:
+        var = raw.get(key)
+        if not var:
+            return None
+        value = env.get(str(var))
+        if not value:
+            raise ConfigError(f"{source}: {where}.{key} names ${var}, which is not set")
+        return Secret(value)
+
+    if kind == "local":
+        directory = Path(raw.get("directory") or data_dir / "keys")
+        return LocalKeyringConfig(directory=directory, kek_id=str(raw.get("kek_id", region)))
+    if kind == "pkcs11":
+        pin = secret("pin_env")
+        if pin is None:
+            raise ConfigError(f"{source}: {where}.pin_env is required for provider 'pkcs11'")
+        return Pkcs11Config(
+            module=Path(need("module")), token_label=need("token_label"), pin=pin,
+            kek_label=str(raw.get("kek_label", f"aggregator-{region}")),
+        )
+    token, secret_id = secret("token_env"), secret("approle_secret_id_env")
+    role_id = raw.get("approle_role_id")
+    if token is None and not (role_id and secret_id):
+        raise ConfigError(
+            f"{source}: {where}: set token_env, or approle_role_id and approle_secret_id_env"
+        )
+    return TransitConfig(
+        url=need("url"), key_name=str(raw.get("key_name", f"aggregator-{region}")),
+        mount=str(raw.get("mount", "transit")), token=token,
+        approle_role_id=str(role_id) if role_id else None, approle_secret_id=secret_id,
+        approle_mount=str(raw.get("approle_mount", "approle")),
+        namespace=raw.get("namespace"), verify=str(raw["ca_cert"]) if raw.get("ca_cert") else True,
+        timeout=_number(raw.get("timeout_seconds", 5.0), source, f"{where}.timeout_seconds"),
+    )
+
+
+def _mapping(value: Any, source: str, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {where} must be a table")
+    return value
+
+
+def _number(value: Any, source: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{source}: {where} must be a positive number")
+    return float(value)
+
+
+def _reject_unknown(raw: Mapping[str, Any], known: frozenset[str], source: str, where: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown setting {where}{unknown[0]}; expected one of: "
+            + ", ".join(sorted(known))
+        )

@@ -1,0 +1,89 @@
+"""Errors raised by connectors, one tree rooted at :class:`ConnectorError`.
+
+::
+
+    ConnectorError
+    ├── ProfileError            a bank profile file is invalid (names file, key, problem)
+    ├── BankProtocolError       the bank answered something malformed or non-conforming
+    │   ├── StateMismatch       callback `state` missing, replayed or foreign
+    │   │   └── AuthorizationExpired  the pending authorization outlived its 10 minutes
+    │   └── IssuerMismatch      RFC 9207 `iss` wrong or missing (mix-up attack)
+    ├── BankUnsupported         the bank lacks what the profile needs (PKCE S256, PAR, auth method)
+    ├── ConsentRejected         the user (or the bank) denied the authorization request
+    ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
+    └── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
+
+Messages never contain a token, code, verifier or secret: callers log them as they are.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Root of every error a connector raises."""
+
+    code = "connector_error"
+
+
+class ProfileError(ConnectorError):
+    """A bank profile is invalid; raised at start-up by the loader, never at the first user."""
+
+    code = "invalid_bank_profile"
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+class BankProtocolError(ConnectorError):
+    """The bank's answer is malformed or breaks the protocol it claims to speak."""
+
+    code = "bank_protocol_error"
+
+
+class StateMismatch(BankProtocolError):
+    """The callback's `state` is missing, already used, or belongs to another session."""
+
+    code = "state_mismatch"
+
+
+class IssuerMismatch(BankProtocolError):
+    """The authorization response's `iss` differs from the bank's issuer (RFC 9207 §2.4)."""
+
+    code = "issuer_mismatch"
+
+
+class AuthorizationExpired(StateMismatch):
+    """The callback arrived after the pending authorization expired; start a new link."""
+
+    code = "authorization_expired"
+
+
+class BankUnsupported(ConnectorError):
+    """The bank's metadata lacks a feature the profile requires; found at discovery time."""
+
+    code = "bank_unsupported"
+
+
+class ConsentRejected(ConnectorError):
+    """The user declined consent at the bank (`access_denied` and kin)."""
+
+    code = "consent_rejected"
+
+
+class GrantRevoked(ConnectorError):
+    """The bank answered `invalid_grant`: the code or refresh token is dead; re-consent."""
+
+    code = "grant_revoked"
+
+
+class BankUnavailable(ConnectorError):
+    """The bank could not be reached or asked us to back off; retry after `retry_after` s."""
+
+    code = "bank_unavailable"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
