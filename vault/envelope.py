@@ -6,9 +6,10 @@ Blob format, version 1 (the one place it is documented)::
     0        1     format version, 0x01
     1        1     n = length of the data-key id (1..255)
     2        n     data-key id, ASCII
-    2+n      12    nonce, random (NIST SP 800-38D §8.2.2)
-    14+n     32    key commitment = HKDF-SHA256(dek, info="aggregator/envelope/v1/commit")
-    46+n     4     AAD fingerprint = SHA-256(aad)[:4], only to tell "wrong place" from "tampered"
+    2+n      32    key commitment = HKDF-SHA256(dek, info="aggregator/envelope/v1/commit")
+    34+n     12    nonce, random (NIST SP 800-38D §8.2.2)
+    46+n     4     AAD fingerprint = CRC-32(aad), big-endian, only to tell "wrong place" from
+                   "tampered" in the error; GCM authenticates the AAD itself
     50+n     ≥16   AES-256-GCM ciphertext ‖ 128-bit tag
 
 The GCM key is HKDF-SHA256(dek, info="aggregator/envelope/v1/encrypt"), and the GCM
@@ -27,12 +28,11 @@ asked for long before the bound matters.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -67,8 +67,35 @@ def _hkdf(key: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
 
 
+_NONCE_BATCH = 1024
+_nonce_pool: list[bytes] = []
+
+
+def _refill_nonces() -> bytes:
+    """Random nonces from the OS CSPRNG, fetched 1,024 at a time.
+
+    One ``getrandom`` call per nonce costs as much as the AES-GCM operation itself; the
+    bytes are the same whether read 12 or 12 KiB at a time. ``list.pop`` is atomic under
+    the GIL, so threads never share a nonce; two threads refilling at once each add a
+    fresh batch. The pool is emptied in a forked child, which would otherwise hand out
+    the parent's remaining nonces a second time.
+    """
+    buf = os.urandom(NONCE_SIZE * _NONCE_BATCH)
+    batch = [buf[i : i + NONCE_SIZE] for i in range(0, len(buf), NONCE_SIZE)]
+    nonce = batch.pop()
+    _nonce_pool.extend(batch)
+    return nonce
+
+
+os.register_at_fork(after_in_child=_nonce_pool.clear)
+_next_nonce = _nonce_pool.pop
+
+
+_pack_u32 = struct.Struct(">I").pack
+
+
 def _fingerprint(aad: bytes) -> bytes:
-    return hashlib.sha256(aad).digest()[:AAD_FINGERPRINT_SIZE]
+    return _pack_u32(zlib.crc32(aad))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +128,10 @@ def parse_header(blob: bytes) -> BlobHeader:
     except UnicodeDecodeError:
         raise TamperedBlob("sealed value has a corrupt data-key id") from None
     pos = 2 + n
-    nonce = blob[pos : pos + NONCE_SIZE]
-    pos += NONCE_SIZE
     commitment = blob[pos : pos + COMMITMENT_SIZE]
     pos += COMMITMENT_SIZE
+    nonce = blob[pos : pos + NONCE_SIZE]
+    pos += NONCE_SIZE
     return BlobHeader(FORMAT_V1, dek_id, nonce, commitment, blob[pos:fixed], fixed)
 
 
@@ -139,11 +166,19 @@ class MemorySealCounter:
 
 
 class _Entry:
-    __slots__ = ("aead", "budget", "commitment", "expires_at", "kek_version")
+    __slots__ = (
+        "aead", "body_at", "budget", "commitment", "expires_at", "kek_version", "nonce_at",
+        "prefix",
+    )
 
-    def __init__(self, dek: bytes, kek_version: int, expires_at: float) -> None:
-        self.aead = AESGCM(_hkdf(dek, _INFO_ENCRYPT))
+    def __init__(self, dek_id: str, dek: bytes, kek_version: int, expires_at: float) -> None:
+        raw_id = dek_id.encode("ascii")
         self.commitment = _hkdf(dek, _INFO_COMMIT)
+        # Everything before the nonce is constant per key: version, id, commitment.
+        self.prefix = struct.pack("BB", FORMAT_V1, len(raw_id)) + raw_id + self.commitment
+        self.nonce_at = len(self.prefix)
+        self.body_at = self.nonce_at + NONCE_SIZE + AAD_FINGERPRINT_SIZE
+        self.aead = AESGCM(_hkdf(dek, _INFO_ENCRYPT))
         self.kek_version = kek_version
         self.expires_at = expires_at
         self.budget = 0
@@ -156,7 +191,6 @@ class CacheStats:
     size: int
     max_size: int
     ttl_seconds: float
-    hits: int
     misses: int
     unwraps: int
     evictions: int
@@ -197,7 +231,7 @@ class Envelope:
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
         self._lock = threading.Lock()
-        self._hits = self._misses = self._unwraps = self._evictions = 0
+        self._misses = self._unwraps = self._evictions = 0
 
     # -- keys ---------------------------------------------------------------
 
@@ -227,83 +261,96 @@ class Envelope:
 
     def stats(self) -> CacheStats:
         return CacheStats(
-            len(self._cache), self._max, self._ttl,
-            self._hits, self._misses, self._unwraps, self._evictions,
+            len(self._cache), self._max, self._ttl, self._misses, self._unwraps, self._evictions,
         )
 
     # -- values -------------------------------------------------------------
 
     def seal(self, key: WrappedKey, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt ``plaintext`` for the place named by ``aad`` (table, column, row, subject)."""
-        entry = self._entry(key)
-        self._spend(key.dek_id, entry)
-        dek_id = key.dek_id.encode("ascii")
-        nonce = os.urandom(NONCE_SIZE)
-        header = b"".join((
-            struct.pack("BB", FORMAT_V1, len(dek_id)), dek_id, nonce,
-            entry.commitment, _fingerprint(aad),
-        ))
+        entry = self._cache.get(key.dek_id)
+        if entry is None or entry.expires_at <= self._clock():
+            entry = self._load(key)
+        entry.budget -= 1
+        if entry.budget < 0:
+            self._reserve(key.dek_id, entry)
+        try:
+            nonce = _next_nonce()
+        except IndexError:
+            nonce = _refill_nonces()
+        header = entry.prefix + nonce + _fingerprint(aad)
         return header + entry.aead.encrypt(nonce, plaintext, header + aad)
 
     def open(self, key: WrappedKey, blob: bytes, aad: bytes) -> bytes:
         """Decrypt a blob sealed by :meth:`seal` for the same key and the same ``aad``."""
-        head = parse_header(blob)
+        entry = self._cache.get(key.dek_id)
+        if entry is None or entry.expires_at <= self._clock():
+            entry = self._load(key)
+        n, end = entry.nonce_at, entry.body_at
+        # The prefix (version, id, commitment) is public: a plain comparison leaks nothing.
+        if not blob.startswith(entry.prefix) or len(blob) < end + TAG_SIZE:
+            self._explain_header(key, blob)
+        try:
+            return entry.aead.decrypt(blob[n : n + NONCE_SIZE], blob[end:], blob[:end] + aad)
+        except InvalidTag:
+            if blob[end - AAD_FINGERPRINT_SIZE : end] != _fingerprint(aad):
+                raise AadMismatch(
+                    "sealed value was sealed for another place (table, column, row or "
+                    "subject); it was probably copied from elsewhere"
+                ) from None
+            raise TamperedBlob("sealed value failed authentication: it was altered") from None
+
+    @staticmethod
+    def _explain_header(key: WrappedKey, blob: bytes) -> None:
+        """Slow path for a header that does not match the key: say precisely why."""
+        head = parse_header(blob)  # raises for a bad format or a truncated blob
         if head.dek_id != key.dek_id:
             raise WrongDataKey(
                 f"sealed value belongs to data key {head.dek_id!r}, not {key.dek_id!r}"
             )
-        entry = self._entry(key)
-        if not hmac.compare_digest(head.commitment, entry.commitment):
-            raise WrongDataKey(
-                f"sealed value does not commit to data key {key.dek_id!r}; "
-                "it was sealed under another key with the same id"
-            )
-        if not hmac.compare_digest(head.aad_fingerprint, _fingerprint(aad)):
-            raise AadMismatch(
-                "sealed value was sealed for another place (table, column, row or subject); "
-                "it was probably copied from elsewhere"
-            )
-        header = blob[: head.header_len]
-        try:
-            return entry.aead.decrypt(head.nonce, blob[head.header_len :], header + aad)
-        except InvalidTag:
-            raise TamperedBlob("sealed value failed authentication: it was altered") from None
+        raise WrongDataKey(
+            f"sealed value does not commit to data key {key.dek_id!r}; "
+            "it was sealed under another key with the same id"
+        )
 
     # -- internals ----------------------------------------------------------
 
     def _entry(self, key: WrappedKey) -> _Entry:
         entry = self._cache.get(key.dek_id)
-        if entry is not None and entry.expires_at > self._clock():
-            self._hits += 1
-            return entry
+        if entry is None or entry.expires_at <= self._clock():
+            entry = self._load(key)
+        return entry
+
+    def _load(self, key: WrappedKey) -> _Entry:
         self._misses += 1
         plaintext = self.provider.unwrap(key)
         self._unwraps += 1
         return self._insert(key.dek_id, plaintext, key.kek_version)
 
     def _insert(self, dek_id: str, plaintext: bytes, kek_version: int) -> _Entry:
-        entry = _Entry(plaintext, kek_version, self._clock() + self._ttl)
+        entry = _Entry(dek_id, plaintext, kek_version, self._clock() + self._ttl)
         with self._lock:
             old = self._cache.pop(dek_id, None)
             if old is not None:
-                entry.budget = old.budget
+                entry.budget = max(old.budget, 0)
             while len(self._cache) >= self._max:
                 self._cache.pop(next(iter(self._cache)))
                 self._evictions += 1
             self._cache[dek_id] = entry
         return entry
 
-    def _spend(self, dek_id: str, entry: _Entry) -> None:
+    def _reserve(self, dek_id: str, entry: _Entry) -> None:
         with self._lock:
-            if entry.budget == 0:
-                total = self._counter.reserve(dek_id, self._block)
-                if total > self._seal_limit:
-                    raise SealLimitReached(
-                        f"data key {dek_id!r} has sealed {total - self._block} values, the "
-                        f"limit is {self._seal_limit}: rotate the subject's data key"
-                    )
-                entry.budget = self._block
-            entry.budget -= 1
+            if entry.budget >= 0:
+                return  # another thread refilled it meanwhile
+            total = self._counter.reserve(dek_id, self._block)
+            if total > self._seal_limit:
+                entry.budget = -1
+                raise SealLimitReached(
+                    f"data key {dek_id!r} has sealed {total - self._block} values, the "
+                    f"limit is {self._seal_limit}: rotate the subject's data key"
+                )
+            entry.budget += self._block
 
 
 def _check_dek_id(dek_id: str) -> None:
