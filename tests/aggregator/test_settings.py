@@ -1,0 +1,98 @@
+"""Settings: zero configuration, the TOML file, environment overrides, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aggregator.errors import ConfigError
+from aggregator.settings import load_settings
+from vault import LocalKeyringConfig, Pkcs11Config, Secret, TransitConfig
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "aggregator.toml"
+    path.write_text(text)
+    return path
+
+
+def test_zero_configuration_is_sqlite_per_region_and_a_local_keyring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert list(settings.regions) == ["eu", "us"]
+    eu = settings.region("eu")
+    assert eu.database_url == "sqlite+aiosqlite:///var/eu.sqlite3"
+    assert eu.keys == LocalKeyringConfig(directory=Path("var/keys"), kek_id="eu")
+    assert settings.source == "defaults"
+
+
+def test_file_chooses_providers_and_secrets_come_from_the_environment(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+[regions.eu]
+database_url = "postgresql+psycopg://gw@db-eu/gw"
+[regions.eu.keys]
+provider = "transit"
+url = "https://vault.example:8200"
+token_env = "VAULT_TOKEN_EU"
+
+[regions.us.keys]
+provider = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "gw-us"
+pin_env = "HSM_PIN_US"
+""")
+    settings = load_settings(path, environ={"VAULT_TOKEN_EU": "s.tok", "HSM_PIN_US": "1234"})
+    eu, us = settings.region("eu"), settings.region("us")
+    assert isinstance(eu.keys, TransitConfig)
+    assert eu.keys.token == Secret("s.tok")
+    assert eu.keys.key_name == "aggregator-eu"
+    assert isinstance(us.keys, Pkcs11Config)
+    assert us.keys.pin == Secret("1234")
+    assert "1234" not in repr(settings)
+    assert "s.tok" not in repr(settings)
+
+
+def test_environment_overrides_per_region_settings(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={
+        "AGGREGATOR_REGIONS": "eu",
+        "AGGREGATOR_DATA_DIR": str(tmp_path),
+        "AGGREGATOR_REGION_EU_DATABASE_URL": "postgresql+psycopg://x/eu",
+        "AGGREGATOR_REGION_EU_KEYS_KEK_ID": "eu-kek",
+    })
+    assert list(settings.regions) == ["eu"]
+    assert settings.region("eu").database_url == "postgresql+psycopg://x/eu"
+    assert settings.region("eu").keys == LocalKeyringConfig(tmp_path / "keys", "eu-kek")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[regions.eu]\ndatabase_uri = 'x'\n", {}, r"unknown setting regions\.eu\.database_uri"),
+        ("[regions.eu.keys]\nprovider = 'kms'\n", {}, r"regions\.eu\.keys\.provider: 'kms'"),
+        (
+            "[regions.eu.keys]\nprovider = 'pkcs11'\nmodule='m'\ntoken_label='t'\npin_env='PIN'\n",
+            {}, r"pin_env names \$PIN, which is not set",
+        ),
+        ("[regions.eu.keys]\nprovider = 'transit'\nurl='u'\n", {}, "token_env"),
+        ("[regions.EU]\n", {}, "2-8 lowercase letters"),
+        ("[keys]\ncache_ttl_seconds = -1\n", {}, r"keys\.cache_ttl_seconds"),
+        ("not toml [", {}, "not valid TOML"),
+        ("", {"AGGREGATOR_REGION_EU_DATABASE_URI": "x"}, "AGGREGATOR_REGION_EU_DATABASE_URI"),
+    ],
+)
+def test_bad_settings_name_the_file_and_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(path, environ=env)
+    if not env:
+        assert str(path) in str(info.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="settings file not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
