@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.vault._openbao import openbao_fixture  # noqa: F401  (session fixture `openbao`)
+from tests.vault._softhsm import softhsm_fixture  # noqa: F401  (session fixture `softhsm`)
 from vault import KeyProvider, LocalKeyringConfig, ProviderConfig, open_provider
 
 ProviderFactory = Callable[[str], KeyProvider]
