@@ -1,0 +1,62 @@
+"""``aggregator sandbox-bank``: run the sandbox bank on loopback until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from aggregator.sandbox import DEV_CLIENT_ID, TEST_USERS, SandboxBank
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "sandbox-bank",
+        help="run the sandbox bank (OAuth2 + OBIE v3.1 accounts) on loopback",
+        description="Run an in-memory sandbox bank for development and tests. It listens "
+        "on loopback only: it publishes its test passwords and dev-client secret.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="loopback address (default %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8600, help="TCP port (default %(default)s)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
+        asyncio.run(_serve(SandboxBank(), args.host, args.port))
+    return 0
+
+
+async def _serve(bank: SandboxBank, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # not on Windows
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with bank.serve(host, port, own_logging=True) as issuer:
+        print(banner(issuer), flush=True)
+        await stop.wait()
+
+
+def banner(issuer: str) -> str:
+    users = ", ".join(f"{name} / {password}" for name, password in TEST_USERS.items())
+    return "\n".join(
+        [
+            f"sandbox bank issuer: {issuer}",
+            f"discovery:           {issuer}/.well-known/oauth-authorization-server",
+            f"test users:          {users}",
+            f"dev client id:       {DEV_CLIENT_ID} (secret: aggregator.sandbox.DEV_CLIENT_SECRET)",
+            "stop with Ctrl-C",
+        ]
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="sandbox")
+    register(parser.add_subparsers(dest="command", required=True))
+    namespace = parser.parse_args()
+    sys.exit(namespace.handler(namespace))
