@@ -10,11 +10,11 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from fakebank import FakeBank, exact
 
 from connectors.dialects import BerlinGroupDialect
 from connectors.errors import BankProtocolError
 from connectors.models import Account, AccountType, Balance, Transaction, TransactionStatus
+from tests.connectors.dialects.fakebank import FakeBank, exact
 
 BASE = "https://xs2a.beta-bank.example/psd2"
 TOKEN = "bg-access-token-0d41aa"

@@ -11,7 +11,6 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-from fakebank import FakeBank
 
 from connectors.dialects import (
     DIALECTS,
@@ -23,6 +22,7 @@ from connectors.dialects import (
     parse_retry_after,
 )
 from connectors.errors import BankProtocolError, BankUnavailable, ConnectorError
+from tests.connectors.dialects.fakebank import FakeBank
 
 TOKEN = "tok-NEVER-LOG-9f8e7d6c5b4a"
 

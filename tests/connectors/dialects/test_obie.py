@@ -10,12 +10,12 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from fakebank import FakeBank, exact, fixture_bytes
 
 from connectors.dialects import ObieDialect
 from connectors.dialects.parsing import JsonObject, opt_obj, opt_text
 from connectors.errors import BankProtocolError
 from connectors.models import Account, AccountType, Balance, Transaction, TransactionStatus
+from tests.connectors.dialects.fakebank import FakeBank, exact, fixture_bytes
 
 BASE = "https://ob.alpha-bank.example/open-banking/v3.1/aisp"
 TOKEN = "obie-access-token-5c2f9e"

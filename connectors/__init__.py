@@ -1,0 +1,105 @@
+"""Talking to banks: profiles, the OAuth2 client, API dialects and the normalized model.
+
+What other packages may import is listed in ``__all__`` and nowhere else; modules are
+private to the package (``tests/connectors/test_exported_members.py`` holds the line).
+"""
+
+from connectors.dialects import (
+    DEFAULT_MAX_PAGES,
+    DIALECTS,
+    BerlinGroupDialect,
+    Dialect,
+    HttpDialect,
+    ObieDialect,
+    get_dialect,
+    parse_retry_after,
+)
+from connectors.errors import (
+    AuthorizationExpired,
+    BankProtocolError,
+    BankUnavailable,
+    BankUnsupported,
+    ConnectorError,
+    ConsentRejected,
+    GrantRevoked,
+    IssuerMismatch,
+    ProfileError,
+    StateMismatch,
+)
+from connectors.hooks import Hook, get_hook, hook_names, register_hook
+from connectors.logging import RedactingFilter, install_redaction, redact
+from connectors.models import Account, AccountType, Balance, Transaction, TransactionStatus
+from connectors.oauth.callback import parse_callback
+from connectors.oauth.client import BankOAuthClient
+from connectors.oauth.compat import Compatibility, Finding, Severity, check_compatibility
+from connectors.oauth.credentials import load_client_credentials
+from connectors.oauth.pending import PENDING_LIFETIME, PendingAuthorization
+from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
+from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
+from connectors.oauth.rfc9207 import check_issuer
+from connectors.oauth.tokens import TokenSet
+from connectors.profiles import (
+    BUILTIN_PROFILES_DIR,
+    ApiConfig,
+    BankProfile,
+    ClientAuthMethod,
+    Endpoints,
+    ParMode,
+    load_profiles,
+)
+
+__all__ = [
+    "BUILTIN_PROFILES_DIR",
+    "DEFAULT_MAX_PAGES",
+    "DIALECTS",
+    "PENDING_LIFETIME",
+    "Account",
+    "AccountType",
+    "ApiConfig",
+    "AuthorizationExpired",
+    "Balance",
+    "BankOAuthClient",
+    "BankProfile",
+    "BankProtocolError",
+    "BankUnavailable",
+    "BankUnsupported",
+    "BerlinGroupDialect",
+    "ClientAuthMethod",
+    "Compatibility",
+    "ConnectorError",
+    "ConsentRejected",
+    "Dialect",
+    "Endpoints",
+    "Finding",
+    "GrantRevoked",
+    "Hook",
+    "HttpDialect",
+    "IssuerMismatch",
+    "ObieDialect",
+    "ParMode",
+    "PemSigner",
+    "PendingAuthorization",
+    "ProfileError",
+    "RedactingFilter",
+    "ServerMetadata",
+    "Severity",
+    "Signer",
+    "StateMismatch",
+    "TokenSet",
+    "Transaction",
+    "TransactionStatus",
+    "build_client_assertion",
+    "check_compatibility",
+    "check_issuer",
+    "fetch_metadata",
+    "get_dialect",
+    "get_hook",
+    "hook_names",
+    "install_redaction",
+    "load_client_credentials",
+    "load_profiles",
+    "parse_callback",
+    "parse_retry_after",
+    "redact",
+    "register_hook",
+]

@@ -1,0 +1,393 @@
+"""The OAuth2 client for one bank: authorization code + PKCE, PAR, refresh, revocation.
+
+Built on authlib's client for the token calls and PKCE; discovery (RFC 8414), pushed
+requests (RFC 9126), the ``iss`` check (RFC 9207) and the ``private_key_jwt`` assertion
+(RFC 7523) are ours, in the modules named after them. Every outbound call goes through
+the injected ``httpx.AsyncClient`` with a timeout, inside :func:`map_bank_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import quote_plus
+
+import httpx
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+from connectors._schema import url_problem
+from connectors.errors import BankProtocolError, BankUnsupported
+from connectors.logging import install_redaction
+from connectors.oauth._authlib import AuthlibClient, ResponseHook
+from connectors.oauth.boundary import error_code, map_bank_errors, raise_for_unavailable
+from connectors.oauth.compat import Compatibility, Severity, check_compatibility
+from connectors.oauth.credentials import load_client_credentials
+from connectors.oauth.oidc import check_id_token
+from connectors.oauth.pending import PendingAuthorization
+from connectors.oauth.rfc7523 import ASSERTION_TYPE, Signer, build_client_assertion
+from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
+from connectors.oauth.rfc9126 import authorization_url, push_authorization_request
+from connectors.oauth.tokens import TokenSet
+from connectors.profiles import BankProfile, ClientAuthMethod
+from vault import Secret
+
+__all__ = ["BankOAuthClient"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class BankOAuthClient:
+    """Links and maintains grants at one bank; safe to share between tasks.
+
+    `client_secret` is required for the ``client_secret_*`` methods and `private_key`
+    (a :class:`~connectors.oauth.rfc7523.Signer`, e.g. ``PemSigner.from_pem(...)``) for
+    ``private_key_jwt``; :meth:`from_environment` resolves both from the profile's
+    references. The flow::
+
+        client = BankOAuthClient(profile, http, client_secret=Secret("..."))
+        pending, url = await client.start_authorization("https://gw.example/callback")
+        # store `pending` sealed, redirect the browser to `url`; on the callback:
+        code = parse_callback(pending, request.query_params, await client.metadata())
+        tokens = await client.exchange_code(pending, code)
+        tokens = await client.refresh(tokens.refresh_token)
+        await client.revoke(tokens.refresh_token, "refresh_token")
+
+    Errors are :class:`~connectors.errors.ConnectorError` subclasses only: ``invalid_grant``
+    → ``GrantRevoked``; timeouts, network errors, 5xx and 429 → ``BankUnavailable``
+    (with ``retry_after``); malformed answers → ``BankProtocolError``; a bank lacking what
+    the profile needs → ``BankUnsupported`` (raised by :meth:`metadata`).
+    """
+
+    def __init__(
+        self,
+        profile: BankProfile,
+        http: httpx.AsyncClient,
+        client_secret: Secret | None = None,
+        private_key: Signer | None = None,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        method = profile.client_auth_method
+        if method.uses_secret and not client_secret:
+            raise ValueError(f"{profile.id}: {method.value} needs a client secret")
+        if method is ClientAuthMethod.PRIVATE_KEY_JWT and private_key is None:
+            raise ValueError(f"{profile.id}: private_key_jwt needs a private key signer")
+        self._profile = profile
+        self._http = http
+        self._secret = client_secret
+        self._signer = private_key
+        self._timeout = timeout
+        self._clock = clock
+        self._metadata: ServerMetadata | None = None
+        self._plan: Compatibility | None = None
+        self._discovery_lock = asyncio.Lock()
+        install_redaction()
+
+    @classmethod
+    def from_environment(
+        cls,
+        profile: BankProfile,
+        http: httpx.AsyncClient,
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> BankOAuthClient:
+        """Build the client with the secret or key the profile names (env var or file)."""
+        secret, signer = load_client_credentials(profile, environ)
+        return cls(profile, http, secret, signer, **kwargs)
+
+    @property
+    def profile(self) -> BankProfile:
+        return self._profile
+
+    async def metadata(self) -> ServerMetadata:
+        """The bank's metadata, discovered once per client and checked against the profile.
+
+        Call it at start-up to fail early: it raises ``BankUnsupported`` listing every
+        problem, and logs the warnings (plain PKCE, missing revocation endpoint, ...).
+        """
+        if self._metadata is None:
+            async with self._discovery_lock:
+                if self._metadata is None:
+                    metadata = await self._discover()
+                    plan = check_compatibility(
+                        self._profile,
+                        metadata,
+                        signing_alg=self._signer.algorithm if self._signer else None,
+                    )
+                    for finding in plan.findings:
+                        if finding.severity is Severity.WARNING:
+                            log.warning("bank %s: %s", self._profile.id, finding.message)
+                    if not plan.ok:
+                        problems = "; ".join(f.message for f in plan.problems)
+                        raise BankUnsupported(f"{self._profile.id}: {problems}")
+                    self._plan, self._metadata = plan, metadata
+        return self._metadata
+
+    async def start_authorization(self, redirect_uri: str) -> tuple[PendingAuthorization, str]:
+        """Begin a link: return what to store and the URL to send the browser to.
+
+        Always PKCE (S256, or plain only where the profile allows it and the bank lacks
+        S256), a fresh `state`, a `nonce` when ``openid`` is in scope, and PAR when the
+        profile asks for it or the bank requires it.
+        """
+        problem = url_problem(redirect_uri)
+        if problem:
+            raise ValueError(f"redirect_uri: {problem}")
+        metadata = await self.metadata()
+        plan = self._plan
+        # Both are set together with the metadata; a missing PKCE method fails there.
+        assert plan is not None
+        assert plan.pkce_method is not None
+        profile = self._profile
+        pending = PendingAuthorization.new(
+            profile.id, redirect_uri, with_nonce="openid" in profile.scopes, now=self._clock()
+        )
+        params = self._authorization_params(redirect_uri)
+        params["state"] = pending.state
+        params["code_challenge_method"] = plan.pkce_method
+        params["code_challenge"] = (
+            create_s256_code_challenge(pending.code_verifier)
+            if plan.pkce_method == "S256"
+            else pending.code_verifier
+        )
+        if pending.nonce is not None:
+            params["nonce"] = pending.nonce
+        if not plan.use_par:
+            return pending, authorization_url(metadata.authorization_endpoint, params)
+        endpoint = metadata.pushed_authorization_request_endpoint
+        assert endpoint is not None  # the plan uses PAR only when there is an endpoint
+        oauth = await self._authlib(metadata)
+        pushed = await push_authorization_request(
+            self._http,
+            endpoint,
+            params,
+            auth=oauth.client_auth(profile.client_auth_method.value),
+            http_timeout=self._timeout,
+            bank=profile.id,
+        )
+        # RFC 9126 §4: the front channel carries only the client id and the reference.
+        url = authorization_url(
+            metadata.authorization_endpoint,
+            {"client_id": profile.client_id, "request_uri": pushed.request_uri},
+        )
+        return pending, url
+
+    async def exchange_code(self, pending: PendingAuthorization, code: str) -> TokenSet:
+        """Trade the callback's code for tokens (RFC 6749 §4.1.3, RFC 7636 §4.5).
+
+        Sends the verifier and the very `redirect_uri` of the authorization request;
+        checks the ID token's issuer, audience, expiry and nonce when one comes back.
+        """
+        if pending.bank_id != self._profile.id:
+            raise ValueError(f"pending authorization of {pending.bank_id}, not {self._profile.id}")
+        metadata = await self.metadata()
+        oauth = await self._authlib(metadata)
+        with map_bank_errors(self._profile.id, "code exchange"):
+            data = await oauth.fetch_token(
+                metadata.token_endpoint,
+                grant_type="authorization_code",
+                code=code,
+                redirect_uri=pending.redirect_uri,
+                code_verifier=pending.code_verifier,
+                timeout=self._timeout,
+            )
+        now = self._clock()
+        tokens = TokenSet.from_response(data, now=now, requested_scope=self._profile.scope)
+        if tokens.id_token is not None:
+            check_id_token(
+                tokens.id_token,
+                issuer=metadata.issuer,
+                client_id=self._profile.client_id,
+                nonce=pending.nonce,
+                now=now,
+            )
+        return tokens
+
+    async def refresh(self, refresh_token: str) -> TokenSet:
+        """Use `refresh_token` once (RFC 6749 §6) and return the new tokens.
+
+        A bank that rotates sends a new refresh token, and the old one is dead from now
+        on: persist the result before anything else. A bank that does not rotate sends
+        none, and the old one is kept in the result. Never retry with a token a bank may
+        already have retired (FINDINGS.md "OpenID Connect servers").
+        """
+        metadata = await self.metadata()
+        oauth = await self._authlib(metadata)
+        with map_bank_errors(self._profile.id, "refresh"):
+            data = await oauth.refresh_token(
+                metadata.token_endpoint, refresh_token=refresh_token, timeout=self._timeout
+            )
+        return TokenSet.from_response(data, now=self._clock(), previous_refresh_token=refresh_token)
+
+    async def revoke(
+        self,
+        token: str,
+        token_type_hint: Literal["access_token", "refresh_token"] | None = None,
+    ) -> None:
+        """Revoke `token` at the bank (RFC 7009 §2.1); an unknown token is success (§2.2).
+
+        Revoking a refresh token ends the whole grant at most banks; revoking only the
+        access token may end it too (§2.1 allows it), so do not expect the grant to
+        survive either.
+        """
+        metadata = await self.metadata()
+        endpoint = metadata.revocation_endpoint
+        if endpoint is None:
+            raise BankUnsupported(f"{self._profile.id}: the bank has no revocation endpoint")
+        oauth = await self._authlib(metadata)
+        with map_bank_errors(self._profile.id, "revocation"):
+            response = await oauth.revoke_token(
+                endpoint, token=token, token_type_hint=token_type_hint, timeout=self._timeout
+            )
+        raise_for_unavailable(response, self._profile.id, "revocation")  # §2.2.1: 503
+        if response.status_code >= 300:
+            code = _error_of(response)
+            raise BankProtocolError(
+                f"{self._profile.id}: revocation: HTTP {response.status_code} {code}".rstrip()
+            )
+
+    def _authorization_params(self, redirect_uri: str) -> dict[str, str]:
+        profile = self._profile
+        fixed = {
+            "response_type": "code",
+            "client_id": profile.client_id,
+            "redirect_uri": redirect_uri,
+        }
+        params: dict[str, str] = {**fixed, "scope": profile.scope, **profile.extra_authorize_params}
+        for hook in profile.hooks:
+            if hook.authorize_params is not None:
+                params = hook.authorize_params(params)
+        return {**params, **fixed}  # a hook may add or adjust, never redirect elsewhere
+
+    async def _discover(self) -> ServerMetadata:
+        profile = self._profile
+        if profile.discovery:
+            metadata = await fetch_metadata(
+                self._http, profile.issuer, http_timeout=self._timeout, bank=profile.id
+            )
+        else:
+            # Without discovery the profile vouches for the bank: PKCE S256 and its own
+            # client authentication method.
+            method = (profile.client_auth_method.value,)
+            metadata = ServerMetadata(
+                issuer=profile.issuer,
+                authorization_endpoint=profile.endpoints.authorization or "",
+                token_endpoint=profile.endpoints.token or "",
+                source="profile",
+                code_challenge_methods_supported=("S256",),
+                token_endpoint_auth_methods_supported=method,
+                revocation_endpoint_auth_methods_supported=method,
+            )
+        endpoints = profile.endpoints
+        return dataclasses.replace(
+            metadata,
+            authorization_endpoint=endpoints.authorization or metadata.authorization_endpoint,
+            token_endpoint=endpoints.token or metadata.token_endpoint,
+            pushed_authorization_request_endpoint=endpoints.par
+            or metadata.pushed_authorization_request_endpoint,
+            revocation_endpoint=endpoints.revocation or metadata.revocation_endpoint,
+        )
+
+    async def _authlib(self, metadata: ServerMetadata) -> AuthlibClient:
+        profile = self._profile
+        method = profile.client_auth_method.value
+        oauth = AuthlibClient(
+            self._http,
+            client_id=profile.client_id,
+            client_secret=self._secret.reveal() if self._secret else None,
+            token_endpoint_auth_method=method,
+            revocation_endpoint_auth_method=method,
+        )
+        if self._signer is not None and method == ClientAuthMethod.PRIVATE_KEY_JWT:
+            assertion = await build_client_assertion(
+                self._signer,
+                client_id=profile.client_id,
+                audience=metadata.issuer,
+                now=self._clock(),
+            )
+            oauth.register_client_auth_method((method, _AssertionAuth(assertion)))
+        else:
+            oauth.register_client_auth_method(("client_secret_basic", _encoded_basic_auth))
+            oauth.register_client_auth_method(("client_secret_post", _post_auth))
+        hook = _token_response_hook(profile)
+        oauth.register_compliance_hook("access_token_response", hook)
+        oauth.register_compliance_hook("refresh_token_response", hook)
+        return oauth
+
+
+def _encoded_basic_auth(
+    auth: Any, method: str, uri: str, headers: Any, body: str | bytes | None
+) -> tuple[str, Any, str | bytes | None]:
+    # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding; authlib
+    # skips that step, so a secret with ':' or '%' fails at a strict server.
+    credentials = f"{quote_plus(auth.client_id)}:{quote_plus(auth.client_secret or '')}"
+    headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    return uri, headers, body
+
+
+def _post_auth(
+    auth: Any, method: str, uri: str, headers: Any, body: str | bytes | None
+) -> tuple[str, Any, str]:
+    # RFC 6749 §3.2: no parameter twice. A pushed request (RFC 9126 §2.1) already has
+    # client_id; authlib's client_secret_post would add a second one.
+    text = body.decode() if isinstance(body, bytes) else (body or "")
+    params = httpx.QueryParams(text)
+    if "client_id" not in params:
+        params = params.add("client_id", auth.client_id)
+    return uri, headers, str(params.add("client_secret", auth.client_secret or ""))
+
+
+class _AssertionAuth:
+    """authlib client-auth callable adding one precomputed assertion (RFC 7523 §2.2)."""
+
+    def __init__(self, assertion: str) -> None:
+        self._assertion = assertion
+
+    def __call__(
+        self, auth: Any, method: str, uri: str, headers: Any, body: str | bytes | None
+    ) -> tuple[str, Any, str]:
+        text = body.decode() if isinstance(body, bytes) else (body or "")
+        extra = httpx.QueryParams(
+            {"client_assertion_type": ASSERTION_TYPE, "client_assertion": self._assertion}
+        )
+        return uri, headers, f"{text}&{extra}" if text else str(extra)
+
+    def __repr__(self) -> str:
+        return "_AssertionAuth('***')"
+
+
+def _token_response_hook(profile: BankProfile) -> ResponseHook:
+    """One authlib compliance hook: 429/5xx first, then the profile's hooks in order."""
+    hooks = [h.token_response for h in profile.hooks if h.token_response is not None]
+
+    def hook(response: httpx.Response) -> httpx.Response:
+        raise_for_unavailable(response, profile.id, "token request")
+        if not hooks:
+            return response
+        try:
+            data = response.json()
+        except ValueError:
+            return response
+        if not isinstance(data, dict):
+            return response
+        for fn in hooks:
+            data = fn(data)
+        return httpx.Response(response.status_code, json=data, request=response.request)
+
+    return hook
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return error_code(body.get("error")) if isinstance(body, dict) and "error" in body else ""

@@ -1,0 +1,325 @@
+"""Bank profiles: one TOML file per bank, validated completely at start-up.
+
+A profile is data (issuer, scopes, client registration, API dialect, display data); a
+bank's deviations from the specifications are named hooks (:mod:`connectors.hooks`).
+Secrets never live in a profile: it names where they are (``client_secret_env``,
+``private_key_pem_env``, ``private_key_file``). The one exception is
+``client_secret_dev_default``, accepted only when the issuer is a loopback address: the
+sandbox bank's published development secret. Every problem is a
+:class:`~connectors.errors.ProfileError` naming the file, the key and what is wrong, so
+an operator fixes a typo before the first user is sent to a bank.
+
+A minimal profile::
+
+    id = "examplebank-de"
+    display_name = "Example Bank"
+    country = "DE"
+    region = "eu"
+    issuer = "https://auth.examplebank.de"
+    scopes = ["openid", "offline_access", "accounts"]
+    client_id = "our-client-id"
+    client_auth_method = "private_key_jwt"
+    private_key_file = "/etc/aggregator/keys/examplebank.pem"
+    hooks = ["prompt_consent_for_offline_access"]
+
+    [api]
+    dialect = "berlin_group"
+    base_url = "https://api.examplebank.de/v1"
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from connectors import _schema
+from connectors._schema import Table, is_loopback_url
+from connectors.errors import ProfileError
+from connectors.hooks import Hook
+
+__all__ = [
+    "BUILTIN_PROFILES_DIR",
+    "ApiConfig",
+    "BankProfile",
+    "ClientAuthMethod",
+    "Endpoints",
+    "ParMode",
+    "load_profiles",
+]
+
+#: The profiles shipped with the package (the sandbox banks).
+BUILTIN_PROFILES_DIR = Path(__file__).parent / "banks"
+
+
+class ClientAuthMethod(enum.StrEnum):
+    """How the client proves its identity at the token, PAR and revocation endpoints."""
+
+    CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - RFC 6749 §2.3.1, HTTP Basic
+    CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105 - RFC 6749 §2.3.1, form body
+    PRIVATE_KEY_JWT = "private_key_jwt"  # RFC 7523 §2.2, a signed JWT assertion
+
+    @property
+    def uses_secret(self) -> bool:
+        return self is not ClientAuthMethod.PRIVATE_KEY_JWT
+
+
+class ParMode(enum.StrEnum):
+    """When to push the authorization request (RFC 9126) instead of sending it in the URL."""
+
+    ALWAYS = "always"  # `use_par = true`: fail at discovery if the bank has no PAR endpoint
+    NEVER = "never"  # `use_par = false`: unless the bank requires PAR, then it is an error
+    AUTO = "auto"  # `use_par = "auto"`: whenever the bank advertises a PAR endpoint
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Endpoints set in the profile; each one overrides the discovered value."""
+
+    authorization: str | None = None
+    token: str | None = None
+    par: str | None = None
+    revocation: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Where the bank's account API lives and which dialect it speaks."""
+
+    dialect: str
+    base_url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BankProfile:
+    """One bank, as its profile file describes it; built only by :func:`load_profiles`."""
+
+    id: str
+    display_name: str
+    country: str
+    region: str
+    issuer: str
+    scopes: tuple[str, ...]
+    client_id: str
+    client_auth_method: ClientAuthMethod
+    api: ApiConfig
+    source: Path
+    discovery: bool = True
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    client_secret_env: str | None = None
+    #: Only for loopback development banks: used when `client_secret_env` is unset.
+    client_secret_dev_default: str | None = field(default=None, repr=False)
+    private_key_pem_env: str | None = None
+    private_key_file: Path | None = None
+    signing_alg: str | None = None
+    client_key_id: str | None = None
+    use_par: ParMode = ParMode.AUTO
+    allow_plain_pkce: bool = False
+    extra_authorize_params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    hooks: tuple[Hook, ...] = ()
+    logo: str | None = None
+
+    @property
+    def scope(self) -> str:
+        """The `scope` request parameter (RFC 6749 §3.3: space-delimited)."""
+        return " ".join(self.scopes)
+
+
+_RESERVED_AUTHORIZE_PARAMS = frozenset(
+    {
+        "client_id",
+        "response_type",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "request_uri",
+        "request",
+    }
+)
+
+
+_TOP_KEYS = frozenset(
+    {
+        "id",
+        "display_name",
+        "country",
+        "region",
+        "issuer",
+        "discovery",
+        "endpoints",
+        "scopes",
+        "client_id",
+        "client_auth_method",
+        "client_secret_env",
+        "client_secret_dev_default",
+        "private_key_pem_env",
+        "private_key_file",
+        "signing_alg",
+        "client_key_id",
+        "use_par",
+        "allow_plain_pkce",
+        "extra_authorize_params",
+        "hooks",
+        "api",
+        "logo",
+    }
+)
+
+
+def load_profiles(
+    dirs: Sequence[Path],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    include_builtin: bool = True,
+) -> dict[str, BankProfile]:
+    """Read every ``*.toml`` in the built-in directory and in `dirs`, keyed by bank id.
+
+    `overrides` maps a bank id to replacement values, applied before validation, e.g.
+    ``{"sandbox-eu": {"issuer": "http://127.0.0.1:9001"}}``; nested tables merge, and a
+    dotted key (``"api.dialect"``) addresses a nested value. An override naming an
+    unknown bank is an error too.
+    """
+    overrides = overrides or {}
+    search = [BUILTIN_PROFILES_DIR, *dirs] if include_builtin else list(dirs)
+    profiles: dict[str, BankProfile] = {}
+    seen: set[str] = set()
+    for directory in search:
+        if not directory.is_dir():
+            raise ProfileError(str(directory), "(directory)", "not a readable directory")
+        for path in sorted(directory.glob("*.toml")):
+            profile = _load_file(path, overrides)
+            if profile.id in profiles:
+                other = profiles[profile.id].source
+                raise ProfileError(
+                    str(path), "id", f"duplicate bank id {profile.id!r}, also in {other}"
+                )
+            profiles[profile.id] = profile
+            seen.add(profile.id)
+    for bank_id in overrides:
+        if bank_id not in seen:
+            raise ProfileError("(overrides)", bank_id, "no bank profile has this id")
+    return dict(sorted(profiles.items()))
+
+
+def _load_file(path: Path, overrides: Mapping[str, Mapping[str, Any]]) -> BankProfile:
+    try:
+        with path.open("rb") as stream:
+            data = tomllib.load(stream)
+    except OSError as exc:
+        raise ProfileError(str(path), "(file)", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(str(path), "(syntax)", str(exc)) from None
+    bank_id = data.get("id")
+    overridden: frozenset[str] = frozenset()
+    if isinstance(bank_id, str) and bank_id in overrides:
+        data, overridden = _schema.merge(data, overrides[bank_id])
+    return _parse(Table(data, _TOP_KEYS, file=str(path), overridden=overridden), path)
+
+
+def _parse(t: Table, path: Path) -> BankProfile:
+    issuer = t.url("issuer", issuer=True)
+    loopback = is_loopback_url(issuer)
+    method = ClientAuthMethod(t.choice("client_auth_method", [m.value for m in ClientAuthMethod]))
+    use_par = t.get("use_par", default="auto")
+    if use_par not in (True, False, "auto"):
+        raise t.error("use_par", 'must be true, false or "auto"')
+    par_mode = {True: ParMode.ALWAYS, False: ParMode.NEVER}.get(use_par, ParMode.AUTO)
+    discovery = t.boolean("discovery", default=True)
+    endpoints = _endpoints(
+        t.table("endpoints", {"authorization", "token", "par", "revocation"}),
+        discovery=discovery,
+        par=par_mode,
+    )
+    return BankProfile(
+        id=t.string("id", pattern=_schema.BANK_ID),
+        display_name=t.string("display_name", max_length=100),
+        country=t.string("country", pattern=_schema.COUNTRY),
+        region=t.string("region", pattern=_schema.REGION),
+        issuer=issuer,
+        discovery=discovery,
+        endpoints=endpoints,
+        scopes=t.scopes("scopes"),
+        client_id=t.string("client_id", pattern=_schema.CLIENT_ID),
+        client_auth_method=method,
+        use_par=par_mode,
+        allow_plain_pkce=t.boolean("allow_plain_pkce", default=False),
+        extra_authorize_params=MappingProxyType(_authorize_params(t)),
+        hooks=t.hooks("hooks"),
+        api=_api(t.table("api", {"dialect", "base_url"}, required=True), issuer),
+        logo=t.logo("logo", base=path.parent),
+        source=path,
+        **_credentials(t, method, loopback=loopback, base=path.parent),
+    )
+
+
+def _endpoints(t: Table, *, discovery: bool, par: ParMode) -> Endpoints:
+    return Endpoints(
+        authorization=t.optional_url("authorization", required=not discovery),
+        token=t.optional_url("token", required=not discovery),
+        par=t.optional_url("par", required=not discovery and par is ParMode.ALWAYS),
+        revocation=t.optional_url("revocation"),
+    )
+
+
+def _api(t: Table, issuer: str) -> ApiConfig:
+    return ApiConfig(dialect=t.dialect("dialect"), base_url=t.url("base_url", base=issuer))
+
+
+def _authorize_params(t: Table) -> dict[str, str]:
+    params = t.table("extra_authorize_params", None)
+    out: dict[str, str] = {}
+    for name in params.names():
+        if name in _RESERVED_AUTHORIZE_PARAMS:
+            raise params.error(name, "set by the OAuth client itself; remove it here")
+        out[name] = params.string(name, max_length=2000)
+    return out
+
+
+def _credentials(
+    t: Table, method: ClientAuthMethod, *, loopback: bool, base: Path
+) -> dict[str, Any]:
+    secret_env = t.env_name("client_secret_env")
+    dev_default = t.optional_string("client_secret_dev_default")
+    pem_env = t.env_name("private_key_pem_env")
+    key_file = t.path("private_key_file", base=base)
+    alg = t.optional_choice("signing_alg", ["PS256", "ES256"])
+    kid = t.optional_string("client_key_id")
+    if dev_default is not None and not loopback:
+        raise t.error(
+            "client_secret_dev_default",
+            "a literal secret is allowed only for a loopback development bank; "
+            "use client_secret_env",
+        )
+    if method.uses_secret:
+        if secret_env is None and dev_default is None:
+            raise t.error("client_secret_env", f"required by {method.value}")
+        for key, value in (
+            ("private_key_pem_env", pem_env),
+            ("private_key_file", key_file),
+            ("signing_alg", alg),
+        ):
+            if value is not None:
+                raise t.error(key, f"only used with private_key_jwt, not {method.value}")
+    else:
+        if (pem_env is None) == (key_file is None):
+            raise t.error(
+                "private_key_pem_env",
+                "private_key_jwt needs exactly one of private_key_pem_env and private_key_file",
+            )
+        if secret_env is not None or dev_default is not None:
+            raise t.error("client_secret_env", "not used with private_key_jwt")
+    return {
+        "client_secret_env": secret_env,
+        "client_secret_dev_default": dev_default,
+        "private_key_pem_env": pem_env,
+        "private_key_file": key_file,
+        "signing_alg": alg,
+        "client_key_id": kid,
+    }

@@ -1,0 +1,130 @@
+"""`aggregator banks list | check`, through a parser built from `register` alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from aggregator.commands import banks
+from aggregator.errors import ConfigError
+from aggregator.sandbox import SandboxBank, SandboxConfig
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith(("AGGREGATOR_", "SANDBOX_BANK_"))]:
+        monkeypatch.delenv(var)
+    return tmp_path
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="aggregator")
+    parser.add_argument("--config")
+    banks.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["banks", *argv])
+    result: int = args.handler(args)
+    return result
+
+
+def operator_profile(workdir: Path, **lines: str) -> None:
+    directory = workdir / "banks"
+    directory.mkdir(exist_ok=True)
+    body = {
+        "id": '"strict-bank"',
+        "display_name": '"Strict Bank"',
+        "country": '"FR"',
+        "region": '"eu"',
+        "issuer": '"http://127.0.0.1:9"',
+        "scopes": '"openid accounts"',
+        "client_id": '"sandbox-dev-client"',
+        "client_auth_method": '"client_secret_basic"',
+        "client_secret_env": '"STRICT_SECRET"',
+        **lines,
+    }
+    text = "".join(f"{k} = {v}\n" for k, v in body.items())
+    (directory / "strict.toml").write_text(
+        text + '[api]\ndialect = "berlin_group"\nbase_url = "/v1"\n'
+    )
+    (workdir / "aggregator.toml").write_text('[banks]\ndirectories = ["banks"]\n')
+
+
+def test_list_shows_builtin_banks(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("list") == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "REGION", "DIALECT", "ISSUER"]
+    eu = next(line for line in lines if line.startswith("sandbox-eu"))
+    assert "Sandbox Bank (EU)" in eu
+    assert eu.split()[-3:] == ["eu", "obie", "http://127.0.0.1:8600"]
+
+
+def test_list_json_includes_operator_profiles(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator_profile(workdir)
+
+    assert run("list", "--json") == 0
+
+    rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"sandbox-eu", "sandbox-us", "strict-bank"}
+    assert rows["strict-bank"]["dialect"] == "berlin_group"
+
+
+def test_check_reports_what_the_sandbox_supports(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SandboxBank().serve_in_thread() as issuer:
+        assert run("check", "sandbox-eu", "--issuer", issuer) == 0
+
+    out = capsys.readouterr().out
+    assert f"issuer {issuer}" in out
+    assert "PKCE S256:           yes" in out
+    assert "PAR:                 offered" in out
+    assert "iss parameter:       yes" in out
+    assert "revocation:          yes" in out
+    assert "private_key_jwt" in out
+    assert out.rstrip().endswith("compatible")
+
+
+def test_check_fails_when_the_profile_does_not_fit_the_bank(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator_profile(workdir, use_par="false")
+    monkeypatch.setenv("STRICT_SECRET", "sandbox-dev-secret")
+
+    with SandboxBank(SandboxConfig(require_par=True)).serve_in_thread() as issuer:
+        assert run("check", "strict-bank", "--issuer", issuer) == 1
+
+    out = capsys.readouterr().out
+    assert "PAR:                 required" in out
+    assert "PROBLEM  par: PAR required, but the profile sets use_par = false" in out
+    assert "1 problem(s)" in out
+
+
+def test_check_reports_missing_credentials_and_unreachable_bank(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator_profile(workdir)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    assert (
+        run("check", "strict-bank", "--issuer", f"http://127.0.0.1:{port}", "--timeout", "2") == 1
+    )
+
+    out = capsys.readouterr().out
+    assert "PROBLEM  credentials: " in out
+    assert "STRICT_SECRET is not set" in out
+    assert "PROBLEM  discovery: " in out
+
+
+def test_check_unknown_bank(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown bank id 'nope'"):
+        run("check", "nope")

@@ -1,0 +1,1 @@
+"""Interoperability tests against authorization servers we did not write."""
