@@ -17,7 +17,7 @@ from connectors.errors import ConnectorError
 from vault.errors import VaultError
 
 #: Modules under ``aggregator.commands`` that contribute sub-commands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("keys", "banks", "sandbox")
+COMMAND_MODULES: tuple[str, ...] = ("keys", "migrate", "banks", "sandbox", "audit")
 
 
 def build_parser() -> argparse.ArgumentParser:

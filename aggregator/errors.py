@@ -3,11 +3,19 @@
 ::
 
     GatewayError
-    ├── ConfigError           the settings file or an environment override is invalid
-    └── ResidencyViolation    a write would put one region's entity into another region's store
+    ├── ConfigError               the settings file or an environment override is invalid
+    │   └── SchemaOutOfDate       a region's database is not at the revision this build needs
+    ├── ResidencyViolation        a write would put one region's entity into another's store
+    ├── InvalidId                 text given as an id cannot name anything held here
+    │   ├── MalformedId           not an id the gateway issues, or not of the kind expected
+    │   └── UnknownRegion         well formed, but its region is not configured here
+    ├── InvalidApiKey             an API key is unknown, revoked, or its application disabled
+    ├── SealReservationMissing    a value was sealed without reserving seal budget first (a bug)
+    └── AuditValueRejected        an audit field could carry a secret or PII, so it is refused
 
 `vault.VaultError` and `connectors.ConnectorError` are the other packages' roots; the
-HTTP layer and the CLI map all three.
+HTTP layer and the CLI map all three. :class:`InvalidId` and its subclasses become a 404
+problem (the resource cannot exist), never a 500; :class:`InvalidApiKey` a 401.
 """
 
 from __future__ import annotations
@@ -25,7 +33,49 @@ class ConfigError(GatewayError):
     code = "invalid_configuration"
 
 
+class SchemaOutOfDate(ConfigError):
+    """Raised at start-up when a region's database needs `aggregator migrate` first."""
+
+    code = "schema_out_of_date"
+
+
 class ResidencyViolation(GatewayError):
     """Raised when an entity of one region is about to be written through another's session."""
 
     code = "residency_violation"
+
+
+class InvalidId(GatewayError):
+    """An id from outside cannot name anything here; the HTTP layer answers 404."""
+
+    code = "invalid_id"
+
+
+class MalformedId(InvalidId):
+    """Raised when text is not an id the gateway issues, or not of the kind expected."""
+
+    code = "malformed_id"
+
+
+class UnknownRegion(InvalidId):
+    """Raised when a well-formed id names a region this deployment does not run."""
+
+    code = "unknown_region"
+
+
+class InvalidApiKey(GatewayError):
+    """Raised when a presented API key is unknown, revoked, or its application disabled."""
+
+    code = "invalid_api_key"
+
+
+class SealReservationMissing(GatewayError):
+    """Raised when a value is sealed outside :class:`aggregator.sealing.Sealer`; a bug."""
+
+    code = "seal_reservation_missing"
+
+
+class AuditValueRejected(GatewayError):
+    """Raised when an audit field is not an id, enum, request id or IP address."""
+
+    code = "audit_value_rejected"

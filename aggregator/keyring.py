@@ -11,7 +11,7 @@ import logging
 import warnings
 
 from aggregator.settings import RegionSettings, Settings
-from vault import Envelope, LocalKeyringConfig, open_provider
+from vault import Envelope, LocalKeyringConfig, SealCounter, open_provider
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,10 @@ class LocalKeyringInProductionWarning(UserWarning):
     """The local keyring is protecting a server database; use an HSM or Vault there."""
 
 
-def envelope_for(region: RegionSettings, settings: Settings) -> Envelope:
+def envelope_for(
+    region: RegionSettings, settings: Settings, *, seal_counter: SealCounter | None = None
+) -> Envelope:
+    """The region's envelope; the gateway passes a persistent ``seal_counter``."""
     if isinstance(region.keys, LocalKeyringConfig) and not region.database_url.startswith(
         "sqlite"
     ):
@@ -32,5 +35,6 @@ def envelope_for(region: RegionSettings, settings: Settings) -> Envelope:
         )
     provider = open_provider(region.keys)
     return Envelope(
-        provider, cache_ttl=settings.key_cache_ttl, cache_size=settings.key_cache_size
+        provider, cache_ttl=settings.key_cache_ttl, cache_size=settings.key_cache_size,
+        seal_counter=seal_counter,
     )

@@ -1,0 +1,182 @@
+"""Users' data keys: created wrapped, loaded through the envelope cache, counted, shredded.
+
+Seal counting (NIST SP 800-38D §8.3 caps a key at 2^32 random-nonce seals) must survive
+restarts and span processes, so counts live in ``data_keys.seal_count``. The envelope
+asks its :class:`vault.SealCounter` synchronously, in the middle of a seal, while the
+database is async; :class:`SealLedger` squares that by reserving blocks of seal numbers
+ahead, asynchronously, before each seal (``ensure``), and handing them to the envelope
+from memory (``reserve``). Reserved numbers a process never uses are simply lost: counts
+err on the safe side.
+
+Where a reservation is written: on PostgreSQL in its own short transaction, committed at
+once. On SQLite, inside the caller's write session when one is given, because SQLite has
+a single writer and a second connection would wait for the very session awaiting it;
+loading a key in a write session reserves right away, before the unit of work writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from aggregator.errors import ResidencyViolation, SealReservationMissing
+from aggregator.ids import UserId, parse_id
+from aggregator.models import DataKeyRecord
+from aggregator.models.base import table_of
+from aggregator.store.engines import with_begin
+from aggregator.store.residency import WRITES_KEY
+from vault import DataKeyDestroyed, Envelope, WrappedKey
+
+_data_keys = table_of(DataKeyRecord)
+
+
+@dataclass(slots=True)
+class _Block:
+    next: int  # the next seal number to hand out
+    end: int  # the last seal number reserved
+
+
+class SealLedger:
+    """A :class:`vault.SealCounter` backed by ``data_keys.seal_count``.
+
+    ``block`` seal numbers are reserved per database round trip; ``ensure`` tops up when
+    fewer than ``low_water`` remain, which must be at least the envelope's own block
+    (at most 1,024) so a ``reserve`` call never finds the pool short.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, block: int = 8192, low_water: int = 1024) -> None:
+        if block < low_water:
+            raise ValueError("block must be at least low_water")
+        self._engine = with_begin(engine, "IMMEDIATE")
+        self._sqlite = engine.dialect.name == "sqlite"
+        self.block = block
+        self._low_water = low_water
+        self._blocks: dict[str, _Block] = {}
+
+    # -- vault.SealCounter ----------------------------------------------------
+
+    def reserve(self, dek_id: str, n: int) -> int:
+        held = self._blocks.get(dek_id)
+        if held is None or held.end - held.next + 1 < n:
+            raise SealReservationMissing(
+                f"no seal budget reserved for data key {dek_id!r}: seal through "
+                "aggregator.sealing.Sealer, which reserves it first"
+            )
+        held.next += n
+        return held.next - 1
+
+    # -- async side -----------------------------------------------------------
+
+    def available(self, dek_id: str) -> int:
+        held = self._blocks.get(dek_id)
+        return 0 if held is None else held.end - held.next + 1
+
+    def seed(self, dek_id: str, total: int) -> None:
+        """Adopt the block a new key's row was inserted with (``seal_count = total``)."""
+        self._blocks[dek_id] = _Block(total - self.block + 1, total)
+
+    async def ensure(self, dek_id: str, session: AsyncSession | None = None) -> None:
+        """Make sure at least ``low_water`` seals are reserved for ``dek_id``."""
+        if self.available(dek_id) >= self._low_water:
+            return
+        stmt = (
+            update(_data_keys)
+            .where(_data_keys.c.dek_id == dek_id)
+            .values(seal_count=_data_keys.c.seal_count + self.block)
+            .returning(_data_keys.c.seal_count)
+        )
+        if self._sqlite and session is not None and session.info.get(WRITES_KEY):
+            # SQLite has one writer: a second connection would wait for this session.
+            total = (await session.execute(stmt)).scalar_one_or_none()
+        else:
+            # Elsewhere the reservation commits at once, so a rollback cannot undo it. A
+            # caller's own transaction holding the row (deleting it, say) would make this
+            # wait forever: time out instead.
+            async with self._engine.begin() as conn:
+                if not self._sqlite:
+                    await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                total = (await conn.execute(stmt)).scalar_one_or_none()
+        if total is None:
+            raise DataKeyDestroyed(f"data key {dek_id!r} does not exist (erased?)")
+        self.seed(dek_id, total)
+
+    def forget(self, dek_id: str) -> None:
+        self._blocks.pop(dek_id, None)
+
+
+def dek_id_for(user_id: str) -> str:
+    return f"dek_{user_id}"
+
+
+class DataKeys:
+    """One region's users' data keys.
+
+    Example::
+
+        async with router.session("eu") as session, session.begin():
+            session.add(user)
+            key = await custody.data_keys.create(session, user.id)
+        ...
+        key = await custody.data_keys.load(session, user_id)   # unwrapped once, cached
+        await custody.data_keys.destroy(session, user_id)      # crypto-shredding
+    """
+
+    def __init__(self, region: str, envelope: Envelope, ledger: SealLedger) -> None:
+        self.region = region
+        self._envelope = envelope
+        self._ledger = ledger
+
+    def _check(self, user_id: str) -> None:
+        if parse_id(user_id, kind="usr").region != self.region:
+            raise ResidencyViolation(f"user {user_id} does not live in region {self.region}")
+
+    async def create(self, session: AsyncSession, user_id: UserId) -> WrappedKey:
+        """Generate the user's data key and add its wrapped form to ``session``."""
+        self._check(user_id)
+        dek_id = dek_id_for(user_id)
+        wrapped = await asyncio.to_thread(self._envelope.new_data_key, dek_id)
+        session.add(DataKeyRecord(
+            user_id=user_id, dek_id=dek_id, provider=wrapped.provider, kek_id=wrapped.kek_id,
+            kek_version=wrapped.kek_version, ciphertext=wrapped.ciphertext,
+            seal_count=self._ledger.block,
+        ))
+        # The row is not committed yet, so no other connection could top the ledger up.
+        self._ledger.seed(dek_id, self._ledger.block)
+        return wrapped
+
+    async def load(self, session: AsyncSession, user_id: UserId) -> WrappedKey:
+        """The user's wrapped key, unwrapped into the envelope cache if it is not there.
+
+        In a write session it also reserves seals, so the unit of work can seal without
+        another round trip (see the module docstring for why that matters on SQLite).
+        """
+        self._check(user_id)
+        row = (await session.execute(
+            select(_data_keys).where(_data_keys.c.user_id == user_id)
+        )).one_or_none()
+        if row is None:
+            raise DataKeyDestroyed(f"user {user_id} has no data key (erased or never created)")
+        wrapped = WrappedKey(
+            row.dek_id, row.provider, row.kek_id, row.kek_version, bytes(row.ciphertext)
+        )
+        if not self._envelope.is_cached(wrapped.dek_id):
+            await asyncio.to_thread(self._envelope.prepare, wrapped)
+        if session.info.get(WRITES_KEY):
+            await self._ledger.ensure(wrapped.dek_id, session)  # before this session writes
+        return wrapped
+
+    async def destroy(self, session: AsyncSession, user_id: UserId) -> bool:
+        """Delete the wrapped key: every value sealed for the user is then unreadable.
+
+        Returns whether a key existed. The cache entry goes at once, not after its TTL;
+        other processes drop theirs within the cache TTL (``keys.cache_ttl_seconds``).
+        """
+        self._check(user_id)
+        dek_id = dek_id_for(user_id)
+        result = await session.execute(delete(_data_keys).where(_data_keys.c.user_id == user_id))
+        self._envelope.forget(dek_id)
+        self._ledger.forget(dek_id)
+        return bool(getattr(result, "rowcount", 0))

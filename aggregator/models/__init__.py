@@ -1,0 +1,66 @@
+"""The schema of a region's database; only `aggregator` knows it.
+
+Every configured region runs the same schema (one Alembic history, ``migrations/``). The
+tables, by owner:
+
+- global configuration, replicated to every region: ``applications``, ``api_keys``;
+- the region itself: ``region_secrets`` (the wrapped pepper, the region stamp),
+  ``audit_events`` and ``audit_head`` (the hash chain);
+- a user, reached by ``ON DELETE CASCADE`` from ``users``: ``data_keys``,
+  ``link_sessions``, ``connections``, ``credentials``, ``accounts``, ``balances``,
+  ``transactions``, ``sync_states``.
+"""
+
+from aggregator.models.audit import AuditEvent, AuditHead
+from aggregator.models.banking import (
+    Account,
+    AccountType,
+    Balance,
+    SyncState,
+    Transaction,
+    TransactionStatus,
+)
+from aggregator.models.base import (
+    NAMING_CONVENTION,
+    Base,
+    metadata,
+    region_columns,
+    sealed_columns,
+)
+from aggregator.models.linking import (
+    Connection,
+    ConnectionStatus,
+    Credential,
+    LinkSession,
+    LinkStatus,
+)
+from aggregator.models.tenancy import ApiKey, Application, DataKeyRecord, RegionSecret, User
+from aggregator.models.types import Money, UTCDateTime
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Account",
+    "AccountType",
+    "ApiKey",
+    "Application",
+    "AuditEvent",
+    "AuditHead",
+    "Balance",
+    "Base",
+    "Connection",
+    "ConnectionStatus",
+    "Credential",
+    "DataKeyRecord",
+    "LinkSession",
+    "LinkStatus",
+    "Money",
+    "RegionSecret",
+    "SyncState",
+    "Transaction",
+    "TransactionStatus",
+    "UTCDateTime",
+    "User",
+    "metadata",
+    "region_columns",
+    "sealed_columns",
+]

@@ -1,0 +1,77 @@
+"""One async engine per region: SQLite tuned for a gateway and a worker, or PostgreSQL.
+
+SQLite (the embedded default) gets, on every new connection:
+
+- ``journal_mode=WAL``: readers never block the writer nor the writer the readers;
+- ``foreign_keys=ON``: SQLite ignores foreign keys unless told, and erasure relies on
+  ``ON DELETE CASCADE``;
+- ``busy_timeout``: a second writer waits for the lock instead of failing at once;
+- ``synchronous=NORMAL``: durable across application crashes in WAL mode, one fsync per
+  checkpoint instead of per commit.
+
+pysqlite's own transaction handling is switched off and this module emits ``BEGIN``
+itself (the SQLAlchemy recipe for SQLite transactions): a read-then-write transaction
+that started ``DEFERRED`` fails with ``SQLITE_BUSY`` when another connection wrote in
+between, and no busy timeout helps, because WAL cannot upgrade a stale snapshot. Write
+sessions therefore begin ``IMMEDIATE`` (they take the write lock first and queue behind
+other writers, which is exactly the serialisation the audit chain and the seal ledger
+need); read-only sessions begin ``DEFERRED``. PostgreSQL needs none of this.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from aggregator.store.residency import install_engine_guard
+
+BEGIN_OPTION = "aggregator_sqlite_begin"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+BeginMode = Literal["DEFERRED", "IMMEDIATE"]
+
+
+def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
+    """The engine of ``region``'s database, with the residency guard installed."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, **options)
+        _tune_sqlite(engine)
+    else:
+        options.setdefault("pool_pre_ping", True)
+        engine = create_async_engine(parsed, **options)
+    install_engine_guard(engine.sync_engine, region)
+    return engine
+
+
+def with_begin(engine: AsyncEngine, mode: BeginMode) -> AsyncEngine:
+    """The same engine (same pool) whose SQLite transactions begin in ``mode``."""
+    return engine.execution_options(**{BEGIN_OPTION: mode})
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "foreign_keys=ON",
+            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            "synchronous=NORMAL",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE"):
+            raise ValueError(f"unknown SQLite transaction mode {mode!r}")
+        conn.exec_driver_sql(f"BEGIN {mode}")

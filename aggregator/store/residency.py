@@ -1,0 +1,138 @@
+"""The residency guard: no write through a region's session names another region.
+
+Two hooks enforce it, so no code path relies on convention:
+
+- a ``before_flush`` listener on every :class:`RegionSession` checks each new and
+  changed ORM object before any SQL is emitted, and names the object at fault;
+- a ``before_execute`` listener on each region's engine checks every Core ``INSERT`` and
+  ``UPDATE`` (the bulk paths, which never flush) against the engine's region.
+
+Which columns to check comes from the metadata (``Column.info["region"]``, see
+:mod:`aggregator.models.base`), so a table added later is guarded without code here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Column, Table, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session, UOWTransaction, object_mapper
+from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql.dml import Insert, Update
+
+from aggregator.errors import MalformedId, ResidencyViolation
+from aggregator.ids import parse_id
+from aggregator.models.base import RegionFlag, region_columns
+
+REGION_KEY = "region"
+#: ``session.info`` flag of sessions from :meth:`RegionRouter.session` (they may write).
+WRITES_KEY = "writes"
+
+# Keyed by name: ORM statements hand over annotated copies of the same table.
+_by_table: dict[str, list[tuple[Column[Any], RegionFlag]]] = {}
+
+
+def check_value(table: str, column: str, flag: RegionFlag, value: object, region: str) -> None:
+    """Raise :class:`ResidencyViolation` unless ``value`` may be stored in ``region``."""
+    if value is None or not isinstance(value, str):
+        return  # NULL, or a SQL expression evaluated inside this same database
+    if flag == "name":
+        if value != region:
+            raise ResidencyViolation(
+                f"{table}.{column} names region {value!r}; this session writes {region!r}"
+            )
+        return
+    try:
+        found = parse_id(value).region
+    except MalformedId:
+        if flag == "any":
+            return  # audit actors such as "worker" are codes, not ids
+        raise ResidencyViolation(
+            f"{table}.{column} must hold a regional id, not {value[:8]!r}…"
+        ) from None
+    if found is None and flag == "any":
+        return
+    if found != region:
+        raise ResidencyViolation(
+            f"{table}.{column} holds an id of region {found!r}; this session writes {region!r}"
+        )
+
+
+def _columns(table: Table) -> list[tuple[Column[Any], RegionFlag]]:
+    cols = _by_table.get(table.fullname)
+    if cols is None:
+        cols = _by_table[table.fullname] = region_columns(table)
+    return cols
+
+
+class RegionSession(Session):
+    """A session bound to one region (``session.info["region"]``); see the module doc."""
+
+
+@event.listens_for(RegionSession, "before_flush")
+def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) -> None:
+    region = session.info.get(REGION_KEY)
+    if not isinstance(region, str):
+        raise ResidencyViolation("this session is not bound to a region; use RegionRouter")
+    for obj in (*session.new, *session.dirty):
+        mapper = object_mapper(obj)
+        table = mapper.local_table
+        if not isinstance(table, Table):
+            continue
+        loaded = instance_state(obj).dict
+        for column, flag in _columns(table):
+            key = mapper.get_property_by_column(column).key
+            if key in loaded:
+                check_value(table.name, column.name, flag, loaded[key], region)
+
+
+def install_engine_guard(engine: Engine, region: str) -> None:
+    """Check Core INSERT/UPDATE parameters on ``engine`` against ``region``."""
+
+    @event.listens_for(engine, "before_execute")
+    def _before_execute(
+        conn: Connection,
+        statement: Any,
+        multiparams: Any,
+        params: Mapping[str, Any],
+        _options: Any,
+    ) -> None:
+        if not isinstance(statement, Insert | Update) or not isinstance(statement.table, Table):
+            return
+        cols = _columns(statement.table)
+        if not cols:
+            return
+        rows = _parameter_sets(multiparams, params)
+        if not rows:
+            rows = [statement.compile(dialect=conn.dialect).params]
+        for row in rows:
+            _check_row(statement.table, cols, row, region)
+
+
+def _parameter_sets(multiparams: Any, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    rows: list[Mapping[str, Any]] = [params] if params else []
+    for item in multiparams or ():
+        if isinstance(item, Mapping):
+            rows.append(item)
+        elif isinstance(item, Iterable) and not isinstance(item, str | bytes):
+            rows.extend(r for r in item if isinstance(r, Mapping))
+    return rows
+
+
+_MULTI_VALUES = re.compile(r"^(.*)_m\d+$")
+
+
+def _check_row(
+    table: Table, cols: list[tuple[Column[Any], RegionFlag]], row: Mapping[str, Any], region: str
+) -> None:
+    flags = {c.key: (c.name, flag) for c, flag in cols}
+    for key, value in row.items():
+        name = key if key in flags else None
+        if name is None and (m := _MULTI_VALUES.match(key)) and m.group(1) in flags:
+            name = m.group(1)
+        if name is not None:
+            column, flag = flags[name]
+            check_value(table.name, column, flag, value, region)

@@ -1,0 +1,136 @@
+"""Data keys: per user, wrapped at rest, counted across processes, shredded on erasure."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from aggregator.custody import RegionCustody
+from aggregator.datakeys import dek_id_for
+from aggregator.errors import ResidencyViolation, SealReservationMissing
+from aggregator.ids import new_id
+from aggregator.models import Credential, DataKeyRecord
+from aggregator.sealing import Field
+from aggregator.store import RegionRouter
+from tests.aggregator import _factories as fixtures
+from vault import DataKeyDestroyed, SealLimitReached
+
+
+async def test_a_fresh_process_unwraps_the_stored_key_and_opens_values(
+    region_router: RegionRouter, custody_factory: fixtures.CustodyFactory,
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    linked = await make_linked("eu", refresh_token="rt-fresh-process")
+    later = (await custody_factory())["eu"]  # empty cache, as after a restart
+    async with region_router.reader("eu") as session:
+        record = await session.get(DataKeyRecord, linked.user.id)
+        key = await later.data_keys.load(session, linked.user.id)
+        credential = await session.get(Credential, linked.credential.id)
+    assert record is not None
+    assert credential is not None
+    assert record.dek_id == dek_id_for(linked.user.id) == key.dek_id
+    assert (record.provider, record.kek_id, record.kek_version) == ("local", "eu", 1)
+    assert await later.sealer.open_from(key, credential, "refresh_token_sealed") == (
+        "rt-fresh-process"
+    )
+    assert later.envelope.stats().unwraps == 1
+
+
+async def test_seal_counts_are_reserved_in_the_database_by_every_process(
+    region_router: RegionRouter, custody_factory: fixtures.CustodyFactory,
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    linked = await make_linked("eu")
+
+    async def count() -> int:
+        async with region_router.reader("eu") as session:
+            return int((await session.execute(
+                select(DataKeyRecord.seal_count).where(DataKeyRecord.user_id == linked.user.id)
+            )).scalar_one())
+
+    first = await count()
+    assert first > 0
+    for _ in range(2):  # two more processes, each sealing once
+        eu = (await custody_factory())["eu"]
+        async with region_router.session("eu") as session, session.begin():
+            key = await eu.data_keys.load(session, linked.user.id)
+            credential = await session.get(Credential, linked.credential.id)
+            assert credential is not None
+            await eu.sealer.seal_into(key, credential, "access_token_sealed", "at-2",
+                                      session=session)
+    assert await count() == first + 2 * eu.ledger.block
+
+
+async def test_a_unit_of_work_seals_after_writing_without_waiting_on_itself(
+    region_router: RegionRouter, custody_factory: fixtures.CustodyFactory,
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    linked = await make_linked("eu")
+    eu = (await custody_factory())["eu"]  # nothing reserved yet in this "process"
+    async with region_router.session("eu") as session, session.begin():
+        await session.execute(  # the transaction now holds SQLite's write lock
+            text("UPDATE connections SET bank_id = 'other' WHERE id = :id"),
+            {"id": linked.connection.id},
+        )
+        key = await eu.data_keys.load(session, linked.user.id)
+        blob = await eu.sealer.seal(key, Field("t", "c", "r", linked.user.id), "v")
+    assert blob
+
+
+async def test_the_seal_limit_holds_across_processes(
+    region_router: RegionRouter, custody_factory: fixtures.CustodyFactory,
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    linked = await make_linked("eu")
+    limit = 100_000
+    async with region_router.session("eu") as session, session.begin():
+        await session.execute(
+            text("UPDATE data_keys SET seal_count = :n WHERE user_id = :u"),
+            {"n": limit - 10, "u": linked.user.id},
+        )
+    eu = (await custody_factory(seal_limit=limit))["eu"]
+    async with region_router.session("eu") as session:
+        key = await eu.data_keys.load(session, linked.user.id)
+        credential = await session.get(Credential, linked.credential.id)
+        assert credential is not None
+        with pytest.raises(SealLimitReached):
+            await eu.sealer.seal_into(key, credential, "access_token_sealed", "x",
+                                      session=session)
+
+
+async def test_sealing_around_the_ledger_is_refused(
+    region_router: RegionRouter, custody_factory: fixtures.CustodyFactory,
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    linked = await make_linked("eu")
+    eu = (await custody_factory())["eu"]
+    async with region_router.reader("eu") as session:
+        key = await eu.data_keys.load(session, linked.user.id)
+    with pytest.raises(SealReservationMissing):
+        eu.envelope.seal(key, b"value", b"aad")
+
+
+async def test_destroying_a_key_makes_the_users_values_unreadable(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    custody_factory: fixtures.CustodyFactory, make_linked: fixtures.LinkFactory,
+) -> None:
+    linked = await make_linked("eu")
+    eu = custody["eu"]
+    async with region_router.session("eu") as session, session.begin():
+        key = await eu.data_keys.load(session, linked.user.id)
+        assert await eu.data_keys.destroy(session, linked.user.id)
+    assert not eu.envelope.is_cached(key.dek_id)
+    for keys in (eu, (await custody_factory())["eu"]):
+        async with region_router.reader("eu") as session:
+            with pytest.raises(DataKeyDestroyed):
+                await keys.data_keys.load(session, linked.user.id)
+        with pytest.raises(DataKeyDestroyed):
+            await keys.ledger.ensure(key.dek_id)
+
+
+async def test_a_data_key_is_created_only_in_the_users_region(
+    region_router: RegionRouter, custody: dict[str, RegionCustody]
+) -> None:
+    async with region_router.session("eu") as session:
+        with pytest.raises(ResidencyViolation):
+            await custody["eu"].data_keys.create(session, new_id("usr", "us"))

@@ -1,0 +1,167 @@
+"""Sealed columns: no clear text at rest, bound to their place, found by keyed hash."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import LargeBinary, String, Text, select, text
+
+from aggregator.custody import RegionCustody
+from aggregator.ids import ApplicationId
+from aggregator.models import Account, Credential, Transaction, User, metadata
+from aggregator.sealing import Field
+from aggregator.store import RegionRouter
+from aggregator.users import find_user
+from tests.aggregator import _factories as fixtures
+from vault import AadMismatch, WrongDataKey
+
+IBAN = "DE89370400440532013000"
+SECRETS = {
+    "iban": IBAN,
+    "holder": "Erika Mustermann",
+    "access": "at-8d3f1c0e9b7a6f5e4d3c2b1a",
+    "refresh": "rt-1a2b3c4d5e6f7a8b9c0d1e2f",
+    "external": "erika.mustermann@example.test",
+    "description": "Rent Flat 3B Lindenstrasse",
+    "counterparty": "Hausverwaltung Schmidt GmbH",
+}
+
+
+async def _write_known_values(
+    make_linked: fixtures.LinkFactory, add_transaction: fixtures.TransactionFactory
+) -> fixtures.Linked:
+    linked = await make_linked(
+        "eu", external_id=SECRETS["external"], iban=IBAN, holder=SECRETS["holder"],
+        access_token=SECRETS["access"], refresh_token=SECRETS["refresh"],
+    )
+    await add_transaction(
+        linked, description=SECRETS["description"], counterparty=SECRETS["counterparty"]
+    )
+    return linked
+
+
+async def test_sealed_values_open_for_their_owner(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory, add_transaction: fixtures.TransactionFactory,
+) -> None:
+    linked = await _write_known_values(make_linked, add_transaction)
+    eu = custody["eu"]
+    async with region_router.reader("eu") as session:
+        key = await eu.data_keys.load(session, linked.user.id)
+        user = await session.get(User, linked.user.id)
+        credential = await session.get(Credential, linked.credential.id)
+        account = await session.get(Account, linked.account.id)
+        txn = (await session.execute(select(Transaction))).scalar_one()
+    assert user
+    assert credential
+    assert account
+    opened = {
+        "external": await eu.sealer.open_from(key, user, "external_id_sealed"),
+        "access": await eu.sealer.open_from(key, credential, "access_token_sealed"),
+        "refresh": await eu.sealer.open_from(key, credential, "refresh_token_sealed"),
+        "iban": await eu.sealer.open_from(key, account, "identifier_sealed"),
+        "holder": await eu.sealer.open_from(key, account, "holder_name_sealed"),
+        "description": await eu.sealer.open_from(key, txn, "description_sealed"),
+        "counterparty": await eu.sealer.open_from(key, txn, "counterparty_sealed"),
+    }
+    assert opened == SECRETS
+
+
+async def test_no_clear_text_reaches_the_database(
+    region_router: RegionRouter, make_linked: fixtures.LinkFactory,
+    add_transaction: fixtures.TransactionFactory, raw_files: fixtures.RawFiles,
+) -> None:
+    await _write_known_values(make_linked, add_transaction)
+    needles = [v.encode() for v in SECRETS.values()]
+    if region_router.engine("eu").dialect.name == "sqlite":
+        files = list(raw_files())
+        assert any(b"Giro" in data for _, data in files)  # the files do hold the rows
+        for path, data in files:
+            for needle in needles:
+                assert needle not in data, (path.name, needle)
+        return
+    seen = 0
+    async with region_router.reader("eu") as session:
+        for table in metadata.sorted_tables:
+            columns = [c for c in table.columns if isinstance(c.type, String | Text | LargeBinary)]
+            names = ", ".join(c.name for c in columns)
+            for row in (await session.execute(text(f"SELECT {names} FROM {table.name}"))).all():
+                for value in row:
+                    raw = value.encode() if isinstance(value, str) else bytes(value or b"")
+                    seen += len(raw)
+                    for needle in needles:
+                        assert needle not in raw, (table.name, needle)
+    assert seen > 1000
+
+
+async def test_a_sealed_value_copied_to_another_place_does_not_open(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    first = await make_linked("eu", refresh_token=SECRETS["refresh"])
+    other = await make_linked("eu")
+    eu = custody["eu"]
+    async with region_router.session("eu") as session, session.begin():
+        # An attacker with write access to the database moves ciphertexts around.
+        await session.execute(text(
+            "UPDATE credentials SET access_token_sealed = refresh_token_sealed WHERE id = :id"
+        ), {"id": first.credential.id})
+        await session.execute(text(
+            "UPDATE accounts SET holder_name_sealed = identifier_sealed WHERE id = :id"
+        ), {"id": first.account.id})
+    async with region_router.reader("eu") as session:
+        key = await eu.data_keys.load(session, first.user.id)
+        credential = await session.get(Credential, first.credential.id)
+        account = await session.get(Account, first.account.id)
+        other_key = await eu.data_keys.load(session, other.user.id)
+    assert credential
+    assert account
+    with pytest.raises(AadMismatch):
+        await eu.sealer.open_from(key, credential, "access_token_sealed")  # other column
+    with pytest.raises(AadMismatch):
+        await eu.sealer.open_from(key, account, "holder_name_sealed")
+    blob = credential.refresh_token_sealed
+    assert blob is not None
+    moved = Field("credentials", "refresh_token_sealed", other.credential.id, first.user.id)
+    with pytest.raises(AadMismatch):  # same user, another row
+        await eu.sealer.open(key, moved, blob)
+    with pytest.raises(WrongDataKey):  # another user's row: their key cannot open it
+        await eu.sealer.open(other_key, Field(
+            "credentials", "refresh_token_sealed", other.credential.id, other.user.id), blob)
+    # In its own place it still opens: the copies, not the original, are refused.
+    assert await eu.sealer.open_from(key, credential, "refresh_token_sealed") == SECRETS["refresh"]
+
+
+def test_places_are_encoded_without_ambiguity() -> None:
+    assert Field("a_b", "c", "r", "s").aad("eu") != Field("a", "b_c", "r", "s").aad("eu")
+    assert Field("t", "c", "r", "s").aad("eu") != Field("t", "c", "r", "s").aad("us")
+    with pytest.raises(ValueError, match=r"1\.\.65535"):
+        Field("t", "c", "", "s").aad("eu")
+
+
+async def test_keyed_hash_finds_an_account_by_its_identifier(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    linked = await make_linked("eu", iban=IBAN)
+    await make_linked("eu", iban="GB33BUKB20201555555555")
+    digest = custody["eu"].hasher.account_identifier("de89 3704 0044 0532 0130 00")
+    async with region_router.reader("eu") as session:
+        found = (await session.execute(
+            select(Account.id).where(Account.identifier_digest == digest)
+        )).scalars().all()
+    assert found == [linked.account.id]
+    # Each region has its own pepper: a digest means nothing in another region.
+    assert custody["us"].hasher.account_identifier(IBAN) != digest
+
+
+async def test_users_are_found_by_their_external_id(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory, app_id: ApplicationId,
+) -> None:
+    linked = await make_linked("us", external_id=SECRETS["external"])
+    async with region_router.reader("us") as session:
+        user = await find_user(session, custody["us"], app_id, SECRETS["external"])
+        nobody = await find_user(session, custody["us"], app_id, "someone.else@example.test")
+    assert user is not None
+    assert user.id == linked.user.id
+    assert nobody is None
