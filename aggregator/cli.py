@@ -17,7 +17,9 @@ from connectors.errors import ConnectorError
 from vault.errors import VaultError
 
 #: Modules under ``aggregator.commands`` that contribute sub-commands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("keys", "migrate", "banks", "sandbox", "audit")
+COMMAND_MODULES: tuple[str, ...] = (
+    "keys", "migrate", "apps", "serve", "banks", "sandbox", "audit",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

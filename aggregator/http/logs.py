@@ -1,0 +1,92 @@
+"""Structured JSON logs that carry the request id and never a credential.
+
+The request id lives in a context variable set by
+:class:`~aggregator.http.middleware.RequestIdMiddleware`; contexts follow ``await`` and
+``asyncio.to_thread``, so a line logged by a store call or a key-provider thread still
+names its request. :class:`RequestIdFilter` copies it onto every record; attach it to
+*handlers* (a logger's filters see only records created on that very logger).
+
+Credentials are scrubbed twice: the connectors' :class:`~connectors.RedactingFilter`
+rewrites messages and tracebacks (library loggers included, via
+:func:`~connectors.install_redaction`), and :class:`JsonFormatter` runs the same
+:func:`~connectors.redact` over each finished line, which also covers structured fields.
+Log lines name routes by their template (``/v1/users/{id}``), never raw paths or
+queries; uvicorn's own access log is switched off for that reason (a Link page path
+holds a bearer token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar, Token
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from connectors import install_redaction, redact
+
+_request_id: ContextVar[str | None] = ContextVar("aggregator_request_id", default=None)
+
+#: Loggers whose records may carry request data; redaction is attached to each by name.
+GATEWAY_LOGGERS = ("aggregator", "uvicorn", "starlette", "sqlalchemy")
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def bind_request_id(request_id: str) -> Token[str | None]:
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: Token[str | None]) -> None:
+    _request_id.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps ``record.request_id`` (``None`` outside a request); never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = current_request_id()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``, ``request_id``.
+
+    Structured values go in ``extra={"fields": {...}}`` and are merged into the object::
+
+        log.info("request", extra={"fields": {"route": "/v1/users/{id}", "status": 200}})
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or current_request_id(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update({k: v for k, v in fields.items() if k not in line})
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return redact(json.dumps(line, default=str, ensure_ascii=False))
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr) as JSON lines; returns the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    install_redaction(GATEWAY_LOGGERS)  # after the handler exists, so it is covered too
+    return handler

@@ -1,0 +1,149 @@
+"""The OpenAPI 3.1 document, generated from the app's own routes and body dataclasses.
+
+Built once in :func:`~aggregator.http.app.create_app`, which therefore refuses to build
+an app with an undocumented route: every route must be an
+:class:`~aggregator.http.routing.ApiRoute` or say ``include_in_schema=False``.
+Schemas are JSON Schema 2020-12 (OpenAPI 3.1 §4.8.24), from
+:func:`aggregator.http.schema.json_schema`, the same declarations that validate requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http
+from collections.abc import Iterable
+from typing import Any, get_type_hints
+
+from starlette.routing import BaseRoute, Route
+
+from aggregator.http.problems import MEDIA_TYPE
+from aggregator.http.routing import ApiRoute, Operation
+from aggregator.http.schema import json_schema
+
+
+class UndocumentedRoute(TypeError):
+    """Raised at app creation for a route that OpenAPI cannot describe."""
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An RFC 9457 problem document; more extension members may appear.",
+    "required": ["type", "title", "status", "request_id"],
+    "properties": {
+        "type": {"type": "string", "format": "uri-reference"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "format": "uri-reference"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["detail"],
+                "properties": {
+                    "detail": {"type": "string"},
+                    "pointer": {"type": "string", "description": "JSON Pointer into the body"},
+                    "parameter": {"type": "string", "description": "A query parameter"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if isinstance(route, ApiRoute):
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                item = paths.setdefault(route.path_format, {})
+                item[method.lower()] = _operation(route, route.operation, schemas)
+        elif getattr(route, "include_in_schema", True):
+            path = getattr(route, "path", repr(route))
+            raise UndocumentedRoute(
+                f"route {path} is not an ApiRoute; declare its Operation or pass "
+                "include_in_schema=False"
+            )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {"apiKey": {
+                "type": "http", "scheme": "bearer",
+                "description": "An application API key (`agk_…`) from "
+                               "`aggregator apps create`.",
+            }},
+            "headers": {"RequestId": {
+                "description": "The request's id; quote it when reporting a problem.",
+                "schema": {"type": "string"},
+            }},
+        },
+    }
+
+
+def _operation(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": route.name,
+        "summary": op.summary,
+        "tags": list(op.tags),
+        "security": [{"apiKey": []}] if op.auth else [],
+        "parameters": _parameters(route, op, schemas),
+        "responses": _responses(route, op, schemas),
+    }
+    if op.description:
+        out["description"] = " ".join(op.description.split())
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": json_schema(op.body, schemas)},
+        }}
+    return out
+
+
+def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+         **({"description": op.path_params[name]} if name in op.path_params else {})}
+        for name in route.param_convertors
+    ]
+    if op.query is not None:
+        hints = get_type_hints(op.query)
+        for f in dataclasses.fields(op.query):
+            schema = json_schema(hints[f.name], schemas, f.metadata)
+            description = schema.pop("description", None)
+            params.append({
+                "name": f.name, "in": "query", "schema": schema,
+                "required": f.default is dataclasses.MISSING,
+                **({"description": description} if description else {}),
+            })
+    return params
+
+
+def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    headers = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
+    success: dict[str, Any] = {"description": op.summary, "headers": headers}
+    if op.response is not None:
+        success["content"] = {op.media_type: {"schema": json_schema(op.response, schemas)}}
+    elif op.media_type != "application/json":
+        success["content"] = {op.media_type: {"schema": {"type": "string"}}}
+    statuses = set(op.errors) | {500}
+    if op.auth:
+        statuses.add(401)
+    if route.param_convertors:
+        statuses.add(404)
+    if op.body is not None:
+        statuses |= {400, 413, 415, 422}
+    if op.query is not None:
+        statuses.add(422)
+    responses: dict[str, Any] = {str(op.status): success}
+    for status in sorted(statuses):
+        responses[str(status)] = {
+            "description": http.HTTPStatus(status).phrase,
+            "headers": headers,
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return responses

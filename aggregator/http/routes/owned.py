@@ -1,0 +1,75 @@
+"""Loading what the calling application owns, and turning rows into API views.
+
+Every lookup filters on the caller's application id in the same query as the id, so a
+resource of another application is exactly as absent as one that never existed: the
+same 404, the same work, no oracle. Sealed fields are opened under the owning user's
+data key (one unwrap per key per cache period, then local AES-GCM).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator.custody import RegionCustody
+from aggregator.http.problems import NotFound
+from aggregator.http.views import ConnectionOut, TransactionOut
+from aggregator.ids import ApplicationId
+from aggregator.models import Account, Connection, Transaction, User
+from vault import WrappedKey
+
+
+async def owned_user(session: AsyncSession, user_id: str, app_id: ApplicationId) -> User:
+    user = (await session.execute(
+        select(User).where(User.id == user_id, User.application_id == app_id)
+    )).scalar_one_or_none()
+    if user is None:
+        raise NotFound("no user with this id")
+    return user
+
+
+async def owned_connection(
+    session: AsyncSession, connection_id: str, app_id: ApplicationId
+) -> Connection:
+    connection = (await session.execute(
+        select(Connection).where(
+            Connection.id == connection_id, Connection.application_id == app_id
+        )
+    )).scalar_one_or_none()
+    if connection is None:
+        raise NotFound("no connection with this id")
+    return connection
+
+
+async def owned_account(
+    session: AsyncSession, account_id: str, app_id: ApplicationId
+) -> Account:
+    account = (await session.execute(
+        select(Account)
+        .join(Connection, Connection.id == Account.connection_id)
+        .where(Account.id == account_id, Connection.application_id == app_id)
+    )).scalar_one_or_none()
+    if account is None:
+        raise NotFound("no account with this id")
+    return account
+
+
+def connection_view(connection: Connection) -> ConnectionOut:
+    return ConnectionOut(
+        id=connection.id, user_id=connection.user_id, bank_id=connection.bank_id,
+        status=connection.status, status_reason=connection.status_reason,
+        consent_expires_at=connection.consent_expires_at, created_at=connection.created_at,
+        updated_at=connection.updated_at,
+    )
+
+
+async def transaction_view(
+    custody: RegionCustody, key: WrappedKey, txn: Transaction
+) -> TransactionOut:
+    return TransactionOut(
+        id=txn.id, account_id=txn.account_id, amount=txn.amount, currency=txn.currency,
+        status=txn.status, booked_on=txn.booked_on, value_on=txn.value_on,
+        description=await custody.sealer.open_from(key, txn, "description_sealed") or "",
+        counterparty=await custody.sealer.open_from(key, txn, "counterparty_sealed"),
+        merchant_category=txn.merchant_category,
+    )

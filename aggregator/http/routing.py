@@ -1,0 +1,198 @@
+"""API routes that carry their own contract: auth, body and query schemas, responses.
+
+An :class:`ApiRoute` is a Starlette ``Route`` for one method whose :class:`Operation`
+says what it accepts and returns. The route enforces it (authenticates, parses and
+validates the body and the query with :mod:`aggregator.http.schema`, encodes the
+handler's dataclass) and ``/openapi.json`` publishes the very same declaration, so
+every documented route is checked and every checked route is documented. A route of
+the app that is neither an ``ApiRoute`` nor marked ``include_in_schema=False`` makes
+the OpenAPI builder fail (:mod:`aggregator.http.openapi`).
+
+Example, for a route of the Link colleague::
+
+    async def create_link_session(call: Call) -> LinkSessionOut:
+        body = call.body_as(CreateLinkSession)
+        ...
+
+    ApiRoute("/v1/link/sessions", create_link_session, "POST", Operation(
+        summary="Start a link session", body=CreateLinkSession,
+        response=LinkSessionOut, status=201, tags=("link",),
+    ))
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from aggregator.errors import InvalidId
+from aggregator.http.auth import authenticate
+from aggregator.http.problems import MalformedJson, UnsupportedMediaType
+from aggregator.http.schema import decode, decode_query, encode
+from aggregator.http.services import Services, services_of
+from aggregator.ids import ApplicationId, parse_id
+
+T = TypeVar("T")
+
+Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An operation's contract, enforced by :class:`ApiRoute` and published in OpenAPI.
+
+    ``response`` is a dataclass, or ``None`` for a body-less answer; ``media_type`` names a
+    non-JSON response (``text/html`` for a page, ``text/plain`` for metrics), whose
+    handler returns a Starlette ``Response`` itself. ``errors`` lists the problem
+    statuses the operation documents besides the ones every route can answer.
+    """
+
+    summary: str
+    response: type[Any] | None
+    status: int = 200
+    body: type[Any] | None = None
+    query: type[Any] | None = None
+    auth: bool = True
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+    description: str | None = None
+    media_type: str = "application/json"
+    path_params: dict[str, str] = field(default_factory=dict)  # name -> description
+
+
+@dataclass
+class Call:
+    """One authenticated, validated call: what a handler receives."""
+
+    request: Request
+    app_id: ApplicationId | None
+    body: Any = None
+    query: Any = None
+
+    @property
+    def services(self) -> Services:
+        return services_of(self.request)
+
+    @property
+    def caller(self) -> ApplicationId:
+        if self.app_id is None:
+            raise RuntimeError("this operation is not authenticated")  # a route bug
+        return self.app_id
+
+    @property
+    def request_id(self) -> str:
+        return str(self.request.state.request_id)
+
+    @property
+    def client_ip(self) -> str | None:
+        """The peer's IP address for the audit trail (test transports may send a name)."""
+        host = self.request.client.host if self.request.client else None
+        try:
+            return str(ipaddress.ip_address(host)) if host else None
+        except ValueError:
+            return None
+
+    def body_as(self, cls: type[T]) -> T:
+        if not isinstance(self.body, cls):
+            raise RuntimeError(f"the operation does not declare body={cls.__name__}")
+        return self.body
+
+    def query_as(self, cls: type[T]) -> T:
+        if not isinstance(self.query, cls):
+            raise RuntimeError(f"the operation does not declare query={cls.__name__}")
+        return self.query
+
+    def path_id(self, name: str, kind: str) -> tuple[str, str]:
+        """The path parameter ``name`` as an id of ``kind`` and its region; else 404."""
+        text = self.request.path_params[name]
+        parsed = parse_id(text, kind=kind, regions=self.services.router.regions)
+        if parsed.region is None:
+            raise InvalidId("a global id names no region")
+        return text, parsed.region
+
+
+class ApiRoute(Route):
+    """A route for one method, run through its :class:`Operation`."""
+
+    def __init__(self, path: str, handler: Handler, method: str, operation: Operation,
+                 *, name: str | None = None) -> None:
+        self.operation = operation
+        self.handler = handler
+
+        async def endpoint(request: Request) -> Response:
+            return await _run(request, handler, operation)
+
+        super().__init__(path, endpoint, methods=[method], name=name or handler.__name__)
+
+
+async def _run(request: Request, handler: Handler, op: Operation) -> Response:
+    app_id = None
+    if op.auth:
+        services = services_of(request)
+        app_id = await authenticate(request, services, _region_hint(request, services))
+        request.state.app_id = app_id
+    call = Call(request, app_id)
+    if op.query is not None:
+        params = request.query_params
+        call.query = decode_query(op.query, params, [k for k, _ in params.multi_items()])
+    if op.body is not None:
+        call.body = decode(op.body, await _json(request))
+    result = await handler(call)
+    if isinstance(result, Response):
+        return result
+    if op.response is None:
+        return Response(status_code=op.status)
+    return JSONResponse(encode(result), status_code=op.status)
+
+
+def _region_hint(request: Request, services: Services) -> str | None:
+    """The region to authenticate in: the one a path id names, so that one region's
+    outage never stops calls about another region's users."""
+    for value in request.path_params.values():
+        try:
+            region = parse_id(str(value), regions=services.router.regions).region
+        except InvalidId:
+            continue
+        if region is not None:
+            return region
+    return None
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which duplicate wins; refusing them removes the ambiguity.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise MalformedJson(f"duplicate key {key[:40]!r} in a JSON object")
+        out[key] = value
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise MalformedJson(f"{name} is not JSON (RFC 8259 §6)")
+
+
+async def _json(request: Request) -> Any:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/")
+                                           and media.endswith("+json")):
+        raise UnsupportedMediaType("send the body as application/json")
+    raw = await request.body()
+    try:
+        return json.loads(raw, object_pairs_hook=_reject_duplicates,
+                          parse_constant=_no_constants)
+    except MalformedJson:
+        raise
+    except RecursionError:
+        raise MalformedJson("the JSON document nests too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        # ValueError covers JSONDecodeError and integers past the 4,300-digit limit.
+        where = f" at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise MalformedJson(f"the body is not valid JSON{where}") from None

@@ -1,0 +1,143 @@
+"""What the HTTP layer works with, built once per process and shared by every request.
+
+:class:`Services` is the seam between the web layer and everything else: tests build
+one from their fixtures, :func:`open_services` builds the production one (and refuses
+to start on anything wrong: a database behind the migration head, a missing KEK, a bad
+bank profile or missing bank credentials). Two parts are pluggable for the colleagues
+who own them:
+
+- :class:`BankClients` hands out the OAuth client of a bank (revocation on
+  ``DELETE /v1/connections/{id}``; the Link flow and the sync job use it too);
+- :class:`SyncJob` runs one connection's sync (``POST /v1/connections/{id}/sync``);
+  ``aggregator/sync.py`` provides it, and until then the route answers 501.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+from starlette.requests import Request
+
+from aggregator.custody import RegionCustody, open_custody
+from aggregator.errors import ConfigError
+from aggregator.ids import ConnectionId
+from aggregator.settings import Settings
+from aggregator.store import RegionRouter, require_head
+from connectors import BankOAuthClient, BankProfile, load_client_credentials, load_profiles
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSummary:
+    """What one sync run changed; the sync job returns it, the API shows it."""
+
+    accounts: int
+    added: int
+    modified: int
+    removed: int
+
+
+class SyncJob(Protocol):
+    """Runs one connection's sync now (fetch, upsert, seal, record changes).
+
+    Contract: the connection exists, is ``active`` and belongs to the calling
+    application (the route checks all three before calling); raise
+    :class:`~connectors.ConnectorError` subclasses for bank trouble (they map to problems)
+    and never leave half a sync committed.
+    """
+
+    async def __call__(
+        self, connection_id: ConnectionId, *, request_id: str, actor: str
+    ) -> SyncSummary: ...
+
+
+class BankClients(Protocol):
+    """The OAuth client of each bank profile; one per bank, shared by all requests."""
+
+    def oauth(self, bank_id: str) -> BankOAuthClient: ...
+
+
+class ProfileBanks:
+    """:class:`BankClients` from loaded profiles, with credentials from the environment.
+
+    Every outbound call goes through the one injected ``httpx.AsyncClient``.
+    """
+
+    def __init__(self, profiles: Mapping[str, BankProfile], http: httpx.AsyncClient) -> None:
+        self.profiles = dict(profiles)
+        self._http = http
+        self._clients: dict[str, BankOAuthClient] = {}
+
+    def oauth(self, bank_id: str) -> BankOAuthClient:
+        client = self._clients.get(bank_id)
+        if client is None:
+            profile = self.profiles.get(bank_id)
+            if profile is None:
+                raise ConfigError(f"no bank profile {bank_id!r} is loaded")
+            client = self._clients[bank_id] = BankOAuthClient.from_environment(
+                profile, self._http
+            )
+        return client
+
+
+@dataclass
+class Services:
+    """The shared state of one gateway process."""
+
+    settings: Settings
+    router: RegionRouter
+    custody: Mapping[str, RegionCustody]
+    banks: BankClients
+    sync: SyncJob | None = None
+    extra: dict[str, object] = field(default_factory=dict)  # for colleagues' seams
+
+
+def services_of(request: Request) -> Services:
+    services = getattr(request.app.state, "services", None)
+    if not isinstance(services, Services):
+        raise RuntimeError("the app has no services: pass them to create_app or use lifespan")
+    return services
+
+
+def check_profiles(settings: Settings) -> dict[str, BankProfile]:
+    """Load every bank profile and the credentials of those in a served region.
+
+    A typo in a profile or a missing client secret stops start-up here instead of
+    failing the first user who picks that bank.
+    """
+    profiles = load_profiles(settings.bank_dirs)
+    for profile in profiles.values():
+        if profile.region in settings.regions:
+            load_client_credentials(profile)
+    return profiles
+
+
+#: Builds the process's :class:`BankClients` from the loaded profiles and the shared client.
+BankClientsFactory = Callable[[Mapping[str, BankProfile], httpx.AsyncClient], BankClients]
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, http: httpx.AsyncClient | None = None,
+    bank_clients: BankClientsFactory = ProfileBanks,
+) -> AsyncIterator[Services]:
+    """Everything a gateway process needs, checked; closed again on exit.
+
+    ``bank_clients`` chooses the :class:`BankClients` implementation (e.g.
+    ``aggregator.sync.BankDirectory``, which the Link flow requires).
+    """
+    profiles = check_profiles(settings)
+    async with AsyncExitStack() as stack:
+        router = RegionRouter(settings)
+        stack.push_async_callback(router.dispose)
+        for region in router.regions:
+            await require_head(router.engine(region), region)
+        custody = await open_custody(router, settings)
+        for keys in custody.values():
+            stack.callback(keys.close)
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient())
+        yield Services(settings, router, custody, bank_clients(profiles, http))

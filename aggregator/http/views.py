@@ -1,0 +1,197 @@
+"""The API's request and response bodies (see :mod:`aggregator.http.schema`).
+
+Responses show what an application needs and no more: account numbers and holder
+names stay sealed in the store (only the last four characters travel, as ``mask``),
+and bank-internal ids never leave. Money is a decimal string with its currency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from aggregator.http.schema import rules
+from aggregator.models import AccountType, ConnectionStatus, TransactionStatus
+
+ID = r"^[a-z]{3}_[a-z]{2,8}_[a-z2-7]{26}$"
+
+
+# -- requests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateUser:
+    """A user of the calling application, homed in ``region`` for good."""
+
+    external_id: str = field(metadata=rules(
+        min_length=1, max_length=255, example="customer-4711",
+        description="The application's own id for the user; stored sealed, found by "
+                    "keyed hash. Unique per application and region.",
+    ))
+    region: str = field(metadata=rules(
+        pattern=r"^[a-z]{2,8}$", example="eu",
+        description="The user's home region: all of the user's data stays there.",
+    ))
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """Query of a cursor-paginated list."""
+
+    cursor: str | None = field(default=None, metadata=rules(
+        max_length=512, description="`next_cursor` of the previous page; omit to start.",
+    ))
+    limit: int = field(default=100, metadata=rules(minimum=1, maximum=500))
+
+
+@dataclass(frozen=True)
+class SyncQuery:
+    """Query of ``/transactions/sync``."""
+
+    cursor: str | None = field(default=None, metadata=rules(
+        max_length=512, description="`next_cursor` of the previous call; omit (or send "
+                                    "empty) to receive the whole history as `added`.",
+    ))
+    count: int = field(default=100, metadata=rules(minimum=1, maximum=500))
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserOut:
+    """A user of the calling application."""
+
+    id: str = field(metadata=rules(pattern=ID, example="usr_eu_4kq3ajxmvzd2tq5w6n7ypc3e2a"))
+    external_id: str
+    region: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ConnectionOut:
+    """A user's grant at one bank."""
+
+    id: str = field(metadata=rules(pattern=ID))
+    user_id: str = field(metadata=rules(pattern=ID))
+    bank_id: str
+    status: ConnectionStatus
+    status_reason: str | None
+    consent_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ConnectionList:
+    data: list[ConnectionOut]
+
+
+@dataclass(frozen=True)
+class BalanceOut:
+    current: Decimal
+    available: Decimal | None
+    credit_limit: Decimal | None
+    currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
+    as_of: datetime
+
+
+@dataclass(frozen=True)
+class AccountOut:
+    """An account and its latest balance (``null`` before the first sync fetched one)."""
+
+    id: str = field(metadata=rules(pattern=ID))
+    connection_id: str = field(metadata=rules(pattern=ID))
+    name: str
+    type: AccountType
+    currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
+    mask: str | None
+    balance: BalanceOut | None
+
+
+@dataclass(frozen=True)
+class AccountList:
+    data: list[AccountOut]
+
+
+@dataclass(frozen=True)
+class TransactionOut:
+    """A statement entry; ``amount`` is negative for money leaving the account."""
+
+    id: str = field(metadata=rules(pattern=ID))
+    account_id: str = field(metadata=rules(pattern=ID))
+    amount: Decimal
+    currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
+    status: TransactionStatus
+    booked_on: date | None
+    value_on: date | None
+    description: str
+    counterparty: str | None
+    merchant_category: str | None
+
+
+@dataclass(frozen=True)
+class TransactionPage:
+    """Newest first; ``next_cursor`` is ``null`` on the last page."""
+
+    data: list[TransactionOut]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class RemovedTransaction:
+    transaction_id: str = field(metadata=rules(pattern=ID))
+
+
+@dataclass(frozen=True)
+class TransactionSync:
+    """Changes since the cursor, as Plaid's ``/transactions/sync`` reports them.
+
+    Keep calling with ``next_cursor`` while ``has_more``; then store ``next_cursor``
+    for the next sync. A pending entry that books later is removed + added.
+    """
+
+    added: list[TransactionOut]
+    modified: list[TransactionOut]
+    removed: list[RemovedTransaction]
+    next_cursor: str
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class SyncOut:
+    """What a sync run changed."""
+
+    connection_id: str = field(metadata=rules(pattern=ID))
+    accounts: int
+    added: int
+    modified: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str = field(metadata=rules(example="ok"))
+
+
+@dataclass(frozen=True)
+class RegionHealth:
+    database: str = field(metadata=rules(example="ok"))
+    keys: str = field(metadata=rules(example="ok"))
+
+
+@dataclass(frozen=True)
+class Readiness:
+    status: str = field(metadata=rules(example="ready"))
+    regions: dict[str, RegionHealth]
+
+
+@dataclass(frozen=True)
+class ProblemTypeOut:
+    """The documentation of one problem ``type``."""
+
+    type: str
+    title: str
+    status: int
+    description: str
