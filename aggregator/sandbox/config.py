@@ -28,6 +28,9 @@ DEV_CLIENT_SECRET = "sandbox-dev-secret"  # noqa: S105 - documented sandbox-only
 DEV_REDIRECT_URIS: tuple[str, ...] = (
     "http://127.0.0.1/callback",
     "http://localhost/callback",
+    # The gateway's own OAuth callback, so `sandbox-bank` + `serve` link out of the box.
+    "http://127.0.0.1/link/callback",
+    "http://localhost/link/callback",
 )
 
 CLIENT_AUTH_METHODS: tuple[str, ...] = (

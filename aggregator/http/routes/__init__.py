@@ -19,6 +19,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "aggregator.http.routes.users",
     "aggregator.http.routes.connections",
     "aggregator.http.routes.transactions",
+    "aggregator.link.routes",
 )
 
 

@@ -1,0 +1,233 @@
+"""The Link flow's routes: the session API for apps, the hosted page and the callback.
+
+- ``POST /v1/link/sessions`` (API key): a link token and the URL of its page;
+- ``GET /link/{token}``: the bank picker; ``POST /link/{token}``: the choice, answered
+  with a 303 to the bank's authorization endpoint;
+- ``GET /link/callback``: the one redirect URI registered at every bank; answered with a
+  303 to the app's redirect URI carrying ``connection_id`` and ``outcome`` only.
+
+Pages answer refusals with HTML error pages (with the request id), never JSON, since a
+person is reading. Nothing here logs a URL: the access log names route templates, and
+``/link/{token}`` and the callback's query are bearer material.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aggregator.http.problems import FieldError, NotFound, ValidationFailed
+from aggregator.http.routing import ApiRoute, Call, Handler, Operation
+from aggregator.http.schema import rules
+from aggregator.http.services import services_of
+from aggregator.http.views import ID
+from aggregator.link.errors import LinkError, LinkNotFound, LinkRequestInvalid
+from aggregator.link.pages import (
+    HEADERS,
+    error_page,
+    message_page,
+    picker_page,
+    stylesheet,
+)
+from aggregator.link.sessions import LinkRequest, create_link_session, open_link
+from aggregator.link.wiring import LinkComponents, components
+from aggregator.sync import UnknownBank
+from connectors import ConnectorError
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PATH = "/link/callback"
+#: Names the region of the session in flight, so the callback asks that region first.
+REGION_COOKIE = "aggregator_link_region"
+_COOKIE_AGE = 15 * 60
+
+
+@dataclass(frozen=True)
+class CreateLinkSession:
+    """Ask for a link session; with ``connection_id`` it re-consents that connection."""
+
+    user_id: str = field(metadata=rules(pattern=ID, description="The user who links."))
+    redirect_uri: str = field(metadata=rules(
+        min_length=1, max_length=2048,
+        description="Where the user returns; must be on the application's allow-list, "
+                    "exactly. It receives `connection_id` and `outcome` "
+                    "(`success`, `denied` or `error`) and nothing else.",
+    ))
+    bank_id: str | None = field(default=None, metadata=rules(
+        pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
+        description="Skip the picker's choice: offer only this bank.",
+    ))
+    connection_id: str | None = field(default=None, metadata=rules(
+        pattern=ID, description="Update mode: re-consent this connection; it keeps its "
+                                "id and data.",
+    ))
+
+
+@dataclass(frozen=True)
+class LinkSessionOut:
+    """A link session; the token is shown once and opens ``link_url`` for ten minutes."""
+
+    link_token: str
+    link_url: str
+    expires_at: datetime
+
+
+def _base_url(request: Request, parts: LinkComponents) -> str:
+    return parts.public_url or str(request.base_url).rstrip("/")
+
+
+async def create_session(call: Call) -> LinkSessionOut:
+    body = call.body_as(CreateLinkSession)
+    parts = components(call.services)
+    try:
+        issued = await create_link_session(
+            call.services.router, parts.banks,
+            LinkRequest(call.caller, body.user_id, body.redirect_uri, body.bank_id,
+                        body.connection_id),
+            request_id=call.request_id, client_ip=call.client_ip,
+        )
+    except LinkNotFound as exc:
+        raise NotFound(str(exc)) from None
+    except LinkRequestInvalid as exc:
+        raise ValidationFailed([FieldError(exc.detail, pointer=exc.pointer)]) from None
+    url = f"{_base_url(call.request, parts)}/link/{issued.token}"
+    return LinkSessionOut(issued.token, url, issued.expires_at)
+
+
+def _for_people(handler: Handler) -> Handler:
+    """A person reads these answers: anything unexpected becomes an HTML page too.
+
+    The error is logged (redacted, with the request id) exactly as the API's error
+    boundary would log it; the page says only what happened and quotes the request id.
+    """
+
+    async def page(call: Call) -> Any:
+        try:
+            return await handler(call)
+        except LinkError as exc:
+            return error_page(exc, request_id=call.request_id)
+        except (ConnectorError, UnknownBank) as exc:
+            log.warning("link: the bank step failed: %s", exc.code)
+            return _bank_trouble(call.request_id)
+        except Exception:
+            log.exception("link: unexpected failure on %s", handler.__name__)
+            return message_page(
+                "Something went wrong", "The gateway failed to handle this step.",
+                status=500, request_id=call.request_id,
+            )
+
+    page.__name__ = handler.__name__
+    return page
+
+
+async def show_page(call: Call) -> Response:
+    token = call.request.path_params["token"]
+    parts = components(call.services)
+    opened = await open_link(call.services.router, call.services.custody, parts.banks, token)
+    return picker_page(
+        action=f"/link/{token}", form_nonce=opened.form_nonce, banks=opened.banks,
+        app_name=opened.app_name, update=opened.session.update_connection_id is not None,
+        request_id=call.request_id,
+    )
+
+
+async def choose_bank(call: Call) -> Response:
+    request = call.request
+    parts = components(call.services)
+    async with request.form(max_files=0, max_fields=8) as form:
+        fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
+    opened = await open_link(
+        call.services.router, call.services.custody, parts.banks, request.path_params["token"],
+    )
+    url = await parts.flow.authorize(
+        opened, fields.get("form_nonce", ""), fields.get("bank_id", ""),
+        _base_url(request, parts) + CALLBACK_PATH, client_ip=call.client_ip,
+    )
+    response = RedirectResponse(url, status_code=303, headers=HEADERS)
+    response.set_cookie(
+        REGION_COOKIE, opened.region, max_age=_COOKIE_AGE, path=CALLBACK_PATH,
+        httponly=True, samesite="lax", secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def callback(call: Call) -> Response:
+    request = call.request
+    parts = components(call.services)
+    outcome = await parts.flow.complete(
+        dict(request.query_params), region_hint=request.cookies.get(REGION_COOKIE),
+        client_ip=call.client_ip, request_id=call.request_id,
+    )
+    response = RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
+    response.delete_cookie(REGION_COOKIE, path=CALLBACK_PATH)
+    return response
+
+
+def _bank_trouble(request_id: str) -> Response:
+    return message_page(
+        "Your bank is not reachable", "We could not reach your bank just now.",
+        status=502, request_id=request_id,
+        advice="Please go back to the app and try again in a few minutes.",
+    )
+
+
+async def stylesheet_file(request: Request) -> Response:
+    return Response(stylesheet(), media_type="text/css", headers={
+        "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff",
+    })
+
+
+async def bank_logo(request: Request) -> Response:
+    banks = components(services_of(request)).banks
+    try:
+        profile = banks.profile(request.path_params["bank_id"])
+    except UnknownBank:
+        return Response(status_code=404)
+    logo = Path(profile.logo) if profile.logo and "://" not in profile.logo else None
+    if logo is None or logo.suffix != ".svg" or not logo.is_file():
+        return Response(status_code=404)
+    return Response(logo.read_bytes(), media_type="image/svg+xml", headers={
+        "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    })
+
+
+_PAGE = {"token": "A link token (`lnk_<region>_…`) from `POST /v1/link/sessions`."}
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        ApiRoute("/v1/link/sessions", create_session, "POST", Operation(
+            summary="Start a link session for a user", body=CreateLinkSession,
+            response=LinkSessionOut, status=201, errors=(404, 422), tags=("link",),
+            description=LinkSessionOut.__doc__,
+        )),
+        # Before /link/{token}, which would otherwise take "callback" for a token.
+        ApiRoute(CALLBACK_PATH, _for_people(callback), "GET", Operation(
+            summary="OAuth redirect URI: the bank sends the user back here",
+            response=None, status=303, auth=False, media_type="text/html", tags=("link",),
+            description="Answers with a redirect to the application's redirect URI "
+                        "carrying `connection_id` and `outcome`, or an HTML error page.",
+        )),
+        Route("/link/static/link.css", stylesheet_file, methods=["GET"],
+              include_in_schema=False),
+        Route("/link/banks/{bank_id}/logo", bank_logo, methods=["GET"],
+              include_in_schema=False),
+        ApiRoute("/link/{token}", _for_people(show_page), "GET", Operation(
+            summary="The hosted Link page: the bank picker", response=None,
+            auth=False, media_type="text/html", tags=("link",), path_params=_PAGE,
+        )),
+        ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
+            summary="Pick a bank; answered with a redirect to the bank", response=None,
+            status=303, auth=False, media_type="text/html", tags=("link",),
+            path_params=_PAGE,
+        )),
+    ]

@@ -1,0 +1,80 @@
+"""How the Link flow and the sync job plug into the HTTP layer's :class:`Services`.
+
+The HTTP layer owns :class:`~aggregator.http.Services`; it leaves two seams, its
+``banks`` (anything with ``oauth(bank_id)``) and its ``sync`` job. :func:`install` fills
+them: the banks become a :class:`~aggregator.sync.BankDirectory` (which also builds API
+dialects and filters banks by region) and ``sync`` runs :class:`~aggregator.sync.Syncer`.
+The Link routes find what they need through :func:`components`.
+
+Example::
+
+    async with open_services(settings) as services:
+        install(services, public_url="https://gateway.example")
+        app = create_app(settings, services=services, routes=link_routes())
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aggregator.http.services import Services, SyncSummary
+from aggregator.ids import ConnectionId
+from aggregator.link.flow import LinkFlow
+from aggregator.sync import BankDirectory, Syncer
+
+_KEY = "aggregator.link"
+
+
+class SyncJobAdapter:
+    """:class:`~aggregator.http.SyncJob` backed by :class:`~aggregator.sync.Syncer`."""
+
+    def __init__(self, syncer: Syncer) -> None:
+        self.syncer = syncer
+
+    async def __call__(
+        self, connection_id: ConnectionId, *, request_id: str, actor: str
+    ) -> SyncSummary:
+        result = await self.syncer.sync(connection_id, actor=actor, request_id=request_id)
+        c = result.counts
+        return SyncSummary(c.accounts, c.added, c.modified, c.removed)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkComponents:
+    """What the Link routes use; ``public_url`` is the gateway's external base URL."""
+
+    banks: BankDirectory
+    syncer: Syncer
+    flow: LinkFlow
+    public_url: str | None
+
+
+def install(services: Services, *, public_url: str | None = None) -> LinkComponents:
+    """Give ``services`` the bank directory, the sync job and the Link flow.
+
+    ``public_url`` (``https://gateway.example``) is where browsers and banks reach the
+    gateway; without it the Link routes use the base URL of each request, which is
+    fine on loopback and wrong behind a proxy that rewrites ``Host``.
+    """
+    banks = services.banks
+    if not isinstance(banks, BankDirectory):
+        raise TypeError(
+            "the Link flow needs services.banks to be an aggregator.sync.BankDirectory"
+        )
+    syncer = Syncer(services.router, services.custody, banks)
+    if services.sync is None:
+        services.sync = SyncJobAdapter(syncer)
+    found = LinkComponents(
+        banks, syncer, LinkFlow(services.router, services.custody, banks, syncer),
+        public_url.rstrip("/") if public_url else None,
+    )
+    services.extra[_KEY] = found
+    return found
+
+
+def components(services: Services) -> LinkComponents:
+    """The components :func:`install` put on ``services`` (installing them if needed)."""
+    found = services.extra.get(_KEY)
+    if isinstance(found, LinkComponents):
+        return found
+    return install(services)

@@ -1,0 +1,75 @@
+"""The banks a gateway process talks to: profiles, one OAuth client each, API dialects.
+
+Built once per process around one shared ``httpx.AsyncClient`` (STYLE: all outbound HTTP
+through an injected client), so discovery runs once per bank and connections pool. The
+Link flow asks it for a bank's OAuth client; the sync job for a dialect bound to one
+connection's access token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from aggregator.errors import GatewayError
+from connectors import BankOAuthClient, BankProfile, Dialect, get_dialect
+
+
+class UnknownBank(GatewayError):
+    """Raised when a bank id names no configured profile (or one of another region)."""
+
+    code = "unknown_bank"
+
+
+class BankDirectory:
+    """Profiles by id, with lazily built, shared OAuth clients.
+
+    Example::
+
+        banks = BankDirectory(load_profiles(settings.bank_dirs), http)
+        client = banks.oauth("sandbox-eu")
+        accounts = await banks.dialect("sandbox-eu", access_token).accounts()
+    """
+
+    def __init__(
+        self,
+        profiles: Mapping[str, BankProfile],
+        http: httpx.AsyncClient,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._profiles = dict(profiles)
+        self._http = http
+        self._environ = environ
+        self._clients: dict[str, BankOAuthClient] = {}
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
+
+    def profile(self, bank_id: str, *, region: str | None = None) -> BankProfile:
+        """The bank's profile; ``region`` demands that the bank serves that region."""
+        profile = self._profiles.get(bank_id)
+        if profile is None or (region is not None and profile.region != region):
+            where = f" in region {region}" if region else ""
+            raise UnknownBank(f"no bank {bank_id!r}{where}")
+        return profile
+
+    def in_region(self, region: str) -> list[BankProfile]:
+        """The banks a user homed in ``region`` may link, by display name."""
+        found = [p for p in self._profiles.values() if p.region == region]
+        return sorted(found, key=lambda p: (p.display_name.casefold(), p.id))
+
+    def oauth(self, bank_id: str) -> BankOAuthClient:
+        client = self._clients.get(bank_id)
+        if client is None:
+            client = BankOAuthClient.from_environment(
+                self.profile(bank_id), self._http, self._environ
+            )
+            self._clients[bank_id] = client
+        return client
+
+    def dialect(self, bank_id: str, access_token: str) -> Dialect:
+        profile = self.profile(bank_id)
+        cls = get_dialect(profile.api.dialect)
+        return cls(self._http, profile.api.base_url, access_token)

@@ -1,0 +1,119 @@
+"""The sync job: one connection's accounts, balances and transactions, brought up to date.
+
+Run inline at the end of linking, on demand (``POST /v1/connections/{id}/sync``) and,
+later, by the worker. The order is fixed by what may wait on what: a fresh access token
+first (which may refresh at the bank), then every bank read, and only then one write
+transaction, which locks the connection row so two syncs of one connection take turns.
+A failure is recorded on ``sync_states.last_error`` as a short code, never a message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator import audit
+from aggregator.custody import RegionCustody
+from aggregator.ids import ConnectionId
+from aggregator.models import Connection, SyncState, Transaction, TransactionStatus
+from aggregator.models.base import utcnow
+from aggregator.store import RegionRouter
+from aggregator.sync.banks import BankDirectory
+from aggregator.sync.snapshot import read_snapshot, window_start
+from aggregator.sync.tokens import fresh_grant
+from aggregator.sync.upsert import SnapshotWriter, SyncCounts
+from connectors import ConnectorError
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What a sync did; ``counts`` are rows touched, not the connection's totals."""
+
+    connection_id: ConnectionId
+    counts: SyncCounts
+    synced_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Syncer:
+    """The sync job with what it needs, built once per process.
+
+    Example::
+
+        syncer = Syncer(router, custody, banks)
+        result = await syncer.sync(connection_id, actor=app_id, request_id=request_id)
+    """
+
+    router: RegionRouter
+    custody: Mapping[str, RegionCustody]
+    banks: BankDirectory
+
+    async def sync(
+        self, connection_id: ConnectionId, *, actor: str = "gateway",
+        request_id: str | None = None,
+    ) -> SyncResult:
+        region = self.router.region_of(connection_id)
+        custody = self.custody[region]
+        grant = await fresh_grant(
+            self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}"
+        )
+        connection = grant.connection
+        since = await self._window(region, connection_id)
+        try:
+            dialect = self.banks.dialect(connection.bank_id, grant.access_token)
+            snapshot = await read_snapshot(dialect, since)
+        except ConnectorError as exc:
+            await self._failed(region, connection, exc.code)
+            raise
+        now = utcnow()
+        async with self.router.session(region) as session, session.begin():
+            locked = (await session.execute(
+                select(Connection).where(Connection.id == connection_id).with_for_update()
+            )).scalar_one()
+            key = await custody.data_keys.load(session, locked.user_id)
+            counts = await SnapshotWriter(session, custody, key, locked, now).apply(snapshot)
+            await _save_state(session, locked, now, synced_through=now.date(), error=None)
+            await audit.record(
+                session, actor=actor, action="connection.synced", target_id=connection_id,
+                request_id=request_id,
+            )
+        return SyncResult(connection_id, counts, now)
+
+    async def _window(self, region: str, connection_id: ConnectionId) -> date | None:
+        pending = (Transaction.connection_id == connection_id,
+                   Transaction.status == TransactionStatus.PENDING,
+                   Transaction.removed_at.is_(None))
+        async with self.router.reader(region) as session:
+            state = await session.get(SyncState, connection_id)
+            oldest = (await session.execute(
+                select(func.min(Transaction.booked_on)).where(*pending)
+            )).scalar_one_or_none()
+            undated = (await session.execute(
+                select(func.count()).select_from(Transaction)
+                .where(*pending, Transaction.booked_on.is_(None))
+            )).scalar_one()
+        synced = state.synced_through if state is not None else None
+        return window_start(synced, oldest, bool(undated))
+
+    async def _failed(self, region: str, connection: Connection, code: str) -> None:
+        async with self.router.session(region) as session, session.begin():
+            await _save_state(session, connection, utcnow(), synced_through=None, error=code)
+
+
+async def _save_state(
+    session: AsyncSession, connection: Connection, now: datetime, *,
+    synced_through: date | None, error: str | None,
+) -> None:
+    state = await session.get(SyncState, connection.id)
+    if state is None:
+        state = SyncState(connection_id=connection.id, user_id=connection.user_id)
+        session.add(state)
+    state.last_error = error[:64] if error else None
+    if error is None:
+        state.synced_through = synced_through
+        state.last_synced_at = now

@@ -1,0 +1,294 @@
+"""A connection's access token, fresh: opened from its sealed column, refreshed when due.
+
+Refreshing rotates the refresh token at strict banks, and presenting a retired one
+revokes the whole grant (FINDINGS.md, "OpenID Connect servers"), so two processes must
+never refresh one credential at once and a refresh must never be retried blindly. The
+protocol, all on the ``credentials`` row:
+
+1. *claim*: one compare-and-set ``UPDATE`` on ``version`` that also takes the lease
+   (``lease_owner``, ``lease_expires_at``) and sets ``refresh_started_at``; it commits
+   before the request leaves, so a crash afterwards is visible;
+2. *refresh* at the bank, outside any transaction;
+3. *persist*: a second compare-and-set on the claimed version stores the sealed new
+   tokens, the next ``refresh_due_at`` and clears the lease, in one transaction.
+
+A claim that loses (another process holds the lease) waits briefly for that process's
+result instead of refreshing again. A row whose ``refresh_started_at`` is set under an
+expired lease crashed mid-refresh: the bank may already have rotated, so it is left to
+the refresh worker's resolution rather than retried here (DESIGN: Refreshing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator import audit
+from aggregator.custody import RegionCustody
+from aggregator.errors import GatewayError
+from aggregator.ids import ConnectionId
+from aggregator.models import Connection, ConnectionStatus, Credential
+from aggregator.models.base import table_of, utcnow
+from aggregator.sealing import Field
+from aggregator.store import RegionRouter
+from aggregator.sync.banks import BankDirectory
+from connectors import BankUnavailable, GrantRevoked, TokenSet
+from vault import WrappedKey
+
+log = logging.getLogger(__name__)
+
+#: Refresh this long before the access token expires, so a request never races expiry.
+EXPIRY_SKEW = timedelta(seconds=30)
+#: How long a claim owns the row; far above the OAuth client's 10 s timeout.
+LEASE = timedelta(seconds=60)
+#: How long a losing claimant waits for the winner's tokens, and how often it looks.
+WAIT_FOR_PEER = 5.0
+_POLL = 0.1
+
+_credentials = table_of(Credential)
+
+
+class ConnectionNotActive(GatewayError):
+    """Raised when a connection that is revoked, in error or awaiting re-consent is used."""
+
+    code = "conflict"
+
+
+class CredentialBusy(GatewayError):
+    """Raised when another process holds the credential's refresh lease, or crashed in it."""
+
+    code = "credential_busy"
+
+
+def refresh_due_at(
+    expires_at: datetime | None, now: datetime, *, rng: random.Random | None = None
+) -> datetime | None:
+    """When to refresh: expiry minus a margin, minus jitter so a fleet does not stampede.
+
+    The margin is a fifth of the remaining lifetime, between 30 s and 10 min; the jitter
+    is up to a tenth more. ``None`` (the bank gave no ``expires_in``) means "not due".
+    """
+    if expires_at is None:
+        return None
+    lifetime = max((expires_at - now).total_seconds(), 0.0)
+    margin = min(max(lifetime / 5, 30.0), 600.0)
+    jitter = (rng or random.SystemRandom()).uniform(0.0, lifetime / 10)
+    return max(now, expires_at - timedelta(seconds=margin + jitter))
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What the sync job needs of a connection: who owns it, where, and a live token."""
+
+    connection: Connection
+    access_token: str
+
+    def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
+        return f"Grant(connection={self.connection.id!r}, access_token='***')"
+
+
+async def load_credential(session: AsyncSession, connection_id: ConnectionId) -> Credential:
+    found = (await session.execute(
+        select(Credential).where(Credential.connection_id == connection_id)
+    )).scalar_one_or_none()
+    if found is None:
+        raise ConnectionNotActive(f"connection {connection_id} holds no credential")
+    return found
+
+
+async def open_token(
+    custody: RegionCustody, key: WrappedKey, credential: Credential, column: str
+) -> str | None:
+    return await custody.sealer.open_from(key, credential, column)
+
+
+async def fresh_grant(
+    router: RegionRouter,
+    custody: RegionCustody,
+    banks: BankDirectory,
+    connection_id: ConnectionId,
+    *,
+    owner: str,
+) -> Grant:
+    """The connection with an access token valid for at least :data:`EXPIRY_SKEW`."""
+    deadline = asyncio.get_running_loop().time() + WAIT_FOR_PEER
+    while True:
+        async with router.reader(custody.region) as session:
+            connection = await session.get(Connection, connection_id)
+            if connection is None or connection.status is not ConnectionStatus.ACTIVE:
+                state = "missing" if connection is None else connection.status.value
+                raise ConnectionNotActive(f"connection {connection_id} is {state}")
+            credential = await load_credential(session, connection_id)
+            key = await custody.data_keys.load(session, connection.user_id)
+        now = utcnow()
+        expires = credential.access_expires_at
+        if expires is None or expires > now + EXPIRY_SKEW:
+            token = await open_token(custody, key, credential, "access_token_sealed")
+            return Grant(connection, token or "")
+        if credential.refresh_started_at is not None and _lease_over(credential, now):
+            raise CredentialBusy(
+                f"credential {credential.id}: an earlier refresh did not finish; the refresh "
+                "worker resolves it"
+            )
+        if await _claim(router, custody.region, credential, owner, now):
+            return await _refresh(router, custody, banks, connection, credential, key)
+        if asyncio.get_running_loop().time() >= deadline:
+            raise CredentialBusy(f"credential {credential.id} is being refreshed elsewhere")
+        await asyncio.sleep(_POLL)
+
+
+def _lease_over(credential: Credential, now: datetime) -> bool:
+    return credential.lease_expires_at is None or credential.lease_expires_at <= now
+
+
+async def _claim(
+    router: RegionRouter, region: str, credential: Credential, owner: str, now: datetime
+) -> bool:
+    c = _credentials.c
+    async with router.session(region) as session, session.begin():
+        result = await session.execute(
+            update(_credentials)
+            .where(c.id == credential.id, c.version == credential.version)
+            .where((c.lease_expires_at.is_(None)) | (c.lease_expires_at <= now))
+            .values(
+                lease_owner=owner[:64], lease_expires_at=now + LEASE, refresh_started_at=now,
+                version=c.version + 1,
+            )
+        )
+        return getattr(result, "rowcount", 0) == 1
+
+
+async def _refresh(
+    router: RegionRouter,
+    custody: RegionCustody,
+    banks: BankDirectory,
+    connection: Connection,
+    credential: Credential,
+    key: WrappedKey,
+) -> Grant:
+    claimed = credential.version + 1
+    refresh_token = await open_token(custody, key, credential, "refresh_token_sealed")
+    try:
+        if refresh_token is None:
+            raise GrantRevoked(f"{connection.bank_id}: the grant holds no refresh token")
+        tokens = await banks.oauth(connection.bank_id).refresh(refresh_token)
+    except GrantRevoked:
+        await _needs_reauth(router, custody.region, connection, credential.id, claimed)
+        raise
+    except BankUnavailable as exc:
+        await _release(
+            router, custody.region, credential.id, claimed, keep_started=_maybe_sent(exc)
+        )
+        raise
+    except BaseException:
+        await _release(router, custody.region, credential.id, claimed, keep_started=True)
+        raise
+    await persist_refresh(router, custody, key, credential, claimed, tokens)
+    return Grant(connection, tokens.access_token)
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """Whether the bank may have rotated the token although we saw no answer."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout):
+        return False  # the request never reached the bank
+    return isinstance(cause, httpx.TimeoutException | httpx.NetworkError)
+
+
+async def persist_refresh(
+    router: RegionRouter,
+    custody: RegionCustody,
+    key: WrappedKey,
+    credential: Credential,
+    claimed: int,
+    tokens: TokenSet,
+    *,
+    max_interval: timedelta | None = None,
+) -> None:
+    """Store rotated tokens if the claim still holds; the bank has already retired the old.
+
+    ``max_interval`` caps the next ``refresh_due_at`` (the refresh worker refreshes
+    long-lived tokens at least that often: some banks revoke idle refresh tokens).
+    """
+    now = utcnow()
+    due = refresh_due_at(tokens.expires_at, now)
+    if max_interval is not None:
+        due = now + max_interval if due is None else min(due, now + max_interval)
+    c = _credentials.c
+    async with router.session(custody.region) as session, session.begin():
+        access = await custody.sealer.seal(
+            key, Field("credentials", "access_token_sealed", credential.id, credential.user_id),
+            tokens.access_token, session=session,
+        )
+        values: dict[str, object] = {
+            "access_token_sealed": access,
+            "access_expires_at": tokens.expires_at,
+            "refresh_due_at": due,
+            "lease_owner": None, "lease_expires_at": None, "refresh_started_at": None,
+            "attempts": 0, "version": claimed + 1, "updated_at": now,
+        }
+        if tokens.refresh_token is not None:
+            values["refresh_token_sealed"] = await custody.sealer.seal(
+                key,
+                Field("credentials", "refresh_token_sealed", credential.id, credential.user_id),
+                tokens.refresh_token, session=session,
+            )
+        if tokens.scope is not None:
+            values["scope"] = tokens.scope[:1024]
+        result = await session.execute(
+            update(_credentials).where(c.id == credential.id, c.version == claimed).values(values)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            # Our lease lapsed and someone else took the row: say so loudly, never overwrite.
+            log.error("credential %s: refresh lease lost before persisting", credential.id)
+            raise CredentialBusy(f"credential {credential.id}: refresh lease lost")
+
+
+async def _release(
+    router: RegionRouter, region: str, credential_id: str, claimed: int, *, keep_started: bool
+) -> None:
+    c = _credentials.c
+    values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
+    if not keep_started:
+        values["refresh_started_at"] = None
+    async with router.session(region) as session, session.begin():
+        await session.execute(
+            update(_credentials)
+            .where(c.id == credential_id, c.version == claimed)
+            .values(attempts=c.attempts + 1, version=claimed + 1, **values)
+        )
+
+
+async def _needs_reauth(
+    router: RegionRouter, region: str, connection: Connection, credential_id: str, claimed: int
+) -> None:
+    c = _credentials.c
+    async with router.session(region) as session, session.begin():
+        await session.execute(
+            update(_credentials).where(c.id == credential_id, c.version == claimed).values(
+                lease_owner=None, lease_expires_at=None, refresh_started_at=None,
+                refresh_due_at=None, version=claimed + 1,
+            )
+        )
+        await mark_reauth_required(session, connection.id)
+        await audit.record(
+            session, actor="gateway", action="connection.reauth_required",
+            target_id=connection.id,
+        )
+
+
+async def mark_reauth_required(session: AsyncSession, connection_id: ConnectionId) -> None:
+    conn = table_of(Connection)
+    await session.execute(
+        update(conn).where(conn.c.id == connection_id).values(
+            status=ConnectionStatus.REAUTH_REQUIRED, status_reason="invalid_grant",
+            updated_at=utcnow(),
+        )
+    )

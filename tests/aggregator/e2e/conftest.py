@@ -1,0 +1,134 @@
+"""A sandbox bank and a gateway, both under uvicorn on loopback sockets, per test.
+
+The gateway runs over the ``region_router`` stores of tests/aggregator/conftest.py, so
+every test here runs on SQLite and on PostgreSQL. The bank's development client is
+registered with the gateway's one callback (``http://127.0.0.1/link/callback``; any
+port matches a loopback redirect URI, RFC 8252 §7.3). The application's redirect URI
+is on another origin that nothing serves: walks stop at the redirect to it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from aggregator.applications import create_application
+from aggregator.custody import RegionCustody
+from aggregator.http import Services, create_app
+from aggregator.http.logs import JsonFormatter, RequestIdFilter
+from aggregator.http.serving import base_url, bind, serving
+from aggregator.link.walk import Walk, link_as_person
+from aggregator.link.wiring import install
+from aggregator.sandbox import (
+    DEV_CLIENT_ID,
+    DEV_CLIENT_SECRET,
+    SandboxBank,
+    SandboxClient,
+    SandboxConfig,
+)
+from aggregator.settings import Settings
+from aggregator.store import RegionRouter
+from aggregator.sync import BankDirectory
+from connectors import install_redaction, load_profiles
+
+APP_REDIRECT = "https://app.example/linked"
+BANK_FOR = {"eu": "sandbox-eu", "us": "sandbox-us"}
+
+
+def gateway_client() -> SandboxClient:
+    """The sandbox's development client, registered with the gateway's callback path."""
+    return SandboxClient(
+        client_id=DEV_CLIENT_ID, client_secret=DEV_CLIENT_SECRET,
+        redirect_uris=("http://127.0.0.1/link/callback",),
+    )
+
+
+@dataclass
+class Gateway:
+    """A running gateway and bank, and an API client of one application."""
+
+    url: str
+    bank: SandboxBank
+    bank_url: str
+    services: Services
+    api: httpx.AsyncClient
+    browser: httpx.AsyncClient
+    app_id: str
+
+    async def user(self, region: str, external_id: str = "customer-1") -> str:
+        answer = await self.api.post("/v1/users", json={
+            "external_id": external_id, "region": region,
+        })
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    async def link_url(self, user_id: str, **extra: str) -> str:
+        answer = await self.api.post("/v1/link/sessions", json={
+            "user_id": user_id, "redirect_uri": APP_REDIRECT, **extra,
+        })
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["link_url"])
+
+    async def walk(self, link_url: str, *, decision: str = "approve") -> Walk:
+        return await link_as_person(
+            self.browser, link_url, username="alice", password="alice-pass",
+            decision=decision, stop_at=APP_REDIRECT,
+        )
+
+    async def link(self, region: str, external_id: str = "customer-1") -> tuple[str, str]:
+        """A new user of ``region`` linked to the sandbox: (user id, connection id)."""
+        user_id = await self.user(region, external_id)
+        walk = await self.walk(await self.link_url(user_id))
+        query = walk.landed_query
+        assert query["outcome"] == "success", walk.hops
+        return user_id, query["connection_id"]
+
+
+@pytest.fixture
+async def gateway(
+    settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
+) -> AsyncIterator[Gateway]:
+    bank = SandboxBank(SandboxConfig(clients=[gateway_client()]))
+    async with bank.serve() as bank_url, httpx.AsyncClient(timeout=10) as http:
+        profiles = load_profiles([], {b: {"issuer": bank_url} for b in BANK_FOR.values()})
+        services = Services(settings, region_router, custody, BankDirectory(profiles, http))
+        sock = bind("127.0.0.1", 0)
+        install(services, public_url=base_url(sock))
+        app = create_app(settings, services=services)  # Link routes: ROUTE_MODULES
+        app_id, key = await create_application(region_router, "Budgetly", [APP_REDIRECT])
+        async with (
+            serving(app, sock) as url,
+            httpx.AsyncClient(base_url=url, timeout=20,
+                              headers={"Authorization": f"Bearer {key}"}) as api,
+            httpx.AsyncClient(timeout=20) as browser,
+        ):
+            yield Gateway(url, bank, bank_url, services, api, browser, app_id)
+
+
+LogLines = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    """Every record logged during the test, formatted as production writes them."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    install_redaction(("aggregator", "uvicorn"))
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)

@@ -1,0 +1,51 @@
+"""``aggregator demo --headless`` from an empty directory: links, shows, cleans up."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from aggregator.commands import demo
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_the_headless_demo_links_alice_and_proves_the_sealed_token_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("AGGREGATOR_")]:
+        monkeypatch.delenv(name)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    demo.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["demo", "--headless"])
+
+    assert args.handler(args) == 0
+
+    out = capsys.readouterr().out
+    assert re.search(r"GET  gateway /demo/done\?connection_id=con_eu_\w+&outcome=success", out)
+    assert "Everyday" in out
+    assert "Rainy day" in out
+    assert re.search(r"region eu: var/eu\.sqlite3 holds the connection", out)
+    assert "region us: var/us.sqlite3 holds none of it" in out
+    assert "MATCH" in out
+    assert "MISMATCH" not in out
+    assert "code=" not in out
+    assert (tmp_path / "var" / "eu.sqlite3").is_file()
+    assert (tmp_path / "var" / "keys").is_dir()
+    for port in re.findall(r"http://127\.0\.0\.1:(\d+)", out):
+        assert _port_free(int(port)), f"port {port} still in use after the demo"
