@@ -26,8 +26,8 @@ from sqlalchemy import select, update
 
 from aggregator import audit
 from aggregator.custody import RegionCustody
-from aggregator.errors import GatewayError
-from aggregator.ids import ConnectionId, secret_digest
+from aggregator.errors import GatewayError, InvalidId
+from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link.errors import LinkNotFound, LinkUsed
 from aggregator.link.grants import save_grant
 from aggregator.link.sessions import OpenedLink, check_form
@@ -73,7 +73,7 @@ class LinkFlow:
 
         flow = LinkFlow(router, custody, banks, syncer)
         url = await flow.authorize(opened, nonce, bank_id, callback_url)   # 303 there
-        outcome = await flow.complete(request.query_params, region_hint=None)
+        outcome = await flow.complete(request.query_params)
     """
 
     def __init__(
@@ -92,7 +92,9 @@ class LinkFlow:
         """Start the bank's authorization; returns the URL to send the browser to."""
         custody = self.custody[opened.region]
         bank_id = check_form(opened, custody, nonce, bank_id)
-        pending, url = await self.banks.oauth(bank_id).start_authorization(callback_url)
+        pending, url = await self.banks.oauth(bank_id).start_authorization(
+            callback_url, state=new_secret("sta", opened.region)
+        )
         link = opened.session
         kept = pending.to_dict()
         nonce_value = kept.pop("nonce")
@@ -127,12 +129,12 @@ class LinkFlow:
         return url
 
     async def complete(
-        self, query: Mapping[str, str], *, region_hint: str | None = None,
+        self, query: Mapping[str, str], *,
         client_ip: str | None = None, request_id: str | None = None,
     ) -> Outcome:
         """Handle the bank's redirect back; raises :class:`LinkError` for an error page."""
         state = query.get("state") or ""
-        region, link = await self._find(state, region_hint)
+        region, link = await self._find(state)
         custody = self.custody[region]
         await self._claim(region, link)
         try:
@@ -162,21 +164,20 @@ class LinkFlow:
         return Outcome(app_redirect(link.redirect_uri, connection_id, SUCCESS), SUCCESS,
                        connection_id)
 
-    async def _find(self, state: str, hint: str | None) -> tuple[str, LinkSession]:
-        # The bank's `state` carries no region (connectors mint it), so the hint from the
-        # browser's cookie goes first and the other regions are asked after it.
-        if not state or len(state) > 512:
+    async def _find(self, state: str) -> tuple[str, LinkSession]:
+        # Our `state` names its region (`sta_eu_…`): one region's store is asked, as
+        # DESIGN's routing-without-a-global-lookup requires.
+        try:
+            region = parse_secret(state, kind="sta", regions=self.router.regions)
+        except InvalidId:
+            raise LinkNotFound(_NO_LINK) from None
+        async with self.router.reader(region) as session:
+            link = (await session.execute(
+                select(LinkSession).where(LinkSession.state_digest == secret_digest(state))
+            )).scalar_one_or_none()
+        if link is None:
             raise LinkNotFound(_NO_LINK)
-        digest = secret_digest(state)
-        regions = sorted(self.router.regions, key=lambda r: r != hint)
-        for region in regions:
-            async with self.router.reader(region) as session:
-                link = (await session.execute(
-                    select(LinkSession).where(LinkSession.state_digest == digest)
-                )).scalar_one_or_none()
-            if link is not None:
-                return region, link
-        raise LinkNotFound(_NO_LINK)
+        return region, link
 
     async def _claim(self, region: str, link: LinkSession) -> None:
         c = _links.c

@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/link/callback"
 #: Names the region of the session in flight, so the callback asks that region first.
-REGION_COOKIE = "aggregator_link_region"
-_COOKIE_AGE = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -151,24 +149,16 @@ async def choose_bank(call: Call) -> Response:
         opened, fields.get("form_nonce", ""), fields.get("bank_id", ""),
         _base_url(request, parts) + CALLBACK_PATH, client_ip=call.client_ip,
     )
-    response = RedirectResponse(url, status_code=303, headers=HEADERS)
-    response.set_cookie(
-        REGION_COOKIE, opened.region, max_age=_COOKIE_AGE, path=CALLBACK_PATH,
-        httponly=True, samesite="lax", secure=request.url.scheme == "https",
-    )
-    return response
+    return RedirectResponse(url, status_code=303, headers=HEADERS)
 
 
 async def callback(call: Call) -> Response:
     request = call.request
     parts = components(call.services)
     outcome = await parts.flow.complete(
-        dict(request.query_params), region_hint=request.cookies.get(REGION_COOKIE),
-        client_ip=call.client_ip, request_id=call.request_id,
+        dict(request.query_params), client_ip=call.client_ip, request_id=call.request_id,
     )
-    response = RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
-    response.delete_cookie(REGION_COOKIE, path=CALLBACK_PATH)
-    return response
+    return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
 def _bank_trouble(request_id: str) -> Response:

@@ -131,7 +131,9 @@ class BankOAuthClient:
                     self._plan, self._metadata = plan, metadata
         return self._metadata
 
-    async def start_authorization(self, redirect_uri: str) -> tuple[PendingAuthorization, str]:
+    async def start_authorization(
+        self, redirect_uri: str, *, state: str | None = None
+    ) -> tuple[PendingAuthorization, str]:
         """Begin a link: return what to store and the URL to send the browser to.
 
         Always PKCE (S256, or plain only where the profile allows it and the bank lacks
@@ -148,7 +150,8 @@ class BankOAuthClient:
         assert plan.pkce_method is not None
         profile = self._profile
         pending = PendingAuthorization.new(
-            profile.id, redirect_uri, with_nonce="openid" in profile.scopes, now=self._clock()
+            profile.id, redirect_uri, with_nonce="openid" in profile.scopes, now=self._clock(),
+            state=state,
         )
         params = self._authorization_params(redirect_uri)
         params["state"] = pending.state

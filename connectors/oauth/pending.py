@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,10 @@ __all__ = ["PENDING_LIFETIME", "PendingAuthorization"]
 
 #: DESIGN.md "Linking": a link session's `state` expires after 10 minutes.
 PENDING_LIFETIME: Final = timedelta(minutes=10)
+
+
+# RFC 6749 §10.10: state must not be guessable; 43 base64url chars carry 256 bits.
+_STRONG_STATE = re.compile(r"[A-Za-z0-9._~-]{43,512}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -39,17 +44,22 @@ class PendingAuthorization:
 
     @classmethod
     def new(
-        cls, bank_id: str, redirect_uri: str, *, with_nonce: bool, now: datetime
+        cls, bank_id: str, redirect_uri: str, *, with_nonce: bool, now: datetime,
+        state: str | None = None,
     ) -> PendingAuthorization:
         """Fresh random values: 256-bit `state` and `nonce`, a 384-bit PKCE verifier.
 
         RFC 7636 §4.1 asks for 43 to 128 characters of unreserved characters; a
-        64-character base64url string is inside both bounds.
+        64-character base64url string is inside both bounds. A caller may bring its own
+        `state` (the gateway's carries the user's region, so the callback is routed
+        without asking every region); it must be as unguessable as ours.
         """
+        if state is not None and not _STRONG_STATE.fullmatch(state):
+            raise ValueError("state must be 43-512 URL-safe characters of a random secret")
         now = now.astimezone(UTC)
         return cls(
             bank_id=bank_id,
-            state=secrets.token_urlsafe(32),
+            state=state or secrets.token_urlsafe(32),
             code_verifier=secrets.token_urlsafe(48),
             nonce=secrets.token_urlsafe(32) if with_nonce else None,
             redirect_uri=redirect_uri,
