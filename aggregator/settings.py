@@ -10,6 +10,10 @@ Example ``aggregator.toml``::
     [keys]
     cache_ttl_seconds = 300
 
+    [http]
+    public_url = "https://gateway.example"   # where browsers and banks reach us
+
+
     [regions.eu]
     database_url = "postgresql+psycopg://gateway@db-eu/gateway"
     [regions.eu.keys]
@@ -19,7 +23,8 @@ Example ``aggregator.toml``::
     token_env = "VAULT_TOKEN_EU"         # secrets are named, never written here
 
 Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
-``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_REGIONS=eu,us`` (which regions run), and
+``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_REGIONS=eu,us`` (which
+regions run), and
 ``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
 ``AGGREGATOR_REGION_EU_DATABASE_URL`` or ``AGGREGATOR_REGION_EU_KEYS_PROVIDER``.
 """
@@ -31,8 +36,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aggregator.errors import ConfigError
 from vault import LocalKeyringConfig, Pkcs11Config, ProviderConfig, Secret, TransitConfig
@@ -68,7 +75,7 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
         "approle_secret_id_env", "approle_mount", "namespace", "ca_cert", "timeout_seconds",
     }),
 }
-_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks"})
+_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http"})
 _REGION_KEYS = frozenset({"database_url", "keys"})
 
 
@@ -90,6 +97,9 @@ class Settings:
     key_cache_ttl: float = 300.0
     key_cache_size: int = 10_000
     bank_dirs: tuple[Path, ...] = ()
+    #: The gateway's external base URL (``[http] public_url``), without a trailing slash;
+    #: ``None`` means "the base URL of each request", right only without a proxy.
+    public_url: str | None = None
     source: str = "defaults"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -125,12 +135,20 @@ def load_settings(
     _reject_unknown(keys, frozenset({"cache_ttl_seconds", "cache_size"}), source, "keys.")
     banks = _mapping(raw.get("banks", {}), source, "banks")
     _reject_unknown(banks, frozenset({"directories"}), source, "banks.")
+    http = _mapping(raw.get("http", {}), source, "http")
+    _reject_unknown(http, frozenset({"public_url"}), source, "http.")
+    public_url = _public_url(
+        env.get("AGGREGATOR_PUBLIC_URL") or http.get("public_url"),
+        "AGGREGATOR_PUBLIC_URL" if env.get("AGGREGATOR_PUBLIC_URL")
+        else f"{source}: http.public_url",
+    )
     return Settings(
         data_dir=data_dir,
         regions=regions,
         key_cache_ttl=_number(keys.get("cache_ttl_seconds", 300), source, "keys.cache_ttl_seconds"),
         key_cache_size=int(_number(keys.get("cache_size", 10_000), source, "keys.cache_size")),
         bank_dirs=tuple(Path(p) for p in banks.get("directories", [])),
+        public_url=public_url,
         source=source,
     )
 
@@ -237,6 +255,40 @@ def _keys(
         namespace=raw.get("namespace"), verify=str(raw["ca_cert"]) if raw.get("ca_cert") else True,
         timeout=_number(raw.get("timeout_seconds", 5.0), source, f"{where}.timeout_seconds"),
     )
+
+
+def _public_url(value: Any, where: str) -> str | None:
+    """Validate the external base URL that OAuth callbacks and Link URLs are built on.
+
+    Banks send authorization codes to it, so it must be https (RFC 6749 §3.1.2.1); plain
+    http is allowed only on loopback, where nothing crosses a network (RFC 8252 §7.3).
+    Userinfo, a query or a fragment would be copied into every callback URL: refused.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a port outside 0-65535 raises ValueError
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: {value!r} must be an absolute http(s) URL")
+    if parts.username is not None or "?" in value or "#" in value:
+        raise ConfigError(f"{where}: {value!r} must not carry userinfo, a query or a fragment")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(f"{where}: {value!r} must use https (http only on loopback)")
+    return value.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _mapping(value: Any, source: str, where: str) -> Mapping[str, Any]:

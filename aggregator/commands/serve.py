@@ -18,9 +18,7 @@ from aggregator.errors import ConfigError
 from aggregator.http import configure_logging, create_app, open_services
 from aggregator.http.services import check_profiles
 from aggregator.http.serving import base_url, bind, http_implementation, serve_forever
-from aggregator.link.wiring import install
 from aggregator.settings import Settings, load_settings
-from aggregator.sync import BankDirectory
 
 
 def register(subparsers: Any) -> None:
@@ -48,9 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def run(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
-    async with open_services(settings, bank_clients=BankDirectory) as services:
+    # open_services installs the Link flow and the sync job, on settings.public_url.
+    async with open_services(settings) as services:
         sock = bind(host, port, reuse_port=reuse_port)
-        install(services)  # the Link flow and the sync job (aggregator.link.wiring)
         app = create_app(settings, services=services)
         print(f"aggregator gateway on {base_url(sock)} (regions {', '.join(settings.regions)}; "
               f"http {http_implementation()})", file=sys.stderr, flush=True)

@@ -27,7 +27,6 @@ from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.schema import decode, encode, rules
 from aggregator.http.services import (
     BankClients,
-    ProfileBanks,
     Services,
     SyncJob,
     SyncSummary,
@@ -44,7 +43,6 @@ __all__ = [
     "HttpProblem",
     "NotFound",
     "Operation",
-    "ProfileBanks",
     "Services",
     "SyncJob",
     "SyncSummary",

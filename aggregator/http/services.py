@@ -8,8 +8,10 @@ who own them:
 
 - :class:`BankClients` hands out the OAuth client of a bank (revocation on
   ``DELETE /v1/connections/{id}``; the Link flow and the sync job use it too);
+  :func:`open_services` makes it an :class:`~aggregator.sync.BankDirectory`;
 - :class:`SyncJob` runs one connection's sync (``POST /v1/connections/{id}/sync``);
-  ``aggregator/sync.py`` provides it, and until then the route answers 501.
+  :func:`open_services` installs :mod:`aggregator.link.wiring`'s; without one the
+  route answers 501.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import httpx
 from starlette.requests import Request
 
 from aggregator.custody import RegionCustody, open_custody
-from aggregator.errors import ConfigError
 from aggregator.ids import ConnectionId
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
+from aggregator.sync import BankDirectory
 from connectors import BankOAuthClient, BankProfile, load_client_credentials, load_profiles
 
 
@@ -58,29 +60,6 @@ class BankClients(Protocol):
     """The OAuth client of each bank profile; one per bank, shared by all requests."""
 
     def oauth(self, bank_id: str) -> BankOAuthClient: ...
-
-
-class ProfileBanks:
-    """:class:`BankClients` from loaded profiles, with credentials from the environment.
-
-    Every outbound call goes through the one injected ``httpx.AsyncClient``.
-    """
-
-    def __init__(self, profiles: Mapping[str, BankProfile], http: httpx.AsyncClient) -> None:
-        self.profiles = dict(profiles)
-        self._http = http
-        self._clients: dict[str, BankOAuthClient] = {}
-
-    def oauth(self, bank_id: str) -> BankOAuthClient:
-        client = self._clients.get(bank_id)
-        if client is None:
-            profile = self.profiles.get(bank_id)
-            if profile is None:
-                raise ConfigError(f"no bank profile {bank_id!r} is loaded")
-            client = self._clients[bank_id] = BankOAuthClient.from_environment(
-                profile, self._http
-            )
-        return client
 
 
 @dataclass
@@ -122,12 +101,14 @@ BankClientsFactory = Callable[[Mapping[str, BankProfile], httpx.AsyncClient], Ba
 @asynccontextmanager
 async def open_services(
     settings: Settings, *, http: httpx.AsyncClient | None = None,
-    bank_clients: BankClientsFactory = ProfileBanks,
+    bank_clients: BankClientsFactory = BankDirectory,
 ) -> AsyncIterator[Services]:
     """Everything a gateway process needs, checked; closed again on exit.
 
-    ``bank_clients`` chooses the :class:`BankClients` implementation (e.g.
-    ``aggregator.sync.BankDirectory``, which the Link flow requires).
+    With the default ``bank_clients`` the Link flow and the sync job are installed
+    too (:func:`aggregator.link.wiring.install`, with ``settings.public_url``), so
+    ``create_app(settings)`` alone serves working Link pages. Another
+    :class:`BankClients` implementation (a test double) gets neither.
     """
     profiles = check_profiles(settings)
     async with AsyncExitStack() as stack:
@@ -140,4 +121,10 @@ async def open_services(
             stack.callback(keys.close)
         if http is None:
             http = await stack.enter_async_context(httpx.AsyncClient())
-        yield Services(settings, router, custody, bank_clients(profiles, http))
+        services = Services(settings, router, custody, bank_clients(profiles, http))
+        if isinstance(services.banks, BankDirectory):
+            # Imported here: the Link layer builds on this module (it needs Services).
+            from aggregator.link.wiring import install
+
+            install(services, public_url=settings.public_url)
+        yield services

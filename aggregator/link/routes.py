@@ -79,6 +79,7 @@ class LinkSessionOut:
 
 
 def _base_url(request: Request, parts: LinkComponents) -> str:
+    """``public_url`` when configured: behind a proxy the request's ``Host`` is internal."""
     return parts.public_url or str(request.base_url).rstrip("/")
 
 
@@ -130,10 +131,11 @@ async def show_page(call: Call) -> Response:
     token = call.request.path_params["token"]
     parts = components(call.services)
     opened = await open_link(call.services.router, call.services.custody, parts.banks, token)
+    # Relative without public_url: the browser resolves it against the URL it used.
     return picker_page(
-        action=f"/link/{token}", form_nonce=opened.form_nonce, banks=opened.banks,
-        app_name=opened.app_name, update=opened.session.update_connection_id is not None,
-        request_id=call.request_id,
+        action=f"{parts.public_url or ''}/link/{token}", form_nonce=opened.form_nonce,
+        banks=opened.banks, app_name=opened.app_name,
+        update=opened.session.update_connection_id is not None, request_id=call.request_id,
     )
 
 

@@ -6,11 +6,13 @@ them: the banks become a :class:`~aggregator.sync.BankDirectory` (which also bui
 dialects and filters banks by region) and ``sync`` runs :class:`~aggregator.sync.Syncer`.
 The Link routes find what they need through :func:`components`.
 
-Example::
+:func:`~aggregator.http.open_services` calls :func:`install` itself (with
+``settings.public_url``); whoever builds :class:`~aggregator.http.Services` by hand, as
+the tests and ``aggregator demo`` do, calls it. Example::
 
-    async with open_services(settings) as services:
-        install(services, public_url="https://gateway.example")
-        app = create_app(settings, services=services, routes=link_routes())
+    services = Services(settings, router, custody, BankDirectory(profiles, http))
+    install(services, public_url="https://gateway.example")
+    app = create_app(settings, services=services)
 """
 
 from __future__ import annotations

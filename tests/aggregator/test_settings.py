@@ -81,6 +81,16 @@ def test_environment_overrides_per_region_settings(tmp_path: Path) -> None:
         ("[keys]\ncache_ttl_seconds = -1\n", {}, r"keys\.cache_ttl_seconds"),
         ("not toml [", {}, "not valid TOML"),
         ("", {"AGGREGATOR_REGION_EU_DATABASE_URI": "x"}, "AGGREGATOR_REGION_EU_DATABASE_URI"),
+        ("[http]\npublic_uri = 'https://gw.example'\n", {}, r"unknown setting http\.public_uri"),
+        ("[http]\npublic_url = 'http://gw.example'\n", {}, r"http\.public_url: .* must use https"),
+        ("[http]\npublic_url = 'gw.example'\n", {}, r"http\.public_url: .* absolute http\(s\)"),
+        ("[http]\npublic_url = 'ftp://gw.example'\n", {}, r"absolute http\(s\) URL"),
+        ("[http]\npublic_url = 'https://gw.example/?next=x'\n", {}, "must not carry"),
+        ("[http]\npublic_url = 'https://user:pw@gw.example'\n", {}, "must not carry"),
+        ("[http]\npublic_url = 'https://gw.example:99999'\n", {}, "is not a URL"),
+        ("[http]\npublic_url = 443\n", {}, r"http\.public_url must be a string"),
+        ("http = 'https://gw.example'\n", {}, "http must be a table"),
+        ("", {"AGGREGATOR_PUBLIC_URL": "http://gw.example"}, "AGGREGATOR_PUBLIC_URL: .* https"),
     ],
 )
 def test_bad_settings_name_the_file_and_key(
@@ -96,3 +106,23 @@ def test_bad_settings_name_the_file_and_key(
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="settings file not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_public_url_is_unset_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}).public_url is None
+
+
+def test_public_url_comes_from_the_http_table_and_the_environment_wins(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[http]\npublic_url = 'https://gateway.example/'\n")
+    assert load_settings(path, environ={}).public_url == "https://gateway.example"
+    overridden = load_settings(path, environ={"AGGREGATOR_PUBLIC_URL": "https://gw.example/a"})
+    assert overridden.public_url == "https://gw.example/a"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000/gw/"],
+)
+def test_public_url_may_be_plain_http_only_on_loopback(url: str) -> None:
+    settings = load_settings(None, environ={"AGGREGATOR_PUBLIC_URL": url})
+    assert settings.public_url == url.rstrip("/")

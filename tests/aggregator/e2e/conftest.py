@@ -4,7 +4,9 @@ The gateway runs over the ``region_router`` stores of tests/aggregator/conftest.
 every test here runs on SQLite and on PostgreSQL. The bank's development client is
 registered with the gateway's one callback (``http://127.0.0.1/link/callback``; any
 port matches a loopback redirect URI, RFC 8252 §7.3). The application's redirect URI
-is on another origin that nothing serves: walks stop at the redirect to it.
+is on another origin that nothing serves: walks stop at the redirect to it. Every token
+the bank issues to the gateway is recorded (``Gateway.issued_tokens``), for tests that
+look for it where it must not be.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -61,6 +63,8 @@ class Gateway:
     api: httpx.AsyncClient
     browser: httpx.AsyncClient
     app_id: str
+    #: Every access and refresh token the bank's token endpoint issued to the gateway.
+    issued_tokens: list[str] = field(default_factory=list)
 
     async def user(self, region: str, external_id: str = "customer-1") -> str:
         answer = await self.api.post("/v1/users", json={
@@ -96,7 +100,11 @@ async def gateway(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
 ) -> AsyncIterator[Gateway]:
     bank = SandboxBank(SandboxConfig(clients=[gateway_client()]))
-    async with bank.serve() as bank_url, httpx.AsyncClient(timeout=10) as http:
+    issued: list[str] = []
+    async with (
+        bank.serve() as bank_url,
+        httpx.AsyncClient(timeout=10, event_hooks={"response": [_token_watch(issued)]}) as http,
+    ):
         profiles = load_profiles([], {b: {"issuer": bank_url} for b in BANK_FOR.values()})
         services = Services(settings, region_router, custody, BankDirectory(profiles, http))
         sock = bind("127.0.0.1", 0)
@@ -109,7 +117,20 @@ async def gateway(
                               headers={"Authorization": f"Bearer {key}"}) as api,
             httpx.AsyncClient(timeout=20) as browser,
         ):
-            yield Gateway(url, bank, bank_url, services, api, browser, app_id)
+            yield Gateway(url, bank, bank_url, services, api, browser, app_id, issued)
+
+
+def _token_watch(issued: list[str]) -> Callable[[httpx.Response], Any]:
+    """Record the tokens in each token response: the sandbox keeps only their digests."""
+
+    async def hook(response: httpx.Response) -> None:
+        if response.request.method == "POST" and response.request.url.path == "/token":
+            await response.aread()
+            if response.is_success:
+                body = response.json()
+                issued.extend(body[k] for k in ("access_token", "refresh_token") if k in body)
+
+    return hook
 
 
 LogLines = Callable[[], list[dict[str, Any]]]

@@ -24,12 +24,12 @@ from aggregator.applications import create_application, new_api_key
 from aggregator.custody import RegionCustody
 from aggregator.http import Services, create_app
 from aggregator.http.logs import JsonFormatter, RequestIdFilter
-from aggregator.http.services import ProfileBanks
 from aggregator.ids import ApplicationId
 from aggregator.models import ApiKey
 from aggregator.sandbox import SandboxBank
 from aggregator.settings import RegionSettings, Settings
 from aggregator.store import RegionRouter
+from aggregator.sync import BankDirectory
 from connectors import install_redaction, load_profiles
 from vault import LocalKeyringConfig
 
@@ -78,8 +78,8 @@ def services(
     bank_http: httpx.AsyncClient,
 ) -> Services:
     profile = load_profiles([], {"sandbox-eu": {"issuer": BANK_ISSUER}})["sandbox-eu"]
-    return Services(settings, region_router, custody, ProfileBanks({"sandbox": profile},
-                                                                   bank_http))
+    return Services(settings, region_router, custody, BankDirectory({"sandbox": profile},
+                                                                    bank_http))
 
 
 @pytest.fixture
