@@ -18,7 +18,7 @@ from vault.errors import VaultError
 
 #: Modules under ``aggregator.commands`` that contribute sub-commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
-    "demo", "keys", "migrate", "apps", "serve", "banks", "sandbox", "audit",
+    "demo", "keys", "migrate", "apps", "serve", "worker", "banks", "sandbox", "audit",
 )
 
 

@@ -1,0 +1,173 @@
+"""Leasing due credentials in batches: the only coordination between worker processes.
+
+A lease is ``lease_owner`` + ``lease_expires_at`` on the row; every step taken under it
+bumps ``version`` and is a compare-and-set on the version the step expects, so a worker
+whose lease lapsed can no longer change the row (:func:`persist_refresh` in
+:mod:`aggregator.sync.tokens` follows the same rule).
+
+- PostgreSQL: ``SELECT … ORDER BY refresh_due_at LIMIT n FOR UPDATE OF credentials SKIP
+  LOCKED`` walks the ``refresh_due_at`` index from its oldest entry and stops after ``n``
+  free rows; concurrent workers skip each other's locked rows instead of queueing, and
+  the cost does not grow with the number of rows that are not due.
+- SQLite: the same ``SELECT`` (no row locks there) and a compare-and-set ``UPDATE``
+  whose ``WHERE`` repeats "lease free", inside a write transaction that SQLite
+  serialises (``BEGIN IMMEDIATE``, :mod:`aggregator.store.engines`).
+
+A row whose lease expired comes back to whoever leases next: that is how a dead worker's
+work is recovered. If it still carries ``refresh_started_at``, its refresh may have
+reached the bank: :mod:`aggregator.worker.refresh` resolves it instead of retrying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator.models import Connection, ConnectionStatus, Credential
+from aggregator.models.base import table_of
+from aggregator.store import RegionRouter
+
+_credentials = table_of(Credential)
+_connections = table_of(Connection)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One leased credential: the row as leased, its bank, and the version we own."""
+
+    credential: Credential
+    bank_id: str
+    #: Another worker's refresh may have reached the bank (it died in flight).
+    in_flight_before: bool
+
+    @property
+    def claimed(self) -> int:
+        return self.credential.version
+
+
+def _free(now: datetime) -> ColumnElement[bool]:
+    c = _credentials.c
+    return (c.lease_expires_at.is_(None)) | (c.lease_expires_at <= now)
+
+
+def lease_query(
+    now: datetime, limit: int, exclude_banks: Collection[str] = ()
+) -> Select[tuple[str, str]]:
+    """The ``SELECT`` that picks due, free credentials of active connections, oldest first."""
+    c, k = _credentials.c, _connections.c
+    query = (
+        select(c.id, k.bank_id)
+        .join(_connections, k.id == c.connection_id)
+        .where(c.refresh_due_at <= now, _free(now), k.status == ConnectionStatus.ACTIVE)
+        .order_by(c.refresh_due_at)
+        .limit(limit)
+        .with_for_update(of=_credentials, skip_locked=True)
+    )
+    if exclude_banks:
+        query = query.where(k.bank_id.not_in(sorted(exclude_banks)))
+    return query
+
+
+async def lease_batch(
+    router: RegionRouter, region: str, owner: str, *, now: datetime, limit: int,
+    lease_for: timedelta, exclude_banks: Collection[str] = (),
+) -> list[Lease]:
+    """Lease up to ``limit`` due credentials for ``owner``, in one short transaction."""
+    if limit <= 0:
+        return []
+    c = _credentials.c
+    expires = now + lease_for
+    async with router.session(region) as session, session.begin():
+        picked = (await session.execute(lease_query(now, limit, exclude_banks))).all()
+        if not picked:
+            return []
+        banks = {row.id: row.bank_id for row in picked}
+        await session.execute(
+            update(_credentials)
+            .where(c.id.in_(list(banks)), _free(now))
+            .values(lease_owner=owner[:64], lease_expires_at=expires, version=c.version + 1)
+        )
+        rows = (await session.execute(
+            select(Credential).where(
+                Credential.id.in_(list(banks)), Credential.lease_owner == owner[:64],
+                Credential.lease_expires_at == expires,
+            ).order_by(Credential.refresh_due_at)
+        )).scalars().all()
+    return [Lease(row, banks[row.id], row.refresh_started_at is not None) for row in rows]
+
+
+async def mark_in_flight(
+    router: RegionRouter, region: str, lease: Lease, *, now: datetime
+) -> int | None:
+    """Commit "a refresh may be at the bank" before it leaves; the new claimed version.
+
+    None when the lease was lost meanwhile (the row is someone else's now).
+    """
+    async with router.session(region) as session, session.begin():
+        return await mark(session, lease, now=now)
+
+
+async def mark(session: AsyncSession, lease: Lease, *, now: datetime) -> int | None:
+    """:func:`mark_in_flight` inside the caller's transaction, which must commit it."""
+    c = _credentials.c
+    result = await session.execute(
+        update(_credentials)
+        .where(c.id == lease.credential.id, c.version == lease.claimed)
+        .values(refresh_started_at=now, version=lease.claimed + 1)
+    )
+    return lease.claimed + 1 if getattr(result, "rowcount", 0) == 1 else None
+
+
+async def release(
+    router: RegionRouter, region: str, credential_id: str, claimed: int, *,
+    due_at: datetime | None, keep_in_flight: bool, failed: bool,
+) -> bool:
+    """End a lease without new tokens, with the next due time; False if it was lost.
+
+    ``keep_in_flight`` leaves ``refresh_started_at`` set when the request may have
+    reached the bank (a timeout after sending, a cancelled task): the next lessee then
+    resolves the row instead of presenting the refresh token blindly.
+    """
+    c = _credentials.c
+    values: dict[str, object] = {
+        "lease_owner": None, "lease_expires_at": None, "version": claimed + 1,
+        "refresh_due_at": due_at,
+    }
+    if not keep_in_flight:
+        values["refresh_started_at"] = None
+    if failed:
+        values["attempts"] = c.attempts + 1
+    async with router.session(region) as session, session.begin():
+        result = await session.execute(
+            update(_credentials).where(c.id == credential_id, c.version == claimed).values(values)
+        )
+    return getattr(result, "rowcount", 0) == 1
+
+
+async def reread(session: AsyncSession, credential_id: str) -> Credential | None:
+    return await session.get(Credential, credential_id, populate_existing=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    due: int
+    oldest_due_at: datetime | None
+
+
+async def backlog(router: RegionRouter, region: str, now: datetime) -> Backlog:
+    """How many credentials are due and not leased, and since when the oldest is."""
+    c, k = _credentials.c, _connections.c
+    async with router.reader(region) as session:
+        row = (await session.execute(
+            select(func.count(), func.min(c.refresh_due_at))
+            .select_from(_credentials.join(_connections, k.id == c.connection_id))
+            .where(c.refresh_due_at <= now, _free(now), k.status == ConnectionStatus.ACTIVE)
+        )).one()
+    oldest: datetime | None = row[1]
+    if isinstance(oldest, str):  # SQLite aggregates lose the column type
+        oldest = datetime.fromisoformat(oldest).replace(tzinfo=now.tzinfo)
+    return Backlog(int(row[0]), oldest)

@@ -1,0 +1,95 @@
+"""One worker process: services opened, signals wired, metrics served, a hard deadline.
+
+SIGTERM and SIGINT set the stop event; :class:`~aggregator.worker.runner.Worker` then
+stops leasing and drains. A second signal, or the drain overrunning
+``shutdown_timeout``, ends the process anyway: an orchestrator's kill timer must never
+be what stops a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+
+from aggregator.custody import open_custody
+from aggregator.http.services import check_profiles
+from aggregator.settings import Settings
+from aggregator.store import RegionRouter, require_head
+from aggregator.sync.banks import BankDirectory
+from aggregator.worker.breaker import Backoff
+from aggregator.worker.metrics import WorkerMetrics
+from aggregator.worker.refresh import CrashPoints, RefreshContext
+from aggregator.worker.runner import Worker, WorkerConfig, default_owner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """Command-line choices beyond :class:`WorkerConfig`."""
+
+    per_bank: int = 8
+    max_interval: timedelta = timedelta(days=1)
+    breaker_threshold: int = 5
+    breaker_cool_down: float = 10.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 900.0
+    metrics_port: int | None = None
+    owner: str | None = None
+
+
+async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOptions) -> None:
+    """Run until SIGTERM/SIGINT, then drain within ``config.shutdown_timeout``."""
+    metrics = WorkerMetrics()
+    if options.metrics_port is not None:
+        metrics.serve(options.metrics_port)
+    profiles = check_profiles(settings)
+    limits = httpx.Limits(max_connections=config.concurrency,
+                          max_keepalive_connections=config.concurrency)
+    # Every refresh in flight may hold a database connection: a pool smaller than the
+    # concurrency opens and closes overflow connections all the time, and a PostgreSQL
+    # connection costs a server process (measured: the worker's main cost).
+    pool = {"pool_size": config.concurrency + 2, "max_overflow": 4}
+    async with AsyncExitStack() as stack:
+        router = RegionRouter(settings, engine_options=pool)
+        stack.push_async_callback(router.dispose)
+        for region in router.regions:
+            await require_head(router.engine(region), region)
+        custody = await open_custody(router, settings)
+        for keys in custody.values():
+            stack.callback(keys.close)
+        http = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+        ctx = RefreshContext(
+            router=router, custody=custody, banks=BankDirectory(profiles, http),
+            metrics=metrics, owner=options.owner or default_owner(),
+            max_interval=options.max_interval, per_bank=options.per_bank,
+            backoff=Backoff(options.backoff_base, options.backoff_cap),
+            breaker_threshold=options.breaker_threshold,
+            breaker_cool_down=options.breaker_cool_down, crash=CrashPoints.from_env(),
+        )
+        stop = asyncio.Event()
+        _on_signals(stop, config.shutdown_timeout)
+        log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
+        await Worker(ctx, config).run(stop)
+        log.info("worker %s stopped", ctx.owner)
+
+
+def _on_signals(stop: asyncio.Event, shutdown_timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        if stop.is_set():
+            os._exit(130)  # second signal: the operator means it
+        stop.set()
+        # The drain gets its budget; past it (a hung bank call, a stuck DB) we leave anyway.
+        loop.call_later(shutdown_timeout + 2.0, os._exit, 1)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, first)

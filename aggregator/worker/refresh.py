@@ -1,0 +1,272 @@
+"""Refreshing one leased credential: mark, call the bank, persist or back off or resolve.
+
+The rotated tokens are stored by :func:`aggregator.sync.tokens.persist_refresh`, the
+same compare-and-set the sync job uses: one transaction writes the sealed tokens, the
+new expiry and the next ``refresh_due_at`` and ends the lease, and only if the row is
+still at the version this worker claimed.
+
+Crash safety, and the window that remains
+-----------------------------------------
+``refresh_started_at`` is committed before the request leaves (:func:`mark_in_flight`).
+A worker that later leases a row still carrying it knows the previous holder died (or
+timed out) with a request possibly at the bank. It does not know whether the bank
+rotated. It presents the stored refresh token exactly once:
+
+- the bank answers with tokens: the previous request never arrived (or the bank does
+  not rotate); nothing was lost;
+- the bank answers ``invalid_grant``: it re-reads the row; if another worker stored new
+  tokens meanwhile, that worker won and nothing is done; otherwise the connection is
+  declared ``reauth_required``.
+
+What cannot be recovered: a process that dies (or stalls past its lease) *after* the
+bank rotated the token and *before* the commit. The new refresh token existed only in
+that process's memory; at a strict bank (reuse detection) presenting the old one
+revokes the grant, so the resolution ends in ``reauth_required`` — correctly flagged,
+but the user must re-consent. The window is one commit long (a few ms) for crashes; for
+stalls it needs a pause longer than the lease (60 s by default, six times the OAuth
+client's 10 s timeout). Closing it needs the bank's help (a reuse grace period) or a
+durable journal of token responses written before the commit, which would just move
+the same window to that journal's write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator import audit
+from aggregator.custody import RegionCustody
+from aggregator.ids import ConnectionId
+from aggregator.models import Credential
+from aggregator.models.base import table_of, utcnow
+from aggregator.store import RegionRouter
+from aggregator.sync.banks import BankDirectory
+from aggregator.sync.tokens import CredentialBusy, mark_reauth_required, persist_refresh
+from aggregator.worker.breaker import Backoff, Breaker, BreakerState
+from aggregator.worker.lease import Lease, mark, release, reread
+from aggregator.worker.metrics import WorkerMetrics
+from connectors import BankProtocolError, BankUnavailable, GrantRevoked, TokenSet
+from vault import WrappedKey
+
+log = logging.getLogger(__name__)
+_credentials = table_of(Credential)
+
+#: Fault injection for the crash tests: ``point:n`` SIGKILLs the process the n-th time
+#: it passes ``point`` (``after_mark``: in flight, request not sent; ``after_bank``: the
+#: bank answered, nothing committed). Never set in production.
+CRASH_ENV = "AGGREGATOR_WORKER_CRASH_AT"
+
+
+class CrashPoints:
+    """Counts passes through named points and kills the process at the configured one."""
+
+    def __init__(self, spec: str | None) -> None:
+        self._point, self._at = None, 0
+        if spec:
+            point, _, count = spec.partition(":")
+            self._point, self._at = point, int(count or "1")
+        self._seen = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CrashPoints:
+        return cls((os.environ if environ is None else environ).get(CRASH_ENV))
+
+    def reached(self, point: str) -> None:
+        if point != self._point:
+            return
+        self._seen += 1
+        if self._seen >= self._at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class RefreshContext:
+    """What every refresh of one worker process shares."""
+
+    router: RegionRouter
+    custody: Mapping[str, RegionCustody]
+    banks: BankDirectory
+    metrics: WorkerMetrics
+    owner: str
+    max_interval: timedelta
+    per_bank: int = 8
+    backoff: Backoff = field(default_factory=Backoff)
+    breaker_threshold: int = 5
+    breaker_cool_down: float = 10.0
+    crash: CrashPoints = field(default_factory=lambda: CrashPoints(None))
+    rng: random.Random = field(default_factory=random.SystemRandom)
+    breakers: dict[str, Breaker] = field(default_factory=dict)
+    gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    calling: dict[str, int] = field(default_factory=dict)
+
+    def breaker(self, bank: str) -> Breaker:
+        found = self.breakers.get(bank)
+        if found is None:
+            found = self.breakers[bank] = Breaker(self.breaker_threshold, self.breaker_cool_down)
+        return found
+
+    def gate(self, bank: str) -> asyncio.Semaphore:
+        found = self.gates.get(bank)
+        if found is None:
+            found = self.gates[bank] = asyncio.Semaphore(self.per_bank)
+        return found
+
+    def unavailable_banks(self) -> set[str]:
+        """Banks not to lease for now: breaker open, or all their slots taken."""
+        out = set()
+        for bank, breaker in self.breakers.items():
+            if breaker.allowance(self.per_bank) <= self.calling.get(bank, 0):
+                out.add(bank)
+        return out
+
+
+async def on_reauth_required(
+    session: AsyncSession, connection_id: ConnectionId, *, reason: str
+) -> None:
+    """Record that only the user can revive the connection, in the caller's transaction.
+
+    The seam for outbound events: the outbox writes ``connection.reauth_required`` here,
+    in the same transaction as the status change it describes.
+    """
+    await mark_reauth_required(session, connection_id)
+    await audit.record(session, actor="worker", action="connection.reauth_required",
+                       target_id=connection_id)
+    log.info("connection %s needs re-consent (%s)", connection_id, reason)
+
+
+async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
+    """Refresh one leased credential; returns the outcome (a :data:`metrics.OUTCOMES`)."""
+    bank = lease.bank_id
+    breaker = ctx.breaker(bank)
+    async with ctx.gate(bank):
+        if breaker.state is not BreakerState.CLOSED and not breaker.begin_probe():
+            wait = max(breaker.reopens_in(), ctx.breaker_cool_down / 4)
+            await release(ctx.router, region, lease.credential.id, lease.claimed,
+                          due_at=utcnow() + timedelta(seconds=wait * ctx.rng.uniform(1, 1.5)),
+                          keep_in_flight=lease.in_flight_before, failed=False)
+            return _done(ctx, bank, "breaker_open")
+        ctx.calling[bank] = ctx.calling.get(bank, 0) + 1
+        try:
+            outcome = await _call(ctx, region, lease, breaker)
+        finally:
+            ctx.calling[bank] -= 1
+    return _done(ctx, bank, outcome)
+
+
+def _done(ctx: RefreshContext, bank: str, outcome: str) -> str:
+    ctx.metrics.outcome(bank, outcome)
+    ctx.metrics.breaker.labels(bank).set(ctx.breaker(bank).state.value)
+    return outcome
+
+
+async def _call(ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker) -> str:
+    custody = ctx.custody[region]
+    credential = lease.credential
+    # One transaction loads the data key and commits the in-flight mark.
+    async with ctx.router.session(region) as session, session.begin():
+        key = await custody.data_keys.load(session, credential.user_id)
+        claimed = await mark(session, lease, now=utcnow())
+    if claimed is None:
+        return "lease_lost"
+    refresh_token = await custody.sealer.open_from(key, credential, "refresh_token_sealed")
+    ctx.crash.reached("after_mark")
+    sent = False
+    started = time.perf_counter()
+    try:
+        if refresh_token is None:
+            raise GrantRevoked(f"{lease.bank_id}: the grant holds no refresh token")
+        sent = True
+        tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token)
+    except GrantRevoked:
+        breaker.success()  # the bank answered properly: it is up
+        return await _grant_refused(ctx, region, lease, claimed)
+    except BankUnavailable as exc:
+        return await _back_off(ctx, region, lease, claimed, breaker, exc.retry_after,
+                               maybe_sent=_maybe_rotated(exc), outcome=_unavailable(exc))
+    except BankProtocolError:
+        return await _back_off(ctx, region, lease, claimed, breaker, None,
+                               maybe_sent=True, outcome="protocol_error")
+    except BaseException:
+        # Cancelled (shutdown) or a bug: hand the row back, still marked if it left.
+        await asyncio.shield(release(ctx.router, region, credential.id, claimed,
+                                     due_at=utcnow(), keep_in_flight=sent, failed=False))
+        raise
+    finally:
+        ctx.metrics.latency.labels(lease.bank_id).observe(time.perf_counter() - started)
+    ctx.crash.reached("after_bank")
+    return await _persist(ctx, region, lease, claimed, tokens, key, breaker)
+
+
+async def _persist(
+    ctx: RefreshContext, region: str, lease: Lease, claimed: int, tokens: TokenSet,
+    key: WrappedKey, breaker: Breaker,
+) -> str:
+    breaker.success()
+    try:
+        await asyncio.shield(persist_refresh(
+            ctx.router, ctx.custody[region], key, lease.credential, claimed, tokens,
+            max_interval=ctx.max_interval,
+        ))
+    except CredentialBusy:
+        return "lease_lost"
+    return "ok"
+
+
+def _unavailable(exc: BankUnavailable) -> str:
+    return "rate_limited" if exc.retry_after is not None else "unavailable"
+
+
+def _maybe_rotated(exc: BankUnavailable) -> bool:
+    """Whether the bank may have processed the request although we saw no answer."""
+    if exc.retry_after is not None:
+        return False  # an answer (429/503 with Retry-After): nothing was rotated
+    cause = exc.__cause__
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout):
+        return False  # never reached the bank
+    return isinstance(cause, httpx.TimeoutException | httpx.NetworkError)
+
+
+async def _back_off(
+    ctx: RefreshContext, region: str, lease: Lease, claimed: int, breaker: Breaker,
+    retry_after: float | None, *, maybe_sent: bool, outcome: str,
+) -> str:
+    breaker.failure(retry_after)
+    attempts = lease.credential.attempts + 1
+    delay = ctx.backoff.delay(attempts, retry_after, ctx.rng)
+    due = utcnow() + timedelta(seconds=delay)
+    await asyncio.shield(release(ctx.router, region, lease.credential.id, claimed,
+                                 due_at=due, keep_in_flight=maybe_sent, failed=True))
+    return outcome
+
+
+async def _grant_refused(ctx: RefreshContext, region: str, lease: Lease, claimed: int) -> str:
+    """``invalid_grant``: unless another worker stored newer tokens, the user must act."""
+    c = _credentials.c
+    async with ctx.router.session(region) as session, session.begin():
+        now_row = await reread(session, lease.credential.id)
+        if now_row is None or now_row.version != claimed or (
+            now_row.refresh_token_sealed != lease.credential.refresh_token_sealed
+        ):
+            return "resolved_elsewhere"  # another worker won the race: its tokens stand
+        moved = await session.execute(
+            update(_credentials).where(c.id == lease.credential.id, c.version == claimed).values(
+                lease_owner=None, lease_expires_at=None, refresh_started_at=None,
+                refresh_due_at=None, version=claimed + 1, updated_at=utcnow(),
+            )
+        )
+        if getattr(moved, "rowcount", 0) != 1:
+            return "resolved_elsewhere"
+        reason = "invalid_grant_after_crash" if lease.in_flight_before else "invalid_grant"
+        await on_reauth_required(session, lease.credential.connection_id, reason=reason)
+    return "invalid_grant"

@@ -1,0 +1,168 @@
+"""The worker's main loop: lease per region, refresh concurrently, stop gracefully.
+
+One :class:`Worker` per process serves every configured region. Each region has a
+leasing loop; all regions share the global concurrency bound (``concurrency`` credentials
+leased and in work at once), and each bank has its own bound and breaker
+(:class:`~aggregator.worker.refresh.RefreshContext`). A bank whose breaker is open or
+whose slots are all taken is left out of the next lease query, so its due credentials
+stay in the table for a worker that can serve them instead of occupying slots here.
+
+Shutdown (:meth:`Worker.run` returns when ``stop`` is set): leasing stops at once, work
+in flight gets until ``shutdown_timeout`` minus a grace second to finish, then is
+cancelled; a cancelled refresh hands its row back (still marked in flight if its request
+may have reached the bank), so nothing waits for the lease to expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aggregator.models.base import utcnow
+from aggregator.worker.lease import Lease, backlog, lease_batch
+from aggregator.worker.refresh import RefreshContext, refresh_leased
+
+log = logging.getLogger(__name__)
+
+
+def default_owner() -> str:
+    """``host:pid``: unique among live workers, and says where to look when one dies."""
+    return f"{socket.gethostname()[:48]}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How one worker process paces itself; every duration in seconds."""
+
+    concurrency: int = 16  # FINDINGS: one httpx client tops out near 1,000 round trips/s
+    batch: int = 32
+    lease_seconds: float = 60.0  # far above the OAuth client's 10 s timeout
+    poll_seconds: float = 1.0
+    shutdown_timeout: float = 10.0
+    stats_seconds: float = 5.0
+
+    @property
+    def lease_for(self) -> timedelta:
+        return timedelta(seconds=self.lease_seconds)
+
+
+class Worker:
+    """Leases and refreshes due credentials until told to stop.
+
+    Example::
+
+        worker = Worker(ctx, WorkerConfig(concurrency=32))
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await worker.run(stop)
+    """
+
+    def __init__(self, ctx: RefreshContext, config: WorkerConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+        self._tasks: set[asyncio.Task[str]] = set()
+        self._slot_freed = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        regions = self.ctx.router.regions
+        loops = [asyncio.create_task(self._lease_loop(r, stop), name=f"lease-{r}")
+                 for r in regions]
+        stats = asyncio.create_task(self._stats_loop(regions, stop), name="worker-stats")
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown([*loops, stats])
+
+    async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        budget = max(self.config.shutdown_timeout - 1.0, 0.1)
+        if self._tasks:
+            log.info("worker stopping: %d refreshes in flight", len(self._tasks))
+            _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
+            for work in pending:
+                work.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=0.9)
+
+    async def _lease_loop(self, region: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            free = self.config.concurrency - len(self._tasks)
+            if free <= 0:
+                await self._wait(stop, self._slot_freed)
+                continue
+            limit = min(self.config.batch, free)
+            try:
+                leases = await lease_batch(
+                    self.ctx.router, region, self.ctx.owner, now=utcnow(), limit=limit,
+                    lease_for=self.config.lease_for,
+                    exclude_banks=self.ctx.unavailable_banks(),
+                )
+            except Exception:
+                log.exception("worker: leasing in region %s failed", region)
+                leases = []
+            for lease in leases:
+                self._start(region, lease)
+            if len(leases) < limit:
+                await self._wait(stop, None)
+
+    async def _wait(self, stop: asyncio.Event, event: asyncio.Event | None) -> None:
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if event is not None:
+            event.clear()
+            waiters.append(asyncio.ensure_future(event.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=self.config.poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _start(self, region: str, lease: Lease) -> None:
+        self.ctx.metrics.leased.labels(region).inc()
+        if lease.in_flight_before:
+            self.ctx.metrics.takeovers.labels(region).inc()
+            log.warning("credential %s: found in flight under an expired lease; resolving",
+                        lease.credential.id)
+        task = asyncio.create_task(self._refresh(region, lease))
+        self._tasks.add(task)
+        self.ctx.metrics.in_flight.set(len(self._tasks))
+        task.add_done_callback(self._finished)
+
+    async def _refresh(self, region: str, lease: Lease) -> str:
+        try:
+            return await refresh_leased(self.ctx, region, lease)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease is left to expire: the row comes back to a worker within it.
+            log.exception("credential %s: refresh failed unexpectedly", lease.credential.id)
+            self.ctx.metrics.outcome(lease.bank_id, "error")
+            return "error"
+
+    def _finished(self, task: asyncio.Task[str]) -> None:
+        self._tasks.discard(task)
+        self.ctx.metrics.in_flight.set(len(self._tasks))
+        self._slot_freed.set()
+
+    async def _stats_loop(self, regions: tuple[str, ...], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for region in regions:
+                with contextlib.suppress(Exception):
+                    now = utcnow()
+                    found = await backlog(self.ctx.router, region, now)
+                    self.ctx.metrics.backlog.labels(region).set(found.due)
+                    age = (now - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
+                    self.ctx.metrics.oldest_due.labels(region).set(age)
+            await self._sleep(stop, self.config.stats_seconds)
+
+    @staticmethod
+    async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
