@@ -18,7 +18,8 @@ from vault.errors import VaultError
 
 #: Modules under ``aggregator.commands`` that contribute sub-commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
-    "demo", "keys", "migrate", "apps", "serve", "worker", "banks", "sandbox", "audit",
+    "demo", "keys", "migrate", "apps", "serve", "worker", "erase", "banks", "sandbox",
+    "audit",
 )
 
 

@@ -41,8 +41,9 @@ AccountId = NewType("AccountId", str)
 TransactionId = NewType("TransactionId", str)
 AuditEventId = NewType("AuditEventId", str)
 RequestId = NewType("RequestId", str)
+ErasureRequestId = NewType("ErasureRequestId", str)
 
-Kind = Literal["app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req"]
+Kind = Literal["app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era"]
 
 #: What each kind names; global kinds carry no region.
 KINDS: dict[str, str] = {
@@ -55,6 +56,7 @@ KINDS: dict[str, str] = {
     "txn": "transaction",
     "evt": "audit event",
     "req": "request (global)",
+    "era": "erasure request",
 }
 GLOBAL_KINDS = frozenset({"app", "req"})
 
@@ -100,6 +102,8 @@ def new_id(kind: Literal["acc"], region: str) -> AccountId: ...
 def new_id(kind: Literal["txn"], region: str) -> TransactionId: ...
 @overload
 def new_id(kind: Literal["evt"], region: str) -> AuditEventId: ...
+@overload
+def new_id(kind: Literal["era"], region: str) -> ErasureRequestId: ...
 def new_id(kind: Kind, region: str | None = None) -> str:
     """A fresh id of ``kind``; regional kinds need ``region``, global kinds refuse one."""
     if kind not in KINDS:

@@ -23,6 +23,7 @@ from connectors.errors import (
     ConsentRejected,
     GrantRevoked,
     IssuerMismatch,
+    ItemLoginRequired,
     ProfileError,
     StateMismatch,
 )
@@ -38,6 +39,18 @@ from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
 from connectors.oauth.rfc9207 import check_issuer
 from connectors.oauth.tokens import TokenSet
+from connectors.plaid.boundary import MutationDuringPagination, map_plaid_errors
+from connectors.plaid.client import (
+    LinkToken,
+    PlaidConnector,
+    PlaidItem,
+    RemovedTransaction,
+    SyncBatch,
+)
+from connectors.plaid.config import PlaidConfig, PlaidEnvironment
+from connectors.plaid.keys import VerificationKey, WebhookKeys
+from connectors.plaid.reasons import RejectReason, WebhookRejected
+from connectors.plaid.webhooks import PlaidWebhook, WebhookVerifier
 from connectors.profiles import (
     BUILTIN_PROFILES_DIR,
     ApiConfig,
@@ -75,19 +88,34 @@ __all__ = [
     "Hook",
     "HttpDialect",
     "IssuerMismatch",
+    "ItemLoginRequired",
+    "LinkToken",
+    "MutationDuringPagination",
     "ObieDialect",
     "ParMode",
     "PemSigner",
     "PendingAuthorization",
+    "PlaidConfig",
+    "PlaidConnector",
+    "PlaidEnvironment",
+    "PlaidItem",
+    "PlaidWebhook",
     "ProfileError",
     "RedactingFilter",
+    "RejectReason",
+    "RemovedTransaction",
     "ServerMetadata",
     "Severity",
     "Signer",
     "StateMismatch",
+    "SyncBatch",
     "TokenSet",
     "Transaction",
     "TransactionStatus",
+    "VerificationKey",
+    "WebhookKeys",
+    "WebhookRejected",
+    "WebhookVerifier",
     "build_client_assertion",
     "check_compatibility",
     "check_issuer",
@@ -98,6 +126,7 @@ __all__ = [
     "install_redaction",
     "load_client_credentials",
     "load_profiles",
+    "map_plaid_errors",
     "parse_callback",
     "parse_retry_after",
     "redact",

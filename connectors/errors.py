@@ -11,7 +11,11 @@
     ├── BankUnsupported         the bank lacks what the profile needs (PKCE S256, PAR, auth method)
     ├── ConsentRejected         the user (or the bank) denied the authorization request
     ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
-    └── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
+    │   └── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
+    ├── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
+    │   └── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
+    └── WebhookRejected         a Plaid webhook failed verification; `reason` says which check
+                                (plaid/reasons.py)
 
 Messages never contain a token, code, verifier or secret: callers log them as they are.
 """
@@ -77,6 +81,12 @@ class GrantRevoked(ConnectorError):
     """The bank answered `invalid_grant`: the code or refresh token is dead; re-consent."""
 
     code = "grant_revoked"
+
+
+class ItemLoginRequired(GrantRevoked):
+    """Plaid answered ``ITEM_LOGIN_REQUIRED``: only the user can repair the Item (update mode)."""
+
+    code = "item_login_required"
 
 
 class BankUnavailable(ConnectorError):

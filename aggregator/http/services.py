@@ -125,6 +125,8 @@ async def open_services(
         if isinstance(services.banks, BankDirectory):
             # Imported here: the Link layer builds on this module (it needs Services).
             from aggregator.link.wiring import install
+            from aggregator.plaid.wiring import install_plaid_webhooks
 
             install(services, public_url=settings.public_url)
+            install_plaid_webhooks(services)
         yield services

@@ -101,6 +101,8 @@ async def create_link_session(
         user = await session.get(User, request.user_id)
         if user is None or app is None or user.application_id != app.id:
             raise LinkNotFound("no such user for this application")
+        if user.erasing_since is not None:  # erasure requested: no new grants (issue 8)
+            raise LinkNotFound("no such user for this application")
         if request.redirect_uri not in (app.redirect_uris or []):
             raise LinkRequestInvalid(
                 "#/redirect_uri", "not in the application's redirect URI allow-list"

@@ -8,7 +8,9 @@ tables, by owner:
   ``audit_events`` and ``audit_head`` (the hash chain);
 - a user, reached by ``ON DELETE CASCADE`` from ``users``: ``data_keys``,
   ``link_sessions``, ``connections``, ``credentials``, ``accounts``, ``balances``,
-  ``transactions``, ``sync_states``.
+  ``transactions``, ``sync_states``;
+- erasure, outliving the user it erases and holding no personal data once done:
+  ``erasure_requests``, ``erasure_revocations``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -27,6 +29,12 @@ from aggregator.models.base import (
     region_columns,
     sealed_columns,
 )
+from aggregator.models.erasure import (
+    ErasureRequest,
+    ErasureRevocation,
+    ErasureState,
+    RevocationOutcome,
+)
 from aggregator.models.linking import (
     Connection,
     ConnectionStatus,
@@ -34,6 +42,7 @@ from aggregator.models.linking import (
     LinkSession,
     LinkStatus,
 )
+from aggregator.models.plaid import PlaidWebhookEvent, WebhookStatus
 from aggregator.models.tenancy import ApiKey, Application, DataKeyRecord, RegionSecret, User
 from aggregator.models.types import Money, UTCDateTime
 
@@ -51,15 +60,21 @@ __all__ = [
     "ConnectionStatus",
     "Credential",
     "DataKeyRecord",
+    "ErasureRequest",
+    "ErasureRevocation",
+    "ErasureState",
     "LinkSession",
     "LinkStatus",
     "Money",
+    "PlaidWebhookEvent",
     "RegionSecret",
+    "RevocationOutcome",
     "SyncState",
     "Transaction",
     "TransactionStatus",
     "UTCDateTime",
     "User",
+    "WebhookStatus",
     "metadata",
     "region_columns",
     "sealed_columns",

@@ -80,6 +80,9 @@ class User(Base):
     external_id_digest: Mapped[bytes] = digest_column()
     external_id_sealed: Mapped[bytes] = sealed_column(nullable=False)
     created_at: Mapped[datetime] = created_column()
+    #: Set when an erasure is requested: link sessions are refused from then on, and
+    #: writers that must not revive the user check it in their own transaction.
+    erasing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     application: Mapped[Application] = relationship(lazy="raise")
 

@@ -30,7 +30,7 @@ def test_exported_classes_and_functions_name_their_public_home() -> None:
 
 
 def test_no_unlisted_public_names() -> None:
-    submodules = {"dialects", "errors", "hooks", "logging", "models", "oauth", "profiles"}
+    submodules = {"dialects", "errors", "hooks", "logging", "models", "oauth", "plaid", "profiles"}
     public = {
         name
         for name in vars(connectors)

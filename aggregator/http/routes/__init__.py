@@ -19,7 +19,9 @@ ROUTE_MODULES: tuple[str, ...] = (
     "aggregator.http.routes.users",
     "aggregator.http.routes.connections",
     "aggregator.http.routes.transactions",
+    "aggregator.http.routes.erasure",
     "aggregator.link.routes",
+    "aggregator.http.routes.plaid_webhooks",
 )
 
 

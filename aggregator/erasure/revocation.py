@@ -1,0 +1,144 @@
+"""Step 2: revoking the erased user's grants at their banks (RFC 7009), with retries.
+
+Revocation is best effort by law and by protocol: a bank that cannot be reached must not
+hold up the local erasure, which is what the user asked for. Each grant is tried
+``revoke_attempts`` times with doubling backoff; the outcome, the attempt count and a
+short error code are recorded per grant, and the token stays in escrow
+(:mod:`aggregator.erasure.escrow`) so :func:`retry_failed` can try again later — every
+retry is counted on the row and appended to the audit trail.
+
+Bank calls happen outside any transaction (no lock is held across the network); each
+outcome commits on its own, so a crash mid-step loses at most the grant in flight, which
+is retried on resume (revoking twice is harmless: RFC 7009 §2.2 answers 200 for a token
+already revoked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Literal, Protocol
+
+from sqlalchemy import select, update
+
+from aggregator import audit
+from aggregator.custody import RegionCustody
+from aggregator.erasure.escrow import open_token
+from aggregator.erasure.requests import ErasureConfig
+from aggregator.errors import GatewayError
+from aggregator.models import ErasureRevocation, RevocationOutcome
+from aggregator.models.base import table_of, utcnow
+from aggregator.store import RegionRouter
+from connectors import BankUnsupported, ConnectorError
+
+log = logging.getLogger(__name__)
+_revocations = table_of(ErasureRevocation)
+_REFRESH = "refresh_token"
+TokenHint = Literal["access_token", "refresh_token"]
+
+
+class Revoker(Protocol):
+    """RFC 7009 revocation at one bank (:class:`connectors.BankOAuthClient` is one)."""
+
+    async def revoke(self, token: str, token_type_hint: TokenHint | None = None) -> None: ...
+
+
+class Banks(Protocol):
+    """What revocation needs of the process's banks (``BankDirectory`` satisfies it)."""
+
+    def oauth(self, bank_id: str) -> Revoker: ...
+
+
+async def revoke_pending(
+    router: RegionRouter, custody: RegionCustody, banks: Banks, request_id: str,
+    config: ErasureConfig,
+) -> None:
+    """Try every grant of the request not tried yet (``pending``)."""
+    for row in await _rows(router, custody.region, request_id, RevocationOutcome.PENDING):
+        await _attempt(router, custody, banks, row, config.revoke_attempts,
+                       config.revoke_backoff)
+
+
+async def retry_failed(
+    router: RegionRouter, custody: RegionCustody, banks: Banks, request_id: str, *,
+    attempts: int = 1, backoff: float = 0.5, actor: str = "worker",
+) -> list[RevocationOutcome]:
+    """Retry the request's failed revocations whose token is still in escrow.
+
+    Returns the new outcomes; each retry is on the row (``attempts``,
+    ``last_attempt_at``) and in the audit trail (``erasure.revocation_retried``).
+    """
+    out = []
+    rows = await _rows(router, custody.region, request_id, RevocationOutcome.FAILED)
+    for row in rows:
+        if row.token_escrow is None:
+            continue
+        outcome = await _attempt(router, custody, banks, row, attempts, backoff)
+        async with router.session(custody.region) as session, session.begin():
+            await audit.record(session, actor=actor, action="erasure.revocation_retried",
+                               target_id=request_id)
+        out.append(outcome)
+    return out
+
+
+async def expire_escrow(router: RegionRouter, region: str, before: datetime) -> int:
+    """Give up on failed revocations first tried before ``before``: drop their tokens."""
+    async with router.session(region) as session, session.begin():
+        result = await session.execute(update(_revocations).where(
+            _revocations.c.outcome == RevocationOutcome.FAILED,
+            _revocations.c.first_attempt_at < before,
+            _revocations.c.token_escrow.is_not(None),
+        ).values(token_escrow=None))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def _rows(
+    router: RegionRouter, region: str, request_id: str, outcome: RevocationOutcome
+) -> list[ErasureRevocation]:
+    async with router.reader(region) as session:
+        return list((await session.execute(
+            select(ErasureRevocation).where(
+                ErasureRevocation.request_id == request_id, ErasureRevocation.outcome == outcome,
+            ).order_by(ErasureRevocation.n)
+        )).scalars())
+
+
+async def _attempt(
+    router: RegionRouter, custody: RegionCustody, banks: Banks, row: ErasureRevocation,
+    attempts: int, backoff: float,
+) -> RevocationOutcome:
+    if row.token_escrow is None:
+        raise RuntimeError(f"erasure {row.request_id}: grant {row.n} has no token in escrow")
+    token = open_token(custody.hasher, row.request_id, row.n, bytes(row.token_escrow))
+    hint: TokenHint = "refresh_token" if row.token_type == _REFRESH else "access_token"
+    outcome, error, tried = RevocationOutcome.FAILED, None, 0
+    first = row.first_attempt_at or utcnow()
+    for attempt in range(max(attempts, 1)):
+        tried += 1
+        try:
+            await banks.oauth(row.bank_id).revoke(token, hint)
+        except BankUnsupported:
+            outcome, error = RevocationOutcome.UNSUPPORTED, BankUnsupported.code
+            break
+        except (ConnectorError, GatewayError) as exc:
+            error = exc.code
+            log.warning("erasure %s: revoking grant %d at %s failed (%s), attempt %d",
+                        row.request_id, row.n, row.bank_id, exc.code, attempt + 1)
+            if attempt + 1 < attempts:
+                await asyncio.sleep(backoff * 2**attempt)
+            continue
+        outcome, error = RevocationOutcome.REVOKED, None
+        break
+    now = utcnow()
+    keep = outcome is RevocationOutcome.FAILED  # a later retry needs the token
+    async with router.session(custody.region) as session, session.begin():
+        await session.execute(update(_revocations).where(
+            _revocations.c.request_id == row.request_id, _revocations.c.n == row.n,
+        ).values(
+            outcome=outcome, attempts=_revocations.c.attempts + tried, last_error=error,
+            first_attempt_at=first, last_attempt_at=now,
+            revoked_at=now if outcome is RevocationOutcome.REVOKED else None,
+            token_escrow=row.token_escrow if keep else None,
+        ))
+    return outcome

@@ -1,0 +1,142 @@
+"""``POST /webhooks/plaid/{region}``: verify, de-duplicate, store with its job, answer.
+
+Verification (:class:`connectors.WebhookVerifier`) runs on the raw body before anything
+else; a rejection stores nothing and is counted by reason. A verified webhook is
+inserted (insert-or-ignore on the SHA-256 of its body, so Plaid's retries collapse) into
+the region's ``plaid_webhook_events`` as a ``pending`` job, or as ``orphaned`` when no
+connection of *this* region holds the item: another region's item is never looked up,
+let alone applied, here.
+
+Group commit: a region's store takes one write transaction at a time (SQLite's lock;
+on either backend a commit costs a disk flush), so concurrent webhooks are stored in
+shared transactions. The first request that finds no writer becomes the writer and
+commits everything queued meanwhile (up to :data:`MAX_BATCH` per transaction) until the
+queue is empty; every request still answers only after its own row is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator.models import Connection, PlaidWebhookEvent, WebhookStatus
+from aggregator.models.base import table_of
+from aggregator.store import RegionRouter
+from connectors import PlaidWebhook, WebhookRejected, WebhookVerifier
+
+log = logging.getLogger("aggregator.plaid.webhooks")
+_events = table_of(PlaidWebhookEvent)
+#: Webhooks stored per transaction at most.
+MAX_BATCH = 64
+_Queued = tuple[PlaidWebhook, "asyncio.Future[Receipt]"]
+
+
+class Receipt(enum.Enum):
+    """What happened to a verified webhook."""
+
+    STORED = "stored"  # new; pending for the worker
+    DUPLICATE = "duplicate"  # the same body was stored before (a Plaid retry)
+    ORPHANED = "orphaned"  # stored, but no connection of this region has the item
+
+
+class PlaidWebhooks:
+    """The receiver of every Plaid region this process serves."""
+
+    def __init__(
+        self, router: RegionRouter, verifiers: Mapping[str, WebhookVerifier],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.router = router
+        self.verifiers = dict(verifiers)
+        self._queues: dict[str, list[_Queued]] = {r: [] for r in self.verifiers}
+        self._writing: set[str] = set()
+        self.counter = Counter(
+            "aggregator_plaid_webhooks", "Plaid webhooks received, by region and outcome",
+            ["region", "outcome"], registry=registry,
+        )
+
+    def max_body_bytes(self, region: str) -> int:
+        return self.verifiers[region].max_body_bytes
+
+    async def receive(self, region: str, body: bytes, header: str | None) -> Receipt:
+        """Verify and store; raises :class:`WebhookRejected` (already logged and counted)."""
+        try:
+            hook = await self.verifiers[region].verify(body, header)
+        except WebhookRejected as exc:
+            self.counter.labels(region, exc.reason.value).inc()
+            log.warning("plaid webhook rejected", extra={"region": region,
+                                                         "reason": exc.reason.value})
+            raise
+        receipt = await self._store(region, hook)
+        self.counter.labels(region, receipt.value).inc()
+        return receipt
+
+    async def _store(self, region: str, hook: PlaidWebhook) -> Receipt:
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        queue = self._queues[region]
+        queue.append((hook, future))
+        if region not in self._writing:
+            self._writing.add(region)
+            try:
+                while queue:
+                    batch = queue[:MAX_BATCH]
+                    del queue[:MAX_BATCH]
+                    await self._commit(region, batch)
+            finally:
+                self._writing.discard(region)
+                for _, stranded in queue:  # only if this writer was cancelled
+                    if not stranded.done():
+                        stranded.set_exception(RuntimeError("webhook writer cancelled"))
+                queue.clear()
+        return await future
+
+    async def _commit(self, region: str, batch: list[_Queued]) -> None:
+        try:
+            async with self.router.session(region) as session, session.begin():
+                receipts = [await store_webhook(session, region, hook) for hook, _ in batch]
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), receipt in zip(batch, receipts, strict=True):
+            if not future.done():
+                future.set_result(receipt)
+
+
+async def store_webhook(session: AsyncSession, region: str, hook: PlaidWebhook) -> Receipt:
+    """Insert-or-ignore the webhook and its job in the session's transaction."""
+    connection_id = None
+    if hook.item_id is not None:
+        connection_id = (await session.execute(
+            select(Connection.id).where(Connection.external_ref == hook.item_id).limit(1)
+        )).scalar_one_or_none()
+    status = WebhookStatus.PENDING if connection_id else WebhookStatus.ORPHANED
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "body_sha256": hook.body_sha256, "region": region, "item_id": hook.item_id,
+        "connection_id": connection_id, "webhook_type": hook.webhook_type,
+        "webhook_code": hook.webhook_code, "body": hook.body.decode("utf-8"),
+        "signed_at": hook.issued_at, "received_at": now, "status": status,
+        "attempts": 0, "available_at": now,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_events).values(values).on_conflict_do_nothing(
+        index_elements=["body_sha256"]
+    ).returning(_events.c.body_sha256)
+    # RETURNING, not rowcount: drivers disagree on rowcount for an ignored conflict.
+    if (await session.execute(statement)).first() is None:
+        return Receipt.DUPLICATE
+    return Receipt.STORED if connection_id else Receipt.ORPHANED

@@ -1,0 +1,222 @@
+"""Erasure of one user against a plain ``DELETE … WHERE id = user`` cascade, on PostgreSQL.
+
+Two users get the same data in one fresh schema: 3 connections (each with a credential,
+an account, a balance and a sync state) and ``--transactions`` transactions spread over
+them (sealed columns filled with random bytes of a realistic size: the delete does not
+read them). One is erased by the full job (stop, revoke at a bank that answers at once,
+per-table Core deletes with counts, key destruction, receipt, audit); the other is
+deleted with one ``DELETE FROM users`` whose ``ON DELETE CASCADE`` reaches every row. The
+order alternates between rounds so caching favours neither.
+
+Prints ``RESULT erasure_seconds=… rows_per_second=… plain_delete_seconds=…
+erasure_vs_plain_delete=… delete_step_vs_plain_delete=…`` (medians over rounds; the last
+compares the deletion step alone, without the fixed cost of the other steps' commits).
+Target: ``erasure_vs_plain_delete`` within 2. ``BENCH_STEPS=1`` prints each step's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import secrets
+import statistics
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import delete, insert
+from sqlalchemy.engine import make_url
+
+from aggregator.applications import create_application
+from aggregator.custody import RegionCustody, region_custody
+from aggregator.datakeys import SealLedger
+from aggregator.erasure import ErasureConfig, ErasureJob, request_erasure
+from aggregator.ids import ApplicationId, new_id
+from aggregator.models import (
+    Account,
+    AccountType,
+    Balance,
+    Connection,
+    ConnectionStatus,
+    Credential,
+    ErasureRequest,
+    SyncState,
+    Transaction,
+    TransactionStatus,
+    User,
+)
+from aggregator.models.base import table_of
+from aggregator.settings import RegionSettings, Settings
+from aggregator.store import RegionRouter, upgrade
+from aggregator.users import create_user
+from vault import Envelope, LocalKeyringConfig, open_provider
+
+URL = os.environ.get("AGGREGATOR_BENCH_POSTGRES_URL",
+                     "postgresql+psycopg://postgres@127.0.0.1:5432")
+DATABASE = "aggregator_bench_eu"
+CONNECTIONS = 3
+
+
+class InstantBank:
+    async def revoke(self, token: str,
+                     token_type_hint: Literal["access_token", "refresh_token"] | None = None,
+                     ) -> None:
+        return None
+
+
+class InstantBanks:
+    def oauth(self, bank_id: str) -> InstantBank:
+        return InstantBank()
+
+
+def _libpq(database: str) -> str:
+    return make_url(URL).set(drivername="postgresql", database=database).render_as_string(
+        hide_password=False)
+
+
+def create_schema() -> tuple[str, str]:
+    schema = f"bench_{secrets.token_hex(4)}"
+    with psycopg.connect(_libpq("postgres"), autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                         (DATABASE,)).fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    with psycopg.connect(_libpq(DATABASE), autocommit=True) as db:
+        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    url = (make_url(URL).set(database=DATABASE)
+           .update_query_dict({"options": f"-csearch_path={schema}"})
+           .render_as_string(hide_password=False))
+    return schema, url
+
+
+def drop_schema(schema: str) -> None:
+    with psycopg.connect(_libpq(DATABASE), autocommit=True) as db:
+        db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def populate(router: RegionRouter, keys: RegionCustody, app_id: ApplicationId,
+                   transactions: int) -> str:
+    now = datetime.now(UTC)
+    async with router.session("eu") as session, session.begin():
+        user = await create_user(session, keys, app_id, f"bench-{secrets.token_hex(4)}")
+        key = await keys.data_keys.load(session, user.id)
+        accounts = []
+        for i in range(CONNECTIONS):
+            con = Connection(id=new_id("con", "eu"), user_id=user.id, application_id=app_id,
+                             bank_id="bench", status=ConnectionStatus.ACTIVE,
+                             change_seq=transactions)
+            crd = Credential(id=new_id("crd", "eu"), connection_id=con.id, user_id=user.id,
+                             refresh_due_at=now + timedelta(hours=1))
+            await keys.sealer.seal_into(key, crd, "access_token_sealed", f"at-{i}",
+                                        session=session)
+            await keys.sealer.seal_into(key, crd, "refresh_token_sealed", f"rt-{i}",
+                                        session=session)
+            acc = Account(id=new_id("acc", "eu"), connection_id=con.id, user_id=user.id,
+                          bank_account_id=f"a{i}", name="Giro", type=AccountType.CHECKING,
+                          currency="EUR")
+            session.add_all([con, crd, acc])
+            await session.flush()
+            session.add_all([
+                Balance(account_id=acc.id, user_id=user.id, current=Decimal("1.0000"),
+                        currency="EUR", as_of=now),
+                SyncState(connection_id=con.id, user_id=user.id),
+            ])
+            accounts.append((con.id, acc.id))
+    rows: list[dict[str, Any]] = []
+    for n in range(transactions):
+        con_id, acc_id = accounts[n % CONNECTIONS]
+        rows.append({
+            "id": new_id("txn", "eu"), "account_id": acc_id, "connection_id": con_id,
+            "user_id": user.id, "bank_transaction_id": f"b{n}", "amount": Decimal("-1.5"),
+            "currency": "EUR", "booked_on": date(2025, 1, 1),
+            "status": TransactionStatus.BOOKED, "description_sealed": os.urandom(90),
+            "counterparty_sealed": os.urandom(70), "created_seq": n + 1, "change_seq": n + 1,
+            "created_at": now, "updated_at": now,
+        })
+    txns = table_of(Transaction)
+    async with router.session("eu") as session, session.begin():
+        for start in range(0, len(rows), 5000):
+            await session.execute(insert(txns), rows[start:start + 5000])
+    return user.id
+
+
+async def erase(router: RegionRouter, custody: dict[str, RegionCustody],
+                app_id: ApplicationId, user_id: str) -> tuple[float, int, float]:
+    started = time.perf_counter()
+    request = await request_erasure(router, custody["eu"], user_id, app_id,
+                                    config=ErasureConfig(), actor=app_id)
+    assert request is not None
+    marks = [time.perf_counter()]
+    job = ErasureJob(router, custody, InstantBanks(),
+                     checkpoint=lambda _s: marks.append(time.perf_counter()))
+    await job.run(request.id)
+    if os.environ.get("BENCH_STEPS"):
+        print("  request", f"{marks[0] - started:.3f}",
+              " ".join(f"{b - a:.3f}" for a, b in itertools.pairwise(marks)))
+    elapsed = time.perf_counter() - started
+    async with router.reader("eu") as session:
+        done = await session.get(ErasureRequest, request.id)
+    assert done is not None
+    assert done.counts is not None
+    delete_step = marks[3] - marks[2]  # checkpoints: stopped, revoked, deleted, …
+    return elapsed, sum(done.counts.values()), delete_step
+
+
+async def plain_delete(router: RegionRouter, user_id: str) -> float:
+    started = time.perf_counter()
+    async with router.session("eu") as session, session.begin():
+        await session.execute(delete(table_of(User)).where(table_of(User).c.id == user_id))
+    return time.perf_counter() - started
+
+
+async def main(transactions: int, rounds: int) -> None:
+    schema, url = create_schema()
+    keydir = Path(tempfile.mkdtemp(prefix="erasure-bench-"))
+    settings = Settings(data_dir=keydir, regions={
+        "eu": RegionSettings("eu", url, LocalKeyringConfig(keydir / "keys", "eu"))})
+    router = RegionRouter(settings)
+    provider = open_provider(settings.region("eu").keys)
+    try:
+        await upgrade(router.engine("eu"))
+        provider.ensure_kek()
+        ledger = SealLedger(router.engine("eu"))
+        custody = {"eu": await region_custody(router, "eu",
+                                              Envelope(provider, seal_counter=ledger), ledger)}
+        app_id, _ = await create_application(router, "Bench", [])
+        erased, plain, rates, deletes = [], [], [], []
+        for r in range(rounds):
+            a = await populate(router, custody["eu"], app_id, transactions)
+            b = await populate(router, custody["eu"], app_id, transactions)
+            if r % 2:
+                plain.append(await plain_delete(router, b))
+                seconds, rows, step = await erase(router, custody, app_id, a)
+            else:
+                seconds, rows, step = await erase(router, custody, app_id, a)
+                plain.append(await plain_delete(router, b))
+            erased.append(seconds)
+            deletes.append(step)
+            rates.append(rows / seconds)
+            print(f"round {r + 1}: erasure {seconds:.3f}s ({rows} rows), "
+                  f"plain delete {plain[-1]:.3f}s")
+        e, p, d = (statistics.median(x) for x in (erased, plain, deletes))
+        print(f"RESULT erasure_seconds={e:.3f} rows_per_second={statistics.median(rates):.0f} "
+              f"plain_delete_seconds={p:.3f} erasure_vs_plain_delete={e / p:.2f} "
+              f"delete_step_vs_plain_delete={d / p:.2f}")
+    finally:
+        provider.close()
+        await router.dispose()
+        drop_schema(schema)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transactions", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    asyncio.run(main(options.transactions, options.rounds))

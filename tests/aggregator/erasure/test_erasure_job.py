@@ -1,0 +1,221 @@
+"""The erasure job: complete, counted, shredded, resumable after a crash at any step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from aggregator.custody import RegionCustody
+from aggregator.datakeys import dek_id_for
+from aggregator.erasure import (
+    ErasureConfig,
+    find_request,
+    request_erasure,
+    resume_pending,
+    user_digest,
+    user_tables,
+)
+from aggregator.erasure.steps import connection_tables
+from aggregator.ids import ApplicationId
+from aggregator.models import (
+    DataKeyRecord,
+    ErasureRequest,
+    ErasureState,
+    PlaidWebhookEvent,
+    User,
+    WebhookStatus,
+    metadata,
+    sealed_columns,
+)
+from aggregator.models.base import table_of, utcnow
+from aggregator.sealing import field_of
+from aggregator.store import RegionRouter
+from tests.aggregator._factories import Linked, LinkFactory, TransactionFactory
+from tests.aggregator.erasure.conftest import FAST, FakeBanks, JobFactory, rows_mentioning
+from vault import DataKeyDestroyed, Envelope, KekVersionRetired, WrappedKey
+
+
+class Crash(BaseException):
+    """A process dying right after a step committed (not an error the job handles)."""
+
+
+async def _user_with_data(
+    make_linked: LinkFactory, add_transaction: TransactionFactory, n: int = 3
+) -> Linked:
+    linked = await make_linked("eu", refresh_token="rt-erase-me")
+    for i in range(n):
+        await add_transaction(linked, description=f"Rent {i}", counterparty="Landlord Ltd")
+    return linked
+
+
+async def _request(
+    router: RegionRouter, custody: dict[str, RegionCustody], linked: Linked,
+    app_id: ApplicationId,
+) -> str:
+    request = await request_erasure(router, custody["eu"], linked.user.id, app_id,
+                                    config=FAST, actor=app_id)
+    assert request is not None
+    return request.id
+
+
+async def _load(router: RegionRouter, request_id: str) -> ErasureRequest:
+    async with router.reader("eu") as session:
+        found = await session.get(ErasureRequest, request_id)
+    assert found is not None
+    return found
+
+
+async def test_erasure_leaves_no_row_of_the_user_in_any_region(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, add_transaction: TransactionFactory, make_job: JobFactory,
+    fake_banks: FakeBanks,
+) -> None:
+    linked = await _user_with_data(make_linked, add_transaction)
+    bystander = await _user_with_data(make_linked, add_transaction, n=1)
+    async with region_router.session("eu") as session, session.begin():
+        session.add(PlaidWebhookEvent(
+            body_sha256=bytes(32), region="eu", item_id="item-1",
+            connection_id=linked.connection.id, webhook_type="TRANSACTIONS",
+            webhook_code="SYNC_UPDATES_AVAILABLE", body="{}", signed_at=utcnow(),
+            status=WebhookStatus.PENDING, available_at=utcnow(),
+        ))
+    assert await rows_mentioning(region_router, linked.user.id)
+    request_id = await _request(region_router, custody, linked, app_id)
+
+    assert await make_job().run(request_id) is ErasureState.COMPLETED
+
+    assert await rows_mentioning(region_router, linked.user.id) == []
+    assert await rows_mentioning(region_router, bystander.user.id)  # only the one user
+    done = await _load(region_router, request_id)
+    assert done.user_id is None
+    assert bytes(done.user_digest) == user_digest(custody["eu"], linked.user.id)
+    assert done.counts == {
+        "plaid_webhook_events": 1,
+        "transactions": 3, "balances": 0, "sync_states": 0, "link_sessions": 0,
+        "accounts": 1, "credentials": 1, "connections": 1, "data_keys": 1, "users": 1,
+    }
+    assert fake_banks.revoked == ["rt-erase-me"]
+
+
+async def test_user_tables_cover_every_table_with_a_user_key() -> None:
+    holding = {
+        t.name for t in metadata.sorted_tables for c in t.columns
+        if c.name == "user_id"
+        or any(fk.column.table.name in ("users", "connections") for fk in c.foreign_keys)
+    }
+    erased = {t.name for t in user_tables()} | {t.name for t, _ in connection_tables()}
+    assert holding - {"erasure_requests"} == erased | {"data_keys"}
+
+async def test_a_dump_taken_before_erasure_does_not_open_afterwards(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, add_transaction: TransactionFactory, make_job: JobFactory,
+) -> None:
+    linked = await _user_with_data(make_linked, add_transaction)
+    user_id = linked.user.id
+    dump: list[tuple[Any, str]] = []  # (row, sealed column): every sealed value of the user
+    async with region_router.reader("eu") as session:
+        for mapper in User.registry.mappers:
+            model, sealed = mapper.class_, sealed_columns(table_of(mapper.class_))
+            if not sealed:
+                continue
+            column = model.id if model is User else model.user_id
+            for row in (await session.execute(select(model).where(column == user_id))).scalars():
+                dump += [(row, c.name) for c in sealed if getattr(row, c.name) is not None]
+        record = (await session.execute(select(table_of(DataKeyRecord))
+                                        .where(table_of(DataKeyRecord).c.user_id == user_id))
+                  ).one()
+    wrapped = WrappedKey(record.dek_id, record.provider, record.kek_id, record.kek_version,
+                         bytes(record.ciphertext))
+    assert len(dump) >= 10
+    keys = custody["eu"]
+    async with region_router.reader("eu") as session:
+        key = await keys.data_keys.load(session, user_id)
+    assert await keys.sealer.open_from(key, dump[0][0], dump[0][1])  # opens before
+
+    await make_job().run(await _request(region_router, custody, linked, app_id))
+
+    assert not keys.envelope.is_cached(dek_id_for(user_id))  # dropped from the cache
+    for row, column in dump:
+        async with region_router.reader("eu") as session:
+            with pytest.raises(DataKeyDestroyed):
+                await keys.data_keys.load(session, row.user_id if hasattr(row, "user_id")
+                                          else user_id)
+        assert field_of(row, column).subject_id == user_id
+    # The dump also holds the wrapped key: it stays unwrappable until the region's KEK is
+    # rotated and its minimum decryption version raised past it (README: backups).
+    provider = keys.envelope.provider
+    provider.rotate()
+    provider.set_min_decryption_version(provider.status().latest_version)
+    fresh = Envelope(provider)
+    with pytest.raises(KekVersionRetired):
+        fresh.prepare(wrapped)
+
+
+@pytest.mark.parametrize("crash_after", [s for s in ErasureState if not s.done])
+async def test_a_crash_after_any_step_resumes_to_the_same_receipt(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, add_transaction: TransactionFactory, make_job: JobFactory,
+    fake_banks: FakeBanks, crash_after: ErasureState,
+) -> None:
+    linked = await _user_with_data(make_linked, add_transaction)
+    request_id = await _request(region_router, custody, linked, app_id)
+
+    def die(state: ErasureState) -> None:
+        if state is crash_after:
+            raise Crash(state.value)
+
+    if crash_after is ErasureState.REQUESTED:
+        pass  # crashed before the first run
+    else:
+        with pytest.raises(Crash):
+            await make_job(checkpoint=die).run(request_id)
+        assert (await _load(region_router, request_id)).state is crash_after
+    # The dead run's lease blocks resumption until it expires.
+    later = (await _load(region_router, request_id)).lease_expires_at
+    done = await resume_pending(region_router, custody, fake_banks, config=FAST, now=later)
+
+    assert done == {request_id: ErasureState.COMPLETED}
+    final = await _load(region_router, request_id)
+    assert final.counts is not None
+    assert final.counts["transactions"] == 3
+    assert sum(final.counts.values()) == 3 + 1 + 1 + 1 + 1 + 1  # txns, acc, crd, con, key, usr
+    assert await rows_mentioning(region_router, linked.user.id) == []
+    assert fake_banks.revoked == ["rt-erase-me"]  # revoked once, not again on resume
+
+
+async def test_requesting_twice_returns_the_same_request_even_when_done(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, make_job: JobFactory,
+) -> None:
+    linked = await make_linked("eu")
+    first = await _request(region_router, custody, linked, app_id)
+    assert await _request(region_router, custody, linked, app_id) == first
+    await make_job().run(first)
+    assert await _request(region_router, custody, linked, app_id) == first
+    async with region_router.reader("eu") as session:
+        found = await find_request(session, custody["eu"], linked.user.id, app_id)
+    assert found is not None
+    assert found.id == first
+
+
+async def test_a_second_run_while_the_first_holds_the_lease_does_nothing(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, make_job: JobFactory,
+) -> None:
+    linked = await make_linked("eu")
+    request_id = await _request(region_router, custody, linked, app_id)
+
+    def stop_early(state: ErasureState) -> None:
+        if state is ErasureState.STOPPED:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        await make_job(checkpoint=stop_early, owner="a").run(request_id)
+    assert await make_job(owner="b").run(request_id) is ErasureState.STOPPED
+    assert await make_job(owner="a").run(request_id) is ErasureState.COMPLETED
+
+
+def test_the_default_deadline_is_thirty_days() -> None:
+    assert ErasureConfig().deadline.days == 30

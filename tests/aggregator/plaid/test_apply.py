@@ -1,0 +1,143 @@
+"""Applying stored Plaid webhooks to connections, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator.models import Connection, ConnectionStatus, PlaidWebhookEvent, WebhookStatus
+from aggregator.plaid import NoPlaidHooks, Receipt, apply_webhook_event, store_webhook
+from aggregator.store import RegionRouter
+from connectors import PlaidWebhook
+from tests.aggregator._factories import LinkFactory
+
+ITEM = "item-apply-1"
+
+
+def webhook(kind: str, code: str, **extra: Any) -> PlaidWebhook:
+    payload = {"webhook_type": kind, "webhook_code": code, "item_id": ITEM, **extra}
+    body = json.dumps(payload).encode()
+    return PlaidWebhook(body, hashlib.sha256(body).digest(), "kid", datetime.now(UTC), kind,
+                        code, ITEM, payload)
+
+
+class Recorder(NoPlaidHooks):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def sync_requested(self, session: AsyncSession, connection: Connection) -> None:
+        self.calls.append(f"sync:{connection.id}")
+
+    async def reauth_required(self, session: AsyncSession, connection: Connection) -> None:
+        self.calls.append("reauth")
+
+    async def consent_expiring(self, session: AsyncSession, connection: Connection) -> None:
+        self.calls.append("consent")
+
+
+@pytest.fixture
+async def connection(make_linked: LinkFactory, region_router: RegionRouter) -> Connection:
+    linked = await make_linked("eu")
+    async with region_router.session("eu") as session, session.begin():
+        await session.execute(update(Connection).where(Connection.id == linked.connection.id)
+                              .values(external_ref=ITEM))
+    return linked.connection
+
+
+async def deliver(router: RegionRouter, hook: PlaidWebhook, hooks: Recorder) -> str | None:
+    async with router.session("eu") as session, session.begin():
+        assert await store_webhook(session, "eu", hook) is Receipt.STORED
+    async with router.session("eu") as session, session.begin():
+        return await apply_webhook_event(session, hook.body_sha256, hooks)
+
+
+async def state(router: RegionRouter, connection_id: str) -> Connection:
+    async with router.reader("eu") as session:
+        return (await session.execute(
+            select(Connection).where(Connection.id == connection_id))).scalar_one()
+
+
+async def test_login_required_then_repaired(
+    region_router: RegionRouter, connection: Connection
+) -> None:
+    hooks = Recorder()
+    outcome = await deliver(region_router, webhook(
+        "ITEM", "ERROR", error={"error_code": "ITEM_LOGIN_REQUIRED"}), hooks)
+    assert outcome == "reauth_required"
+    current = await state(region_router, connection.id)
+    assert current.status is ConnectionStatus.REAUTH_REQUIRED
+    assert current.status_reason == "item_login_required"
+    assert hooks.calls == ["reauth"]
+    assert await deliver(region_router, webhook("ITEM", "LOGIN_REPAIRED"), hooks) == "active"
+    assert (await state(region_router, connection.id)).status is ConnectionStatus.ACTIVE
+
+
+async def test_pending_expiration_records_the_consent_expiry(
+    region_router: RegionRouter, connection: Connection
+) -> None:
+    hooks = Recorder()
+    hook = webhook("ITEM", "PENDING_EXPIRATION", consent_expiration_time="2026-12-01T00:00:00Z")
+    assert await deliver(region_router, hook, hooks) == "consent_expiring"
+    current = await state(region_router, connection.id)
+    assert current.consent_expires_at == datetime(2026, 12, 1, tzinfo=UTC)
+    assert hooks.calls == ["consent"]
+
+
+async def test_pending_disconnect_expires_in_about_a_week(
+    region_router: RegionRouter, connection: Connection
+) -> None:
+    await deliver(region_router, webhook("ITEM", "PENDING_DISCONNECT"), Recorder())
+    expires = (await state(region_router, connection.id)).consent_expires_at
+    assert expires is not None
+    assert timedelta(days=6) < expires - datetime.now(UTC) <= timedelta(days=7)
+
+
+async def test_permission_revoked_is_final(
+    region_router: RegionRouter, connection: Connection
+) -> None:
+    hooks = Recorder()
+    assert await deliver(region_router, webhook("ITEM", "USER_PERMISSION_REVOKED"),
+                         hooks) == "revoked"
+    assert (await state(region_router, connection.id)).status is ConnectionStatus.REVOKED
+    # Neither a repair nor a sync revives a revoked connection.
+    assert await deliver(region_router, webhook("ITEM", "LOGIN_REPAIRED"), hooks) \
+        == "acknowledged"
+    assert await deliver(region_router, webhook("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE"),
+                         hooks) == "ignored_inactive"
+    assert (await state(region_router, connection.id)).status is ConnectionStatus.REVOKED
+    assert hooks.calls == []
+
+
+async def test_sync_updates_available_requests_a_sync(
+    region_router: RegionRouter, connection: Connection
+) -> None:
+    hooks = Recorder()
+    hook = webhook("TRANSACTIONS", "SYNC_UPDATES_AVAILABLE", historical_update_complete=True)
+    assert await deliver(region_router, hook, hooks) == "sync_requested"
+    assert hooks.calls == [f"sync:{connection.id}"]
+
+
+async def test_unknown_codes_are_acknowledged_and_marked_applied(
+    region_router: RegionRouter, connection: Connection
+) -> None:
+    hook = webhook("ITEM", "WEBHOOK_UPDATE_ACKNOWLEDGED")
+    assert await deliver(region_router, hook, Recorder()) == "acknowledged"
+    async with region_router.reader("eu") as session:
+        event = (await session.execute(select(PlaidWebhookEvent))).scalar_one()
+    assert (event.status, event.outcome, event.attempts) == (
+        WebhookStatus.APPLIED, "acknowledged", 1)
+    assert (await state(region_router, connection.id)).status is ConnectionStatus.ACTIVE
+
+
+async def test_orphan_is_never_applied(region_router: RegionRouter) -> None:
+    hook = webhook("ITEM", "USER_PERMISSION_REVOKED")
+    async with region_router.session("eu") as session, session.begin():
+        assert await store_webhook(session, "eu", hook) is Receipt.ORPHANED
+    async with region_router.session("eu") as session, session.begin():
+        assert await apply_webhook_event(session, hook.body_sha256) is None
