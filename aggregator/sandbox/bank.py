@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
+from aggregator.http.serving import base_url as base_url_of
 from aggregator.sandbox.aisp import AISP_PREFIX, AccountViews
 from aggregator.sandbox.authorization_server import SandboxAuthorizationServer
 from aggregator.sandbox.authorize import AuthorizeViews, Interactions
@@ -31,7 +32,7 @@ from aggregator.sandbox.faults import FaultGate, FaultInjector
 from aggregator.sandbox.ledger import Ledger
 from aggregator.sandbox.middleware import FapiInteractionId, IssuerContext, LoopbackOnly
 from aggregator.sandbox.models import ClientModel
-from aggregator.sandbox.serving import base_url_of, bind_loopback, serve_on
+from aggregator.sandbox.serving import bind_loopback, serve_on
 from aggregator.sandbox.store import SandboxClock, TokenStore
 
 THREAD_START_TIMEOUT = 15.0

@@ -17,6 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from aggregator.errors import ConfigError
+from aggregator.http.serving import bind
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +62,9 @@ def bind_loopback(host: str, port: int) -> socket.socket:
         raise ConfigError(f"sandbox: host {host!r} is not a loopback address") from None
     if not ip.is_loopback:
         raise ConfigError(f"sandbox: host {host!r} is not a loopback address")
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    # An explicit IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets whose
-    # proto says TCP, and accepted sockets inherit the listener's. With proto 0 every
-    # keep-alive request stalls ~40 ms on Nagle + delayed ACK (FINDINGS.md).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def base_url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    # The gateway's own binder sets IPPROTO_TCP, which keeps keep-alive requests off the
+    # Nagle + delayed-ACK stall (FINDINGS.md).
+    return bind(address, port)
 
 
 @contextlib.asynccontextmanager
