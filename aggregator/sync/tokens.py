@@ -40,7 +40,7 @@ from aggregator.sealing import Field
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from connectors import BankUnavailable, GrantRevoked, TokenSet
-from vault import WrappedKey
+from vault import DataKeyDestroyed, WrappedKey
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +216,29 @@ async def persist_refresh(
 
     ``max_interval`` caps the next ``refresh_due_at`` (the refresh worker refreshes
     long-lived tokens at least that often: some banks revoke idle refresh tokens).
+
+    Raises :class:`CredentialBusy` (lease lost, nothing written) when the claim lapsed,
+    when the row is gone, or when the user's data key was destroyed: the last two are an
+    erasure that ran while the bank answered, and must not be undone by this write.
     """
     now = utcnow()
     due = refresh_due_at(tokens.expires_at, now)
     if max_interval is not None:
         due = now + max_interval if due is None else min(due, now + max_interval)
+    try:
+        await _store_tokens(router, custody, key, credential, claimed, tokens, due, now)
+    except DataKeyDestroyed as exc:
+        # Erasure shredded the user's key while the bank answered: the user is gone, so
+        # the tokens must not be written back (there is nothing left to write them to).
+        log.warning("credential %s: data key destroyed before persisting (erased)",
+                    credential.id)
+        raise CredentialBusy(f"credential {credential.id}: its user was erased") from exc
+
+
+async def _store_tokens(
+    router: RegionRouter, custody: RegionCustody, key: WrappedKey, credential: Credential,
+    claimed: int, tokens: TokenSet, due: datetime | None, now: datetime,
+) -> None:
     c = _credentials.c
     async with router.session(custody.region) as session, session.begin():
         access = await custody.sealer.seal(
@@ -246,7 +264,8 @@ async def persist_refresh(
             update(_credentials).where(c.id == credential.id, c.version == claimed).values(values)
         )
         if getattr(result, "rowcount", 0) != 1:
-            # Our lease lapsed and someone else took the row: say so loudly, never overwrite.
+            # Our lease lapsed and someone else took the row, or erasure deleted it: never
+            # overwrite, never resurrect; the transaction (and its seals) rolls back.
             log.error("credential %s: refresh lease lost before persisting", credential.id)
             raise CredentialBusy(f"credential {credential.id}: refresh lease lost")
 

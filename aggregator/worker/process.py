@@ -19,12 +19,17 @@ from datetime import timedelta
 import httpx
 
 from aggregator.custody import open_custody
+from aggregator.erasure import ErasureMetrics
 from aggregator.http.services import check_profiles
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
 from aggregator.sync.banks import BankDirectory
 from aggregator.worker.breaker import Backoff
+from aggregator.worker.erasure import DEFAULT_ESCROW, ErasureSweep
+from aggregator.worker.jobs import PeriodicJob
 from aggregator.worker.metrics import WorkerMetrics
+from aggregator.worker.outbox import outbox_job
+from aggregator.worker.plaid import PlaidSweep
 from aggregator.worker.refresh import CrashPoints, RefreshContext
 from aggregator.worker.runner import Worker, WorkerConfig, default_owner
 
@@ -43,6 +48,8 @@ class WorkerOptions:
     backoff_cap: float = 900.0
     metrics_port: int | None = None
     owner: str | None = None
+    #: How long a failed revocation's token is kept for retries after an erasure.
+    escrow_for: timedelta = DEFAULT_ESCROW
 
 
 async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOptions) -> None:
@@ -77,8 +84,23 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
-        await Worker(ctx, config).run(stop)
+        await Worker(ctx, config, _jobs(ctx, config, options, http)).run(stop)
         log.info("worker %s stopped", ctx.owner)
+
+
+def _jobs(
+    ctx: RefreshContext, config: WorkerConfig, options: WorkerOptions, http: httpx.AsyncClient
+) -> list[PeriodicJob]:
+    """The periodic jobs beside refreshing, each bounded by the worker's batch size."""
+    jobs: list[PeriodicJob] = [
+        ErasureSweep(ctx.router, ctx.custody, ctx.banks, ErasureMetrics(ctx.metrics.registry),
+                     escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
+        PlaidSweep(ctx.router, batch=config.batch),
+    ]
+    outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch)
+    if outbox is not None:
+        jobs.append(outbox)
+    return jobs
 
 
 def _on_signals(stop: asyncio.Event, shutdown_timeout: float) -> None:

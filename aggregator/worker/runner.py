@@ -11,6 +11,10 @@ Shutdown (:meth:`Worker.run` returns when ``stop`` is set): leasing stops at onc
 in flight gets until ``shutdown_timeout`` minus a grace second to finish, then is
 cancelled; a cancelled refresh hands its row back (still marked in flight if its request
 may have reached the bank), so nothing waits for the lease to expire.
+
+Beside the leasing loops, each :class:`~aggregator.worker.jobs.PeriodicJob` (erasure,
+Plaid webhooks, outbox delivery) runs in a loop of its own: bounded passes, the stop
+event checked between items, and the same drain budget at shutdown.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from aggregator.models.base import utcnow
+from aggregator.worker.jobs import PeriodicJob, run_periodically
 from aggregator.worker.lease import Lease, backlog, lease_batch
 from aggregator.worker.refresh import RefreshContext, refresh_leased
 
@@ -62,9 +68,12 @@ class Worker:
         await worker.run(stop)
     """
 
-    def __init__(self, ctx: RefreshContext, config: WorkerConfig) -> None:
+    def __init__(
+        self, ctx: RefreshContext, config: WorkerConfig, jobs: Sequence[PeriodicJob] = ()
+    ) -> None:
         self.ctx = ctx
         self.config = config
+        self.jobs = tuple(jobs)
         self._tasks: set[asyncio.Task[str]] = set()
         self._slot_freed = asyncio.Event()
 
@@ -73,16 +82,28 @@ class Worker:
         loops = [asyncio.create_task(self._lease_loop(r, stop), name=f"lease-{r}")
                  for r in regions]
         stats = asyncio.create_task(self._stats_loop(regions, stop), name="worker-stats")
+        jobs = [asyncio.create_task(run_periodically(job, stop), name=f"job-{job.name}")
+                for job in self.jobs]
         try:
             await stop.wait()
         finally:
-            await self._shutdown([*loops, stats])
+            await self._shutdown([*loops, stats], jobs)
 
-    async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
+    async def _shutdown(
+        self, loops: list[asyncio.Task[None]], jobs: Sequence[asyncio.Task[None]] = ()
+    ) -> None:
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-        budget = max(self.config.shutdown_timeout - 1.0, 0.1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self.config.shutdown_timeout - 1.0, 0.1)
+        if jobs:
+            # A job pass sees ``stop`` between items; its current item shares the budget.
+            _, late = await asyncio.wait(jobs, timeout=deadline - loop.time())
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+        budget = max(deadline - loop.time(), 0.1)
         if self._tasks:
             log.info("worker stopping: %d refreshes in flight", len(self._tasks))
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
