@@ -11,7 +11,8 @@
     │   └── UnknownRegion         well formed, but its region is not configured here
     ├── InvalidApiKey             an API key is unknown, revoked, or its application disabled
     ├── SealReservationMissing    a value was sealed without reserving seal budget first (a bug)
-    └── AuditValueRejected        an audit field could carry a secret or PII, so it is refused
+    ├── AuditValueRejected        an audit field could carry a secret or PII, so it is refused
+    └── EventPayloadRejected      an outbound event's data holds more than ids and statuses
 
 `vault.VaultError` and `connectors.ConnectorError` are the other packages' roots; the
 HTTP layer and the CLI map all three. :class:`InvalidId` and its subclasses become a 404
@@ -79,3 +80,9 @@ class AuditValueRejected(GatewayError):
     """Raised when an audit field is not an id, enum, request id or IP address."""
 
     code = "audit_value_rejected"
+
+
+class EventPayloadRejected(GatewayError):
+    """Raised by ``aggregator.events.emit`` for data that is not only ids, codes and counts."""
+
+    code = "event_payload_rejected"

@@ -42,8 +42,9 @@ TransactionId = NewType("TransactionId", str)
 AuditEventId = NewType("AuditEventId", str)
 RequestId = NewType("RequestId", str)
 ErasureRequestId = NewType("ErasureRequestId", str)
+OutboundEventId = NewType("OutboundEventId", str)
 
-Kind = Literal["app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era"]
+Kind = Literal["app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era", "msg"]
 
 #: What each kind names; global kinds carry no region.
 KINDS: dict[str, str] = {
@@ -57,6 +58,7 @@ KINDS: dict[str, str] = {
     "evt": "audit event",
     "req": "request (global)",
     "era": "erasure request",
+    "msg": "outbound event",  # a webhook message; Standard Webhooks ids read msg_…
 }
 GLOBAL_KINDS = frozenset({"app", "req"})
 
@@ -104,6 +106,8 @@ def new_id(kind: Literal["txn"], region: str) -> TransactionId: ...
 def new_id(kind: Literal["evt"], region: str) -> AuditEventId: ...
 @overload
 def new_id(kind: Literal["era"], region: str) -> ErasureRequestId: ...
+@overload
+def new_id(kind: Literal["msg"], region: str) -> OutboundEventId: ...
 def new_id(kind: Kind, region: str | None = None) -> str:
     """A fresh id of ``kind``; regional kinds need ``region``, global kinds refuse one."""
     if kind not in KINDS:

@@ -58,6 +58,7 @@ from connectors.profiles import (
     ClientAuthMethod,
     Endpoints,
     ParMode,
+    SyncPolicy,
     load_profiles,
 )
 
@@ -109,6 +110,7 @@ __all__ = [
     "Signer",
     "StateMismatch",
     "SyncBatch",
+    "SyncPolicy",
     "TokenSet",
     "Transaction",
     "TransactionStatus",

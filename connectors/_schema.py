@@ -192,6 +192,12 @@ class Table:
         value: bool = self._typed(key, bool, default)
         return value
 
+    def integer(self, key: str, *, default: int, minimum: int, maximum: int) -> int:
+        value: int = self._typed(key, int, default)
+        if not minimum <= value <= maximum:
+            raise self.error(key, f"must be between {minimum} and {maximum}, not {value}")
+        return value
+
     def choice(self, key: str, options: Collection[str]) -> str:
         value = self.string(key)
         if value not in options:

@@ -25,6 +25,10 @@ A minimal profile::
     [api]
     dialect = "berlin_group"
     base_url = "https://api.examplebank.de/v1"
+
+    [sync]               # optional; these are the defaults
+    interval_hours = 6   # a scheduled (unattended) sync at most this often
+    daily_budget = 4     # unattended calls per rolling 24 h, per data type
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "ClientAuthMethod",
     "Endpoints",
     "ParMode",
+    "SyncPolicy",
     "load_profiles",
 ]
 
@@ -94,6 +99,21 @@ class ApiConfig:
     base_url: str
 
 
+@dataclass(frozen=True)
+class SyncPolicy:
+    """How often the worker syncs a connection unattended, and how many calls a bank allows.
+
+    ``daily_budget`` is per connection and data type (accounts, transactions) in any
+    rolling 24 hours: PSD2 RTS Art. 36(5)(b) allows four account-information requests a
+    day without the user present, and aggregators such as GoCardless enforce four per
+    day, account and data type. ``interval_hours`` spaces the scheduled syncs; on-demand
+    syncs spend the same budget.
+    """
+
+    interval_hours: int = 6
+    daily_budget: int = 4
+
+
 @dataclass(frozen=True, kw_only=True)
 class BankProfile:
     """One bank, as its profile file describes it; built only by :func:`load_profiles`."""
@@ -122,6 +142,7 @@ class BankProfile:
     extra_authorize_params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     hooks: tuple[Hook, ...] = ()
     logo: str | None = None
+    sync: SyncPolicy = field(default_factory=SyncPolicy)
 
     @property
     def scope(self) -> str:
@@ -169,6 +190,7 @@ _TOP_KEYS = frozenset(
         "hooks",
         "api",
         "logo",
+        "sync",
     }
 )
 
@@ -254,6 +276,7 @@ def _parse(t: Table, path: Path) -> BankProfile:
         hooks=t.hooks("hooks"),
         api=_api(t.table("api", {"dialect", "base_url"}, required=True), issuer),
         logo=t.logo("logo", base=path.parent),
+        sync=_sync(t.table("sync", {"interval_hours", "daily_budget"})),
         source=path,
         **_credentials(t, method, loopback=loopback, base=path.parent),
     )
@@ -270,6 +293,16 @@ def _endpoints(t: Table, *, discovery: bool, par: ParMode) -> Endpoints:
 
 def _api(t: Table, issuer: str) -> ApiConfig:
     return ApiConfig(dialect=t.dialect("dialect"), base_url=t.url("base_url", base=issuer))
+
+
+def _sync(t: Table) -> SyncPolicy:
+    default = SyncPolicy()
+    return SyncPolicy(
+        interval_hours=t.integer("interval_hours", default=default.interval_hours,
+                                 minimum=1, maximum=24 * 7),
+        daily_budget=t.integer("daily_budget", default=default.daily_budget,
+                               minimum=1, maximum=96),
+    )
 
 
 def _authorize_params(t: Table) -> dict[str, str]:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.erasure.escrow import seal_token
+from aggregator.events.hooks import user_erased
 from aggregator.ids import UserId
 from aggregator.models import (
     Connection,
@@ -251,7 +252,7 @@ async def finish(
 #: The seam for the ``user.erased`` outbound event: the outbox writes it here, in the
 #: transaction that completes the request. Listeners get the request id, never the user.
 ErasedListener = Callable[[AsyncSession, str], Awaitable[None]]
-ERASED_LISTENERS: list[ErasedListener] = []
+ERASED_LISTENERS: list[ErasedListener] = [user_erased]
 
 
 def _user(request: ErasureRequest) -> UserId:

@@ -72,6 +72,9 @@ _TYPES = (
                 "re-consent through an update-mode link session."),
     ProblemType("consent_rejected", 409, "Consent rejected",
                 "The user or the bank declined consent."),
+    ProblemType("sync_budget_exhausted", 429, "Sync budget exhausted",
+                "The connection has used the bank's budget of unattended calls for the "
+                "last 24 hours; `next_sync_allowed_at` and Retry-After say when to retry."),
     ProblemType("internal_error", 500, "Internal error",
                 "Something failed inside the gateway; quote the request id to an operator."),
     ProblemType("not_implemented", 501, "Not implemented",
@@ -183,6 +186,12 @@ class NotImplementedYet(HttpProblem):
     code = "not_implemented"
 
 
+class SyncBudgetExhausted(HttpProblem):
+    """Raised when a sync would exceed the connection's rate budget; carries Retry-After."""
+
+    code = "sync_budget_exhausted"
+
+
 class ValidationFailed(HttpProblem):
     """Raised by :mod:`aggregator.http.schema` with every field that failed."""
 
@@ -240,7 +249,7 @@ def problem_for(exc: BaseException, instance: str | None = None) -> ProblemRespo
         detail = "missing or invalid API key"  # one answer: unknown, revoked or disabled
         headers.setdefault("WWW-Authenticate", 'Bearer realm="aggregator"')
     retry_after = getattr(exc, "retry_after", None)
-    if kind.status == 503 and isinstance(retry_after, int | float) and retry_after > 0:
+    if kind.status in (429, 503) and isinstance(retry_after, int | float) and retry_after > 0:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     return problem(kind, detail=detail, instance=instance, extra=extra, headers=headers)
 

@@ -81,6 +81,11 @@ class ConnectionOut:
     consent_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    next_sync_allowed_at: datetime | None = field(metadata=rules(
+        description="When `POST /v1/connections/{id}/sync` is next within the bank's rate "
+                    "budget (unattended calls per rolling 24 hours); the time of the "
+                    "request when it is now, `null` for a connection that does not sync.",
+    ))
 
 
 @dataclass(frozen=True)

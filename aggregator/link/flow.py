@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.errors import GatewayError, InvalidId
+from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link.errors import LinkNotFound, LinkUsed
 from aggregator.link.grants import save_grant
@@ -159,6 +160,8 @@ class LinkFlow:
                 action="connection.linked" if saved.created else "connection.relinked",
                 request_id=request_id, client_ip=_network(client_ip),
             )
+            await connection_event(session, saved.connection.id, "connection.created"
+                                   if saved.created else "connection.reauthorized")
         connection_id = saved.connection.id
         await self._after(connection_id, pending.bank_id, saved.superseded, request_id)
         return Outcome(app_redirect(link.redirect_uri, connection_id, SUCCESS), SUCCESS,

@@ -10,7 +10,10 @@ tables, by owner:
   ``link_sessions``, ``connections``, ``credentials``, ``accounts``, ``balances``,
   ``transactions``, ``sync_states``;
 - erasure, outliving the user it erases and holding no personal data once done:
-  ``erasure_requests``, ``erasure_revocations``.
+  ``erasure_requests``, ``erasure_revocations``;
+- outbound events (the outbox, with their delivery state): ``outbound_events``;
+- the sync budget ledger (unattended bank calls per connection and data type):
+  ``sync_spends``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -29,12 +32,14 @@ from aggregator.models.base import (
     region_columns,
     sealed_columns,
 )
+from aggregator.models.budgets import DataType, SyncSpend
 from aggregator.models.erasure import (
     ErasureRequest,
     ErasureRevocation,
     ErasureState,
     RevocationOutcome,
 )
+from aggregator.models.events import OutboundEvent
 from aggregator.models.linking import (
     Connection,
     ConnectionStatus,
@@ -60,15 +65,18 @@ __all__ = [
     "ConnectionStatus",
     "Credential",
     "DataKeyRecord",
+    "DataType",
     "ErasureRequest",
     "ErasureRevocation",
     "ErasureState",
     "LinkSession",
     "LinkStatus",
     "Money",
+    "OutboundEvent",
     "PlaidWebhookEvent",
     "RegionSecret",
     "RevocationOutcome",
+    "SyncSpend",
     "SyncState",
     "Transaction",
     "TransactionStatus",

@@ -42,6 +42,14 @@ class Application(Base):
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = created_column()
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Where outbound events go (:mod:`aggregator.events.endpoints`); NULL: not configured.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    #: The signing secrets, AES-GCM under a key derived from this region's pepper (each
+    #: region's copy is sealed under its own): never clear text, never logged.
+    webhook_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: The secret before the last rotation, still signed with until it expires.
+    webhook_previous_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    webhook_previous_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiKey(Base):

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
+from aggregator.events.hooks import OutboxPlaidHooks
 from aggregator.models import Connection, ConnectionStatus, PlaidWebhookEvent, WebhookStatus
 
 #: Plaid disconnects an Item about seven days after PENDING_DISCONNECT.
@@ -79,7 +80,7 @@ async def apply_webhook_event(
 
     ``None`` when the row is gone or no longer pending (another worker applied it).
     """
-    hooks = hooks or NoPlaidHooks()
+    hooks = hooks or OutboxPlaidHooks()
     event = (await session.execute(
         select(PlaidWebhookEvent).where(PlaidWebhookEvent.body_sha256 == body_sha256)
         .with_for_update()

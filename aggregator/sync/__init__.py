@@ -4,10 +4,20 @@
 - :mod:`~aggregator.sync.tokens`: a fresh access token, refreshed under a lease;
 - :mod:`~aggregator.sync.snapshot`: every bank read of one sync;
 - :mod:`~aggregator.sync.upsert`: writing it, with the change log behind sync cursors;
-- :mod:`~aggregator.sync.job`: :class:`Syncer`, the three composed.
+- :mod:`~aggregator.sync.job`: :class:`Syncer`, the three composed;
+- :mod:`~aggregator.sync.budget`: the rate budget each unattended sync spends.
 """
 
 from aggregator.sync.banks import BankDirectory, UnknownBank
+from aggregator.sync.budget import (
+    SYNC_TYPES,
+    WINDOW,
+    BudgetExhausted,
+    lock_connection,
+    next_allowed_at,
+    spend,
+    spend_for_sync,
+)
 from aggregator.sync.job import Syncer, SyncResult
 from aggregator.sync.tokens import (
     ConnectionNotActive,
@@ -18,7 +28,10 @@ from aggregator.sync.tokens import (
 from aggregator.sync.upsert import SyncCounts
 
 __all__ = [
+    "SYNC_TYPES",
+    "WINDOW",
     "BankDirectory",
+    "BudgetExhausted",
     "ConnectionNotActive",
     "CredentialBusy",
     "SyncCounts",
@@ -26,5 +39,9 @@ __all__ = [
     "Syncer",
     "UnknownBank",
     "fresh_grant",
+    "lock_connection",
+    "next_allowed_at",
     "refresh_due_at",
+    "spend",
+    "spend_for_sync",
 ]

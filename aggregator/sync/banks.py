@@ -60,6 +60,10 @@ class BankDirectory:
         found = [p for p in self._profiles.values() if p.region == region]
         return sorted(found, key=lambda p: (p.display_name.casefold(), p.id))
 
+    def bank_ids(self, region: str) -> list[str]:
+        """The ids connections of ``region`` name their bank by (the directory's keys)."""
+        return sorted(k for k, p in self._profiles.items() if p.region == region)
+
     def oauth(self, bank_id: str) -> BankOAuthClient:
         client = self._clients.get(bank_id)
         if client is None:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
 from aggregator.custody import RegionCustody
+from aggregator.events.hooks import sync_completed
 from aggregator.ids import ConnectionId
 from aggregator.models import Connection, SyncState, Transaction, TransactionStatus
 from aggregator.models.base import utcnow
@@ -82,6 +83,8 @@ class Syncer:
                 session, actor=actor, action="connection.synced", target_id=connection_id,
                 request_id=request_id,
             )
+            await sync_completed(session, locked, accounts=counts.accounts, added=counts.added,
+                                 modified=counts.modified, removed=counts.removed)
         return SyncResult(connection_id, counts, now)
 
     async def _window(self, region: str, connection_id: ConnectionId) -> date | None:

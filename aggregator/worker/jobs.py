@@ -1,4 +1,5 @@
-"""Periodic jobs run beside the refresh leasing: erasure, Plaid webhooks, outbox delivery.
+"""Periodic jobs run beside the refresh leasing: erasure, Plaid webhooks, scheduled sync,
+outbox delivery.
 
 Each job does one bounded pass (``batch`` items at most) and then sleeps ``interval``
 seconds, so a backlog drains over several passes instead of one unbounded loop, and a

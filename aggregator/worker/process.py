@@ -23,6 +23,7 @@ from aggregator.erasure import ErasureMetrics
 from aggregator.http.services import check_profiles
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
+from aggregator.sync import Syncer
 from aggregator.sync.banks import BankDirectory
 from aggregator.worker.breaker import Backoff
 from aggregator.worker.erasure import DEFAULT_ESCROW, ErasureSweep
@@ -32,6 +33,7 @@ from aggregator.worker.outbox import outbox_job
 from aggregator.worker.plaid import PlaidSweep
 from aggregator.worker.refresh import CrashPoints, RefreshContext
 from aggregator.worker.runner import Worker, WorkerConfig, default_owner
+from aggregator.worker.sync_schedule import SyncSchedule
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ def _jobs(
         ErasureSweep(ctx.router, ctx.custody, ctx.banks, ErasureMetrics(ctx.metrics.registry),
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
         PlaidSweep(ctx.router, batch=config.batch),
+        SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
+                     batch=config.batch),
     ]
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch)
     if outbox is not None:

@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
 from aggregator.custody import RegionCustody
+from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId
 from aggregator.models import Credential
 from aggregator.models.base import table_of, utcnow
@@ -142,6 +143,7 @@ async def on_reauth_required(
     await mark_reauth_required(session, connection_id)
     await audit.record(session, actor="worker", action="connection.reauth_required",
                        target_id=connection_id)
+    await connection_event(session, connection_id, "connection.reauth_required", reason=reason)
     log.info("connection %s needs re-consent (%s)", connection_id, reason)
 
 

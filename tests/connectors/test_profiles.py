@@ -11,6 +11,7 @@ from connectors import (
     ClientAuthMethod,
     ParMode,
     ProfileError,
+    SyncPolicy,
     load_profiles,
 )
 from tests.connectors.conftest import VALID_PROFILE, ProfileWriter
@@ -117,7 +118,12 @@ def test_invalid_value_names_file_and_key(
         ('[extra_authorize_params]\nstate = "fixed"', "extra_authorize_params.state", "set by"),
         ('[endpoints]\ntokens = "https://a.test/t"', "endpoints.tokens", "unknown key"),
         ("discovery = false", "endpoints.authorization", "required key is missing"),
-        ("[sync]\nevery = 3", "sync", "unknown key"),
+        ("[sync]\nevery = 3", "sync.every", "unknown key"),
+        ("[sync]\ninterval_hour = 3", "sync.interval_hour", "did you mean 'interval_hours'"),
+        ("[sync]\ndaily_budget = 0", "sync.daily_budget", "between 1 and 96"),
+        ("[sync]\ndaily_budget = 4.5", "sync.daily_budget", "must be an integer"),
+        ("[sync]\ninterval_hours = true", "sync.interval_hours", "must be an integer"),
+        ("sync = 4", "sync", "must be a table"),
     ],
 )
 def test_invalid_addition_names_file_and_key(
@@ -132,6 +138,27 @@ def test_invalid_addition_names_file_and_key(
 
     assert (error.file, error.key) == (str(path), key)
     assert problem in error.problem
+
+
+def test_sync_policy_defaults_to_psd2_four_unattended_calls_a_day(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile()
+
+    profile = load_profiles([profile_dir], include_builtin=False)["example"]
+
+    assert profile.sync == SyncPolicy(interval_hours=6, daily_budget=4)
+
+
+def test_sync_table_sets_the_bank_budget(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile(VALID_PROFILE.format(id="example") + "\n[sync]\ninterval_hours = 12\n"
+                  "daily_budget = 2\n")
+
+    profile = load_profiles([profile_dir], include_builtin=False)["example"]
+
+    assert profile.sync == SyncPolicy(interval_hours=12, daily_budget=2)
 
 
 def test_literal_secret_value_is_not_echoed(

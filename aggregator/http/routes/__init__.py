@@ -20,6 +20,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "aggregator.http.routes.connections",
     "aggregator.http.routes.transactions",
     "aggregator.http.routes.erasure",
+    "aggregator.http.routes.events",
     "aggregator.link.routes",
     "aggregator.http.routes.plaid_webhooks",
 )

@@ -1,20 +1,32 @@
-"""``/v1/connections``: a user's grants at banks; revoking one ends it at the bank too."""
+"""``/v1/connections``: a user's grants at banks; revoking one ends it at the bank too.
+
+``POST /v1/connections/{id}/sync`` spends the connection's rate budget (the bank
+profile's ``[sync]`` table, :mod:`aggregator.sync.budget`) before it calls the bank; over
+budget it answers 429 with ``Retry-After`` and ``next_sync_allowed_at``, which reads
+also report.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
 from aggregator import audit
-from aggregator.http.problems import Conflict, NotImplementedYet
+from aggregator.http.problems import Conflict, NotImplementedYet, SyncBudgetExhausted
 from aggregator.http.routes.owned import connection_view, owned_connection, owned_user
 from aggregator.http.routing import ApiRoute, Call, Operation
+from aggregator.http.services import Services
 from aggregator.http.views import ConnectionList, ConnectionOut, SyncOut
 from aggregator.ids import ConnectionId
 from aggregator.models import Connection, ConnectionStatus, Credential
-from connectors import BankUnsupported
+from aggregator.models.base import utcnow
+from aggregator.sync import BankDirectory, BudgetExhausted, UnknownBank, spend_for_sync
+from aggregator.sync import next_allowed_at as budget_allows_at
+from connectors import BankUnsupported, SyncPolicy
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +41,33 @@ async def list_user_connections(call: Call, user_id: str, region: str) -> Connec
             .where(Connection.user_id == user_id, Connection.application_id == call.caller)
             .order_by(Connection.created_at, Connection.id)
         )).scalars()
-        return ConnectionList([connection_view(c) for c in rows])
+        return ConnectionList([await _view(session, call.services, c) for c in rows])
 
 
 async def get_connection(call: Call) -> ConnectionOut:
     connection_id, region = call.path_id("id", "con")
     async with call.services.router.reader(region) as session:
-        return connection_view(await owned_connection(session, connection_id, call.caller))
+        connection = await owned_connection(session, connection_id, call.caller)
+        return await _view(session, call.services, connection)
+
+
+def sync_policy(services: Services, bank_id: str) -> SyncPolicy:
+    """The bank's ``[sync]`` policy; the PSD2 default when no profile is at hand."""
+    if isinstance(services.banks, BankDirectory):
+        try:
+            return services.banks.profile(bank_id).sync
+        except UnknownBank:
+            pass
+    return SyncPolicy()
+
+
+async def _view(session: AsyncSession, services: Services, connection: Connection
+                ) -> ConnectionOut:
+    allowed: datetime | None = None
+    if connection.status is ConnectionStatus.ACTIVE:
+        policy = sync_policy(services, connection.bank_id)
+        allowed = await budget_allows_at(session, connection.id, policy, utcnow())
+    return connection_view(connection, allowed)
 
 
 async def delete_connection(call: Call) -> ConnectionOut:
@@ -91,6 +123,11 @@ async def delete_connection(call: Call) -> ConnectionOut:
 
 
 async def post_sync(call: Call) -> SyncOut:
+    """Sync now, spending one unit of the bank's rate budget per data type.
+
+    Over budget the answer is 429 with ``Retry-After`` and ``next_sync_allowed_at``; the
+    unit is not refunded when the bank call fails (the bank may have counted it).
+    """
     connection_id, region = call.path_id("id", "con")
     services = call.services
     async with services.router.reader(region) as session:
@@ -100,6 +137,14 @@ async def post_sync(call: Call) -> SyncOut:
                        "connections sync")
     if services.sync is None:
         raise NotImplementedYet("this deployment has no sync job configured")
+    try:
+        await spend_for_sync(services.router, ConnectionId(connection_id),
+                             sync_policy(services, connection.bank_id), reason="on_demand")
+    except BudgetExhausted as exc:
+        raise SyncBudgetExhausted(
+            str(exc), extra={"next_sync_allowed_at": exc.next_allowed_at.isoformat()},
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
     summary = await services.sync(
         ConnectionId(connection_id), request_id=call.request_id, actor=call.caller
     )
@@ -120,7 +165,8 @@ def routes() -> list[BaseRoute]:
         )),
         ApiRoute("/v1/connections/{id}/sync", post_sync, "POST", Operation(
             summary="Sync a connection's accounts and transactions now",
-            response=SyncOut, errors=(409, 501, 502, 503), tags=("connections",),
+            description=post_sync.__doc__, response=SyncOut,
+            errors=(409, 429, 501, 502, 503), tags=("connections",),
             path_params=CONNECTION_ID,
         )),
     ]

@@ -8,6 +8,8 @@ data key (one unwrap per key per cache period, then local AES-GCM).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,12 +56,14 @@ async def owned_account(
     return account
 
 
-def connection_view(connection: Connection) -> ConnectionOut:
+def connection_view(
+    connection: Connection, next_sync_allowed_at: datetime | None = None
+) -> ConnectionOut:
     return ConnectionOut(
         id=connection.id, user_id=connection.user_id, bank_id=connection.bank_id,
         status=connection.status, status_reason=connection.status_reason,
         consent_expires_at=connection.consent_expires_at, created_at=connection.created_at,
-        updated_at=connection.updated_at,
+        updated_at=connection.updated_at, next_sync_allowed_at=next_sync_allowed_at,
     )
 
 

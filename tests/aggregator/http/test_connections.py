@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from datetime import datetime, timedelta
+
 import httpx
 from sqlalchemy import select
 
 from aggregator.http import Services, SyncSummary
 from aggregator.http.views import ConnectionOut, SyncOut
 from aggregator.ids import ConnectionId, new_id
-from aggregator.models import AuditEvent, Connection, ConnectionStatus, Credential
+from aggregator.models import AuditEvent, Connection, ConnectionStatus, Credential, SyncSpend
+from aggregator.models.base import utcnow
 from aggregator.sandbox import DEV_CLIENT_ID, DEV_CLIENT_SECRET, SandboxBank
 from aggregator.sandbox.testing import FlowDriver, Served
 from aggregator.store import RegionRouter
+from aggregator.sync import BankDirectory
 from tests.aggregator._factories import LinkFactory
 from tests.aggregator.http._helpers import assert_problem, count_rows, parsed
 from tests.aggregator.http.conftest import BANK_ISSUER, BankSwitch
@@ -103,3 +109,57 @@ async def test_sync_runs_the_configured_job_for_active_connections_only(
     await api.delete(f"/v1/connections/{linked.connection.id}")
     assert_problem(await api.post(path), 409, "conflict")
     assert len(job.calls) == 1
+
+
+async def test_a_burst_of_syncs_stops_at_the_bank_budget_with_429_and_retry_after(
+    api: httpx.AsyncClient, services: Services, make_linked: LinkFactory,
+    region_router: RegionRouter,
+) -> None:
+    assert isinstance(services.banks, BankDirectory)
+    profile = services.banks.profile("sandbox")
+    assert profile.sync.daily_budget == 4  # the PSD2 default of the sandbox profile
+    linked = await make_linked("eu")
+    services.sync = job = RecordingSync()
+    before = utcnow()
+
+    responses = await asyncio.gather(*(
+        api.post(f"/v1/connections/{linked.connection.id}/sync") for _ in range(7)
+    ))
+
+    assert sorted(r.status_code for r in responses) == [200] * 4 + [429] * 3
+    assert len(job.calls) == 4
+    assert await count_rows(region_router, SyncSpend) == {"eu": 8, "us": 0}  # 2 data types
+    refused = [r for r in responses if r.status_code == 429]
+    for response in refused:
+        problem = assert_problem(response, 429, "sync_budget_exhausted")
+        allowed = datetime.fromisoformat(problem["next_sync_allowed_at"])
+        assert before + timedelta(hours=24) <= allowed <= utcnow() + timedelta(hours=24)
+        assert 23 * 3600 < int(response.headers["retry-after"]) <= 24 * 3600
+
+    got = parsed(ConnectionOut, await api.get(f"/v1/connections/{linked.connection.id}"))
+    first = min(datetime.fromisoformat(r.json()["next_sync_allowed_at"]) for r in refused)
+    assert got.next_sync_allowed_at == first
+
+
+async def test_next_sync_allowed_at_is_now_with_budget_and_null_when_revoked(
+    api: httpx.AsyncClient, services: Services, make_linked: LinkFactory,
+) -> None:
+    assert isinstance(services.banks, BankDirectory)
+    linked = await make_linked("eu")
+    before = utcnow()
+    got = parsed(ConnectionOut, await api.get(f"/v1/connections/{linked.connection.id}"))
+    assert got.next_sync_allowed_at is not None
+    assert before <= got.next_sync_allowed_at <= utcnow()
+
+    # A bank that allows one call a day: one sync and the next is 24 h away.
+    profile = services.banks.profile("sandbox")
+    services.banks = BankDirectory({"sandbox": dataclasses.replace(
+        profile, sync=dataclasses.replace(profile.sync, daily_budget=1))}, services.banks.http)
+    services.sync = RecordingSync()
+    assert (await api.post(f"/v1/connections/{linked.connection.id}/sync")).status_code == 200
+    got = parsed(ConnectionOut, await api.get(f"/v1/connections/{linked.connection.id}"))
+    assert got.next_sync_allowed_at is not None
+    assert got.next_sync_allowed_at - before >= timedelta(hours=24)
+
+    revoked = parsed(ConnectionOut, await api.delete(f"/v1/connections/{linked.connection.id}"))
+    assert revoked.next_sync_allowed_at is None

@@ -43,7 +43,8 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(
     assert documented == expected
     assert ("/v1/connections/{id}", "delete") in documented
     assert ("/v1/connections/{id}/transactions/sync", "get") in documented
-    assert len(documented) == 21  # 18 + erasure (2) + POST /webhooks/plaid/{region}
+    # 18 + erasure (2) + POST /webhooks/plaid/{region} + events (4)
+    assert len(documented) == 25
     assert ("/webhooks/plaid/{region}", "post") in documented
 
 

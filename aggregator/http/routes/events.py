@@ -1,0 +1,176 @@
+"""``/v1/webhook-endpoint`` and ``/v1/events``: where events go, and reading them back.
+
+``PUT /v1/webhook-endpoint`` sets the URL (and makes the first signing secret);
+``POST /v1/webhook-endpoint/rotate`` makes a new secret while the previous one keeps
+signing for a day. Either shows a new secret in its answer only: store it then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from starlette.routing import BaseRoute
+
+from aggregator.events import UnsafeUrl, configure
+from aggregator.events.replay import list_events, redeliver
+from aggregator.http.cursors import decode_cursor, encode_cursor
+from aggregator.http.problems import FieldError, InvalidCursor, NotFound, ValidationFailed
+from aggregator.http.routing import ApiRoute, Call, Operation
+from aggregator.http.schema import rules
+from aggregator.models import OutboundEvent
+
+EVENT_ID = {"id": "An event id (`msg_<region>_…`)."}
+
+
+@dataclass(frozen=True)
+class EndpointIn:
+    url: str = field(metadata=rules(
+        min_length=8, max_length=2048, example="https://api.example.com/webhooks",
+        description="https (or http to a loopback address); internal addresses refused.",
+    ))
+
+
+@dataclass(frozen=True)
+class EndpointOut:
+    """The endpoint; ``secret`` is present only in the answer that made it."""
+
+    url: str | None
+    secret: str | None = field(default=None, metadata=rules(
+        description="`whsec_…` (Standard Webhooks); shown once."))
+    previous_secret_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventsQuery:
+    since: str | None = field(default=None, metadata=rules(
+        max_length=40, description="ISO 8601 instant: events created at or after it."))
+    cursor: str | None = field(default=None, metadata=rules(max_length=512))
+    limit: int = field(default=100, metadata=rules(minimum=1, maximum=500))
+
+
+@dataclass(frozen=True)
+class EventData:
+    """What an event says: ids, codes and counts (the keys :func:`check_data` allows)."""
+
+    connection_id: str | None = None
+    user_id: str | None = None
+    erasure_request_id: str | None = None
+    bank_id: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    accounts: int | None = None
+    added: int | None = None
+    modified: int | None = None
+    removed: int | None = None
+    consent_expires_at: str | None = None
+
+
+@dataclass(frozen=True)
+class EventOut:
+    id: str
+    type: str
+    created_at: datetime
+    data: EventData
+    delivery: str = field(metadata=rules(description="`pending`, `delivered` or `failed`."))
+    attempts: int
+    last_status: int | None
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    data: list[EventOut]
+    next_cursor: str | None
+
+
+def event_view(event: OutboundEvent) -> EventOut:
+    delivery = ("pending" if event.next_attempt_at is not None
+                else "delivered" if event.delivered_at is not None else "failed")
+    return EventOut(event.id, event.type, event.created_at, _data(event.data), delivery,
+                    event.attempts, event.last_status, event.delivered_at)
+
+
+def _data(data: Mapping[str, Any]) -> EventData:
+    known = {f.name for f in fields(EventData)}
+    return EventData(**{k: v for k, v in data.items() if k in known})
+
+
+async def _configure(call: Call, *, url: str | None, rotate: bool) -> EndpointOut:
+    try:
+        change = await configure(call.services.router, call.services.custody, call.caller,
+                                 url=url, rotate=rotate)
+    except UnsafeUrl as exc:
+        raise ValidationFailed([FieldError(str(exc), pointer="#/url")]) from None
+    if change is None:
+        raise NotFound("the application is not present in every region")
+    return EndpointOut(change.url, change.secret, change.previous_expires_at)
+
+
+async def put_endpoint(call: Call) -> EndpointOut:
+    return await _configure(call, url=call.body_as(EndpointIn).url, rotate=False)
+
+
+async def rotate_secret(call: Call) -> EndpointOut:
+    return await _configure(call, url=None, rotate=True)
+
+
+async def get_events(call: Call) -> EventPage:
+    """The calling application's events, oldest first, from every region."""
+    query = call.query_as(EventsQuery)
+    since = _instant(query.since, "since") if query.since else None
+    after = None
+    if query.cursor:
+        at, last = decode_cursor(query.cursor, call.caller, 2)
+        after = (_instant(at, "cursor"), last)
+    events, more = await list_events(call.services.router, call.caller, since=since,
+                                     after=after, limit=query.limit)
+    cursor = None
+    if more and events:
+        cursor = encode_cursor(call.caller, events[-1].created_at.isoformat(), events[-1].id)
+    return EventPage([event_view(e) for e in events], cursor)
+
+
+def _instant(text: str, name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.utcoffset() is None:
+        if name == "cursor":
+            raise InvalidCursor("the cursor does not decode")
+        raise ValidationFailed([FieldError("must be an ISO 8601 instant with an offset",
+                                           parameter=name)])
+    return value
+
+
+async def post_redeliver(call: Call) -> EventOut:
+    event_id, region = call.path_id("id", "msg")
+    event = await redeliver(call.services.router, region, call.caller, event_id)
+    if event is None:
+        raise NotFound("no event with this id")
+    return event_view(event)
+
+
+def routes() -> list[BaseRoute]:
+    tags = ("events",)
+    return [
+        ApiRoute("/v1/webhook-endpoint", put_endpoint, "PUT", Operation(
+            summary="Set where outbound events are delivered", body=EndpointIn,
+            response=EndpointOut, tags=tags, errors=(422,),
+        )),
+        ApiRoute("/v1/webhook-endpoint/rotate", rotate_secret, "POST", Operation(
+            summary="Rotate the signing secret; the previous one signs for 24 hours more",
+            response=EndpointOut, tags=tags,
+        )),
+        ApiRoute("/v1/events", get_events, "GET", Operation(
+            summary="List the application's events", description=get_events.__doc__,
+            query=EventsQuery, response=EventPage, tags=tags, errors=(422,),
+        )),
+        ApiRoute("/v1/events/{id}/redeliver", post_redeliver, "POST", Operation(
+            summary="Deliver an event again, with a fresh retry schedule",
+            response=EventOut, status=202, tags=tags, path_params=EVENT_ID,
+        )),
+    ]

@@ -1,0 +1,152 @@
+"""The worker's scheduled sync: each due connection synced once, within its bank's budget.
+
+A connection is due when its last successful sync (``sync_states.last_synced_at``) is
+older than its bank profile's ``[sync] interval_hours``, no unit of its budget was spent
+within that interval, and its rolling 24 h budget has room
+(:mod:`aggregator.sync.budget`). The candidates are found by a plain read; a worker then
+*claims* one in a write transaction that locks the connection row (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL; SQLite's writers take turns), checks again that it is due and
+spends the budget with reason ``scheduled``. The spend is the lease: a second worker
+finds it and skips the connection, and if the claiming worker dies before syncing, the
+connection is due again one interval later (its unit stays spent; the bank may have
+counted the call). The sync itself (:class:`~aggregator.sync.Syncer`) runs after the
+claim commits, with no lock held across the bank calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, and_, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aggregator.ids import ConnectionId
+from aggregator.models import Connection, ConnectionStatus, SyncSpend, SyncState
+from aggregator.models.base import utcnow
+from aggregator.store import RegionRouter
+from aggregator.sync import (
+    SYNC_TYPES,
+    WINDOW,
+    BankDirectory,
+    BudgetExhausted,
+    lock_connection,
+    spend,
+)
+from connectors import ConnectorError, SyncPolicy
+
+log = logging.getLogger(__name__)
+
+ACTOR = "worker:sync_schedule"
+
+
+class ConnectionSync(Protocol):
+    """What the job runs for a claimed connection: :class:`~aggregator.sync.Syncer`."""
+
+    async def sync(self, connection_id: ConnectionId, *, actor: str = ...,
+                   request_id: str | None = ...) -> Any: ...
+
+
+@dataclass
+class SyncSchedule:
+    """:class:`~aggregator.worker.jobs.PeriodicJob` running scheduled syncs; one per worker.
+
+    Example::
+
+        SyncSchedule(router, banks, Syncer(router, custody, banks), batch=20)
+    """
+
+    router: RegionRouter
+    banks: BankDirectory
+    syncer: ConnectionSync
+    batch: int = 20
+    interval: float = 60.0
+    name: str = "sync_schedule"
+
+    async def run_once(self, stop: asyncio.Event, *, now: datetime | None = None) -> int:
+        synced = 0
+        for region in self.router.regions:
+            for bank_id in self.banks.bank_ids(region):
+                policy = self.banks.profile(bank_id).sync
+                for connection_id in await self.due(region, bank_id, policy, now or utcnow()):
+                    if stop.is_set():
+                        return synced
+                    if await self.sync_one(region, connection_id, policy, now=now):
+                        synced += 1
+        return synced
+
+    async def due(self, region: str, bank_id: str, policy: SyncPolicy, now: datetime
+                  ) -> list[str]:
+        """Connections to ``bank_id`` due for a scheduled sync, least recently synced first."""
+        c, s = Connection, SyncState
+        interval = timedelta(hours=policy.interval_hours)
+        async with self.router.reader(region) as session:
+            return list((await session.execute(
+                select(c.id).outerjoin(s, s.connection_id == c.id).where(
+                    c.bank_id == bank_id, c.status == ConnectionStatus.ACTIVE,
+                    s.last_synced_at.is_(None) | (s.last_synced_at <= now - interval),
+                    ~_spent_since(now - interval),
+                    *_budget_left(policy, now),
+                ).order_by(s.last_synced_at.asc().nulls_first(), c.id).limit(self.batch)
+            )).scalars())
+
+    async def sync_one(self, region: str, connection_id: str, policy: SyncPolicy, *,
+                       now: datetime | None = None) -> bool:
+        """Claim and sync one connection; False if it was not due any more, or failed."""
+        if not await self._claim(region, connection_id, policy, now or utcnow()):
+            return False
+        try:
+            await self.syncer.sync(ConnectionId(connection_id), actor=ACTOR)
+        except ConnectorError as exc:  # recorded on sync_states.last_error by the Syncer
+            log.warning("scheduled sync of %s failed: %s", connection_id, exc.code)
+            return False
+        return True
+
+    async def _claim(self, region: str, connection_id: str, policy: SyncPolicy,
+                     now: datetime) -> bool:
+        interval = timedelta(hours=policy.interval_hours)
+        async with self.router.session(region) as session, session.begin():
+            connection = await lock_connection(session, connection_id, skip_locked=True)
+            if connection is None or connection.status is not ConnectionStatus.ACTIVE:
+                return False
+            if not await _still_due(session, connection_id, now - interval):
+                return False
+            try:
+                await spend(session, connection, policy, now=now, reason="scheduled")
+            except BudgetExhausted as exc:
+                log.info("scheduled sync of %s waits for its budget until %s",
+                         connection_id, exc.next_allowed_at.isoformat())
+                return False
+        return True
+
+
+def _spent_since(since: datetime) -> ColumnElement[bool]:
+    p = SyncSpend
+    return exists().where(p.connection_id == Connection.id, p.spent_at > since)
+
+
+def _budget_left(policy: SyncPolicy, now: datetime) -> list[ColumnElement[bool]]:
+    p = SyncSpend
+    return [
+        select(func.count()).where(
+            p.connection_id == Connection.id, p.data_type == data_type,
+            p.spent_at > now - WINDOW,
+        ).scalar_subquery() < policy.daily_budget
+        for data_type in SYNC_TYPES
+    ]
+
+
+async def _still_due(session: AsyncSession, connection_id: str, since: datetime) -> bool:
+    s, p = SyncState, SyncSpend
+    synced = (await session.execute(
+        select(s.last_synced_at).where(s.connection_id == connection_id)
+    )).scalar_one_or_none()
+    if synced is not None and synced > since:
+        return False
+    spent = (await session.execute(
+        select(exists().where(and_(p.connection_id == connection_id, p.spent_at > since)))
+    )).scalar_one()
+    return not spent

@@ -1,0 +1,33 @@
+"""Erasure's outbound events: ``user.erased`` names the request; the user's events go."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from aggregator.custody import RegionCustody
+from aggregator.erasure import request_erasure
+from aggregator.events.hooks import connection_event
+from aggregator.ids import ApplicationId
+from aggregator.models import ErasureState, OutboundEvent
+from aggregator.store import RegionRouter
+from tests.aggregator._factories import LinkFactory
+from tests.aggregator.erasure.conftest import FAST, JobFactory
+
+
+async def test_erasure_emits_user_erased_and_drops_the_users_other_events(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, make_job: JobFactory,
+) -> None:
+    linked = await make_linked("eu", refresh_token="rt-erase-me")
+    async with region_router.session("eu") as session, session.begin():
+        await connection_event(session, linked.connection.id, "connection.created")
+    request = await request_erasure(region_router, custody["eu"], linked.user.id, app_id,
+                                    config=FAST, actor=app_id)
+    assert request is not None
+    assert await make_job().run(request.id) is ErasureState.COMPLETED
+    async with region_router.reader("eu") as session:
+        events = list((await session.execute(select(OutboundEvent))).scalars())
+    assert [(e.type, e.data, e.user_id) for e in events] == [
+        ("user.erased", {"erasure_request_id": request.id, "status": "completed"}, None)
+    ]
+    assert linked.user.id not in repr([e.data for e in events])
