@@ -11,8 +11,6 @@ look for it where it must not be.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ import pytest
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
 from aggregator.http import Services, create_app
-from aggregator.http.logs import JsonFormatter, RequestIdFilter
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.link.walk import Walk, link_as_person
 from aggregator.link.wiring import install
@@ -38,7 +35,8 @@ from aggregator.sandbox import (
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory
-from connectors import install_redaction, load_profiles
+from connectors import load_profiles
+from tests.aggregator._logs import LogLines, json_log_lines
 
 APP_REDIRECT = "https://app.example/linked"
 BANK_FOR = {"eu": "sandbox-eu", "us": "sandbox-us"}
@@ -133,23 +131,10 @@ def _token_watch(issued: list[str]) -> Callable[[httpx.Response], Any]:
     return hook
 
 
-LogLines = Callable[[], list[dict[str, Any]]]
 
 
 @pytest.fixture
 def log_lines() -> Iterator[LogLines]:
     """Every record logged during the test, formatted as production writes them."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    install_redaction(("aggregator", "uvicorn"))
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
+    with json_log_lines(logging.DEBUG) as lines:
+        yield lines

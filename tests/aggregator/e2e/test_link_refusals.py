@@ -12,7 +12,8 @@ from sqlalchemy import func, select, update
 
 from aggregator.models import Connection, Credential, LinkSession, LinkStatus
 from aggregator.models.base import utcnow
-from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway, LogLines
+from tests.aggregator._logs import LogLines
+from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway
 
 
 async def _sessions(gateway: Gateway, region: str = "eu") -> int:

@@ -9,8 +9,6 @@ under the ``sandbox-eu`` profile mapped to the bank id ``sandbox`` that
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,14 +21,14 @@ from starlette.applications import Starlette
 from aggregator.applications import create_application, new_api_key
 from aggregator.custody import RegionCustody
 from aggregator.http import Services, create_app
-from aggregator.http.logs import JsonFormatter, RequestIdFilter
 from aggregator.ids import ApplicationId
 from aggregator.models import ApiKey
 from aggregator.sandbox import SandboxBank
 from aggregator.settings import RegionSettings, Settings
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory
-from connectors import install_redaction, load_profiles
+from connectors import load_profiles
+from tests.aggregator._logs import LogLines, json_log_lines
 from vault import LocalKeyringConfig
 
 BANK_ISSUER = "http://127.0.0.1:8600"
@@ -38,7 +36,6 @@ GATEWAY = "http://gateway.test"
 
 AppFactory = Callable[..., Starlette]
 ClientFactory = Callable[..., httpx.AsyncClient]
-LogLines = Callable[[], list[dict[str, Any]]]
 
 
 class BankSwitch(httpx.AsyncBaseTransport):
@@ -139,20 +136,8 @@ async def other_api(
 @pytest.fixture
 def log_lines() -> Iterator[LogLines]:
     """Every record logged during the test, as the JSON lines production would write."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    install_redaction(("aggregator", "uvicorn"))
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
+    with json_log_lines(logging.INFO) as lines:
+        yield lines
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import httpx
 from aggregator.sandbox import DEV_CLIENT_ID, DEV_CLIENT_SECRET, SandboxBank
 from aggregator.sandbox.testing import FlowDriver, Served
 from tests.aggregator._factories import LinkFactory, TransactionFactory
-from tests.aggregator.http.conftest import BANK_ISSUER, LogLines
+from tests.aggregator._logs import LogLines
+from tests.aggregator.http.conftest import BANK_ISSUER
 
 
 async def test_no_token_or_pii_appears_in_responses_or_logs(

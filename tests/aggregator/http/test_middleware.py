@@ -14,8 +14,9 @@ from aggregator.http.views import Health
 from aggregator.ids import is_request_id
 from aggregator.settings import Settings
 from connectors import BankUnavailable
+from tests.aggregator._logs import LogLines
 from tests.aggregator.http._helpers import assert_problem
-from tests.aggregator.http.conftest import GATEWAY, LogLines
+from tests.aggregator.http.conftest import GATEWAY
 
 log = logging.getLogger("aggregator.tests")
 

@@ -9,8 +9,9 @@ import httpx
 
 from aggregator.http.serving import bind, serving
 from aggregator.http.views import UserOut
+from tests.aggregator._logs import LogLines
 from tests.aggregator.http._helpers import assert_problem, parsed
-from tests.aggregator.http.conftest import AppFactory, LogLines
+from tests.aggregator.http.conftest import AppFactory
 
 
 async def test_the_api_over_a_real_socket(
