@@ -13,6 +13,8 @@ Example ``aggregator.toml``::
     [http]
     public_url = "https://gateway.example"   # where browsers and banks reach us
 
+    [worker]
+    consent_warning_days = 7     # connection.consent_expiring this long before the end
 
     [regions.eu]
     database_url = "postgresql+psycopg://gateway@db-eu/gateway"
@@ -26,7 +28,8 @@ Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
 ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_REGIONS=eu,us`` (which
 regions run), and
 ``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
-``AGGREGATOR_REGION_EU_DATABASE_URL`` or ``AGGREGATOR_REGION_EU_KEYS_PROVIDER``.
+``AGGREGATOR_REGION_EU_DATABASE_URL`` or ``AGGREGATOR_REGION_EU_KEYS_PROVIDER``; and
+``AGGREGATOR_WORKER_<SETTING>`` for each ``[worker]`` setting (:data:`WORKER_ENV`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "KEYS_CA_CERT": ("keys", "ca_cert"),
 }
 
+#: ``[worker]`` settings an environment variable may override, by variable name.
+WORKER_ENV: Mapping[str, str] = {
+    "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": "consent_warning_days",
+}
+
 _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
     "local": frozenset({"provider", "directory", "kek_id"}),
     "pkcs11": frozenset({"provider", "module", "token_label", "pin_env", "kek_label"}),
@@ -75,7 +83,7 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
         "approle_secret_id_env", "approle_mount", "namespace", "ca_cert", "timeout_seconds",
     }),
 }
-_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http"})
+_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "worker"})
 _REGION_KEYS = frozenset({"database_url", "keys"})
 
 
@@ -86,6 +94,14 @@ class RegionSettings:
     name: str
     database_url: str
     keys: ProviderConfig
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """``[worker]``: what the background jobs of ``aggregator worker`` are tuned by."""
+
+    #: Days before a consent ends that ``connection.consent_expiring`` is sent (once).
+    consent_warning_days: int = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,7 @@ class Settings:
     public_url: str | None = None
     source: str = "defaults"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     def region(self, name: str) -> RegionSettings:
         try:
@@ -150,7 +167,29 @@ def load_settings(
         bank_dirs=tuple(Path(p) for p in banks.get("directories", [])),
         public_url=public_url,
         source=source,
+        worker=_worker(_mapping(raw.get("worker", {}), source, "worker"), env, source),
     )
+
+
+def _worker(raw: Mapping[str, Any], env: Mapping[str, str], source: str) -> WorkerSettings:
+    _reject_unknown(raw, frozenset(WORKER_ENV.values()), source, "worker.")
+    values: dict[str, tuple[Any, str]] = {
+        key: (value, f"{source}: worker.{key}") for key, value in raw.items()
+    }
+    for var, key in WORKER_ENV.items():
+        if env.get(var):
+            values[key] = (env[var], var)
+    days, where = values.get("consent_warning_days", (7, ""))
+    return WorkerSettings(consent_warning_days=_days(days, where, maximum=90))
+
+
+def _days(value: Any, where: str, *, maximum: int) -> int:
+    """A whole number of days, 1..``maximum``; env values arrive as text."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ConfigError(f"{where} must be a whole number of days from 1 to {maximum}")
+    return value
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -28,15 +28,22 @@ A minimal profile::
 
     [sync]               # optional; these are the defaults
     interval_hours = 6   # a scheduled (unattended) sync at most this often
-    daily_budget = 4     # unattended calls per rolling 24 h, per data type
+    daily_budget = 4     # unattended calls per rolling 24 h, per account and data type
+    reserve = 1          # of those, kept back from scheduled syncs for on-demand/webhooks
+
+    [consent]            # optional
+    max_days = 180       # default: 90 for GB, 180 for EEA countries, else none
+    expiry_field = "consent_expires_at"   # a token response field naming the expiry
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -51,6 +58,7 @@ __all__ = [
     "ApiConfig",
     "BankProfile",
     "ClientAuthMethod",
+    "ConsentPolicy",
     "Endpoints",
     "ParMode",
     "SyncPolicy",
@@ -112,6 +120,51 @@ class SyncPolicy:
 
     interval_hours: int = 6
     daily_budget: int = 4
+    #: Units per window only on-demand and webhook-triggered syncs may spend: a webhook
+    #: after a day of scheduled syncs is still served (the sync that matters).
+    reserve: int = 1
+
+
+#: Countries of the European Economic Area (EU 27, Iceland, Liechtenstein, Norway).
+EEA: frozenset[str] = frozenset({
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU",
+    "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
+    "IS", "LI", "NO",
+})
+
+
+def default_consent_days(country: str) -> int | None:
+    """How long a consent lasts where the bank says nothing, by the bank's country.
+
+    EEA: 180 days (PSD2 RTS, Delegated Regulation (EU) 2018/389 Art. 10a as amended by
+    (EU) 2022/2360: the customer re-confirms every 180 days); UK: 90 days (FCA SCA-RTS
+    Art. 10A, the AISP's 90-day re-confirmation). Elsewhere no period is assumed.
+    """
+    if country == "GB":
+        return 90
+    return 180 if country in EEA else None
+
+
+@dataclass(frozen=True)
+class ConsentPolicy:
+    """How long the user's consent at the bank lasts once granted (or renewed).
+
+    ``expiry_field`` names a token response field carrying the consent's end (an RFC
+    3339 instant, or seconds from now); when the bank sends it, it wins over
+    ``max_days``. With neither, the connection has no known expiry.
+    """
+
+    max_days: int | None = None
+    expiry_field: str | None = None
+
+    def expires_at(self, granted_at: datetime, answered: datetime | None = None
+                   ) -> datetime | None:
+        """The consent's end: the bank's answer, else ``max_days`` after ``granted_at``."""
+        if answered is not None:
+            return answered
+        if self.max_days is None:
+            return None
+        return granted_at + timedelta(days=self.max_days)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +196,7 @@ class BankProfile:
     hooks: tuple[Hook, ...] = ()
     logo: str | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
+    consent: ConsentPolicy = field(default_factory=ConsentPolicy)
 
     @property
     def scope(self) -> str:
@@ -191,6 +245,7 @@ _TOP_KEYS = frozenset(
         "api",
         "logo",
         "sync",
+        "consent",
     }
 )
 
@@ -276,7 +331,9 @@ def _parse(t: Table, path: Path) -> BankProfile:
         hooks=t.hooks("hooks"),
         api=_api(t.table("api", {"dialect", "base_url"}, required=True), issuer),
         logo=t.logo("logo", base=path.parent),
-        sync=_sync(t.table("sync", {"interval_hours", "daily_budget"})),
+        sync=_sync(t.table("sync", {"interval_hours", "daily_budget", "reserve"})),
+        consent=_consent(t.table("consent", {"max_days", "expiry_field"}),
+                         default_consent_days(t.string("country", pattern=_schema.COUNTRY))),
         source=path,
         **_credentials(t, method, loopback=loopback, base=path.parent),
     )
@@ -297,12 +354,27 @@ def _api(t: Table, issuer: str) -> ApiConfig:
 
 def _sync(t: Table) -> SyncPolicy:
     default = SyncPolicy()
+    budget = t.integer("daily_budget", default=default.daily_budget, minimum=1, maximum=96)
     return SyncPolicy(
         interval_hours=t.integer("interval_hours", default=default.interval_hours,
                                  minimum=1, maximum=24 * 7),
-        daily_budget=t.integer("daily_budget", default=default.daily_budget,
-                               minimum=1, maximum=96),
+        daily_budget=budget,
+        # A budget of one leaves nothing to keep back by default; set explicitly, the
+        # reserve must leave scheduled syncs at least one unit.
+        reserve=t.integer("reserve", default=min(default.reserve, budget - 1),
+                          minimum=0, maximum=budget - 1),
     )
+
+
+def _consent(t: Table, default_days: int | None) -> ConsentPolicy:
+    days = default_days
+    if "max_days" in t.names():
+        days = t.integer("max_days", default=1, minimum=1, maximum=730)
+    field_name = t.optional_string("expiry_field", pattern=_FIELD_NAME)
+    return ConsentPolicy(max_days=days, expiry_field=field_name)
+
+
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
 def _authorize_params(t: Table) -> dict[str, str]:

@@ -78,7 +78,14 @@ class ConnectionOut:
     bank_id: str
     status: ConnectionStatus
     status_reason: str | None
-    consent_expires_at: datetime | None
+    consent_expires_at: datetime | None = field(metadata=rules(
+        description="When the user's consent at the bank ends (the bank's answer, else the "
+                    "bank's regulated period: 90 days in the UK, 180 in the EEA), renewed "
+                    "by an update-mode link session; `null` when no end is known. "
+                    "`connection.consent_expiring` is sent some days before; after it the "
+                    "connection is `reauth_required` with `status_reason` "
+                    "`consent_expired`.",
+    ))
     created_at: datetime
     updated_at: datetime
     next_sync_allowed_at: datetime | None = field(metadata=rules(

@@ -149,9 +149,12 @@ class LinkFlow:
             log.warning("link %s: callback failed: %s", link.id, exc.code)
             return await self._fail(region, link, ERROR, request_id)
         now = utcnow()
+        consent = self.banks.profile(pending.bank_id).consent
+        expires = consent.expires_at(now, tokens.consent_expires_at)
         async with self.router.session(region) as session, session.begin():
             key = await custody.data_keys.load(session, link.user_id)
-            saved = await save_grant(session, custody, key, link, pending.bank_id, tokens, now)
+            saved = await save_grant(session, custody, key, link, pending.bank_id, tokens, now,
+                                     consent_expires_at=expires)
             await session.execute(update(_links).where(_links.c.id == link.id).values(
                 status=LinkStatus.COMPLETED, connection_id=saved.connection.id,
             ))
@@ -160,8 +163,11 @@ class LinkFlow:
                 action="connection.linked" if saved.created else "connection.relinked",
                 request_id=request_id, client_ip=_network(client_ip),
             )
-            await connection_event(session, saved.connection.id, "connection.created"
-                                   if saved.created else "connection.reauthorized")
+            await connection_event(
+                session, saved.connection.id,
+                "connection.created" if saved.created else "connection.reauthorized",
+                consent_expires_at=expires.isoformat() if expires else None,
+            )
         connection_id = saved.connection.id
         await self._after(connection_id, pending.bank_id, saved.superseded, request_id)
         return Outcome(app_redirect(link.redirect_uri, connection_id, SUCCESS), SUCCESS,

@@ -1,7 +1,9 @@
 """Turning a bank's token response into a connection and its sealed credential.
 
 A new link creates both; update mode (re-consent) rewrites the credential of the
-existing connection in place, so its id, accounts and transactions stay. The old
+existing connection in place, so its id, accounts and transactions stay. Either way the
+connection's ``consent_expires_at`` starts a new consent period, which re-arms the
+worker's expiry warning (:mod:`aggregator.worker.consent`). The old
 refresh token is handed back so the caller can revoke the superseded grant at the bank
 once the new one is committed.
 """
@@ -42,14 +44,20 @@ async def save_grant(
     bank_id: str,
     tokens: TokenSet,
     now: datetime,
+    *,
+    consent_expires_at: datetime | None = None,
 ) -> SavedGrant:
-    """Create or update the connection of ``link`` with ``tokens``, in ``session``."""
+    """Create or update the connection of ``link`` with ``tokens``, in ``session``.
+
+    ``consent_expires_at`` is the new consent's end (``None``: not known).
+    """
     superseded = None
     if link.update_connection_id is None:
         connection = Connection(
             id=new_id("con", custody.region), user_id=link.user_id,
             application_id=link.application_id, bank_id=bank_id,
-            status=ConnectionStatus.ACTIVE, created_at=now, updated_at=now,
+            status=ConnectionStatus.ACTIVE, consent_expires_at=consent_expires_at,
+            created_at=now, updated_at=now,
         )
         credential = Credential(
             id=new_id("crd", custody.region), connection_id=connection.id,
@@ -64,6 +72,7 @@ async def save_grant(
         )).scalar_one()
         connection.status = ConnectionStatus.ACTIVE
         connection.status_reason = None
+        connection.consent_expires_at = consent_expires_at
         connection.updated_at = now
         credential = (await session.execute(
             select(Credential).where(Credential.connection_id == connection.id)

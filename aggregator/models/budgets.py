@@ -25,23 +25,34 @@ from aggregator.models.types import UTCDateTime
 class DataType(enum.Enum):
     """What a budgeted bank call reads; each has its own budget."""
 
-    ACCOUNTS = "accounts"  # the account list and balances
-    TRANSACTIONS = "transactions"  # the transaction history of every account
+    ACCOUNTS = "accounts"  # the account list (connection level) and an account's balances
+    TRANSACTIONS = "transactions"  # an account's transaction history
+
+
+#: ``sync_spends.account_id`` of a call about the connection, not one account (the list).
+CONNECTION_LEVEL = ""
 
 
 class SyncSpend(Base):
-    """One unit of a connection's budget for one data type, spent at ``spent_at``.
+    """One unit of a budget for one data type and account, spent at ``spent_at``.
 
-    ``n`` counts the connection's spends of that data type (the next is ``max(n) + 1``,
-    taken under the connection's row lock): a spend that slipped past the lock would
-    collide on the primary key instead of overspending.
+    A ledger is one ``(connection_id, account_id, data_type)``: ``account_id`` is the
+    account the call was about, or :data:`CONNECTION_LEVEL` (``''``) for the account
+    list. ``n`` counts that ledger's spends (the next is ``max(n) + 1``, taken under the
+    connection's row lock): a spend that slipped past the lock would collide on the
+    primary key instead of overspending.
     """
 
     __tablename__ = "sync_spends"
-    __table_args__ = (Index(None, "connection_id", "data_type", "spent_at"),)
+    __table_args__ = (Index(None, "connection_id", "account_id", "data_type", "spent_at"),)
 
     connection_id: Mapped[ConnectionId] = ref_column(
         "connections.id", primary_key=True, index=False
+    )
+    #: Our account id (``acc_…``), or ``''``; not a foreign key, so ``''`` can be stored
+    #: (an erased or deleted connection takes its ledger with it through connection_id).
+    account_id: Mapped[str] = mapped_column(
+        String(40), primary_key=True, default=CONNECTION_LEVEL, server_default=""
     )
     data_type: Mapped[DataType] = mapped_column(
         _enum(DataType, "sync_data_type"), primary_key=True
@@ -49,5 +60,6 @@ class SyncSpend(Base):
     n: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     user_id: Mapped[UserId] = ref_column("users.id")
     spent_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    #: Who spent it: ``scheduled`` (the worker) or ``on_demand`` (the API).
+    #: Who spent it: ``scheduled`` (the worker), ``on_demand`` (the API), ``webhook``,
+    #: ``first_read`` (an account a budgeted sync saw for the first time).
     reason: Mapped[str] = mapped_column(String(16))

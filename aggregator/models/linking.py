@@ -116,7 +116,12 @@ class Connection(Base):
     #: The bank's or Plaid's id for the grant (consent id, Plaid ``item_id``): webhooks
     #: name it. Not a secret and not personal data.
     external_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    #: When the user's consent at the bank ends (the bank's answer, else the profile's
+    #: ``[consent] max_days`` from linking); the worker warns before it and flags after it.
     consent_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The ``consent_expires_at`` that ``connection.consent_expiring`` was sent for: one
+    #: warning per consent period, re-armed by any renewal (the expiry then differs).
+    consent_warned_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()

@@ -26,6 +26,7 @@ from aggregator.store import RegionRouter, require_head
 from aggregator.sync import Syncer
 from aggregator.sync.banks import BankDirectory
 from aggregator.worker.breaker import Backoff
+from aggregator.worker.consent import ConsentWatch
 from aggregator.worker.erasure import DEFAULT_ESCROW, ErasureSweep
 from aggregator.worker.jobs import PeriodicJob
 from aggregator.worker.metrics import WorkerMetrics
@@ -86,7 +87,12 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
-        await Worker(ctx, config, _jobs(ctx, config, options, http)).run(stop)
+        jobs = _jobs(ctx, config, options, http)
+        jobs.append(ConsentWatch(
+            ctx.router, ctx.banks, batch=config.batch,
+            warning=timedelta(days=settings.worker.consent_warning_days),
+        ))
+        await Worker(ctx, config, jobs).run(stop)
         log.info("worker %s stopped", ctx.owner)
 
 

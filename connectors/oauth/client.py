@@ -203,7 +203,10 @@ class BankOAuthClient:
                 timeout=self._timeout,
             )
         now = self._clock()
-        tokens = TokenSet.from_response(data, now=now, requested_scope=self._profile.scope)
+        tokens = TokenSet.from_response(
+            data, now=now, requested_scope=self._profile.scope,
+            consent_expiry_field=self._profile.consent.expiry_field,
+        )
         if tokens.id_token is not None:
             check_id_token(
                 tokens.id_token,

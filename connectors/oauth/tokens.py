@@ -25,6 +25,8 @@ class TokenSet:
     `scope` is what the bank granted, or the requested scope when it did not say
     (§5.1: omitted means "as requested"); after a refresh, None means "unchanged".
     `token_type` is always ``"Bearer"``: other types are refused. `repr` masks tokens.
+    `consent_expires_at` is the end of the user's consent when the bank names it in a
+    token response field (the profile's ``[consent] expiry_field``), else None.
     """
 
     access_token: str
@@ -33,10 +35,12 @@ class TokenSet:
     scope: str | None
     token_type: str
     id_token: str | None = None
+    consent_expires_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.expires_at is not None and self.expires_at.utcoffset() != timedelta(0):
-            raise ValueError("expires_at must be timezone-aware UTC")
+        for at in (self.expires_at, self.consent_expires_at):
+            if at is not None and at.utcoffset() != timedelta(0):
+                raise ValueError("expiry times must be timezone-aware UTC")
 
     def __repr__(self) -> str:
         return (
@@ -54,6 +58,7 @@ class TokenSet:
         now: datetime,
         requested_scope: str | None = None,
         previous_refresh_token: str | None = None,
+        consent_expiry_field: str | None = None,
     ) -> TokenSet:
         """Validate a successful token response; raise :class:`BankProtocolError` if bad.
 
@@ -78,6 +83,10 @@ class TokenSet:
             scope=scope if scope is not None else requested_scope,
             token_type="Bearer",  # noqa: S106 - a token type name, not a secret
             id_token=_optional_str(data, "id_token"),
+            consent_expires_at=(
+                _consent_expiry(data.get(consent_expiry_field), consent_expiry_field, now)
+                if consent_expiry_field else None
+            ),
         )
 
 
@@ -100,6 +109,24 @@ def _expiry(expires_in: object, now: datetime) -> datetime | None:
     if not math.isfinite(expires_in) or expires_in < 0 or expires_in > 10 * 365 * 86400:
         raise BankProtocolError("token response expires_in is out of range")
     return now.astimezone(UTC) + timedelta(seconds=int(expires_in))
+
+
+def _consent_expiry(value: object, name: str, now: datetime) -> datetime | None:
+    """An RFC 3339 instant, or seconds from ``now`` as ``expires_in`` is; None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            raise BankProtocolError(f"token response {name} is not an RFC 3339 time") from None
+        if at.utcoffset() is None:
+            raise BankProtocolError(f"token response {name} has no UTC offset")
+        return at.astimezone(UTC)
+    try:
+        return _expiry(value, now)
+    except BankProtocolError:
+        raise BankProtocolError(f"token response {name} is not a time or a duration") from None
 
 
 def _safe(value: object) -> str:

@@ -126,3 +126,25 @@ def test_public_url_comes_from_the_http_table_and_the_environment_wins(tmp_path:
 def test_public_url_may_be_plain_http_only_on_loopback(url: str) -> None:
     settings = load_settings(None, environ={"AGGREGATOR_PUBLIC_URL": url})
     assert settings.public_url == url.rstrip("/")
+
+
+def test_worker_consent_warning_days_default_file_and_environment(tmp_path: Path) -> None:
+    assert load_settings(_write(tmp_path, ""), environ={}).worker.consent_warning_days == 7
+    path = _write(tmp_path, "[worker]\nconsent_warning_days = 14\n")
+    assert load_settings(path, environ={}).worker.consent_warning_days == 14
+    env = {"AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": "3"}
+    assert load_settings(path, environ=env).worker.consent_warning_days == 3
+
+
+@pytest.mark.parametrize(("text", "env", "message"), [
+    ("[worker]\nconsent_warning_days = 0\n", {}, r"worker\.consent_warning_days must be"),
+    ("[worker]\nconsent_warning_days = 7.5\n", {}, r"worker\.consent_warning_days must be"),
+    ("[worker]\nconsent_warning_day = 7\n", {}, r"unknown setting worker\.consent_warning_day"),
+    ("", {"AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": "a week"},
+     "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS must be"),
+])
+def test_bad_worker_settings_name_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_write(tmp_path, text), environ=env)

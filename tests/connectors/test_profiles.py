@@ -9,6 +9,7 @@ import pytest
 from connectors import (
     BUILTIN_PROFILES_DIR,
     ClientAuthMethod,
+    ConsentPolicy,
     ParMode,
     ProfileError,
     SyncPolicy,
@@ -124,6 +125,13 @@ def test_invalid_value_names_file_and_key(
         ("[sync]\ndaily_budget = 4.5", "sync.daily_budget", "must be an integer"),
         ("[sync]\ninterval_hours = true", "sync.interval_hours", "must be an integer"),
         ("sync = 4", "sync", "must be a table"),
+        ("[sync]\nreserve = 4", "sync.reserve", "between 0 and 3"),
+        ("[sync]\ndaily_budget = 2\nreserve = 2", "sync.reserve", "between 0 and 1"),
+        ("[sync]\nreserve = -1", "sync.reserve", "between 0 and 3"),
+        ("[consent]\nmax_days = 0", "consent.max_days", "between 1 and 730"),
+        ("[consent]\nmax_days = \"90\"", "consent.max_days", "must be an integer"),
+        ("[consent]\nexpiry_field = \"a b\"", "consent.expiry_field", "does not match"),
+        ("[consent]\ndays = 90", "consent.days", "unknown key"),
     ],
 )
 def test_invalid_addition_names_file_and_key(
@@ -158,7 +166,40 @@ def test_sync_table_sets_the_bank_budget(
 
     profile = load_profiles([profile_dir], include_builtin=False)["example"]
 
-    assert profile.sync == SyncPolicy(interval_hours=12, daily_budget=2)
+    assert profile.sync == SyncPolicy(interval_hours=12, daily_budget=2, reserve=1)
+
+
+def test_a_budget_of_one_keeps_no_reserve_by_default(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile(VALID_PROFILE.format(id="example") + "\n[sync]\ndaily_budget = 1\n")
+
+    profile = load_profiles([profile_dir], include_builtin=False)["example"]
+
+    assert profile.sync == SyncPolicy(daily_budget=1, reserve=0)
+
+
+@pytest.mark.parametrize(("country", "days"), [("GB", 90), ("DE", 180), ("NO", 180),
+                                               ("US", None)])
+def test_consent_lasts_the_regulated_period_of_the_bank_country(
+    write_profile: ProfileWriter, profile_dir: Path, country: str, days: int | None
+) -> None:
+    write_profile(country=f'"{country}"')
+
+    profile = load_profiles([profile_dir], include_builtin=False)["example"]
+
+    assert profile.consent == ConsentPolicy(max_days=days)
+
+
+def test_consent_table_overrides_the_period_and_names_the_bank_field(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile(VALID_PROFILE.format(id="example")
+                  + '\n[consent]\nmax_days = 30\nexpiry_field = "consent_expires_at"\n')
+
+    consent = load_profiles([profile_dir], include_builtin=False)["example"].consent
+
+    assert consent == ConsentPolicy(max_days=30, expiry_field="consent_expires_at")
 
 
 def test_literal_secret_value_is_not_echoed(
