@@ -233,7 +233,9 @@ class LinkFlow:
         # The link stands even if the first sync fails: the app sees the connection and
         # `sync_states.last_error`, and can sync again.
         try:
-            await self.syncer.sync(connection_id, actor="gateway", request_id=request_id)
+            # The user is here: PSD2 RTS Art. 36(5) budgets only unattended calls.
+            await self.syncer.sync(connection_id, actor="gateway", request_id=request_id,
+                                   budgeted=False)
         except (ConnectorError, GatewayError) as exc:
             log.warning("connection %s: first sync failed: %s", connection_id, exc.code)
         if superseded:

@@ -10,11 +10,15 @@
 
 from aggregator.sync.banks import BankDirectory, UnknownBank
 from aggregator.sync.budget import (
+    SCHEDULED,
     SYNC_TYPES,
     WINDOW,
     BudgetExhausted,
+    BudgetMetrics,
+    account_allowed_at,
     lock_connection,
     next_allowed_at,
+    record_first_reads,
     spend,
     spend_for_sync,
 )
@@ -28,19 +32,23 @@ from aggregator.sync.tokens import (
 from aggregator.sync.upsert import SyncCounts
 
 __all__ = [
+    "SCHEDULED",
     "SYNC_TYPES",
     "WINDOW",
     "BankDirectory",
     "BudgetExhausted",
+    "BudgetMetrics",
     "ConnectionNotActive",
     "CredentialBusy",
     "SyncCounts",
     "SyncResult",
     "Syncer",
     "UnknownBank",
+    "account_allowed_at",
     "fresh_grant",
     "lock_connection",
     "next_allowed_at",
+    "record_first_reads",
     "refresh_due_at",
     "spend",
     "spend_for_sync",

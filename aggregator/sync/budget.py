@@ -1,35 +1,53 @@
 """Sync rate budgets: spend a connection's unattended bank calls, never more than allowed.
 
-A bank profile's :class:`~connectors.SyncPolicy` sets ``daily_budget`` calls per
-connection and data type in any rolling 24 hours (:mod:`aggregator.models.budgets`
-says why rolling). A sync reads accounts and transactions, so it spends one unit of
-each, both or neither.
+A bank profile's :class:`~connectors.SyncPolicy` sets ``daily_budget`` calls in any
+rolling 24 hours (:mod:`aggregator.models.budgets` says why rolling) for each *ledger*:
+one per connection, account and data type, as banks and aggregators count them (PSD2
+RTS Art. 36(5)(b); GoCardless: "per day, account and data type"). A full sync, what
+:class:`~aggregator.sync.Syncer` does, makes these calls and spends one unit of each:
+
+- the account list, about the connection (account ``''``, data type ``accounts``);
+- for every account: its balances (``accounts``) and its transactions (``transactions``).
+
+Spends are all or nothing: a sync whose calls do not all fit waits, whole.
+
+Spending where it matters: ``reserve`` units per window are kept back from *scheduled*
+syncs (reason :data:`SCHEDULED`). The worker's syncs stop at ``daily_budget - reserve``;
+on-demand and webhook-triggered syncs may spend the last units, so the sync that follows
+a bank's "new data" notice is served after a day of scheduled syncs.
 
 Race safety: :func:`spend` runs in a write transaction that first locks the connection
 row (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite write transactions begin
 ``IMMEDIATE``, so writers already take turns), then counts and inserts. Two workers or
 requests therefore never both spend the last unit; the ledger's primary key
-(``connection_id, data_type, n``) would refuse a second ``n`` even if they did.
+(``connection_id, account_id, data_type, n``) would refuse a second ``n`` even if they
+did.
 
 A unit is spent *before* the bank is called and is not refunded when the sync fails:
 the bank may have counted the call anyway, and a refund would let a failing bank be
-called in a loop.
+called in a loop. One call cannot be spent before it is made: the first read of an
+account the bank lists for the first time. :func:`record_first_reads` books it, in the
+sync's own write transaction; the account's ledger was empty, so it stays within budget.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Final
+from typing import ClassVar, Final
+from weakref import WeakKeyDictionary
 
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.errors import GatewayError
 from aggregator.ids import ConnectionId
-from aggregator.models import Connection, ConnectionStatus, DataType, SyncSpend
+from aggregator.models import Account, Connection, ConnectionStatus, DataType, SyncSpend
 from aggregator.models.base import utcnow
+from aggregator.models.budgets import CONNECTION_LEVEL
 from aggregator.store import RegionRouter
 from aggregator.sync.tokens import ConnectionNotActive
 from connectors import SyncPolicy
@@ -38,6 +56,13 @@ from connectors import SyncPolicy
 WINDOW: Final = timedelta(hours=24)
 #: What one sync reads, in the order its units are spent.
 SYNC_TYPES: Final = (DataType.ACCOUNTS, DataType.TRANSACTIONS)
+#: The spend reason of the worker's syncs, the only ones the reserve is kept from.
+SCHEDULED: Final = "scheduled"
+#: The reason booked for an account's first read (:func:`record_first_reads`).
+FIRST_READ: Final = "first_read"
+
+#: One ledger: (account id or ``''``, data type).
+Ledger = tuple[str, DataType]
 
 
 class BudgetExhausted(GatewayError):
@@ -55,50 +80,137 @@ class BudgetExhausted(GatewayError):
         self.retry_after = max(1, math.ceil((next_allowed_at - now).total_seconds()))
 
 
+class BudgetMetrics:
+    """``aggregator_sync_budget_exhausted_total``: spends refused (or deferred), by bank.
+
+    ``reason`` is the refused spend's reason (``scheduled``: a deferred worker sync;
+    ``on_demand``: a 429; ``webhook``), a closed set of codes; banks come from profiles.
+    """
+
+    _by_registry: ClassVar[WeakKeyDictionary[CollectorRegistry, BudgetMetrics]] = (
+        WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> BudgetMetrics:
+        """The one instance of ``registry`` (a second would be a duplicate time series):
+        the worker's scheduled and webhook-triggered syncs share it."""
+        found = cls._by_registry.get(registry)
+        if found is None:
+            found = cls._by_registry[registry] = cls(registry)
+        return found
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.exhausted = Counter(
+            "aggregator_sync_budget_exhausted",
+            "Sync budget spends refused because a ledger was full", ["bank", "reason"],
+            registry=registry,
+        )
+
+    def refused(self, bank: str, reason: str) -> None:
+        self.exhausted.labels(bank, reason[:32]).inc()
+
+
+def limit_for(policy: SyncPolicy, reason: str | None) -> int:
+    """Units a spend of ``reason`` may bring a ledger to: the reserve binds scheduled ones.
+
+    The reserve is capped at ``daily_budget - 1`` (profiles are validated so; a policy
+    built in code may not be), so scheduled syncs always keep at least one unit.
+    """
+    if reason != SCHEDULED:
+        return policy.daily_budget
+    return policy.daily_budget - min(max(policy.reserve, 0), policy.daily_budget - 1)
+
+
+async def ledgers(
+    session: AsyncSession, connection_id: str, types: Sequence[DataType] = SYNC_TYPES,
+    accounts: Collection[str] | None = None,
+) -> list[Ledger]:
+    """The ledgers a sync of ``types`` spends from.
+
+    ``accounts=None``: a full sync — the account list (if ``accounts`` is among
+    ``types``) and every account the connection has. ``accounts=()``: calls about the
+    connection as a whole, one per type (an item-level API such as Plaid's
+    ``/transactions/sync``). Otherwise: exactly those accounts' ledgers.
+    """
+    if accounts is not None and not accounts:
+        return [(CONNECTION_LEVEL, t) for t in types]
+    found: list[Ledger] = []
+    if accounts is None:
+        if DataType.ACCOUNTS in types:
+            found.append((CONNECTION_LEVEL, DataType.ACCOUNTS))
+        accounts = (await session.execute(
+            select(Account.id).where(Account.connection_id == connection_id)
+            .order_by(Account.id)
+        )).scalars().all()
+    found.extend((account, t) for account in accounts for t in types)
+    return found
+
+
 async def next_allowed_at(
     session: AsyncSession, connection_id: str, policy: SyncPolicy, now: datetime,
-    types: Sequence[DataType] = SYNC_TYPES,
+    types: Sequence[DataType] = SYNC_TYPES, *, accounts: Collection[str] | None = None,
+    reason: str | None = None,
 ) -> datetime:
-    """When a call of every type in ``types`` is next within budget; ``now`` if it is now.
+    """When a sync of ``types`` (see :func:`ledgers`) is next within budget; ``now`` if now.
 
-    With ``k >= budget`` spends in the window, sorted oldest first, the window holds
-    ``budget - 1`` of them once spend ``k - budget + 1`` (1-based) has aged out, 24 hours
-    after it was made.
+    ``reason`` is the would-be spender's (:data:`SCHEDULED` leaves the reserve alone);
+    the default answers for an on-demand sync, which is what the API reports.
     """
-    allowed = now
-    for data_type in types:
-        times = await _spent_in_window(session, connection_id, data_type, now)
-        if len(times) >= policy.daily_budget:
-            allowed = max(allowed, times[len(times) - policy.daily_budget] + WINDOW)
-    return allowed
+    keys = await ledgers(session, connection_id, types, accounts)
+    return await _allowed_at(session, connection_id, keys, limit_for(policy, reason), now)
+
+
+async def account_allowed_at(
+    session: AsyncSession, connection_id: str, policy: SyncPolicy, now: datetime,
+) -> dict[str, datetime]:
+    """Per account of the connection, when its ledgers next allow an on-demand read."""
+    spent = await _spent_in_window(session, connection_id, now)
+    out: dict[str, datetime] = {}
+    for account in (await session.execute(
+        select(Account.id).where(Account.connection_id == connection_id)
+    )).scalars():
+        keys = [(account, t) for t in SYNC_TYPES]
+        out[account] = _earliest(spent, keys, policy.daily_budget, now)
+    return out
 
 
 async def spend(
     session: AsyncSession, connection: Connection, policy: SyncPolicy, *, now: datetime,
     reason: str, types: Sequence[DataType] = SYNC_TYPES,
+    accounts: Collection[str] | None = None, metrics: BudgetMetrics | None = None,
 ) -> None:
-    """Spend one unit of each of ``types``, or raise :class:`BudgetExhausted` and spend none.
+    """Spend one unit of each ledger of the sync, or raise :class:`BudgetExhausted` and
+    spend none (counted in ``metrics``).
 
     Contract: ``session`` is in a write transaction that has locked ``connection``'s row
-    (:func:`lock_connection`); the caller commits.
+    (:func:`lock_connection`); the caller commits. ``accounts`` as in :func:`ledgers`:
+    the default is a full sync, which is what :class:`~aggregator.sync.Syncer` runs.
     """
-    allowed = await next_allowed_at(session, connection.id, policy, now, types)
+    keys = await ledgers(session, connection.id, types, accounts)
+    allowed = await _allowed_at(session, connection.id, keys, limit_for(policy, reason), now)
     if allowed > now:
+        if metrics is not None:
+            metrics.refused(connection.bank_id, reason)
         raise BudgetExhausted(connection.id, allowed, now)
-    s = SyncSpend
-    await session.execute(delete(s).where(
-        s.connection_id == connection.id, s.spent_at <= now - WINDOW
-    ))
-    for data_type in types:
-        last = (await session.execute(
-            select(func.max(s.n)).where(s.connection_id == connection.id,
-                                        s.data_type == data_type)
-        )).scalar_one_or_none()
-        session.add(SyncSpend(
-            connection_id=connection.id, data_type=data_type, n=(last or 0) + 1,
-            user_id=connection.user_id, spent_at=now, reason=reason,
-        ))
-    await session.flush()
+    await _book(session, connection, keys, now=now, reason=reason)
+
+
+async def record_first_reads(
+    session: AsyncSession, connection: Connection, known: Collection[str], *, now: datetime,
+) -> int:
+    """Book the reads of the connection's accounts not in ``known`` (new this sync).
+
+    Contract: called in the budgeted sync's write transaction, which holds the
+    connection's row lock, after the new accounts were added. Returns how many accounts.
+    """
+    new = [a for a in (await session.execute(
+        select(Account.id).where(Account.connection_id == connection.id).order_by(Account.id)
+    )).scalars() if a not in known]
+    if new:
+        await _book(session, connection, [(a, t) for a in new for t in SYNC_TYPES],
+                    now=now, reason=FIRST_READ)
+    return len(new)
 
 
 async def lock_connection(
@@ -117,25 +229,71 @@ async def lock_connection(
 
 async def spend_for_sync(
     router: RegionRouter, connection_id: ConnectionId, policy: SyncPolicy, *, reason: str,
-    now: datetime | None = None,
+    now: datetime | None = None, accounts: Collection[str] | None = None,
+    metrics: BudgetMetrics | None = None,
 ) -> None:
-    """Spend one sync's units in a transaction of its own (the on-demand path)."""
+    """Spend one sync's units in a transaction of its own (the on-demand and webhook path)."""
     now = now or utcnow()
     region = router.region_of(connection_id)
     async with router.session(region) as session, session.begin():
         connection = await lock_connection(session, connection_id)
         if connection is None or connection.status is not ConnectionStatus.ACTIVE:
             raise ConnectionNotActive(f"connection {connection_id} is not active")
-        await spend(session, connection, policy, now=now, reason=reason)
+        await spend(session, connection, policy, now=now, reason=reason, accounts=accounts,
+                    metrics=metrics)
 
 
-async def _spent_in_window(
-    session: AsyncSession, connection_id: str, data_type: DataType, now: datetime
-) -> list[datetime]:
+async def _allowed_at(session: AsyncSession, connection_id: str, keys: Sequence[Ledger],
+                      limit: int, now: datetime) -> datetime:
+    return _earliest(await _spent_in_window(session, connection_id, now), keys, limit, now)
+
+
+def _earliest(spent: dict[Ledger, list[datetime]], keys: Sequence[Ledger], limit: int,
+              now: datetime) -> datetime:
+    """The first instant every ledger in ``keys`` holds fewer than ``limit`` spends.
+
+    With ``k >= limit`` spends in a ledger's window, sorted oldest first, it holds
+    ``limit - 1`` once spend ``k - limit + 1`` (1-based) has aged out, 24 hours after it
+    was made.
+    """
+    allowed = now
+    for key in keys:
+        times = spent.get(key, [])
+        if len(times) >= limit:
+            allowed = max(allowed, times[len(times) - limit] + WINDOW)
+    return allowed
+
+
+async def _spent_in_window(session: AsyncSession, connection_id: str, now: datetime
+                           ) -> dict[Ledger, list[datetime]]:
     s = SyncSpend
-    return list((await session.execute(
-        select(s.spent_at).where(
-            s.connection_id == connection_id, s.data_type == data_type,
-            s.spent_at > now - WINDOW,
+    rows = await session.execute(
+        select(s.account_id, s.data_type, s.spent_at).where(
+            s.connection_id == connection_id, s.spent_at > now - WINDOW,
         ).order_by(s.spent_at)
-    )).scalars())
+    )
+    spent: dict[Ledger, list[datetime]] = defaultdict(list)
+    for account, data_type, at in rows:
+        spent[(account, data_type)].append(at)
+    return spent
+
+
+async def _book(session: AsyncSession, connection: Connection, keys: Sequence[Ledger], *,
+                now: datetime, reason: str) -> None:
+    s = SyncSpend
+    await session.execute(delete(s).where(
+        s.connection_id == connection.id, s.spent_at <= now - WINDOW
+    ))
+    last = {
+        (account, data_type): n for account, data_type, n in await session.execute(
+            select(s.account_id, s.data_type, func.max(s.n))
+            .where(s.connection_id == connection.id).group_by(s.account_id, s.data_type)
+        )
+    }
+    for account, data_type in keys:
+        session.add(SyncSpend(
+            connection_id=connection.id, account_id=account, data_type=data_type,
+            n=(last.get((account, data_type)) or 0) + 1, user_id=connection.user_id,
+            spent_at=now, reason=reason[:16],
+        ))
+    await session.flush()

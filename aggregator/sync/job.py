@@ -5,6 +5,12 @@ later, by the worker. The order is fixed by what may wait on what: a fresh acces
 first (which may refresh at the bank), then every bank read, and only then one write
 transaction, which locks the connection row so two syncs of one connection take turns.
 A failure is recorded on ``sync_states.last_error`` as a short code, never a message.
+
+Unattended syncs spend the connection's rate budget before they start
+(:mod:`aggregator.sync.budget`); the first read of an account new to us cannot be spent
+in advance, so a budgeted sync books it in its write transaction
+(:func:`~aggregator.sync.budget.record_first_reads`). The Link flow's first sync runs
+with the user present, which PSD2 RTS Art. 36(5) does not limit, and books nothing.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.events.hooks import sync_completed
 from aggregator.ids import ConnectionId
-from aggregator.models import Connection, SyncState, Transaction, TransactionStatus
+from aggregator.models import Account, Connection, SyncState, Transaction, TransactionStatus
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
+from aggregator.sync.budget import record_first_reads
 from aggregator.sync.snapshot import read_snapshot, window_start
 from aggregator.sync.tokens import fresh_grant
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts
@@ -56,7 +63,7 @@ class Syncer:
 
     async def sync(
         self, connection_id: ConnectionId, *, actor: str = "gateway",
-        request_id: str | None = None,
+        request_id: str | None = None, budgeted: bool = True,
     ) -> SyncResult:
         region = self.router.region_of(connection_id)
         custody = self.custody[region]
@@ -77,7 +84,12 @@ class Syncer:
                 select(Connection).where(Connection.id == connection_id).with_for_update()
             )).scalar_one()
             key = await custody.data_keys.load(session, locked.user_id)
+            known = set((await session.execute(
+                select(Account.id).where(Account.connection_id == connection_id)
+            )).scalars())
             counts = await SnapshotWriter(session, custody, key, locked, now).apply(snapshot)
+            if budgeted:
+                await record_first_reads(session, locked, known, now=now)
             await _save_state(session, locked, now, synced_through=now.date(), error=None)
             await audit.record(
                 session, actor=actor, action="connection.synced", target_id=connection_id,

@@ -23,7 +23,7 @@ from aggregator.erasure import ErasureMetrics
 from aggregator.http.services import check_profiles
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
-from aggregator.sync import Syncer
+from aggregator.sync import BudgetMetrics, Syncer
 from aggregator.sync.banks import BankDirectory
 from aggregator.worker.breaker import Backoff
 from aggregator.worker.consent import ConsentWatch
@@ -105,7 +105,7 @@ def _jobs(
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
         PlaidSweep(ctx.router, batch=config.batch),
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
-                     batch=config.batch),
+                     batch=config.batch, metrics=BudgetMetrics.of(ctx.metrics.registry)),
     ]
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch)
     if outbox is not None:

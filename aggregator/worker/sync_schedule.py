@@ -2,15 +2,19 @@
 
 A connection is due when its last successful sync (``sync_states.last_synced_at``) is
 older than its bank profile's ``[sync] interval_hours``, no unit of its budget was spent
-within that interval, and its rolling 24 h budget has room
-(:mod:`aggregator.sync.budget`). The candidates are found by a plain read; a worker then
+within that interval, and every ledger of it (per account and data type) has room below
+``daily_budget - reserve`` in the rolling 24 h (:mod:`aggregator.sync.budget`): the
+reserve is left for on-demand and webhook-triggered syncs. The candidates are found by
+a plain read, which already leaves out connections without budget; a worker then
 *claims* one in a write transaction that locks the connection row (``FOR UPDATE SKIP
 LOCKED`` on PostgreSQL; SQLite's writers take turns), checks again that it is due and
-spends the budget with reason ``scheduled``. The spend is the lease: a second worker
-finds it and skips the connection, and if the claiming worker dies before syncing, the
-connection is due again one interval later (its unit stays spent; the bank may have
-counted the call). The sync itself (:class:`~aggregator.sync.Syncer`) runs after the
-claim commits, with no lock held across the bank calls.
+spends the budget with reason ``scheduled`` (a refusal there, a race lost to another
+spender, counts in ``aggregator_sync_budget_exhausted_total{reason="scheduled"}``). The
+spend is the lease: a second worker finds it and skips the connection, and if the
+claiming worker dies before syncing, the connection is due again one interval later
+(its unit stays spent; the bank may have counted the call). The sync itself
+(:class:`~aggregator.sync.Syncer`) runs after the claim commits, with no lock held
+across the bank calls.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, exists, func, select
+from sqlalchemy import ColumnElement, and_, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.ids import ConnectionId
@@ -29,13 +33,15 @@ from aggregator.models import Connection, ConnectionStatus, SyncSpend, SyncState
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
 from aggregator.sync import (
-    SYNC_TYPES,
+    SCHEDULED,
     WINDOW,
     BankDirectory,
     BudgetExhausted,
+    BudgetMetrics,
     lock_connection,
     spend,
 )
+from aggregator.sync.budget import limit_for
 from connectors import ConnectorError, SyncPolicy
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,7 @@ class SyncSchedule:
     batch: int = 20
     interval: float = 60.0
     name: str = "sync_schedule"
+    metrics: BudgetMetrics | None = None
 
     async def run_once(self, stop: asyncio.Event, *, now: datetime | None = None) -> int:
         synced = 0
@@ -89,7 +96,7 @@ class SyncSchedule:
                     c.bank_id == bank_id, c.status == ConnectionStatus.ACTIVE,
                     s.last_synced_at.is_(None) | (s.last_synced_at <= now - interval),
                     ~_spent_since(now - interval),
-                    *_budget_left(policy, now),
+                    ~_a_ledger_full(limit_for(policy, SCHEDULED), now),
                 ).order_by(s.last_synced_at.asc().nulls_first(), c.id).limit(self.batch)
             )).scalars())
 
@@ -115,7 +122,8 @@ class SyncSchedule:
             if not await _still_due(session, connection_id, now - interval):
                 return False
             try:
-                await spend(session, connection, policy, now=now, reason="scheduled")
+                await spend(session, connection, policy, now=now, reason=SCHEDULED,
+                            metrics=self.metrics)
             except BudgetExhausted as exc:
                 log.info("scheduled sync of %s waits for its budget until %s",
                          connection_id, exc.next_allowed_at.isoformat())
@@ -128,15 +136,17 @@ def _spent_since(since: datetime) -> ColumnElement[bool]:
     return exists().where(p.connection_id == Connection.id, p.spent_at > since)
 
 
-def _budget_left(policy: SyncPolicy, now: datetime) -> list[ColumnElement[bool]]:
+def _a_ledger_full(limit: int, now: datetime) -> ColumnElement[bool]:
+    """Some ledger of the connection holds ``limit`` spends in the window already.
+
+    A prefilter only: the claim's :func:`~aggregator.sync.budget.spend` decides, under
+    the row lock.
+    """
     p = SyncSpend
-    return [
-        select(func.count()).where(
-            p.connection_id == Connection.id, p.data_type == data_type,
-            p.spent_at > now - WINDOW,
-        ).scalar_subquery() < policy.daily_budget
-        for data_type in SYNC_TYPES
-    ]
+    return exists(
+        select(literal(1)).where(p.connection_id == Connection.id, p.spent_at > now - WINDOW)
+        .group_by(p.account_id, p.data_type).having(func.count() >= limit)
+    )
 
 
 async def _still_due(session: AsyncSession, connection_id: str, since: datetime) -> bool:

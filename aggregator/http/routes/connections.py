@@ -1,9 +1,10 @@
 """``/v1/connections``: a user's grants at banks; revoking one ends it at the bank too.
 
 ``POST /v1/connections/{id}/sync`` spends the connection's rate budget (the bank
-profile's ``[sync]`` table, :mod:`aggregator.sync.budget`) before it calls the bank; over
-budget it answers 429 with ``Retry-After`` and ``next_sync_allowed_at``, which reads
-also report.
+profile's ``[sync]`` table, :mod:`aggregator.sync.budget`: per account and data type,
+the reserve included) before it calls the bank; over budget it answers 429 with
+``Retry-After`` and ``next_sync_allowed_at``, which reads also report, and counts it in
+``aggregator_sync_budget_exhausted_total{reason="on_demand"}``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from aggregator.http.views import ConnectionList, ConnectionOut, SyncOut
 from aggregator.ids import ConnectionId
 from aggregator.models import Connection, ConnectionStatus, Credential
 from aggregator.models.base import utcnow
-from aggregator.sync import BankDirectory, BudgetExhausted, UnknownBank, spend_for_sync
+from aggregator.sync import (
+    BankDirectory,
+    BudgetExhausted,
+    BudgetMetrics,
+    UnknownBank,
+    spend_for_sync,
+)
 from aggregator.sync import next_allowed_at as budget_allows_at
 from connectors import BankUnsupported, SyncPolicy
 
@@ -139,7 +146,8 @@ async def post_sync(call: Call) -> SyncOut:
         raise NotImplementedYet("this deployment has no sync job configured")
     try:
         await spend_for_sync(services.router, ConnectionId(connection_id),
-                             sync_policy(services, connection.bank_id), reason="on_demand")
+                             sync_policy(services, connection.bank_id), reason="on_demand",
+                             metrics=BudgetMetrics.of(call.request.app.state.metrics.registry))
     except BudgetExhausted as exc:
         raise SyncBudgetExhausted(
             str(exc), extra={"next_sync_allowed_at": exc.next_allowed_at.isoformat()},

@@ -128,7 +128,8 @@ async def test_a_burst_of_syncs_stops_at_the_bank_budget_with_429_and_retry_afte
 
     assert sorted(r.status_code for r in responses) == [200] * 4 + [429] * 3
     assert len(job.calls) == 4
-    assert await count_rows(region_router, SyncSpend) == {"eu": 8, "us": 0}  # 2 data types
+    # Per sync: the account list, and the one account's balances and transactions.
+    assert await count_rows(region_router, SyncSpend) == {"eu": 12, "us": 0}
     refused = [r for r in responses if r.status_code == 429]
     for response in refused:
         problem = assert_problem(response, 429, "sync_budget_exhausted")
@@ -139,6 +140,9 @@ async def test_a_burst_of_syncs_stops_at_the_bank_budget_with_429_and_retry_afte
     got = parsed(ConnectionOut, await api.get(f"/v1/connections/{linked.connection.id}"))
     first = min(datetime.fromisoformat(r.json()["next_sync_allowed_at"]) for r in refused)
     assert got.next_sync_allowed_at == first
+    exposition = (await api.get("/metrics")).text
+    assert ('aggregator_sync_budget_exhausted_total{bank="sandbox",reason="on_demand"} 3.0'
+            in exposition)
 
 
 async def test_next_sync_allowed_at_is_now_with_budget_and_null_when_revoked(
