@@ -111,11 +111,12 @@ class ApiConfig:
 class SyncPolicy:
     """How often the worker syncs a connection unattended, and how many calls a bank allows.
 
-    ``daily_budget`` is per connection and data type (accounts, transactions) in any
-    rolling 24 hours: PSD2 RTS Art. 36(5)(b) allows four account-information requests a
-    day without the user present, and aggregators such as GoCardless enforce four per
-    day, account and data type. ``interval_hours`` spaces the scheduled syncs; on-demand
-    syncs spend the same budget.
+    ``daily_budget`` is per connection, account and data type (accounts, transactions)
+    in any rolling 24 hours: PSD2 RTS Art. 36(5)(b) allows four account-information
+    requests a day without the user present, and aggregators such as GoCardless enforce
+    four per day, account and data type. ``interval_hours`` spaces the scheduled syncs;
+    on-demand and webhook-triggered syncs spend the same budget, and only they may spend
+    the last ``reserve`` units of it.
     """
 
     interval_hours: int = 6
