@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,13 @@ def test_explicit_endpoints_without_discovery(
     assert profile.discovery is False
     assert profile.endpoints.token == "https://auth.example.test/token"
     assert profile.endpoints.par is None
+
+
+def test_the_bank_answer_wins_over_the_consent_period() -> None:
+    granted = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    answered = datetime(2026, 5, 1, tzinfo=UTC)
+
+    assert ConsentPolicy(max_days=90).expires_at(granted) == granted + timedelta(days=90)
+    assert ConsentPolicy(max_days=90).expires_at(granted, answered) == answered
+    assert ConsentPolicy().expires_at(granted, answered) == answered
+    assert ConsentPolicy().expires_at(granted) is None
