@@ -14,8 +14,10 @@
     │   └── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
     ├── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
     │   └── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
-    └── WebhookRejected         a Plaid webhook failed verification; `reason` says which check
-                                (plaid/reasons.py)
+    ├── WebhookRejected         a Plaid webhook failed verification; `reason` says which check
+    │                           (plaid/reasons.py)
+    └── EgressRefused           the outbound policy refused a destination (SSRF guard, egress/)
+        └── ResponseTooLarge    an answer passed the policy's size or time limit
 
 Messages never contain a token, code, verifier or secret: callers log them as they are.
 """
@@ -97,3 +99,16 @@ class BankUnavailable(ConnectorError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class EgressRefused(ConnectorError):
+    """The outbound policy refused a URL or a resolved address (server-side request
+    forgery guard, :mod:`connectors.egress`); the message says why, never the URL."""
+
+    code = "egress_refused"
+
+
+class ResponseTooLarge(EgressRefused):
+    """An answer was longer, or took longer to arrive, than the outbound policy allows."""
+
+    code = "response_too_large"

@@ -7,7 +7,6 @@ import json
 import random
 from datetime import timedelta
 
-import httpx
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
@@ -19,7 +18,11 @@ from aggregator.ids import ApplicationId
 from aggregator.models import OutboundEvent
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
+from connectors import EgressPolicy, egress_client
 from tests.aggregator.events.conftest import Emit, Receiver
+
+#: The receiver listens on 127.0.0.1: these tests opt into loopback, as development does.
+DEV = EgressPolicy.development()
 
 
 async def _event(router: RegionRouter, event_id: str) -> OutboundEvent:
@@ -32,7 +35,7 @@ async def _event(router: RegionRouter, event_id: str) -> OutboundEvent:
 
 async def _setup(router: RegionRouter, custody: dict[str, RegionCustody],
                  app_id: ApplicationId, url: str) -> str:
-    change = await configure(router, custody, app_id, url=url)
+    change = await configure(router, custody, app_id, url=url, policy=DEV)
     assert change is not None
     assert change.secret is not None
     return change.secret
@@ -57,9 +60,9 @@ async def test_receiver_failing_n_times_still_gets_every_event_verifiably(
     ids = [await emit_erased("eu"), await emit_erased("us")]
     receiver.fail = 6
     now = utcnow()
-    async with httpx.AsyncClient() as http:
+    async with egress_client(DEV) as http:
         for _ in range(5):
-            await deliver_due(region_router, http, custody, owner="w1", now=now)
+            await deliver_due(region_router, http, custody, policy=DEV, owner="w1", now=now)
             now += SCHEDULE[-1] * 1.3  # past any jittered retry
     assert {e: (await _event(region_router, e)).delivered_at is not None for e in ids} == {
         e: True for e in ids}
@@ -81,8 +84,8 @@ async def test_redirects_are_not_followed_and_count_as_failures(
     receiver.fail, receiver.status = 1, 302
     receiver.extra_headers = "location: http://169.254.169.254/\r\n"
     event_id = await emit_erased("eu")
-    async with httpx.AsyncClient() as http:
-        stats = await deliver_due(region_router, http, custody, owner="w1")
+    async with egress_client(DEV) as http:
+        stats = await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
     event = await _event(region_router, event_id)
     assert stats.failed == 1
     assert len(receiver.requests) == 1
@@ -98,12 +101,12 @@ async def test_two_workers_never_deliver_one_event_twice_at_once(
 ) -> None:
     await _setup(region_router, custody, app_id, receiver.url)
     ids = {await emit_erased("eu") for _ in range(6)}
-    async with httpx.AsyncClient() as http:
+    async with egress_client(DEV) as http:
         a, b = await asyncio.gather(
-            deliver_due(region_router, http, custody, owner="w1", limit=4),
-            deliver_due(region_router, http, custody, owner="w2", limit=4),
+            deliver_due(region_router, http, custody, policy=DEV, owner="w1", limit=4),
+            deliver_due(region_router, http, custody, policy=DEV, owner="w2", limit=4),
         )
-        await deliver_due(region_router, http, custody, owner="w3")
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w3")
     assert a.delivered + b.delivered >= 4
     sent = [r.headers["webhook-id"] for r in receiver.requests]
     assert sorted(sent) == sorted(ids)
@@ -115,11 +118,11 @@ async def test_redelivery_sends_a_delivered_event_again(
 ) -> None:
     secret = await _setup(region_router, custody, app_id, receiver.url)
     event_id = await emit_erased("us")
-    async with httpx.AsyncClient() as http:
-        await deliver_due(region_router, http, custody, owner="w1")
+    async with egress_client(DEV) as http:
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
         assert (await _event(region_router, event_id)).delivered_at is not None
         assert await redeliver(region_router, "us", app_id, event_id) is not None
-        await deliver_due(region_router, http, custody, owner="w1")
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
     first, second = receiver.requests
     assert first.body == second.body
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == event_id
@@ -136,8 +139,8 @@ async def test_rotation_signs_with_both_secrets_until_the_old_one_expires(
     assert rotated.secret is not None
     assert rotated.previous_expires_at is not None
     await emit_erased("eu")
-    async with httpx.AsyncClient() as http:
-        await deliver_due(region_router, http, custody, owner="w1")
+    async with egress_client(DEV) as http:
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
     (request,) = receiver.requests
     assert request.headers["webhook-signature"].count("v1,") == 2
     Webhook(rotated.secret).verify(request.body, request.headers)
