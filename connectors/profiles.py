@@ -9,6 +9,12 @@ sandbox bank's published development secret. Every problem is a
 :class:`~connectors.errors.ProfileError` naming the file, the key and what is wrong, so
 an operator fixes a typo before the first user is sent to a bank.
 
+A bank that requires a transport certificate (UK Open Banking, FAPI; RFC 8705) names it
+with ``tls_client_cert_file`` and ``tls_client_key_file`` (the key file mode 0600), and
+``tls_ca_file`` when its server certificate chains to a private root; the certificate
+is presented on every call to that bank. ``client_auth_method = "tls_client_auth"`` (or
+``"self_signed_tls_client_auth"``) makes the certificate the client's only credential.
+
 A minimal profile::
 
     id = "examplebank-de"

@@ -16,6 +16,7 @@ who own them:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from connectors import (
     load_client_credentials,
     load_profiles,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,12 @@ def check_profiles(settings: Settings) -> dict[str, BankProfile]:
         if profile.region in settings.regions:
             load_client_credentials(profile)
             bank_ssl_context(profile)
+            for url in (profile.issuer, profile.api.base_url):
+                problem = settings.egress.url_problem(url)
+                if problem:  # the built-in loopback sandboxes, in production
+                    log.warning("bank %s is unreachable under the egress policy: %s",
+                                profile.id, problem)
+                    break
     return profiles
 
 

@@ -7,15 +7,17 @@ import json
 import random
 from datetime import timedelta
 
+import httpx
+import pytest
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from aggregator.custody import RegionCustody
-from aggregator.events import SCHEDULE, configure, deliver_due
+from aggregator.events import SCHEDULE, UnsafeUrl, configure, deliver_due
 from aggregator.events.delivery import next_attempt
 from aggregator.events.replay import redeliver
 from aggregator.ids import ApplicationId
-from aggregator.models import OutboundEvent
+from aggregator.models import Application, OutboundEvent
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
 from connectors import EgressPolicy, egress_client
@@ -162,3 +164,44 @@ async def test_secrets_are_stored_sealed(
         assert url == receiver.url
         assert raw not in bytes(sealed)
         assert raw[6:] not in bytes(sealed)
+
+
+class Dns:
+    """A resolver whose answers the test scripts, one per question (the last repeats)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused_at_registration(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+) -> None:
+    for answer in (["10.0.0.7"], ["169.254.169.254"], ["93.184.216.34", "127.0.0.1"]):
+        with pytest.raises(UnsafeUrl, match="resolves to"):
+            await configure(region_router, custody, app_id, url="https://hooks.evil.example/",
+                            resolver=Dns(answer))
+    async with region_router.reader("eu") as session:
+        app = await session.get(Application, app_id)
+        assert app is not None
+        assert app.webhook_url is None  # nothing was written
+
+
+async def test_an_endpoint_whose_name_rebinds_to_loopback_is_refused_at_delivery(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    receiver: Receiver, emit_erased: Emit,
+) -> None:
+    port = httpx.URL(receiver.url).port
+    url = f"https://hooks.rebind.example:{port}/hooks"
+    dns = Dns(["93.184.216.34"], ["127.0.0.1"])  # public when registered, loopback later
+    await configure(region_router, custody, app_id, url=url, resolver=dns)
+    event_id = await emit_erased("eu")
+    async with egress_client(EgressPolicy(), resolver=dns) as http:
+        stats = await deliver_due(region_router, http, custody, owner="w1")
+    assert stats.failed == 1
+    event = await _event(region_router, event_id)
+    assert event.last_error == "unsafe_url"
+    assert event.delivered_at is None
+    assert receiver.requests == []  # no connection reached the loopback receiver
