@@ -5,6 +5,7 @@
     ConnectorError
     ├── ProfileError            a bank profile file is invalid (names file, key, problem)
     ├── BankProtocolError       the bank answered something malformed or non-conforming
+    │   ├── ResponseTooLarge    an answer passed the egress policy's size or time limit
     │   ├── StateMismatch       callback `state` missing, replayed or foreign
     │   │   └── AuthorizationExpired  the pending authorization outlived its 10 minutes
     │   └── IssuerMismatch      RFC 9207 `iss` wrong or missing (mix-up attack)
@@ -13,11 +14,11 @@
     ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
     │   └── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
     ├── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
-    │   └── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
-    ├── WebhookRejected         a Plaid webhook failed verification; `reason` says which check
-    │                           (plaid/reasons.py)
-    └── EgressRefused           the outbound policy refused a destination (SSRF guard, egress/)
-        └── ResponseTooLarge    an answer passed the policy's size or time limit
+    │   ├── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
+    │   └── EgressRefused       the outbound policy refused the destination (SSRF guard);
+    │                           nothing was sent
+    └── WebhookRejected         a Plaid webhook failed verification; `reason` says which check
+                                (plaid/reasons.py)
 
 Messages never contain a token, code, verifier or secret: callers log them as they are.
 """
@@ -101,14 +102,19 @@ class BankUnavailable(ConnectorError):
         super().__init__(message)
 
 
-class EgressRefused(ConnectorError):
+class EgressRefused(BankUnavailable):
     """The outbound policy refused a URL or a resolved address (server-side request
-    forgery guard, :mod:`connectors.egress`); the message says why, never the URL."""
+    forgery guard, :mod:`connectors.egress`) before anything was sent; the message says
+    why, never the URL. To a worker it is an unreachable bank: back off, nothing rotated."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
     code = "egress_refused"
 
 
-class ResponseTooLarge(EgressRefused):
-    """An answer was longer, or took longer to arrive, than the outbound policy allows."""
+class ResponseTooLarge(BankProtocolError):
+    """An answer was longer, or took longer to arrive, than the outbound policy allows;
+    the request was sent and may have had its effect (a rotated refresh token)."""
 
     code = "response_too_large"

@@ -41,7 +41,7 @@ from aggregator.events.standard_webhooks import headers
 from aggregator.models import Application, OutboundEvent
 from aggregator.models.base import table_of, utcnow
 from aggregator.store.router import RegionRouter
-from connectors import EgressPolicy, EgressRefused
+from connectors import EgressPolicy, EgressRefused, ResponseTooLarge
 
 _events = table_of(OutboundEvent)
 
@@ -127,6 +127,8 @@ async def post(
             status = response.status_code
     except (ValueError, EgressRefused):
         return Attempt(False, error="unsafe_url")
+    except ResponseTooLarge:
+        return Attempt(False, error="too_large")
     except httpx.TimeoutException:
         return Attempt(False, error="timeout")
     except httpx.HTTPError:

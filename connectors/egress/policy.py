@@ -134,9 +134,9 @@ class EgressPolicy:
         object.__setattr__(self, "_hosts", frozenset(normalise_host(h) for h in self.allowed_hosts))
 
     @classmethod
-    def development(cls, **kwargs: object) -> EgressPolicy:
+    def development(cls) -> EgressPolicy:
         """Loopback allowed: for the sandbox bank, the demo and tests on 127.0.0.1."""
-        return cls(allow_http_loopback=True, **kwargs)  # type: ignore[arg-type]
+        return cls(allow_http_loopback=True)
 
     @property
     def httpx_timeout(self) -> httpx.Timeout:
