@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trustme
 
+from aggregator.http.services import check_profiles
+from aggregator.settings import RegionSettings, Settings
 from aggregator.sync import BankDirectory
-from connectors import EgressPolicy, load_profiles
+from connectors import EgressPolicy, ProfileError, load_profiles
+from vault import LocalKeyringConfig
 
 
 def _mtls_profile_dir(tmp_path: Path) -> Path:
@@ -51,3 +55,16 @@ async def test_only_the_certificate_bank_gets_its_own_client_and_it_is_closed(
         await directory.aclose()
         assert own.is_closed
         assert not shared.is_closed
+
+
+def test_a_group_readable_transport_key_stops_start_up_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    directory = _mtls_profile_dir(tmp_path)
+    (tmp_path / "client.key").chmod(0o640)
+    settings = Settings(data_dir=tmp_path, regions={"eu": RegionSettings(
+        "eu", f"sqlite+aiosqlite:///{tmp_path / 'eu.sqlite3'}",
+        LocalKeyringConfig(tmp_path / "keys", "eu"),
+    )}, bank_dirs=(directory,))
+    with pytest.raises(ProfileError, match=r"fapi\.toml: tls_client_key_file: .*client\.key"):
+        check_profiles(settings)
