@@ -24,12 +24,21 @@ Example ``aggregator.toml``::
     key_name = "aggregator-eu"
     token_env = "VAULT_TOKEN_EU"         # secrets are named, never written here
 
+    [egress]                             # where the gateway may send requests (SSRF guard)
+    allow_http_loopback = false          # true only for development against 127.0.0.1
+    allowed_networks = ["10.20.0.0/16"]  # private networks vouched for (https only)
+    allowed_hosts = ["bank-proxy.corp"]  # names that may resolve to private addresses
+    max_response_bytes = 10485760
+    timeout_seconds = 10                 # also connect_timeout_seconds, total_timeout_seconds
+
 Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
 ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_REGIONS=eu,us`` (which
 regions run), and
 ``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
 ``AGGREGATOR_REGION_EU_DATABASE_URL`` or ``AGGREGATOR_REGION_EU_KEYS_PROVIDER``; and
-``AGGREGATOR_WORKER_<SETTING>`` for each ``[worker]`` setting (:data:`WORKER_ENV`).
+``AGGREGATOR_WORKER_<SETTING>`` for each ``[worker]`` setting (:data:`WORKER_ENV`); and
+``AGGREGATOR_EGRESS_<SETTING>`` for each ``[egress]`` setting (:data:`ENV_EGRESS`), lists
+comma-separated, e.g. ``AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK=true``.
 """
 
 from __future__ import annotations
@@ -39,12 +48,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from aggregator.errors import ConfigError
+from connectors import EgressPolicy
 from vault import LocalKeyringConfig, Pkcs11Config, ProviderConfig, Secret, TransitConfig
 
 DEFAULT_REGIONS = ("eu", "us")
@@ -75,6 +85,17 @@ WORKER_ENV: Mapping[str, str] = {
     "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": "consent_warning_days",
 }
 
+#: ``[egress]`` settings that an environment variable may override, by variable name.
+ENV_EGRESS: Mapping[str, str] = {
+    "AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK": "allow_http_loopback",
+    "AGGREGATOR_EGRESS_ALLOWED_NETWORKS": "allowed_networks",
+    "AGGREGATOR_EGRESS_ALLOWED_HOSTS": "allowed_hosts",
+    "AGGREGATOR_EGRESS_MAX_RESPONSE_BYTES": "max_response_bytes",
+    "AGGREGATOR_EGRESS_TIMEOUT_SECONDS": "timeout_seconds",
+    "AGGREGATOR_EGRESS_CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
+    "AGGREGATOR_EGRESS_TOTAL_TIMEOUT_SECONDS": "total_timeout_seconds",
+}
+
 _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
     "local": frozenset({"provider", "directory", "kek_id"}),
     "pkcs11": frozenset({"provider", "module", "token_label", "pin_env", "kek_label"}),
@@ -83,7 +104,7 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
         "approle_secret_id_env", "approle_mount", "namespace", "ca_cert", "timeout_seconds",
     }),
 }
-_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "worker"})
+_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "worker", "egress"})
 _REGION_KEYS = frozenset({"database_url", "keys"})
 
 
@@ -119,6 +140,8 @@ class Settings:
     source: str = "defaults"
     extra: Mapping[str, Any] = field(default_factory=dict)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    #: The outbound policy every httpx client of the process is built with (``[egress]``).
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     def region(self, name: str) -> RegionSettings:
         try:
@@ -168,6 +191,7 @@ def load_settings(
         public_url=public_url,
         source=source,
         worker=_worker(_mapping(raw.get("worker", {}), source, "worker"), env, source),
+        egress=_egress(_mapping(raw.get("egress", {}), source, "egress"), env, source),
     )
 
 
@@ -294,6 +318,58 @@ def _keys(
         namespace=raw.get("namespace"), verify=str(raw["ca_cert"]) if raw.get("ca_cert") else True,
         timeout=_number(raw.get("timeout_seconds", 5.0), source, f"{where}.timeout_seconds"),
     )
+
+
+def _egress(raw: Mapping[str, Any], env: Mapping[str, str], source: str) -> EgressPolicy:
+    """The ``[egress]`` table with its environment overrides, as an :class:`EgressPolicy`."""
+    _reject_unknown(raw, frozenset(ENV_EGRESS.values()), source, "egress.")
+    values = {k: (v, f"{source}: egress.{k}") for k, v in raw.items()}
+    for var, key in ENV_EGRESS.items():
+        if var in env:
+            values[key] = (_env_value(key, env[var], var), var)
+
+    def get(key: str, default: Any) -> tuple[Any, str]:
+        return values.get(key, (default, f"{source}: egress.{key}"))
+
+    def number(key: str, default: float) -> float:
+        value, where = get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{where} must be a positive number")
+        return float(value)
+
+    flag, where = get("allow_http_loopback", False)
+    if not isinstance(flag, bool):
+        raise ConfigError(f"{where} must be a boolean")
+    lists = {key: get(key, []) for key in ("allowed_networks", "allowed_hosts")}
+    for value, where in lists.values():
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings")
+    networks, where = lists["allowed_networks"]
+    try:
+        parsed = tuple(ip_network(n, strict=True) for n in networks)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return EgressPolicy(
+        allow_http_loopback=flag, allowed_networks=parsed,
+        allowed_hosts=frozenset(lists["allowed_hosts"][0]),
+        max_response_bytes=int(number("max_response_bytes", 10 * 1024 * 1024)),
+        timeout=number("timeout_seconds", 10.0),
+        connect_timeout=number("connect_timeout_seconds", 5.0),
+        total_timeout=number("total_timeout_seconds", 30.0),
+    )
+
+
+def _env_value(key: str, text: str, var: str) -> Any:
+    if key.startswith("allowed_"):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if key.startswith("allow_"):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{var} must be true or false, not {text!r}")
+        return text.lower() in ("true", "1")
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{var} must be a number, not {text!r}") from None
 
 
 def _public_url(value: Any, where: str) -> str | None:

@@ -14,6 +14,7 @@ from connectors.dialects import (
     get_dialect,
     parse_retry_after,
 )
+from connectors.egress import EgressPolicy, Resolver, check_destination, egress_client
 from connectors.errors import (
     AuthorizationExpired,
     BankProtocolError,
@@ -21,10 +22,12 @@ from connectors.errors import (
     BankUnsupported,
     ConnectorError,
     ConsentRejected,
+    EgressRefused,
     GrantRevoked,
     IssuerMismatch,
     ItemLoginRequired,
     ProfileError,
+    ResponseTooLarge,
     StateMismatch,
 )
 from connectors.hooks import Hook, get_hook, hook_names, register_hook
@@ -37,6 +40,7 @@ from connectors.oauth.credentials import load_client_credentials
 from connectors.oauth.pending import PENDING_LIFETIME, PendingAuthorization
 from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
+from connectors.oauth.rfc8705 import bank_ssl_context
 from connectors.oauth.rfc9207 import check_issuer
 from connectors.oauth.tokens import TokenSet
 from connectors.plaid.boundary import MutationDuringPagination, map_plaid_errors
@@ -85,6 +89,8 @@ __all__ = [
     "ConsentPolicy",
     "ConsentRejected",
     "Dialect",
+    "EgressPolicy",
+    "EgressRefused",
     "Endpoints",
     "Finding",
     "GrantRevoked",
@@ -107,6 +113,8 @@ __all__ = [
     "RedactingFilter",
     "RejectReason",
     "RemovedTransaction",
+    "Resolver",
+    "ResponseTooLarge",
     "ServerMetadata",
     "Severity",
     "Signer",
@@ -120,9 +128,12 @@ __all__ = [
     "WebhookKeys",
     "WebhookRejected",
     "WebhookVerifier",
+    "bank_ssl_context",
     "build_client_assertion",
     "check_compatibility",
+    "check_destination",
     "check_issuer",
+    "egress_client",
     "fetch_metadata",
     "get_dialect",
     "get_hook",

@@ -5,6 +5,7 @@
     ConnectorError
     ├── ProfileError            a bank profile file is invalid (names file, key, problem)
     ├── BankProtocolError       the bank answered something malformed or non-conforming
+    │   ├── ResponseTooLarge    an answer passed the egress policy's size or time limit
     │   ├── StateMismatch       callback `state` missing, replayed or foreign
     │   │   └── AuthorizationExpired  the pending authorization outlived its 10 minutes
     │   └── IssuerMismatch      RFC 9207 `iss` wrong or missing (mix-up attack)
@@ -13,7 +14,9 @@
     ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
     │   └── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
     ├── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
-    │   └── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
+    │   ├── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
+    │   └── EgressRefused       the outbound policy refused the destination (SSRF guard);
+    │                           nothing was sent
     └── WebhookRejected         a Plaid webhook failed verification; `reason` says which check
                                 (plaid/reasons.py)
 
@@ -97,3 +100,21 @@ class BankUnavailable(ConnectorError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class EgressRefused(BankUnavailable):
+    """The outbound policy refused a URL or a resolved address (server-side request
+    forgery guard, :mod:`connectors.egress`) before anything was sent; the message says
+    why, never the URL. To a worker it is an unreachable bank: back off, nothing rotated."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    code = "egress_refused"
+
+
+class ResponseTooLarge(BankProtocolError):
+    """An answer was longer, or took longer to arrive, than the outbound policy allows;
+    the request was sent and may have had its effect (a rotated refresh token)."""
+
+    code = "response_too_large"

@@ -9,6 +9,12 @@ sandbox bank's published development secret. Every problem is a
 :class:`~connectors.errors.ProfileError` naming the file, the key and what is wrong, so
 an operator fixes a typo before the first user is sent to a bank.
 
+A bank that requires a transport certificate (UK Open Banking, FAPI; RFC 8705) names it
+with ``tls_client_cert_file`` and ``tls_client_key_file`` (the key file mode 0600), and
+``tls_ca_file`` when its server certificate chains to a private root; the certificate
+is presented on every call to that bank. ``client_auth_method = "tls_client_auth"`` (or
+``"self_signed_tls_client_auth"``) makes the certificate the client's only credential.
+
 A minimal profile::
 
     id = "examplebank-de"
@@ -75,10 +81,19 @@ class ClientAuthMethod(enum.StrEnum):
     CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - RFC 6749 §2.3.1, HTTP Basic
     CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105 - RFC 6749 §2.3.1, form body
     PRIVATE_KEY_JWT = "private_key_jwt"  # RFC 7523 §2.2, a signed JWT assertion
+    TLS_CLIENT_AUTH = "tls_client_auth"  # RFC 8705 §2.1, a CA-issued client certificate
+    SELF_SIGNED_TLS_CLIENT_AUTH = "self_signed_tls_client_auth"  # RFC 8705 §2.2, registered cert
 
     @property
     def uses_secret(self) -> bool:
-        return self is not ClientAuthMethod.PRIVATE_KEY_JWT
+        return self in (ClientAuthMethod.CLIENT_SECRET_BASIC, ClientAuthMethod.CLIENT_SECRET_POST)
+
+    @property
+    def uses_certificate(self) -> bool:
+        """The TLS client certificate is the credential (RFC 8705 §2)."""
+        return self in (
+            ClientAuthMethod.TLS_CLIENT_AUTH, ClientAuthMethod.SELF_SIGNED_TLS_CLIENT_AUTH
+        )
 
 
 class ParMode(enum.StrEnum):
@@ -198,6 +213,16 @@ class BankProfile:
     logo: str | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
     consent: ConsentPolicy = field(default_factory=ConsentPolicy)
+    #: RFC 8705 transport certificate presented on every call to the bank, and its key.
+    tls_client_cert_file: Path | None = None
+    tls_client_key_file: Path | None = None
+    #: The roots the bank's server certificate chains to, when not a public CA's.
+    tls_ca_file: Path | None = None
+
+    @property
+    def mutual_tls(self) -> bool:
+        """Whether calls present a client certificate (and use RFC 8705 §5 aliases)."""
+        return self.tls_client_cert_file is not None
 
     @property
     def scope(self) -> str:
@@ -247,6 +272,9 @@ _TOP_KEYS = frozenset(
         "logo",
         "sync",
         "consent",
+        "tls_client_cert_file",
+        "tls_client_key_file",
+        "tls_ca_file",
     }
 )
 
@@ -337,6 +365,7 @@ def _parse(t: Table, path: Path) -> BankProfile:
                          default_consent_days(t.string("country", pattern=_schema.COUNTRY))),
         source=path,
         **_credentials(t, method, loopback=loopback, base=path.parent),
+        **_transport_certificate(t, method, base=path.parent),
     )
 
 
@@ -413,7 +442,7 @@ def _credentials(
         ):
             if value is not None:
                 raise t.error(key, f"only used with private_key_jwt, not {method.value}")
-    else:
+    elif method is ClientAuthMethod.PRIVATE_KEY_JWT:
         if (pem_env is None) == (key_file is None):
             raise t.error(
                 "private_key_pem_env",
@@ -421,6 +450,17 @@ def _credentials(
             )
         if secret_env is not None or dev_default is not None:
             raise t.error("client_secret_env", "not used with private_key_jwt")
+    else:
+        for key, value in (
+            ("client_secret_env", secret_env),
+            ("client_secret_dev_default", dev_default),
+            ("private_key_pem_env", pem_env),
+            ("private_key_file", key_file),
+            ("signing_alg", alg),
+        ):
+            if value is not None:
+                raise t.error(key, f"not used with {method.value}: the certificate is the "
+                                   "credential (RFC 8705 §2)")
     return {
         "client_secret_env": secret_env,
         "client_secret_dev_default": dev_default,
@@ -428,4 +468,20 @@ def _credentials(
         "private_key_file": key_file,
         "signing_alg": alg,
         "client_key_id": kid,
+    }
+
+
+def _transport_certificate(t: Table, method: ClientAuthMethod, *, base: Path) -> dict[str, Any]:
+    cert = t.path("tls_client_cert_file", base=base)
+    key = t.path("tls_client_key_file", base=base)
+    if (cert is None) != (key is None):
+        raise t.error("tls_client_cert_file" if cert is None else "tls_client_key_file",
+                      "a client certificate needs both tls_client_cert_file and "
+                      "tls_client_key_file")
+    if method.uses_certificate and cert is None:
+        raise t.error("tls_client_cert_file", f"required by {method.value} (RFC 8705 §2)")
+    return {
+        "tls_client_cert_file": cert,
+        "tls_client_key_file": key,
+        "tls_ca_file": t.path("tls_ca_file", base=base),
     }

@@ -17,7 +17,9 @@ from connectors import (
     ConnectorError,
     ServerMetadata,
     Severity,
+    bank_ssl_context,
     check_compatibility,
+    egress_client,
     fetch_metadata,
     load_client_credentials,
     load_profiles,
@@ -93,7 +95,9 @@ async def _inspect(profile: BankProfile, http_timeout: float, settings: Settings
         print(f"  PROBLEM  region: {profile.region!r} is not a configured region")
         problems += 1
     signing_alg = None
+    context = None
     try:
+        context = bank_ssl_context(profile)
         _, signer = load_client_credentials(profile)
         signing_alg = signer.algorithm if signer else None
         print(f"  ok       credentials: {profile.client_auth_method.value} credentials found")
@@ -101,7 +105,8 @@ async def _inspect(profile: BankProfile, http_timeout: float, settings: Settings
         print(f"  PROBLEM  credentials: {exc}")
         problems += 1
     try:
-        async with httpx.AsyncClient(timeout=http_timeout) as http:
+        async with egress_client(settings.egress, ssl_context=context,
+                                 timeout=http_timeout) as http:
             metadata = await fetch_metadata(
                 http, profile.issuer, http_timeout=httpx.Timeout(http_timeout), bank=profile.id
             )

@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ from aggregator.sandbox import (
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.sync import BankDirectory
-from connectors import load_profiles
+from connectors import egress_client, load_profiles
 from vault import data_key_id
 
 BANK_PORT, GATEWAY_PORT = 8600, 8000
@@ -149,6 +149,9 @@ def _bind(port: int) -> Any:
 
 @contextlib.asynccontextmanager
 async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
+    # The demo's bank is the sandbox on 127.0.0.1: the development opt-in of the egress
+    # policy, for this process only (the rest of the policy stays as configured).
+    settings = replace(settings, egress=replace(settings.egress, allow_http_loopback=True))
     async with AsyncExitStack() as stack:
         out("aggregator demo: the embedded default, on this machine only")
         router = RegionRouter(settings)
@@ -163,12 +166,14 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
         except OSError:  # taken: any free port will do
             bank_url = await stack.enter_async_context(bank.serve("127.0.0.1", 0))
         digests: list[str] = []
-        http = await stack.enter_async_context(httpx.AsyncClient(
-            timeout=10, event_hooks={"response": [_token_watch(digests)]},
+        http = await stack.enter_async_context(egress_client(
+            settings.egress, timeout=10, event_hooks={"response": [_token_watch(digests)]},
         ))
         profiles = load_profiles(settings.bank_dirs,
                                  {b: {"issuer": bank_url} for b in SANDBOX_BANKS})
-        services = Services(settings, router, custody, BankDirectory(profiles, http))
+        banks = BankDirectory(profiles, http, policy=settings.egress)
+        stack.push_async_callback(banks.aclose)
+        services = Services(settings, router, custody, banks)
         sock = _bind(GATEWAY_PORT)
         gateway_url = base_url(sock)
         install(services, public_url=gateway_url)

@@ -16,6 +16,11 @@ the schedule's span is a floor). Eight attempts span more than 27 hours; after t
 last, ``next_attempt_at`` is cleared and the event waits for a redelivery. Redirects
 are not followed: a 3xx is a failure, since following one would let an endpoint
 point us at an internal address the URL check refused.
+
+SSRF: the URL is checked against the outbound policy again before each attempt (it
+was registered under a policy that may since have tightened), and ``http`` should be an
+:func:`connectors.egress_client` of the same policy, which checks the resolved address
+of every connection and caps the answer; a refusal is the attempt's ``unsafe_url``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from aggregator.events.standard_webhooks import headers
 from aggregator.models import Application, OutboundEvent
 from aggregator.models.base import table_of, utcnow
 from aggregator.store.router import RegionRouter
+from connectors import EgressPolicy, EgressRefused, ResponseTooLarge
 
 _events = table_of(OutboundEvent)
 
@@ -45,6 +51,7 @@ SCHEDULE: tuple[timedelta, ...] = (
 )
 JITTER = 0.2
 LEASE_FOR = timedelta(seconds=60)
+_STRICT = EgressPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,19 +114,21 @@ async def lease_due(
 
 async def post(
     http: httpx.AsyncClient, url: str, signing: list[str], event: OutboundEvent,
-    *, now: datetime, request_timeout: float,
+    *, now: datetime, request_timeout: float, policy: EgressPolicy = _STRICT,
 ) -> Attempt:
     """One signed POST; every transport failure becomes a code here, at the boundary."""
     body = body_of(event)
     sent = {"content-type": "application/json",
             **headers(signing, event.id, int(now.timestamp()), body)}
     try:
-        check_url(url)
+        check_url(url, policy)
         async with http.stream("POST", url, content=body, headers=sent,
                                follow_redirects=False, timeout=request_timeout) as response:
             status = response.status_code
-    except ValueError:
+    except (ValueError, EgressRefused):
         return Attempt(False, error="unsafe_url")
+    except ResponseTooLarge:
+        return Attempt(False, error="too_large")
     except httpx.TimeoutException:
         return Attempt(False, error="timeout")
     except httpx.HTTPError:
@@ -154,7 +163,7 @@ async def _record(
 async def deliver_due(
     router: RegionRouter, http: httpx.AsyncClient, custody: Mapping[str, RegionCustody], *,
     owner: str, limit: int = 100, request_timeout: float = 10.0, now: datetime | None = None,
-    rng: random.Random | None = None,
+    rng: random.Random | None = None, policy: EgressPolicy = _STRICT,
 ) -> DeliveryStats:
     """Deliver up to ``limit`` due events per region, concurrently; one pass, no loop.
 
@@ -167,7 +176,7 @@ async def deliver_due(
         leased = await lease_due(router, region, owner, now=now or utcnow(), limit=limit)
         await asyncio.gather(*(
             _deliver(router, http, custody[region], event, app, owner=owner, stats=stats,
-                     request_timeout=request_timeout, now=now, rng=rng)
+                     request_timeout=request_timeout, now=now, rng=rng, policy=policy)
             for event, app in leased
         ))
     return stats
@@ -176,14 +185,14 @@ async def deliver_due(
 async def _deliver(
     router: RegionRouter, http: httpx.AsyncClient, keys: RegionCustody,
     event: OutboundEvent, app: Application, *, owner: str, stats: DeliveryStats,
-    request_timeout: float, now: datetime | None, rng: random.Random,
+    request_timeout: float, now: datetime | None, rng: random.Random, policy: EgressPolicy,
 ) -> None:
     signing = secrets_in_use(keys.hasher, app, utcnow())
     if app.webhook_url is None or not signing:
         attempt = Attempt(False, error="no_endpoint")
     else:
         attempt = await post(http, app.webhook_url, signing, event, now=utcnow(),
-                             request_timeout=request_timeout)
+                             request_timeout=request_timeout, policy=policy)
     if not await _record(router, keys.region, event, owner, attempt, now or utcnow(), rng):
         stats.lost += 1
     elif attempt.delivered:

@@ -12,21 +12,22 @@ Rotation keeps the previous secret for a grace period (a day by default) and sig
 with both meanwhile, so receivers switch without dropping a message. A second rotation
 within the period retires the oldest secret at once.
 
-The URL check is a first line only: ``https``, or ``http`` to a loopback address, and
-never a link-local, private or unspecified address literal (169.254.169.254 is the
-cloud metadata service: SSRF). Names are not resolved here; a resolving guard at
-delivery time is a later issue.
+The URL is held to the process's outbound policy (:class:`connectors.EgressPolicy`,
+``[egress]`` in the settings) when it is registered: ``https`` only (``http`` to
+loopback only where development opted in), no link-local (169.254.169.254 is the cloud
+metadata service), private, loopback or reserved target in any spelling, and the name
+resolved now with every answer checked: server-side request forgery (CWE-918) is
+refused with a 422 before an event exists. Delivery checks again, on every connection
+(:mod:`connectors.egress.transport`), since DNS answers change.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -37,51 +38,38 @@ from aggregator.models import Application
 from aggregator.models.base import utcnow
 from aggregator.sealing import KeyedHasher
 from aggregator.store.router import RegionRouter
+from connectors import EgressPolicy, EgressRefused, Resolver, check_destination
 
 _CONTEXT = b"aggregator/webhook-secret/v1"
 _NONCE = 12
 CURRENT, PREVIOUS = "current", "previous"
 ROTATION_GRACE = timedelta(hours=24)
-_BLOCKED_NAMES = ("metadata.google.internal", "metadata")
+_STRICT = EgressPolicy()
 
 
 class UnsafeUrl(ValueError):
     """The URL may not receive events; the message says why (it never echoes the URL)."""
 
 
-def check_url(url: str) -> str:
-    """``url`` if events may be sent there, else :class:`UnsafeUrl`."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise UnsafeUrl("not a valid URL") from None
-    host = (parts.hostname or "").rstrip(".").lower()
-    if parts.scheme not in ("https", "http"):
-        raise UnsafeUrl("the URL must use https")
-    if not host or parts.username is not None or parts.password is not None:
-        raise UnsafeUrl("the URL needs a host and no user information")
-    if parts.fragment or port == 0:
-        raise UnsafeUrl("the URL may not carry a fragment or port 0")
-    if host in _BLOCKED_NAMES or host.endswith((".internal", ".local")):
-        raise UnsafeUrl("the URL names an internal host")
-    address = _address(host)
-    loopback = host == "localhost" or (address is not None and address.is_loopback)
-    if address is not None and not loopback and not address.is_global:
-        raise UnsafeUrl("the URL names a private, link-local or reserved address")
-    if parts.scheme == "http" and not loopback:
-        raise UnsafeUrl("plain http is allowed to loopback addresses only; use https")
+def check_url(url: str, policy: EgressPolicy = _STRICT) -> str:
+    """``url`` if `policy` lets events be sent there (judged without DNS), else
+    :class:`UnsafeUrl`."""
+    problem = policy.url_problem(url)
+    if problem:
+        raise UnsafeUrl(problem)
     return url
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+async def check_endpoint(
+    url: str, policy: EgressPolicy = _STRICT, resolver: Resolver | None = None
+) -> str:
+    """:func:`check_url`, then every address the host resolves to now."""
+    check_url(url, policy)
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+        await check_destination(policy, url, resolver)
+    except EgressRefused as exc:
+        raise UnsafeUrl(str(exc)) from None
+    return url
 
 
 def _aesgcm(hasher: KeyedHasher, app_id: str) -> AESGCM:
@@ -128,15 +116,17 @@ class EndpointChange:
 async def configure(
     router: RegionRouter, custody: Mapping[str, RegionCustody], app_id: ApplicationId, *,
     url: str | None = None, rotate: bool = False, grace: timedelta = ROTATION_GRACE,
+    policy: EgressPolicy = _STRICT, resolver: Resolver | None = None,
 ) -> EndpointChange | None:
     """Set the URL and/or rotate the secret, in every region; None if the app is unknown.
 
     The first secret is made with the first URL. Every region is flushed before any
     commits (as :func:`aggregator.applications.create_application` does), so one
-    region's failure writes nothing.
+    region's failure writes nothing. The URL must pass :func:`check_endpoint` under
+    `policy` (the settings' ``egress``), else :class:`UnsafeUrl`.
     """
     if url is not None:
-        check_url(url)
+        await check_endpoint(url, policy, resolver)
     now = utcnow()
     async with AsyncExitStack() as stack:
         sessions = {

@@ -83,6 +83,9 @@ _TYPES = (
                 "The bank's answer broke the protocol; retrying rarely helps.", expose=True),
     ProblemType("bank_unsupported", 502, "Bank lacks a required feature",
                 "The bank does not support what the operation needs.", expose=True),
+    ProblemType("egress_refused", 502, "Outbound call refused",
+                "The gateway's outbound policy (its SSRF guard) refused the bank's address "
+                "or its answer; an operator must correct the configuration."),
     ProblemType("bank_unavailable", 503, "Bank unavailable",
                 "The bank could not be reached or asked us to back off; retry later "
                 "(see Retry-After).", expose=True),
@@ -100,6 +103,7 @@ ALIASES: Mapping[str, str] = {
     "state_mismatch": "conflict",
     "authorization_expired": "conflict",
     "issuer_mismatch": "bank_protocol_error",
+    "response_too_large": "egress_refused",
 }
 
 

@@ -16,6 +16,7 @@ who own them:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,16 @@ from aggregator.ids import ConnectionId
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
 from aggregator.sync import BankDirectory
-from connectors import BankOAuthClient, BankProfile, load_client_credentials, load_profiles
+from connectors import (
+    BankOAuthClient,
+    BankProfile,
+    bank_ssl_context,
+    egress_client,
+    load_client_credentials,
+    load_profiles,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +94,21 @@ def services_of(request: Request) -> Services:
 def check_profiles(settings: Settings) -> dict[str, BankProfile]:
     """Load every bank profile and the credentials of those in a served region.
 
-    A typo in a profile or a missing client secret stops start-up here instead of
-    failing the first user who picks that bank.
+    A typo in a profile, a missing client secret or an unreadable (or group-readable)
+    transport certificate key stops start-up here instead of failing the first user who
+    picks that bank.
     """
     profiles = load_profiles(settings.bank_dirs)
     for profile in profiles.values():
         if profile.region in settings.regions:
             load_client_credentials(profile)
+            bank_ssl_context(profile)
+            for url in (profile.issuer, profile.api.base_url):
+                problem = settings.egress.url_problem(url)
+                if problem:  # the built-in loopback sandboxes, in production
+                    log.warning("bank %s is unreachable under the egress policy: %s",
+                                profile.id, problem)
+                    break
     return profiles
 
 
@@ -101,9 +119,13 @@ BankClientsFactory = Callable[[Mapping[str, BankProfile], httpx.AsyncClient], Ba
 @asynccontextmanager
 async def open_services(
     settings: Settings, *, http: httpx.AsyncClient | None = None,
-    bank_clients: BankClientsFactory = BankDirectory,
+    bank_clients: BankClientsFactory | None = None,
 ) -> AsyncIterator[Services]:
     """Everything a gateway process needs, checked; closed again on exit.
+
+    Outbound calls go through one :func:`connectors.egress_client` built with
+    ``settings.egress`` (the SSRF guard), unless a test passes its own ``http``; a bank
+    with a transport certificate gets its own client from the directory.
 
     With the default ``bank_clients`` the Link flow and the sync job are installed
     too (:func:`aggregator.link.wiring.install`, with ``settings.public_url``), so
@@ -120,8 +142,14 @@ async def open_services(
         for keys in custody.values():
             stack.callback(keys.close)
         if http is None:
-            http = await stack.enter_async_context(httpx.AsyncClient())
-        services = Services(settings, router, custody, bank_clients(profiles, http))
+            http = await stack.enter_async_context(egress_client(settings.egress))
+        if bank_clients is None:
+            directory = BankDirectory(profiles, http, policy=settings.egress)
+            stack.push_async_callback(directory.aclose)
+            banks: BankClients = directory
+        else:
+            banks = bank_clients(profiles, http)
+        services = Services(settings, router, custody, banks)
         if isinstance(services.banks, BankDirectory):
             # Imported here: the Link layer builds on this module (it needs Services).
             from aggregator.link.wiring import install

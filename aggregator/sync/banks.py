@@ -4,6 +4,11 @@ Built once per process around one shared ``httpx.AsyncClient`` (STYLE: all outbo
 through an injected client), so discovery runs once per bank and connections pool. The
 Link flow asks it for a bank's OAuth client; the sync job for a dialect bound to one
 connection's access token.
+
+A bank whose profile names a transport certificate (RFC 8705) or its own CA gets its own
+client, built by the egress factory with that TLS context, so the certificate is
+presented on every call to that bank (PAR, token, revocation, account API) and never to
+another. Those clients are the directory's to close (:meth:`BankDirectory.aclose`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,15 @@ from collections.abc import Mapping
 import httpx
 
 from aggregator.errors import GatewayError
-from connectors import BankOAuthClient, BankProfile, Dialect, get_dialect
+from connectors import (
+    BankOAuthClient,
+    BankProfile,
+    Dialect,
+    EgressPolicy,
+    bank_ssl_context,
+    egress_client,
+    get_dialect,
+)
 
 
 class UnknownBank(GatewayError):
@@ -37,11 +50,15 @@ class BankDirectory:
         profiles: Mapping[str, BankProfile],
         http: httpx.AsyncClient,
         environ: Mapping[str, str] | None = None,
+        *,
+        policy: EgressPolicy | None = None,
     ) -> None:
         self._profiles = dict(profiles)
         self._http = http
         self._environ = environ
+        self._policy = policy or EgressPolicy()
         self._clients: dict[str, BankOAuthClient] = {}
+        self._bank_http: dict[str, httpx.AsyncClient] = {}
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -64,11 +81,29 @@ class BankDirectory:
         """The ids connections of ``region`` name their bank by (the directory's keys)."""
         return sorted(k for k, p in self._profiles.items() if p.region == region)
 
+    def http_for(self, bank_id: str) -> httpx.AsyncClient:
+        """The client calls to this bank go through: its own when it has a TLS identity."""
+        client = self._bank_http.get(bank_id)
+        if client is not None:
+            return client
+        context = bank_ssl_context(self.profile(bank_id))
+        if context is None:
+            return self._http
+        client = egress_client(self._policy, ssl_context=context)
+        self._bank_http[bank_id] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the per-bank clients (the shared one belongs to whoever passed it)."""
+        clients, self._bank_http = list(self._bank_http.values()), {}
+        for client in clients:
+            await client.aclose()
+
     def oauth(self, bank_id: str) -> BankOAuthClient:
         client = self._clients.get(bank_id)
         if client is None:
             client = BankOAuthClient.from_environment(
-                self.profile(bank_id), self._http, self._environ
+                self.profile(bank_id), self.http_for(bank_id), self._environ
             )
             self._clients[bank_id] = client
         return client
@@ -76,4 +111,4 @@ class BankDirectory:
     def dialect(self, bank_id: str, access_token: str) -> Dialect:
         profile = self.profile(bank_id)
         cls = get_dialect(profile.api.dialect)
-        return cls(self._http, profile.api.base_url, access_token)
+        return cls(self.http_for(bank_id), profile.api.base_url, access_token)

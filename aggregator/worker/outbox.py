@@ -15,13 +15,14 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from aggregator.custody import RegionCustody
 from aggregator.store import RegionRouter
+from connectors import EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,15 @@ class OutboxSweep:
     batch: int = 32
     interval: float = 1.0
     name: str = "outbox"
+    #: The outbound policy each delivery's URL is checked against (``settings.egress``).
+    policy: EgressPolicy = field(default_factory=EgressPolicy)
 
     async def run_once(self, stop: asyncio.Event) -> int:
         if stop.is_set():
             return 0
         # OUTBOX CALL SITE: the one call into aggregator.events.
         stats = await self.deliver_due(self.router, self.http, self.custody, owner=self.owner,
-                                       limit=self.batch)
+                                       limit=self.batch, policy=self.policy)
         return int(getattr(stats, "delivered", 0))
 
 
@@ -66,11 +69,12 @@ def find_deliver_due() -> Deliver | None:
 
 def outbox_job(
     router: RegionRouter, http: httpx.AsyncClient, custody: Mapping[str, RegionCustody], *,
-    owner: str, batch: int,
+    owner: str, batch: int, policy: EgressPolicy | None = None,
 ) -> OutboxSweep | None:
     """The outbox pass if ``deliver_due`` exists, else None (logged)."""
     deliver = find_deliver_due()
     if deliver is None:
         log.warning("worker: aggregator.events.deliver_due not found; no outbox delivery pass")
         return None
-    return OutboxSweep(router, http, custody, f"outbox:{owner}"[:64], deliver, batch=batch)
+    return OutboxSweep(router, http, custody, f"outbox:{owner}"[:64], deliver, batch=batch,
+                       policy=policy or EgressPolicy())

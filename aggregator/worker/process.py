@@ -35,6 +35,7 @@ from aggregator.worker.plaid import PlaidSweep
 from aggregator.worker.refresh import CrashPoints, RefreshContext
 from aggregator.worker.runner import Worker, WorkerConfig, default_owner
 from aggregator.worker.sync_schedule import SyncSchedule
+from connectors import EgressPolicy, egress_client
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,11 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
         custody = await open_custody(router, settings)
         for keys in custody.values():
             stack.callback(keys.close)
-        http = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+        http = await stack.enter_async_context(egress_client(settings.egress, limits=limits))
+        banks = BankDirectory(profiles, http, policy=settings.egress)
+        stack.push_async_callback(banks.aclose)
         ctx = RefreshContext(
-            router=router, custody=custody, banks=BankDirectory(profiles, http),
+            router=router, custody=custody, banks=banks,
             metrics=metrics, owner=options.owner or default_owner(),
             max_interval=options.max_interval, per_bank=options.per_bank,
             backoff=Backoff(options.backoff_base, options.backoff_cap),
@@ -87,7 +90,7 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
-        jobs = _jobs(ctx, config, options, http)
+        jobs = _jobs(ctx, config, options, http, settings.egress)
         jobs.append(ConsentWatch(
             ctx.router, ctx.banks, batch=config.batch,
             warning=timedelta(days=settings.worker.consent_warning_days),
@@ -97,7 +100,8 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
 
 
 def _jobs(
-    ctx: RefreshContext, config: WorkerConfig, options: WorkerOptions, http: httpx.AsyncClient
+    ctx: RefreshContext, config: WorkerConfig, options: WorkerOptions, http: httpx.AsyncClient,
+    policy: EgressPolicy,
 ) -> list[PeriodicJob]:
     """The periodic jobs beside refreshing, each bounded by the worker's batch size."""
     jobs: list[PeriodicJob] = [
@@ -107,7 +111,8 @@ def _jobs(
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
                      batch=config.batch, metrics=BudgetMetrics.of(ctx.metrics.registry)),
     ]
-    outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch)
+    outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch,
+                        policy=policy)
     if outbox is not None:
         jobs.append(outbox)
     return jobs

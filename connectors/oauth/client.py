@@ -2,7 +2,8 @@
 
 Built on authlib's client for the token calls and PKCE; discovery (RFC 8414), pushed
 requests (RFC 9126), the ``iss`` check (RFC 9207) and the ``private_key_jwt`` assertion
-(RFC 7523) are ours, in the modules named after them. Every outbound call goes through
+(RFC 7523) and mutual-TLS client authentication with its endpoint aliases (RFC 8705)
+are ours, in the modules named after them. Every outbound call goes through
 the injected ``httpx.AsyncClient`` with a timeout, inside :func:`map_bank_errors`.
 """
 
@@ -31,6 +32,7 @@ from connectors.oauth.oidc import check_id_token
 from connectors.oauth.pending import PendingAuthorization
 from connectors.oauth.rfc7523 import ASSERTION_TYPE, Signer, build_client_assertion
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
+from connectors.oauth.rfc8705 import apply_mtls_aliases, tls_client_auth
 from connectors.oauth.rfc9126 import authorization_url, push_authorization_request
 from connectors.oauth.tokens import TokenSet
 from connectors.profiles import BankProfile, ClientAuthMethod
@@ -49,7 +51,9 @@ class BankOAuthClient:
     `client_secret` is required for the ``client_secret_*`` methods and `private_key`
     (a :class:`~connectors.oauth.rfc7523.Signer`, e.g. ``PemSigner.from_pem(...)``) for
     ``private_key_jwt``; :meth:`from_environment` resolves both from the profile's
-    references. The flow::
+    references. For a profile with a transport certificate (``tls_client_auth``, or any
+    method with certificate-bound tokens), `http` must present it: build it with
+    :func:`connectors.bank_http_client`. The flow::
 
         client = BankOAuthClient(profile, http, client_secret=Secret("..."))
         pending, url = await client.start_authorization("https://gw.example/callback")
@@ -292,6 +296,8 @@ class BankOAuthClient:
                 token_endpoint_auth_methods_supported=method,
                 revocation_endpoint_auth_methods_supported=method,
             )
+        if profile.mutual_tls:
+            metadata = apply_mtls_aliases(metadata)  # RFC 8705 §5; the profile still wins
         endpoints = profile.endpoints
         return dataclasses.replace(
             metadata,
@@ -320,6 +326,8 @@ class BankOAuthClient:
                 now=self._clock(),
             )
             oauth.register_client_auth_method((method, _AssertionAuth(assertion)))
+        elif profile.client_auth_method.uses_certificate:
+            oauth.register_client_auth_method((method, tls_client_auth))
         else:
             oauth.register_client_auth_method(("client_secret_basic", _encoded_basic_auth))
             oauth.register_client_auth_method(("client_secret_post", _post_auth))

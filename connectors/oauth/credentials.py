@@ -16,13 +16,15 @@ __all__ = ["load_client_credentials"]
 def load_client_credentials(
     profile: BankProfile, environ: Mapping[str, str] | None = None
 ) -> tuple[Secret | None, PemSigner | None]:
-    """Return ``(client_secret, signer)`` for `profile`; exactly one is not None.
+    """Return ``(client_secret, signer)`` for `profile`; at most one is not None.
 
     A secret comes from the environment variable ``client_secret_env`` (or, for a
     loopback development bank only, ``client_secret_dev_default``); a key from
     ``private_key_pem_env`` or ``private_key_file``. A missing or unreadable one is a
     :class:`ProfileError`, raised at start-up. A vault-held key will arrive as another
-    :class:`~connectors.oauth.rfc7523.Signer`, passed to the client directly.
+    :class:`~connectors.oauth.rfc7523.Signer`, passed to the client directly. The
+    ``tls_client_auth`` methods need neither: the transport certificate is the credential
+    (:func:`connectors.oauth.rfc8705.bank_ssl_context` loads it).
     """
     env = os.environ if environ is None else environ
     file = str(profile.source)
@@ -34,6 +36,8 @@ def load_client_credentials(
         if profile.client_secret_dev_default:
             return Secret(profile.client_secret_dev_default), None
         raise ProfileError(file, "client_secret_env", f"environment variable {name} is not set")
+    if profile.client_auth_method.uses_certificate:
+        return None, None
     if profile.private_key_pem_env:
         key = "private_key_pem_env"
         pem = env.get(profile.private_key_pem_env)

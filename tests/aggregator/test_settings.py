@@ -148,3 +148,46 @@ def test_bad_worker_settings_name_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(_write(tmp_path, text), environ=env)
+
+
+def test_egress_is_strict_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    policy = load_settings(environ={}).egress
+    assert policy.allow_http_loopback is False
+    assert policy.allowed_networks == ()
+    assert policy.url_problem("http://127.0.0.1:8600/") is not None
+
+
+def test_egress_table_and_environment_overrides(tmp_path: Path) -> None:
+    path = _write(tmp_path, """
+[egress]
+allowed_networks = ["10.20.0.0/16"]
+allowed_hosts = ["bank-proxy.corp"]
+max_response_bytes = 4096
+timeout_seconds = 3
+""")
+    policy = load_settings(path, environ={}).egress
+    assert policy.url_problem("https://10.20.1.1/") is None
+    assert policy.max_response_bytes == 4096
+    assert policy.timeout == 3.0
+    assert policy.connect_timeout == 5.0
+    env = {"AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK": "true",
+           "AGGREGATOR_EGRESS_ALLOWED_NETWORKS": "192.168.5.0/24, 10.1.0.0/16"}
+    policy = load_settings(path, environ=env).egress
+    assert policy.allow_http_loopback is True
+    assert [str(n) for n in policy.allowed_networks] == ["192.168.5.0/24", "10.1.0.0/16"]
+
+
+@pytest.mark.parametrize(("text", "env", "message"), [
+    ('[egress]\nallow_http_loopback = "yes"\n', {}, "egress.allow_http_loopback must be a bool"),
+    ('[egress]\nallowed_networks = ["10.0.0.1/8"]\n', {}, "egress.allowed_networks: "),
+    ('[egress]\nmax_response_bytes = 0\n', {}, "egress.max_response_bytes must be a positive"),
+    ('[egress]\nproxy = "x"\n', {}, "unknown setting egress.proxy"),
+    ("", {"AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK": "maybe"}, "AGGREGATOR_EGRESS_ALLOW_HTTP"),
+    ("", {"AGGREGATOR_EGRESS_TIMEOUT_SECONDS": "soon"}, "AGGREGATOR_EGRESS_TIMEOUT_SECONDS"),
+])
+def test_bad_egress_settings_name_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_write(tmp_path, text), environ=env)

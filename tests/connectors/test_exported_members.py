@@ -30,7 +30,9 @@ def test_exported_classes_and_functions_name_their_public_home() -> None:
 
 
 def test_no_unlisted_public_names() -> None:
-    submodules = {"dialects", "errors", "hooks", "logging", "models", "oauth", "plaid", "profiles"}
+    submodules = {
+        "dialects", "egress", "errors", "hooks", "logging", "models", "oauth", "plaid", "profiles"
+    }
     public = {
         name
         for name in vars(connectors)

@@ -29,7 +29,8 @@ EVENT_ID = {"id": "An event id (`msg_<region>_…`)."}
 class EndpointIn:
     url: str = field(metadata=rules(
         min_length=8, max_length=2048, example="https://api.example.com/webhooks",
-        description="https (or http to a loopback address); internal addresses refused.",
+        description="https; private, loopback, link-local and reserved targets, in any "
+                    "spelling or by DNS answer, are refused.",
     ))
 
 
@@ -101,7 +102,7 @@ def _data(data: Mapping[str, Any]) -> EventData:
 async def _configure(call: Call, *, url: str | None, rotate: bool) -> EndpointOut:
     try:
         change = await configure(call.services.router, call.services.custody, call.caller,
-                                 url=url, rotate=rotate)
+                                 url=url, rotate=rotate, policy=call.services.settings.egress)
     except UnsafeUrl as exc:
         raise ValidationFailed([FieldError(str(exc), pointer="#/url")]) from None
     if change is None:

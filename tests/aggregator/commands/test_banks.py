@@ -20,6 +20,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     for var in [v for v in os.environ if v.startswith(("AGGREGATOR_", "SANDBOX_BANK_"))]:
         monkeypatch.delenv(var)
+    # The sandbox banks answer on 127.0.0.1: the development opt-in of the egress policy.
+    monkeypatch.setenv("AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK", "true")
     return tmp_path
 
 
@@ -128,3 +130,15 @@ def test_check_reports_missing_credentials_and_unreachable_bank(
 def test_check_unknown_bank(workdir: Path) -> None:
     with pytest.raises(ConfigError, match="unknown bank id 'nope'"):
         run("check", "nope")
+
+
+def test_check_refuses_a_loopback_bank_without_the_development_opt_in(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK")
+    with SandboxBank().serve_in_thread() as issuer:
+        assert run("check", "sandbox-eu", "--issuer", issuer) == 1
+
+    out = capsys.readouterr().out
+    assert "PROBLEM  discovery: " in out
+    assert "egress.allow_http_loopback" in out

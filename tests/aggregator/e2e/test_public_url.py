@@ -31,6 +31,7 @@ from aggregator.sandbox import (
 )
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
+from connectors import EgressPolicy
 from tests.aggregator.e2e.conftest import APP_REDIRECT
 
 PUBLIC = "https://gateway.example"
@@ -105,6 +106,7 @@ async def test_with_public_url_the_link_flow_uses_it_for_every_url_it_hands_out(
     async with bank.serve() as bank_url:
         configured = dataclasses.replace(
             settings, public_url=PUBLIC, bank_dirs=(_profile(tmp_path / "banks", bank_url),),
+            egress=EgressPolicy.development(),  # the sandbox bank answers on 127.0.0.1
         )
         async with (
             _served(create_app(configured)) as internal,  # no services: its lifespan opens them

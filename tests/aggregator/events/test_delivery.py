@@ -8,18 +8,23 @@ import random
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from aggregator.custody import RegionCustody
-from aggregator.events import SCHEDULE, configure, deliver_due
+from aggregator.events import SCHEDULE, UnsafeUrl, configure, deliver_due
 from aggregator.events.delivery import next_attempt
 from aggregator.events.replay import redeliver
 from aggregator.ids import ApplicationId
-from aggregator.models import OutboundEvent
+from aggregator.models import Application, OutboundEvent
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
+from connectors import EgressPolicy, egress_client
 from tests.aggregator.events.conftest import Emit, Receiver
+
+#: The receiver listens on 127.0.0.1: these tests opt into loopback, as development does.
+DEV = EgressPolicy.development()
 
 
 async def _event(router: RegionRouter, event_id: str) -> OutboundEvent:
@@ -32,7 +37,7 @@ async def _event(router: RegionRouter, event_id: str) -> OutboundEvent:
 
 async def _setup(router: RegionRouter, custody: dict[str, RegionCustody],
                  app_id: ApplicationId, url: str) -> str:
-    change = await configure(router, custody, app_id, url=url)
+    change = await configure(router, custody, app_id, url=url, policy=DEV)
     assert change is not None
     assert change.secret is not None
     return change.secret
@@ -57,9 +62,9 @@ async def test_receiver_failing_n_times_still_gets_every_event_verifiably(
     ids = [await emit_erased("eu"), await emit_erased("us")]
     receiver.fail = 6
     now = utcnow()
-    async with httpx.AsyncClient() as http:
+    async with egress_client(DEV) as http:
         for _ in range(5):
-            await deliver_due(region_router, http, custody, owner="w1", now=now)
+            await deliver_due(region_router, http, custody, policy=DEV, owner="w1", now=now)
             now += SCHEDULE[-1] * 1.3  # past any jittered retry
     assert {e: (await _event(region_router, e)).delivered_at is not None for e in ids} == {
         e: True for e in ids}
@@ -81,8 +86,8 @@ async def test_redirects_are_not_followed_and_count_as_failures(
     receiver.fail, receiver.status = 1, 302
     receiver.extra_headers = "location: http://169.254.169.254/\r\n"
     event_id = await emit_erased("eu")
-    async with httpx.AsyncClient() as http:
-        stats = await deliver_due(region_router, http, custody, owner="w1")
+    async with egress_client(DEV) as http:
+        stats = await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
     event = await _event(region_router, event_id)
     assert stats.failed == 1
     assert len(receiver.requests) == 1
@@ -98,12 +103,12 @@ async def test_two_workers_never_deliver_one_event_twice_at_once(
 ) -> None:
     await _setup(region_router, custody, app_id, receiver.url)
     ids = {await emit_erased("eu") for _ in range(6)}
-    async with httpx.AsyncClient() as http:
+    async with egress_client(DEV) as http:
         a, b = await asyncio.gather(
-            deliver_due(region_router, http, custody, owner="w1", limit=4),
-            deliver_due(region_router, http, custody, owner="w2", limit=4),
+            deliver_due(region_router, http, custody, policy=DEV, owner="w1", limit=4),
+            deliver_due(region_router, http, custody, policy=DEV, owner="w2", limit=4),
         )
-        await deliver_due(region_router, http, custody, owner="w3")
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w3")
     assert a.delivered + b.delivered >= 4
     sent = [r.headers["webhook-id"] for r in receiver.requests]
     assert sorted(sent) == sorted(ids)
@@ -115,11 +120,11 @@ async def test_redelivery_sends_a_delivered_event_again(
 ) -> None:
     secret = await _setup(region_router, custody, app_id, receiver.url)
     event_id = await emit_erased("us")
-    async with httpx.AsyncClient() as http:
-        await deliver_due(region_router, http, custody, owner="w1")
+    async with egress_client(DEV) as http:
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
         assert (await _event(region_router, event_id)).delivered_at is not None
         assert await redeliver(region_router, "us", app_id, event_id) is not None
-        await deliver_due(region_router, http, custody, owner="w1")
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
     first, second = receiver.requests
     assert first.body == second.body
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == event_id
@@ -136,8 +141,8 @@ async def test_rotation_signs_with_both_secrets_until_the_old_one_expires(
     assert rotated.secret is not None
     assert rotated.previous_expires_at is not None
     await emit_erased("eu")
-    async with httpx.AsyncClient() as http:
-        await deliver_due(region_router, http, custody, owner="w1")
+    async with egress_client(DEV) as http:
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
     (request,) = receiver.requests
     assert request.headers["webhook-signature"].count("v1,") == 2
     Webhook(rotated.secret).verify(request.body, request.headers)
@@ -159,3 +164,44 @@ async def test_secrets_are_stored_sealed(
         assert url == receiver.url
         assert raw not in bytes(sealed)
         assert raw[6:] not in bytes(sealed)
+
+
+class Dns:
+    """A resolver whose answers the test scripts, one per question (the last repeats)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused_at_registration(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+) -> None:
+    for answer in (["10.0.0.7"], ["169.254.169.254"], ["93.184.216.34", "127.0.0.1"]):
+        with pytest.raises(UnsafeUrl, match="resolves to"):
+            await configure(region_router, custody, app_id, url="https://hooks.evil.example/",
+                            resolver=Dns(answer))
+    async with region_router.reader("eu") as session:
+        app = await session.get(Application, app_id)
+        assert app is not None
+        assert app.webhook_url is None  # nothing was written
+
+
+async def test_an_endpoint_whose_name_rebinds_to_loopback_is_refused_at_delivery(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    receiver: Receiver, emit_erased: Emit,
+) -> None:
+    port = httpx.URL(receiver.url).port
+    url = f"https://hooks.rebind.example:{port}/hooks"
+    dns = Dns(["93.184.216.34"], ["127.0.0.1"])  # public when registered, loopback later
+    await configure(region_router, custody, app_id, url=url, resolver=dns)
+    event_id = await emit_erased("eu")
+    async with egress_client(EgressPolicy(), resolver=dns) as http:
+        stats = await deliver_due(region_router, http, custody, owner="w1")
+    assert stats.failed == 1
+    event = await _event(region_router, event_id)
+    assert event.last_error == "unsafe_url"
+    assert event.delivered_at is None
+    assert receiver.requests == []  # no connection reached the loopback receiver

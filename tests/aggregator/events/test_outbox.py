@@ -12,6 +12,7 @@ from aggregator.ids import ApplicationId, new_id
 from aggregator.models import ConnectionStatus, OutboundEvent
 from aggregator.models.base import table_of
 from aggregator.store import RegionRouter
+from connectors import EgressPolicy
 from tests.aggregator._factories import LinkFactory
 
 
@@ -93,12 +94,17 @@ async def test_unknown_event_type_is_refused(
             await emit(session, app_id, "connection.deleted", {})
 
 
+def test_endpoint_url_accepted() -> None:
+    assert check_url("https://hooks.example.com/x") == "https://hooks.example.com/x"
+
+
 @pytest.mark.parametrize("url", [
-    "https://hooks.example.com/x", "http://127.0.0.1:8080/hooks", "http://localhost/h",
-    "http://[::1]:9000/",
+    "http://127.0.0.1:8080/hooks", "http://localhost/h", "http://[::1]:9000/",
 ])
-def test_endpoint_url_accepted(url: str) -> None:
-    assert check_url(url) == url
+def test_loopback_endpoint_needs_the_development_opt_in(url: str) -> None:
+    with pytest.raises(UnsafeUrl, match="loopback"):
+        check_url(url)
+    assert check_url(url, EgressPolicy.development()) == url
 
 
 @pytest.mark.parametrize("url", [

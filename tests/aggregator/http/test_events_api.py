@@ -37,7 +37,9 @@ async def test_put_endpoint_shows_the_secret_once_and_rotation_a_new_one(
 
 async def test_internal_or_plain_http_endpoints_are_refused(api: httpx.AsyncClient) -> None:
     for url in ("http://169.254.169.254/latest", "http://hooks.example.com/",
-                "gopher://127.0.0.1/"):
+                "gopher://127.0.0.1/", "http://[::ffff:127.0.0.1]/", "http://2130706433/",
+                "https://2130706433/", "https://[::ffff:a9fe:a9fe]/", "https://0x7f.1/",
+                "https://10.0.0.5/", "https://localhost/", "https://metadata.google.internal/"):
         response = await api.put("/v1/webhook-endpoint", json={"url": url})
         body = assert_problem(response, 422, "validation_failed")
         assert body["errors"][0]["pointer"] == "#/url"

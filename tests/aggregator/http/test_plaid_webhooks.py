@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, update
 
+from aggregator.errors import ConfigError
 from aggregator.http import Services
 from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
 from aggregator.http.serving import bind, serving
@@ -259,6 +260,19 @@ def test_receiver_is_built_per_plaid_region_from_the_environment(
     receiver = install_plaid_webhooks(services, CollectorRegistry())
     assert set(receiver.verifiers) == {"us"}
     assert services.extra[SERVICE_KEY] is receiver
+
+
+@pytest.mark.parametrize("host", [
+    "http://169.254.169.254", "https://10.1.2.3", "http://127.0.0.1:9", "https://2130706433",
+])
+def test_a_plaid_host_the_egress_policy_refuses_stops_start_up(
+    services: Services, monkeypatch: pytest.MonkeyPatch, host: str,
+) -> None:
+    monkeypatch.setenv("AGGREGATOR_PLAID_US_CLIENT_ID", "cid")
+    monkeypatch.setenv("AGGREGATOR_PLAID_US_SECRET", "hush")
+    monkeypatch.setenv("AGGREGATOR_PLAID_US_HOST", host)
+    with pytest.raises(ConfigError, match="AGGREGATOR_PLAID_US_HOST: "):
+        install_plaid_webhooks(services, CollectorRegistry())
 
 
 async def test_concurrent_deliveries_share_commits_and_still_dedupe(

@@ -26,9 +26,11 @@ from connectors import (
     BankUnavailable,
     BankUnsupported,
     ConsentRejected,
+    EgressRefused,
     GrantRevoked,
     IssuerMismatch,
     ProfileError,
+    ResponseTooLarge,
     StateMismatch,
 )
 from tests.aggregator.http._helpers import parsed
@@ -48,6 +50,8 @@ from vault import DataKeyDestroyed, ProviderUnavailable, TamperedBlob
     (BankProtocolError("x"), 502, "bank_protocol_error"),
     (BankUnsupported("x"), 502, "bank_unsupported"),
     (BankUnavailable("x"), 503, "bank_unavailable"),
+    (EgressRefused("x"), 502, "egress_refused"),
+    (ResponseTooLarge("x"), 502, "egress_refused"),
     (ProviderUnavailable("x"), 503, "key_provider_unavailable"),
     (ResidencyViolation("x"), 500, "internal_error"),
     (SchemaOutOfDate("x"), 500, "internal_error"),

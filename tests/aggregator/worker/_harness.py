@@ -97,7 +97,9 @@ client_secret_dev_default = "sandbox-dev-secret"
 dialect = "obie"
 base_url = "/open-banking/v3.1/aisp"
 """)
-    lines = [f'data_dir = "{tmp_path}"', "[banks]", f'directories = ["{profiles}"]']
+    # The test banks answer on 127.0.0.1: the egress policy's development opt-in.
+    lines = [f'data_dir = "{tmp_path}"', "[egress]", "allow_http_loopback = true",
+             "[banks]", f'directories = ["{profiles}"]']
     for name, region in settings.regions.items():
         keys = region.keys
         assert isinstance(keys, LocalKeyringConfig)
