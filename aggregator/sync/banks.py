@@ -4,6 +4,10 @@ Built once per process around one shared ``httpx.AsyncClient`` (STYLE: all outbo
 through an injected client), so discovery runs once per bank and connections pool. The
 Link flow asks it for a bank's OAuth client; the sync job for a dialect bound to one
 connection's access token.
+
+Plaid is one more "bank" per region: connections through it have ``bank_id`` "plaid"
+(:data:`PLAID_BANK_ID`), and the region's :class:`~connectors.PlaidConnector` and sync
+budget are attached once at start-up (:meth:`BankDirectory.attach_plaid`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,17 @@ from collections.abc import Mapping
 import httpx
 
 from aggregator.errors import GatewayError
-from connectors import BankOAuthClient, BankProfile, Dialect, get_dialect
+from connectors import (
+    BankOAuthClient,
+    BankProfile,
+    Dialect,
+    PlaidConnector,
+    SyncPolicy,
+    get_dialect,
+)
+
+#: The ``bank_id`` of every connection made through Plaid, in any region.
+PLAID_BANK_ID = "plaid"
 
 
 class UnknownBank(GatewayError):
@@ -42,6 +56,7 @@ class BankDirectory:
         self._http = http
         self._environ = environ
         self._clients: dict[str, BankOAuthClient] = {}
+        self._plaid: dict[str, tuple[PlaidConnector, SyncPolicy]] = {}
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -77,3 +92,24 @@ class BankDirectory:
         profile = self.profile(bank_id)
         cls = get_dialect(profile.api.dialect)
         return cls(self._http, profile.api.base_url, access_token)
+
+    def attach_plaid(self, region: str, connector: PlaidConnector, policy: SyncPolicy) -> None:
+        """Serve ``region``'s Plaid connections through ``connector`` (one per region)."""
+        self._plaid[region] = (connector, policy)
+
+    def is_plaid(self, bank_id: str) -> bool:
+        return bank_id == PLAID_BANK_ID
+
+    def plaid_regions(self) -> list[str]:
+        return sorted(self._plaid)
+
+    def plaid(self, region: str) -> PlaidConnector:
+        """The region's Plaid connector; :class:`UnknownBank` where Plaid is not set up."""
+        found = self._plaid.get(region)
+        if found is None:
+            raise UnknownBank(f"no Plaid in region {region}")
+        return found[0]
+
+    def plaid_policy(self, region: str) -> SyncPolicy:
+        found = self._plaid.get(region)
+        return found[1] if found is not None else SyncPolicy()

@@ -21,6 +21,7 @@ import httpx
 from aggregator.custody import open_custody
 from aggregator.erasure import ErasureMetrics
 from aggregator.http.services import check_profiles
+from aggregator.plaid.wiring import attach_plaid
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
 from aggregator.sync import Syncer
@@ -83,6 +84,7 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
             breaker_threshold=options.breaker_threshold,
             breaker_cool_down=options.breaker_cool_down, crash=CrashPoints.from_env(),
         )
+        attach_plaid(ctx.banks, settings)
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
@@ -97,7 +99,8 @@ def _jobs(
     jobs: list[PeriodicJob] = [
         ErasureSweep(ctx.router, ctx.custody, ctx.banks, ErasureMetrics(ctx.metrics.registry),
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
-        PlaidSweep(ctx.router, batch=config.batch),
+        PlaidSweep(ctx.router, syncer=Syncer(ctx.router, ctx.custody, ctx.banks),
+                   banks=ctx.banks, batch=config.batch),
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
                      batch=config.batch),
     ]

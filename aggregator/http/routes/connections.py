@@ -27,6 +27,7 @@ from aggregator.models.base import utcnow
 from aggregator.sync import BankDirectory, BudgetExhausted, UnknownBank, spend_for_sync
 from aggregator.sync import next_allowed_at as budget_allows_at
 from connectors import BankUnsupported, SyncPolicy
+from vault import Secret
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,11 @@ async def get_connection(call: Call) -> ConnectionOut:
         return await _view(session, call.services, connection)
 
 
-def sync_policy(services: Services, bank_id: str) -> SyncPolicy:
+def sync_policy(services: Services, bank_id: str, region: str | None = None) -> SyncPolicy:
     """The bank's ``[sync]`` policy; the PSD2 default when no profile is at hand."""
     if isinstance(services.banks, BankDirectory):
+        if services.banks.is_plaid(bank_id) and region is not None:
+            return services.banks.plaid_policy(region)
         try:
             return services.banks.profile(bank_id).sync
         except UnknownBank:
@@ -65,13 +68,17 @@ async def _view(session: AsyncSession, services: Services, connection: Connectio
                 ) -> ConnectionOut:
     allowed: datetime | None = None
     if connection.status is ConnectionStatus.ACTIVE:
-        policy = sync_policy(services, connection.bank_id)
+        policy = sync_policy(services, connection.bank_id,
+                             services.router.region_of(connection.id))
         allowed = await budget_allows_at(session, connection.id, policy, utcnow())
     return connection_view(connection, allowed)
 
 
 async def delete_connection(call: Call) -> ConnectionOut:
     """Revoke at the bank first, then forget the tokens and mark the connection revoked.
+
+    OAuth banks get an RFC 7009 revocation of the refresh token (or the access token);
+    a Plaid connection's Item is removed with Plaid's ``/item/remove``.
 
     The bank call happens outside any transaction (no lock is held across the network).
     If the bank cannot be reached the connection stays as it was and the caller gets a
@@ -95,7 +102,12 @@ async def delete_connection(call: Call) -> ConnectionOut:
             column = "refresh_token_sealed" if refresh else "access_token_sealed"
             token = await custody.sealer.open_from(key, credential, column)
     reason = "revoked_by_application"
-    if token is not None:
+    banks = services.banks
+    if token is not None and isinstance(banks, BankDirectory) and banks.is_plaid(
+            connection.bank_id):
+        # Plaid has no RFC 7009 endpoint: /item/remove invalidates the access token.
+        await banks.plaid(region).remove_item(Secret(token))
+    elif token is not None:
         try:
             # Revoking the refresh token ends the whole grant (RFC 7009 §2.1).
             await services.banks.oauth(connection.bank_id).revoke(
@@ -139,7 +151,8 @@ async def post_sync(call: Call) -> SyncOut:
         raise NotImplementedYet("this deployment has no sync job configured")
     try:
         await spend_for_sync(services.router, ConnectionId(connection_id),
-                             sync_policy(services, connection.bank_id), reason="on_demand")
+                             sync_policy(services, connection.bank_id, region),
+                             reason="on_demand")
     except BudgetExhausted as exc:
         raise SyncBudgetExhausted(
             str(exc), extra={"next_sync_allowed_at": exc.next_allowed_at.isoformat()},

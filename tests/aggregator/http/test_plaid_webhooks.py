@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -27,11 +28,13 @@ from aggregator.http.serving import bind, serving
 from aggregator.models import Connection, PlaidWebhookEvent, WebhookStatus
 from aggregator.plaid import PlaidWebhooks, apply_webhook_event, pending_events
 from aggregator.plaid.wiring import install_plaid_webhooks
+from aggregator.settings import PlaidRegion
 from aggregator.store import RegionRouter
 from connectors import (
     PlaidConfig,
     PlaidConnector,
     PlaidEnvironment,
+    SyncPolicy,
     WebhookKeys,
     WebhookVerifier,
 )
@@ -251,12 +254,13 @@ async def test_unknown_region_is_404_and_stores_nothing(
     assert await rows(region_router) == 0
 
 
-def test_receiver_is_built_per_plaid_region_from_the_environment(
-    services: Services, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("AGGREGATOR_PLAID_US_CLIENT_ID", "cid")
-    monkeypatch.setenv("AGGREGATOR_PLAID_US_SECRET", "hush")
+def test_receiver_is_built_per_plaid_region_from_the_settings(services: Services) -> None:
+    config = PlaidConfig("us", "cid", Secret("hush"), PlaidEnvironment.SANDBOX)
+    regions = dict(services.settings.regions)
+    regions["us"] = dataclasses.replace(regions["us"], plaid=PlaidRegion(config, SyncPolicy()))
+    services.settings = dataclasses.replace(services.settings, regions=regions)
     receiver = install_plaid_webhooks(services, CollectorRegistry())
+    assert receiver is not None
     assert set(receiver.verifiers) == {"us"}
     assert services.extra[SERVICE_KEY] is receiver
 
