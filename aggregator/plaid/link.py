@@ -210,6 +210,7 @@ async def _save(router: RegionRouter, custody: RegionCustody, link: LinkSession,
 
 async def _create(session: AsyncSession, custody: RegionCustody, link: LinkSession,
                   item: PlaidItem, now: datetime) -> Connection:
+    key = await custody.data_keys.load(session, link.user_id)  # before add: no autoflush
     connection = Connection(
         id=new_id("con", custody.region), user_id=link.user_id,
         application_id=link.application_id, bank_id=PLAID_BANK_ID,
@@ -220,10 +221,9 @@ async def _create(session: AsyncSession, custody: RegionCustody, link: LinkSessi
     # None, so the refresh workers never lease this credential.
     credential = Credential(id=new_id("crd", custody.region), connection_id=connection.id,
                             user_id=link.user_id)
-    session.add_all([connection, credential])
-    key = await custody.data_keys.load(session, link.user_id)
     await custody.sealer.seal_into(key, credential, "access_token_sealed",
                                    item.access_token.reveal(), session=session)
+    session.add_all([connection, credential])
     await session.flush()
     return connection
 

@@ -59,10 +59,19 @@ class PlaidWebhooks:
         self.verifiers = dict(verifiers)
         self._queues: dict[str, list[_Queued]] = {r: [] for r in self.verifiers}
         self._writing: set[str] = set()
+        #: ``outcome`` is a receipt (stored, duplicate, orphaned: accepted) or a
+        #: :class:`~connectors.RejectReason` value (rejected, and why).
         self.counter = Counter(
             "aggregator_plaid_webhooks", "Plaid webhooks received, by region and outcome",
             ["region", "outcome"], registry=registry,
         )
+        self._exposed: set[int] = {id(registry)} if registry is not None else set()
+
+    def expose(self, registry: CollectorRegistry) -> None:
+        """Serve the counters from ``registry`` too (the app's ``/metrics``); idempotent."""
+        if id(registry) not in self._exposed:
+            self._exposed.add(id(registry))
+            registry.register(self.counter)
 
     def max_body_bytes(self, region: str) -> int:
         return self.verifiers[region].max_body_bytes

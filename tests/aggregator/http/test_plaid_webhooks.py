@@ -276,3 +276,20 @@ async def test_concurrent_deliveries_share_commits_and_still_dedupe(
     statuses = sorted(r.json()["status"] for r in responses)
     assert statuses == ["duplicate"] * 6 + ["stored"] * 6
     assert await rows(region_router) == 6
+
+
+async def test_accepted_and_rejected_counts_are_on_metrics(
+    plaid: Plaid, client_factory: ClientFactory, item_connection: Connection,
+) -> None:
+    client = client_factory()
+    body = plaid.body()
+    assert (await post(client, body, plaid.sandbox.sign(body, plaid.key))).status_code == 200
+    assert (await post(client, body, plaid.sandbox.sign(body, plaid.key))).status_code == 200
+    other = plaid.body(code="DEFAULT_UPDATE")
+    assert (await post(client, other, plaid.sandbox.sign(body, plaid.key))).status_code == 400
+    exposition = (await client.get("/metrics")).text
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in exposition.splitlines() if line.startswith("aggregator_plaid_")}
+    assert samples['aggregator_plaid_webhooks_total{outcome="stored",region="us"}'] == 1.0
+    assert samples['aggregator_plaid_webhooks_total{outcome="duplicate",region="us"}'] == 1.0
+    assert samples['aggregator_plaid_webhooks_total{outcome="body_mismatch",region="us"}'] == 1.0
