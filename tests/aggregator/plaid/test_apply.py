@@ -7,7 +7,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,16 +31,14 @@ from aggregator.plaid import (
 from aggregator.store import RegionRouter
 from aggregator.sync import next_allowed_at
 from connectors import PlaidWebhook, SyncPolicy
-from tests.aggregator._factories import LinkFactory
-
-ITEM = "item-apply-1"
+from tests.aggregator.plaid.conftest import ITEM
 
 
 def webhook(kind: str, code: str, **extra: Any) -> PlaidWebhook:
     payload = {"webhook_type": kind, "webhook_code": code, "item_id": ITEM, **extra}
     body = json.dumps(payload).encode()
     return PlaidWebhook(body, hashlib.sha256(body).digest(), "kid", datetime.now(UTC), kind,
-                        code, ITEM, payload)
+                        code, str(payload["item_id"]), payload)
 
 
 class Recorder(NoPlaidHooks):
@@ -53,15 +50,6 @@ class Recorder(NoPlaidHooks):
 
     async def consent_expiring(self, session: AsyncSession, connection: Connection) -> None:
         self.calls.append("consent")
-
-
-@pytest.fixture
-async def connection(make_linked: LinkFactory, region_router: RegionRouter) -> Connection:
-    linked = await make_linked("eu")
-    async with region_router.session("eu") as session, session.begin():
-        await session.execute(update(Connection).where(Connection.id == linked.connection.id)
-                              .values(external_ref=ITEM))
-    return linked.connection
 
 
 async def deliver(router: RegionRouter, hook: PlaidWebhook, hooks: Recorder) -> str | None:

@@ -197,9 +197,11 @@ async def test_link_sync_by_webhook_reauth_and_update_mode(
                                                                 "Refund"]
     pending_id = next(t["id"] for t in first["added"] if t["status"] == "pending")
     async with gw.router.reader("us") as session:
-        assert (await session.get(SyncState, connection_id)).upstream_cursor == "cur-3"
+        state = await session.get(SyncState, connection_id)
         spent = list((await session.execute(select(SyncSpend.reason))).scalars())
         outcomes = list((await session.execute(select(PlaidWebhookEvent.outcome))).scalars())
+    assert state is not None
+    assert state.upstream_cursor == "cur-3"
     assert spent == ["webhook", "webhook"]  # one unit of accounts, one of transactions
     assert outcomes == ["synced"]
 
