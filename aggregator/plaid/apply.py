@@ -5,6 +5,7 @@ webhook                                         effect on the connection
 ==============================================  ============================================
 ITEM/ERROR with ``ITEM_LOGIN_REQUIRED``         ``reauth_required`` (+ hook: outbound event)
 ITEM/LOGIN_REPAIRED                             ``active`` again, if it was reauth_required
+                                                (+ ``connection.reauthorized``)
 ITEM/PENDING_EXPIRATION, PENDING_DISCONNECT     ``consent_expires_at`` (+ hook)
 ITEM/USER_PERMISSION_REVOKED, …ACCOUNT_REVOKED  ``revoked``: syncing stops
 ITEM/NEW_ACCOUNTS_AVAILABLE                     hook (flag for update mode)
@@ -36,7 +37,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
-from aggregator.events.hooks import OutboxPlaidHooks
+from aggregator.events.hooks import OutboxPlaidHooks, connection_event
 from aggregator.models import Connection, ConnectionStatus, PlaidWebhookEvent, WebhookStatus
 from aggregator.sync.budget import BudgetExhausted, spend
 from connectors import SyncPolicy
@@ -186,6 +187,9 @@ async def _act(
             return "acknowledged"
         await _set_status(session, connection, ConnectionStatus.ACTIVE, None,
                           "connection.repaired")
+        # The user repaired the login outside update mode (e.g. at the bank): the app
+        # hears it the same way as after an update-mode link.
+        await connection_event(session, connection.id, "connection.reauthorized")
         return "active"
     if code in ("PENDING_EXPIRATION", "PENDING_DISCONNECT"):
         connection.consent_expires_at = _expiry(payload, code)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aggregator.models import (
     Connection,
     ConnectionStatus,
+    OutboundEvent,
     PlaidWebhookEvent,
     SyncSpend,
     WebhookStatus,
@@ -78,6 +79,9 @@ async def test_login_required_then_repaired(
     assert hooks.calls == ["reauth"]
     assert await deliver(region_router, webhook("ITEM", "LOGIN_REPAIRED"), hooks) == "active"
     assert (await state(region_router, connection.id)).status is ConnectionStatus.ACTIVE
+    async with region_router.reader("eu") as session:
+        types = list((await session.execute(select(OutboundEvent.type))).scalars())
+    assert "connection.reauthorized" in types
 
 
 async def test_pending_expiration_records_the_consent_expiry(

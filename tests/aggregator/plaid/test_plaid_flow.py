@@ -267,10 +267,19 @@ async def test_update_mode_refuses_while_plaid_still_wants_the_login(
         == "reauth_required"
 
 
-async def test_removing_the_connection_removes_the_item(plaid_gateway: PlaidGateway) -> None:
+async def test_on_demand_sync_then_removal_removes_the_item(
+    plaid_gateway: PlaidGateway,
+) -> None:
     gw = plaid_gateway
     connection_id = await gw.link(await gw.user())
     item = gw.item()
+    gw.plaid.pages = [{"added": [plaid_transaction("t-9", 3.0)]}]
+    synced = await gw.api.post(f"/v1/connections/{connection_id}/sync")
+    assert synced.status_code == 200, synced.text
+    assert (synced.json()["accounts"], synced.json()["added"]) == (2, 1)
+    async with gw.router.reader("us") as session:
+        assert list((await session.execute(select(SyncSpend.reason))).scalars()) == [
+            "on_demand", "on_demand"]
     removed = await gw.api.delete(f"/v1/connections/{connection_id}")
     assert removed.status_code == 200, removed.text
     assert removed.json()["status"] == "revoked"
