@@ -24,7 +24,10 @@ Example ``aggregator.toml``::
 
     [regions.us.plaid]                   # optional: this region links through Plaid
     client_id = "5f…"
-    secret_env = "PLAID_SECRET_US"       # the variable holding the secret
+    secret_env = "PLAID_SECRET_US"       # the variable holding the secret, or:
+    # secret_vault_path = "plaid/us"     # a KV v2 secret read at start-up through the
+    # secret_vault_mount = "secret"      #   region's Transit connection (its URL and
+    # secret_vault_field = "secret"      #   auth); mount and field default as shown
     environment = "production"           # sandbox (default) | production
     products = ["transactions"]          # default
     country_codes = ["US", "CA"]         # default ["US"]
@@ -79,6 +82,9 @@ ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "KEYS_CA_CERT": ("keys", "ca_cert"),
     "PLAID_CLIENT_ID": ("plaid", "client_id"),
     "PLAID_SECRET_ENV": ("plaid", "secret_env"),
+    "PLAID_SECRET_VAULT_PATH": ("plaid", "secret_vault_path"),
+    "PLAID_SECRET_VAULT_MOUNT": ("plaid", "secret_vault_mount"),
+    "PLAID_SECRET_VAULT_FIELD": ("plaid", "secret_vault_field"),
     "PLAID_ENVIRONMENT": ("plaid", "environment"),
     "PLAID_HOST": ("plaid", "host"),
     "PLAID_PRODUCTS": ("plaid", "products"),
@@ -97,8 +103,8 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
 _TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http"})
 _REGION_KEYS = frozenset({"database_url", "keys", "plaid"})
 _PLAID_KEYS = frozenset({
-    "client_id", "secret_env", "environment", "host", "products", "country_codes",
-    "daily_budget",
+    "client_id", "secret_env", "secret_vault_path", "secret_vault_mount",
+    "secret_vault_field", "environment", "host", "products", "country_codes", "daily_budget",
 })
 _PLAID_PRODUCT = re.compile(r"^[a-z_]{1,40}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -116,11 +122,25 @@ class RegionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class VaultSecretRef:
+    """A secret in a Vault/OpenBao KV v2 engine: ``mount``, ``path`` and the ``field``."""
+
+    mount: str
+    path: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
 class PlaidRegion:
-    """One region's Plaid credentials (``config``) and the budget its webhooks spend."""
+    """One region's Plaid credentials (``config``) and the budget its webhooks spend.
+
+    With ``vault_secret`` the secret lives in Vault: ``config.secret`` is empty until
+    :func:`aggregator.plaid.wiring.attach_plaid` reads it at start-up.
+    """
 
     config: PlaidConfig
     sync_policy: SyncPolicy
+    vault_secret: VaultSecretRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +266,14 @@ def _region(
 ) -> RegionSettings:
     _reject_unknown(raw, _REGION_KEYS, source, f"regions.{name}.")
     url = raw.get("database_url") or f"sqlite+aiosqlite:///{data_dir / f'{name}.sqlite3'}"
+    keys = _keys(name, raw["keys"], data_dir, env, source)
     plaid = _plaid(name, raw["plaid"], env, source) if "plaid" in raw else None
-    return RegionSettings(name, str(url), _keys(name, raw["keys"], data_dir, env, source), plaid)
+    if plaid is not None and plaid.vault_secret is not None and not isinstance(
+            keys, TransitConfig):
+        raise ConfigError(f"{source}: regions.{name}.plaid.secret_vault_path reads the secret "
+                          f"through the region's Vault; set regions.{name}.keys.provider = "
+                          "\"transit\" or use secret_env")
+    return RegionSettings(name, str(url), keys, plaid)
 
 
 def _plaid(region: str, raw: Mapping[str, Any], env: Mapping[str, str], source: str
@@ -255,14 +281,10 @@ def _plaid(region: str, raw: Mapping[str, Any], env: Mapping[str, str], source: 
     """``[regions.<name>.plaid]``: each region has its own Plaid credentials (residency)."""
     where = f"{source}: regions.{region}.plaid"
     _reject_unknown(raw, _PLAID_KEYS, source, f"regions.{region}.plaid.")
-    client_id, secret_env = raw.get("client_id"), raw.get("secret_env")
+    client_id = raw.get("client_id")
     if not client_id or not isinstance(client_id, str):
         raise ConfigError(f"{where}.client_id is required")
-    if not secret_env or not isinstance(secret_env, str):
-        raise ConfigError(f"{where}.secret_env is required (the variable holding the secret)")
-    secret = env.get(secret_env)
-    if not secret:
-        raise ConfigError(f"{where}.secret_env names ${secret_env}, which is not set")
+    secret, vault = _plaid_secret(raw, env, where)
     try:
         environment = PlaidEnvironment(str(raw.get("environment", "sandbox")).lower())
     except ValueError:
@@ -282,9 +304,28 @@ def _plaid(region: str, raw: Mapping[str, Any], env: Mapping[str, str], source: 
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ConfigError(f"{where}.daily_budget must be a positive whole number")
     policy = SyncPolicy(daily_budget=budget)
-    config = PlaidConfig(region, client_id, Secret(secret), environment,
+    config = PlaidConfig(region, client_id, secret, environment,
                          host.rstrip("/") if host else None, products, countries)
-    return PlaidRegion(config, policy)
+    return PlaidRegion(config, policy, vault)
+
+
+def _plaid_secret(raw: Mapping[str, Any], env: Mapping[str, str], where: str
+                  ) -> tuple[Secret, VaultSecretRef | None]:
+    """The secret from the variable ``secret_env`` names, or a reference into Vault."""
+    secret_env, path = raw.get("secret_env"), raw.get("secret_vault_path")
+    if bool(secret_env) == bool(path):
+        raise ConfigError(f"{where}: set exactly one of secret_env (the variable holding "
+                          "the secret) and secret_vault_path (a KV v2 secret in Vault)")
+    if path:
+        mount = raw.get("secret_vault_mount") or "secret"
+        field = raw.get("secret_vault_field") or "secret"
+        if not all(isinstance(v, str) for v in (path, mount, field)):
+            raise ConfigError(f"{where}: secret_vault_* must be strings")
+        return Secret(""), VaultSecretRef(str(mount), str(path).strip("/"), str(field))
+    value = env.get(str(secret_env))
+    if not value:
+        raise ConfigError(f"{where}.secret_env names ${secret_env}, which is not set")
+    return Secret(value), None
 
 
 def _names(value: Any, case: Any, pattern: re.Pattern[str]) -> tuple[str, ...] | None:

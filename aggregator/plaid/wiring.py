@@ -9,22 +9,38 @@ path and refuses ``bank_id`` "plaid" in link sessions.
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import CollectorRegistry
 
+from aggregator.errors import ConfigError
 from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
 from aggregator.http.services import Services
 from aggregator.plaid.receiver import PlaidWebhooks
+from aggregator.plaid.vault_secret import read_vault_secret
 from aggregator.settings import Settings
 from aggregator.sync.banks import BankDirectory
 from connectors import PlaidConnector, WebhookKeys, WebhookVerifier
+from vault import TransitConfig
 
 
 def attach_plaid(banks: BankDirectory, settings: Settings) -> list[str]:
-    """One connector per region with Plaid settings; returns those regions."""
+    """One connector per region with Plaid settings; returns those regions.
+
+    A secret kept in Vault is read here, at start-up (:mod:`aggregator.plaid.vault_secret`);
+    a region whose secret cannot be read stops the process with a :class:`ConfigError`.
+    """
     for region, found in settings.regions.items():
-        if found.plaid is not None and region not in banks.plaid_regions():
-            banks.attach_plaid(region, PlaidConnector(found.plaid.config),
-                               found.plaid.sync_policy)
+        plaid = found.plaid
+        if plaid is None or region in banks.plaid_regions():
+            continue
+        config = plaid.config
+        if plaid.vault_secret is not None:
+            if not isinstance(found.keys, TransitConfig):  # refused by load_settings too
+                raise ConfigError(f"regions.{region}.plaid: a Vault secret needs Transit keys")
+            secret = read_vault_secret(found.keys, plaid.vault_secret, region)
+            config = dataclasses.replace(config, secret=secret)
+        banks.attach_plaid(region, PlaidConnector(config), plaid.sync_policy)
     return banks.plaid_regions()
 
 

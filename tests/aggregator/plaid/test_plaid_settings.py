@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import ConfigError
-from aggregator.settings import load_settings
+from aggregator.settings import VaultSecretRef, load_settings
 from connectors import PlaidEnvironment
 from vault import Secret
 
@@ -52,7 +52,8 @@ def test_a_region_without_plaid_settings_has_none() -> None:
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"AGGREGATOR_REGION_US_PLAID_SECRET_ENV": ""}, r"regions\.us\.plaid\.secret_env is required"),
+    ({"AGGREGATOR_REGION_US_PLAID_SECRET_ENV": ""}, "set exactly one of secret_env"),
+    ({"AGGREGATOR_REGION_US_PLAID_SECRET_VAULT_PATH": "plaid/us"}, "exactly one"),
     ({"AGGREGATOR_REGION_US_PLAID_SECRET_ENV": "S"}, r"names \$S, which is not set"),
     ({"AGGREGATOR_REGION_US_PLAID_CLIENT_ID": ""}, r"regions\.us\.plaid\.client_id is required"),
     ({"AGGREGATOR_REGION_US_PLAID_ENVIRONMENT": "development"}, "sandbox or production"),
@@ -81,3 +82,24 @@ def test_unknown_plaid_key_is_refused(tmp_path: Path) -> None:
     path.write_text('[regions.us.plaid]\nclient_id = "c"\nsecret = "inline!"\n')
     with pytest.raises(ConfigError, match=r"unknown setting regions\.us\.plaid\.secret"):
         load_settings(path, environ=PUBLIC)
+
+
+def test_a_vault_held_secret_is_a_reference_read_at_start_up() -> None:
+    settings = load_settings(None, environ={
+        **PUBLIC, "VT": "root", "AGGREGATOR_REGION_US_KEYS_PROVIDER": "transit",
+        "AGGREGATOR_REGION_US_KEYS_URL": "https://vault.example:8200",
+        "AGGREGATOR_REGION_US_KEYS_TOKEN_ENV": "VT",
+        "AGGREGATOR_REGION_US_PLAID_CLIENT_ID": "c",
+        "AGGREGATOR_REGION_US_PLAID_SECRET_VAULT_PATH": "/plaid/us/",
+    })
+    plaid = settings.region("us").plaid
+    assert plaid is not None
+    assert plaid.vault_secret == VaultSecretRef("secret", "plaid/us", "secret")
+    assert not plaid.config.secret  # empty until read
+
+
+def test_a_vault_held_secret_needs_the_region_on_transit() -> None:
+    with pytest.raises(ConfigError, match=r"keys\.provider"):
+        load_settings(None, environ={
+            **PUBLIC, "AGGREGATOR_REGION_US_PLAID_CLIENT_ID": "c",
+            "AGGREGATOR_REGION_US_PLAID_SECRET_VAULT_PATH": "plaid/us"})
