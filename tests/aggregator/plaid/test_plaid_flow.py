@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
@@ -27,6 +27,7 @@ from aggregator.http import Services, create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.link.wiring import install
 from aggregator.models import Credential, PlaidWebhookEvent, SyncSpend, SyncState
+from aggregator.models.base import utcnow
 from aggregator.plaid.wiring import install_plaid_webhooks
 from aggregator.settings import PlaidRegion, Settings
 from aggregator.store import RegionRouter
@@ -316,3 +317,32 @@ async def test_plaid_is_refused_where_the_region_has_no_plaid(
         "user_id": answer.json()["id"], "redirect_uri": APP_REDIRECT, "bank_id": "plaid"})
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["pointer"] == "#/bank_id"
+
+
+async def test_a_sync_plaid_could_not_serve_is_retried_without_spending_again(
+    plaid_gateway: PlaidGateway,
+) -> None:
+    gw = plaid_gateway
+    connection_id = await gw.link(await gw.user())
+    gw.plaid.pages = [{"added": [plaid_transaction("t-1", 1.0)]}]
+    await gw.webhook({"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE",
+                      "item_id": gw.item()})
+    gw.plaid.fail_next = (500, "API_ERROR", "INTERNAL_SERVER_ERROR")
+    assert await gw.work() == 0
+    async with gw.router.reader("us") as session:
+        event = (await session.execute(select(PlaidWebhookEvent))).scalar_one()
+        state = await session.get(SyncState, connection_id)
+    assert (event.status.value, event.outcome, event.attempts) == (
+        "pending", "sync_requested", 2)  # applied once, failed once
+    assert state is not None
+    assert state.last_error == "bank_unavailable"
+    async with gw.router.session("us") as session, session.begin():
+        await session.execute(update(PlaidWebhookEvent).values(available_at=utcnow()))
+    assert await gw.work() == 1
+    async with gw.router.reader("us") as session:
+        event = (await session.execute(select(PlaidWebhookEvent))).scalar_one()
+        spent = list((await session.execute(select(SyncSpend.reason))).scalars())
+    assert (event.status.value, event.outcome) == ("applied", "synced")
+    assert spent == ["webhook", "webhook"]  # the retry spent nothing more
+    synced = await _app_sync(gw, connection_id)
+    assert len(synced["added"]) == 1
