@@ -47,7 +47,7 @@ from aggregator.store import RegionRouter
 from aggregator.sync.banks import PLAID_BANK_ID, BankDirectory
 from aggregator.sync.job import Syncer
 from aggregator.sync.tokens import load_credential
-from connectors import ConnectorError, ItemLoginRequired, LinkToken, PlaidItem
+from connectors import ConnectorError, ItemLoginRequired, LinkToken, PlaidConnector, PlaidItem
 from vault import Secret
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,12 @@ class PlaidLinkConflict(GatewayError):
     """Raised when the session was used, expired, or its connection cannot be repaired."""
 
     code = "conflict"
+
+
+class PublicTokenMissing(GatewayError):
+    """Raised when a new Plaid link is finished without Plaid Link's public token."""
+
+    code = "validation_failed"
 
 
 def webhook_url(base_url: str, region: str) -> str:
@@ -109,7 +115,7 @@ async def exchange(
     region = _region(router, link_session_id)
     link = await _load(router, region, caller, link_session_id)
     if link.update_connection_id is None and public_token is None:
-        raise PlaidLinkConflict("public_token is required to finish a new Plaid link")
+        raise PublicTokenMissing("public_token is required to finish a new Plaid link")
     await _claim(router, region, link)
     keys = custody[region]
     connector = banks.plaid(region)
@@ -131,7 +137,14 @@ async def exchange(
         await _finish(router, region, link.id, LinkStatus.FAILED, link.user_id,
                       "link_session.error", request_id)
         raise
-    connection_id = await _save(router, keys, link, item, request_id)
+    try:
+        connection_id = await _save(router, keys, link, item, request_id)
+    except BaseException:
+        await _finish(router, region, link.id, LinkStatus.FAILED, link.user_id,
+                      "link_session.error", request_id)
+        if item is not None:  # never leave a live Item at Plaid that nothing holds
+            await _forget(connector, item, link.id)
+        raise
     try:  # the link stands even if the first sync fails (as for the OAuth banks)
         await syncer.sync(connection_id, actor="gateway", request_id=request_id)
     except (ConnectorError, GatewayError) as exc:
@@ -239,6 +252,14 @@ async def _repair(session: AsyncSession, connection_id: ConnectionId, now: datet
     connection.updated_at = now
     await session.flush()
     return connection
+
+
+async def _forget(connector: PlaidConnector, item: PlaidItem, link_id: str) -> None:
+    try:
+        await connector.remove_item(item.access_token)
+    except ConnectorError as exc:
+        log.error("link %s: an exchanged Plaid Item could not be stored nor removed (%s); "
+                  "remove it in Plaid's dashboard", link_id, exc.code)
 
 
 async def _finish(router: RegionRouter, region: str, link_id: str, status: LinkStatus,

@@ -140,6 +140,8 @@ async def store_webhooks(
     The receipts are in the order of ``hooks``; a body repeated within the batch is
     stored once and its later copies are duplicates, as if they had come later.
     """
+    if not hooks:
+        return []
     items = sorted({h.item_id for h in hooks if h.item_id is not None})
     owners: dict[str, str] = {}
     if items:

@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 
 from starlette.routing import BaseRoute
 
-from aggregator.http.problems import Conflict, NotFound
+from aggregator.http.problems import Conflict, FieldError, NotFound, ValidationFailed
 from aggregator.http.routes.owned import connection_view, owned_connection
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.schema import rules
 from aggregator.http.views import ID, ConnectionOut
 from aggregator.link.wiring import components
-from aggregator.plaid.link import PlaidLinkConflict, PlaidLinkNotFound, exchange
+from aggregator.plaid.link import (
+    PlaidLinkConflict,
+    PlaidLinkNotFound,
+    PublicTokenMissing,
+    exchange,
+)
 from vault import Secret
 
 
@@ -53,6 +58,8 @@ async def post_exchange(call: Call) -> ConnectionOut:
         raise NotFound(str(exc)) from None
     except PlaidLinkConflict as exc:
         raise Conflict(str(exc)) from None
+    except PublicTokenMissing as exc:
+        raise ValidationFailed([FieldError(str(exc), pointer="#/public_token")]) from None
     region = services.router.region_of(done.connection_id)
     async with services.router.reader(region) as session:
         return connection_view(await owned_connection(session, done.connection_id, call.caller))

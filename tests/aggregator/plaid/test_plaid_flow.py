@@ -346,3 +346,23 @@ async def test_a_sync_plaid_could_not_serve_is_retried_without_spending_again(
     assert spent == ["webhook", "webhook"]  # the retry spent nothing more
     synced = await _app_sync(gw, connection_id)
     assert len(synced["added"]) == 1
+
+
+async def test_another_application_cannot_finish_the_session(
+    plaid_gateway: PlaidGateway,
+) -> None:
+    gw = plaid_gateway
+    started = await gw.session(await gw.user(), bank_id="plaid")
+    public = gw.plaid.complete_link(started["plaid"]["link_token"])
+    _, other_key = await create_application(gw.router, "Other", [APP_REDIRECT])
+    body = {"link_session_id": started["link_session_id"], "public_token": public}
+    refused = await gw.api.post("/v1/plaid/exchange", json=body,
+                                headers={"Authorization": f"Bearer {other_key}"})
+    assert refused.status_code == 404
+    assert gw.plaid.access_tokens == {}  # nothing was exchanged
+    missing = await gw.api.post("/v1/plaid/exchange",
+                                json={"link_session_id": started["link_session_id"]})
+    assert missing.status_code == 422  # a new link needs its public token
+    assert missing.json()["errors"][0]["pointer"] == "#/public_token"
+    done = await gw.api.post("/v1/plaid/exchange", json=body)
+    assert done.status_code == 200, done.text
