@@ -31,11 +31,25 @@ Example ``aggregator.toml``::
     max_response_bytes = 10485760
     timeout_seconds = 10                 # also connect_timeout_seconds, total_timeout_seconds
 
+    [regions.us.plaid]                   # optional: this region links through Plaid
+    client_id = "5f…"
+    secret_env = "PLAID_SECRET_US"       # the variable holding the secret, or:
+    # secret_vault_path = "plaid/us"     # a KV v2 secret read at start-up through the
+    # secret_vault_mount = "secret"      #   region's Transit connection (its URL and
+    # secret_vault_field = "secret"      #   auth); mount and field default as shown
+    environment = "production"           # sandbox (default) | production
+    products = ["transactions"]          # default
+    country_codes = ["US", "CA"]         # default ["US"]
+    # host = "https://plaid-proxy.internal"  # overrides the environment's API host
+    # daily_budget = 4                   # webhook-triggered syncs per rolling 24 h
+
 Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
 ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_REGIONS=eu,us`` (which
 regions run), and
 ``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
-``AGGREGATOR_REGION_EU_DATABASE_URL`` or ``AGGREGATOR_REGION_EU_KEYS_PROVIDER``; and
+``AGGREGATOR_REGION_EU_DATABASE_URL``, ``AGGREGATOR_REGION_EU_KEYS_PROVIDER`` or
+``AGGREGATOR_REGION_US_PLAID_CLIENT_ID`` (a region with Plaid needs ``public_url``: Plaid
+sends its webhooks to ``{public_url}/webhooks/plaid/{region}``); and
 ``AGGREGATOR_WORKER_<SETTING>`` for each ``[worker]`` setting (:data:`WORKER_ENV`); and
 ``AGGREGATOR_EGRESS_<SETTING>`` for each ``[egress]`` setting (:data:`ENV_EGRESS`), lists
 comma-separated, e.g. ``AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK=true``.
@@ -54,7 +68,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aggregator.errors import ConfigError
-from connectors import EgressPolicy
+from connectors import EgressPolicy, PlaidConfig, PlaidEnvironment, SyncPolicy
 from vault import LocalKeyringConfig, Pkcs11Config, ProviderConfig, Secret, TransitConfig
 
 DEFAULT_REGIONS = ("eu", "us")
@@ -78,6 +92,16 @@ ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "KEYS_APPROLE_SECRET_ID_ENV": ("keys", "approle_secret_id_env"),
     "KEYS_NAMESPACE": ("keys", "namespace"),
     "KEYS_CA_CERT": ("keys", "ca_cert"),
+    "PLAID_CLIENT_ID": ("plaid", "client_id"),
+    "PLAID_SECRET_ENV": ("plaid", "secret_env"),
+    "PLAID_SECRET_VAULT_PATH": ("plaid", "secret_vault_path"),
+    "PLAID_SECRET_VAULT_MOUNT": ("plaid", "secret_vault_mount"),
+    "PLAID_SECRET_VAULT_FIELD": ("plaid", "secret_vault_field"),
+    "PLAID_ENVIRONMENT": ("plaid", "environment"),
+    "PLAID_HOST": ("plaid", "host"),
+    "PLAID_PRODUCTS": ("plaid", "products"),
+    "PLAID_COUNTRY_CODES": ("plaid", "country_codes"),
+    "PLAID_DAILY_BUDGET": ("plaid", "daily_budget"),
 }
 
 #: ``[worker]`` settings an environment variable may override, by variable name.
@@ -105,7 +129,13 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
     }),
 }
 _TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "worker", "egress"})
-_REGION_KEYS = frozenset({"database_url", "keys"})
+_REGION_KEYS = frozenset({"database_url", "keys", "plaid"})
+_PLAID_KEYS = frozenset({
+    "client_id", "secret_env", "secret_vault_path", "secret_vault_mount",
+    "secret_vault_field", "environment", "host", "products", "country_codes", "daily_budget",
+})
+_PLAID_PRODUCT = re.compile(r"^[a-z_]{1,40}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +145,30 @@ class RegionSettings:
     name: str
     database_url: str
     keys: ProviderConfig
+    #: How the region reaches Plaid, if it links through Plaid at all.
+    plaid: PlaidRegion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VaultSecretRef:
+    """A secret in a Vault/OpenBao KV v2 engine: ``mount``, ``path`` and the ``field``."""
+
+    mount: str
+    path: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaidRegion:
+    """One region's Plaid credentials (``config``) and the budget its webhooks spend.
+
+    With ``vault_secret`` the secret lives in Vault: ``config.secret`` is empty until
+    :func:`aggregator.plaid.wiring.attach_plaid` reads it at start-up.
+    """
+
+    config: PlaidConfig
+    sync_policy: SyncPolicy
+    vault_secret: VaultSecretRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +236,12 @@ def load_settings(
         "AGGREGATOR_PUBLIC_URL" if env.get("AGGREGATOR_PUBLIC_URL")
         else f"{source}: http.public_url",
     )
+    plaid_regions = [r.name for r in regions.values() if r.plaid is not None]
+    if plaid_regions and public_url is None:
+        raise ConfigError(
+            f"{source}: regions.{plaid_regions[0]}.plaid needs http.public_url "
+            "(or AGGREGATOR_PUBLIC_URL): Plaid's webhooks are sent there"
+        )
     return Settings(
         data_dir=data_dir,
         regions=regions,
@@ -245,6 +305,10 @@ def _with_env(
 ) -> dict[str, Any]:
     region = dict(_mapping(raw, source, f"regions.{name}"))
     region["keys"] = dict(_mapping(region.get("keys", {}), source, f"regions.{name}.keys"))
+    if "plaid" in region or any(v.startswith(f"AGGREGATOR_REGION_{name.upper()}_PLAID_")
+                                for v in env):
+        region["plaid"] = dict(_mapping(region.get("plaid", {}), source,
+                                        f"regions.{name}.plaid"))
     prefix = f"AGGREGATOR_REGION_{name.upper()}_"
     for var, value in env.items():
         if not var.startswith(prefix):
@@ -264,7 +328,87 @@ def _region(
 ) -> RegionSettings:
     _reject_unknown(raw, _REGION_KEYS, source, f"regions.{name}.")
     url = raw.get("database_url") or f"sqlite+aiosqlite:///{data_dir / f'{name}.sqlite3'}"
-    return RegionSettings(name, str(url), _keys(name, raw["keys"], data_dir, env, source))
+    keys = _keys(name, raw["keys"], data_dir, env, source)
+    plaid = _plaid(name, raw["plaid"], env, source) if "plaid" in raw else None
+    if plaid is not None and plaid.vault_secret is not None and not isinstance(
+            keys, TransitConfig):
+        raise ConfigError(f"{source}: regions.{name}.plaid.secret_vault_path reads the secret "
+                          f"through the region's Vault; set regions.{name}.keys.provider = "
+                          "\"transit\" or use secret_env")
+    return RegionSettings(name, str(url), keys, plaid)
+
+
+def _plaid(region: str, raw: Mapping[str, Any], env: Mapping[str, str], source: str
+           ) -> PlaidRegion:
+    """``[regions.<name>.plaid]``: each region has its own Plaid credentials (residency)."""
+    where = f"{source}: regions.{region}.plaid"
+    _reject_unknown(raw, _PLAID_KEYS, source, f"regions.{region}.plaid.")
+    client_id = raw.get("client_id")
+    if not client_id or not isinstance(client_id, str):
+        raise ConfigError(f"{where}.client_id is required")
+    secret, vault = _plaid_secret(raw, env, where)
+    try:
+        environment = PlaidEnvironment(str(raw.get("environment", "sandbox")).lower())
+    except ValueError:
+        raise ConfigError(f"{where}.environment must be sandbox or production") from None
+    host = raw.get("host")
+    if host is not None and not _plaid_host(host):
+        raise ConfigError(f"{where}.host must be an https URL (http only on loopback)")
+    products = _names(raw.get("products", ["transactions"]), str.lower, _PLAID_PRODUCT)
+    countries = _names(raw.get("country_codes", ["US"]), str.upper, _COUNTRY)
+    if products is None:
+        raise ConfigError(f"{where}.products must list Plaid product names")
+    if countries is None:
+        raise ConfigError(f"{where}.country_codes must list ISO 3166-1 alpha-2 codes")
+    budget = raw.get("daily_budget", SyncPolicy().daily_budget)
+    if isinstance(budget, str) and budget.strip().isdigit():
+        budget = int(budget)  # from the environment
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"{where}.daily_budget must be a positive whole number")
+    policy = SyncPolicy(daily_budget=budget)
+    config = PlaidConfig(region, client_id, secret, environment,
+                         host.rstrip("/") if host else None, products, countries)
+    return PlaidRegion(config, policy, vault)
+
+
+def _plaid_secret(raw: Mapping[str, Any], env: Mapping[str, str], where: str
+                  ) -> tuple[Secret, VaultSecretRef | None]:
+    """The secret from the variable ``secret_env`` names, or a reference into Vault."""
+    secret_env, path = raw.get("secret_env"), raw.get("secret_vault_path")
+    if bool(secret_env) == bool(path):
+        raise ConfigError(f"{where}: set exactly one of secret_env (the variable holding "
+                          "the secret) and secret_vault_path (a KV v2 secret in Vault)")
+    if path:
+        mount = raw.get("secret_vault_mount") or "secret"
+        field = raw.get("secret_vault_field") or "secret"
+        if not all(isinstance(v, str) for v in (path, mount, field)):
+            raise ConfigError(f"{where}: secret_vault_* must be strings")
+        return Secret(""), VaultSecretRef(str(mount), str(path).strip("/"), str(field))
+    value = env.get(str(secret_env))
+    if not value:
+        raise ConfigError(f"{where}.secret_env names ${secret_env}, which is not set")
+    return Secret(value), None
+
+
+def _names(value: Any, case: Any, pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """A TOML list, or a comma-separated string from the environment, all matching."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return None
+    names = tuple(case(str(i).strip()) for i in items if str(i).strip())
+    return names if names and all(pattern.match(n) for n in names) else None
+
+
+def _plaid_host(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    if not parts.hostname or parts.username is not None or parts.query or parts.fragment:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))
 
 
 def _keys(

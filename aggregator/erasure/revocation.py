@@ -30,7 +30,9 @@ from aggregator.errors import GatewayError
 from aggregator.models import ErasureRevocation, RevocationOutcome
 from aggregator.models.base import table_of, utcnow
 from aggregator.store import RegionRouter
-from connectors import BankUnsupported, ConnectorError
+from aggregator.sync.banks import BankDirectory
+from connectors import BankUnsupported, ConnectorError, PlaidConnector
+from vault import Secret
 
 log = logging.getLogger(__name__)
 _revocations = table_of(ErasureRevocation)
@@ -48,6 +50,23 @@ class Banks(Protocol):
     """What revocation needs of the process's banks (``BankDirectory`` satisfies it)."""
 
     def oauth(self, bank_id: str) -> Revoker: ...
+
+
+class PlaidRevoker:
+    """A Plaid Item's "revocation": ``/item/remove`` invalidates its access token."""
+
+    def __init__(self, connector: PlaidConnector) -> None:
+        self.connector = connector
+
+    async def revoke(self, token: str, token_type_hint: TokenHint | None = None) -> None:
+        await self.connector.remove_item(Secret(token))
+
+
+def revoker_for(banks: Banks, bank_id: str, region: str) -> Revoker:
+    """The revoker for one connection's kind: Plaid Items, or the bank's RFC 7009."""
+    if isinstance(banks, BankDirectory) and banks.is_plaid(bank_id):
+        return PlaidRevoker(banks.plaid(region))
+    return banks.oauth(bank_id)
 
 
 async def revoke_pending(
@@ -117,7 +136,7 @@ async def _attempt(
     for attempt in range(max(attempts, 1)):
         tried += 1
         try:
-            await banks.oauth(row.bank_id).revoke(token, hint)
+            await revoker_for(banks, row.bank_id, custody.region).revoke(token, hint)
         except BankUnsupported:
             outcome, error = RevocationOutcome.UNSUPPORTED, BankUnsupported.code
             break

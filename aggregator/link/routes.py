@@ -39,6 +39,7 @@ from aggregator.link.pages import (
 )
 from aggregator.link.sessions import LinkRequest, create_link_session, open_link
 from aggregator.link.wiring import LinkComponents, components
+from aggregator.plaid.link import plaid_link_token
 from aggregator.sync import UnknownBank
 from connectors import ConnectorError
 
@@ -70,12 +71,28 @@ class CreateLinkSession:
 
 
 @dataclass(frozen=True)
+class PlaidLinkOut:
+    """What the app's frontend passes to Plaid Link (``Plaid.create({token})``)."""
+
+    link_token: str = field(metadata=rules(
+        description="Plaid's Link token; after Link's `onSuccess`, send its `public_token` "
+                    "with this session's id to `POST /v1/plaid/exchange`."))
+    expiration: datetime
+
+
+@dataclass(frozen=True)
 class LinkSessionOut:
-    """A link session; the token is shown once and opens ``link_url`` for ten minutes."""
+    """A link session; the token is shown once and opens ``link_url`` for ten minutes.
+
+    For ``bank_id`` "plaid" (or an update of a Plaid connection) the user links in the
+    app's frontend through Plaid Link instead: ``plaid`` carries its token.
+    """
 
     link_token: str
     link_url: str
     expires_at: datetime
+    link_session_id: str | None = field(default=None, metadata=rules(pattern=ID))
+    plaid: PlaidLinkOut | None = None
 
 
 def _base_url(request: Request, parts: LinkComponents) -> str:
@@ -97,8 +114,17 @@ async def create_session(call: Call) -> LinkSessionOut:
         raise NotFound(str(exc)) from None
     except LinkRequestInvalid as exc:
         raise ValidationFailed([FieldError(exc.detail, pointer=exc.pointer)]) from None
-    url = f"{_base_url(call.request, parts)}/link/{issued.token}"
-    return LinkSessionOut(issued.token, url, issued.expires_at)
+    base = _base_url(call.request, parts)
+    plaid = None
+    if issued.bank_id is not None and parts.banks.is_plaid(issued.bank_id):
+        region = call.services.router.region_of(issued.session_id)
+        token = await plaid_link_token(
+            call.services.router, call.services.custody[region], parts.banks, issued,
+            body.user_id, issued.update_connection_id, base,
+        )
+        plaid = PlaidLinkOut(token.link_token, token.expiration)
+    return LinkSessionOut(issued.token, f"{base}/link/{issued.token}", issued.expires_at,
+                          issued.session_id, plaid)
 
 
 def _for_people(handler: Handler) -> Handler:
@@ -199,7 +225,7 @@ def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/v1/link/sessions", create_session, "POST", Operation(
             summary="Start a link session for a user", body=CreateLinkSession,
-            response=LinkSessionOut, status=201, errors=(404, 422), tags=("link",),
+            response=LinkSessionOut, status=201, errors=(404, 422, 502, 503), tags=("link",),
             description=LinkSessionOut.__doc__,
         )),
         # Before /link/{token}, which would otherwise take "callback" for a token.

@@ -77,6 +77,9 @@ class IssuedLink:
     session_id: LinkSessionId
     token: str
     expires_at: datetime
+    #: The bank chosen up front (or the update target's): "plaid" continues in Plaid Link.
+    bank_id: str | None = None
+    update_connection_id: ConnectionId | None = None
 
     def __repr__(self) -> str:
         return f"IssuedLink(session_id={self.session_id!r}, token='***')"
@@ -130,7 +133,7 @@ async def create_link_session(
             session, actor=app.id, action="link_session.created", target_id=link.id,
             request_id=request_id, client_ip=client_ip,
         )
-    return IssuedLink(link.id, token, link.expires_at)
+    return IssuedLink(link.id, token, link.expires_at, bank_id, update_id)
 
 
 def _user_region(router: RegionRouter, user_id: str) -> str:
@@ -161,7 +164,12 @@ async def _update_target(
     return target
 
 
-def _offered(banks: BankDirectory, bank_id: str, region: str, pointer: str) -> BankProfile:
+def _offered(banks: BankDirectory, bank_id: str, region: str, pointer: str
+             ) -> BankProfile | None:
+    if banks.is_plaid(bank_id):  # Plaid Link runs in the app's frontend, not our page
+        if region not in banks.plaid_regions():
+            raise LinkRequestInvalid(pointer, "Plaid is not offered in the user's region")
+        return None
     try:
         return banks.profile(bank_id, region=region)
     except UnknownBank:
@@ -197,6 +205,8 @@ async def open_link(
     if found is None:
         raise LinkNotFound(_UNKNOWN)
     link, app_name = found
+    if link.bank_id is not None and banks.is_plaid(link.bank_id):
+        raise LinkNotFound("This link continues in the app, through Plaid Link.")
     check_pending(link)
     keys = custody[region]
     offered = (

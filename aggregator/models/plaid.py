@@ -32,7 +32,10 @@ class PlaidWebhookEvent(Base):
     """One verified Plaid webhook; its body holds Plaid's codes and ids, no account data."""
 
     __tablename__ = "plaid_webhook_events"
-    __table_args__ = (Index(None, "status", "available_at"),)
+    __table_args__ = (
+        Index(None, "status", "available_at"),
+        Index(None, "status", "received_at"),  # the worker's purge of expired de-dup rows
+    )
 
     #: SHA-256 of the verified raw body: the de-duplication key.
     body_sha256: Mapped[bytes] = digest_column(primary_key=True)

@@ -4,18 +4,28 @@ The connector and the webhook verification live in :mod:`connectors` (no databas
 this package stores and acts on what they return.
 """
 
-from aggregator.plaid.apply import NoPlaidHooks, PlaidHooks, apply_webhook_event, pending_events
+from aggregator.plaid.apply import (
+    DEDUP_RETENTION,
+    SYNC_REQUESTED,
+    NoPlaidHooks,
+    PlaidHooks,
+    apply_webhook_event,
+    finish_sync,
+    pending_events,
+    purge_expired,
+)
 from aggregator.plaid.receiver import PlaidWebhooks, Receipt, store_webhook
-from aggregator.plaid.settings import PlaidSettings, load_plaid_settings
 
 __all__ = [
+    "DEDUP_RETENTION",
+    "SYNC_REQUESTED",
     "NoPlaidHooks",
     "PlaidHooks",
-    "PlaidSettings",
     "PlaidWebhooks",
     "Receipt",
     "apply_webhook_event",
-    "load_plaid_settings",
+    "finish_sync",
     "pending_events",
+    "purge_expired",
     "store_webhook",
 ]

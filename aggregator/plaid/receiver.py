@@ -11,7 +11,9 @@ Group commit: a region's store takes one write transaction at a time (SQLite's l
 on either backend a commit costs a disk flush), so concurrent webhooks are stored in
 shared transactions. The first request that finds no writer becomes the writer and
 commits everything queued meanwhile (up to :data:`MAX_BATCH` per transaction) until the
-queue is empty; every request still answers only after its own row is committed.
+queue is empty; every request still answers only after its own row is committed. A
+batch costs two statements whatever its size (:func:`store_webhooks`): one lookup of
+the items' connections and one multi-row insert-or-ignore.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,10 +61,19 @@ class PlaidWebhooks:
         self.verifiers = dict(verifiers)
         self._queues: dict[str, list[_Queued]] = {r: [] for r in self.verifiers}
         self._writing: set[str] = set()
+        #: ``outcome`` is a receipt (stored, duplicate, orphaned: accepted) or a
+        #: :class:`~connectors.RejectReason` value (rejected, and why).
         self.counter = Counter(
             "aggregator_plaid_webhooks", "Plaid webhooks received, by region and outcome",
             ["region", "outcome"], registry=registry,
         )
+        self._exposed: set[int] = {id(registry)} if registry is not None else set()
+
+    def expose(self, registry: CollectorRegistry) -> None:
+        """Serve the counters from ``registry`` too (the app's ``/metrics``); idempotent."""
+        if id(registry) not in self._exposed:
+            self._exposed.add(id(registry))
+            registry.register(self.counter)
 
     def max_body_bytes(self, region: str) -> int:
         return self.verifiers[region].max_body_bytes
@@ -102,7 +113,7 @@ class PlaidWebhooks:
     async def _commit(self, region: str, batch: list[_Queued]) -> None:
         try:
             async with self.router.session(region) as session, session.begin():
-                receipts = [await store_webhook(session, region, hook) for hook, _ in batch]
+                receipts = await store_webhooks(session, region, [hook for hook, _ in batch])
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -116,27 +127,59 @@ class PlaidWebhooks:
 
 
 async def store_webhook(session: AsyncSession, region: str, hook: PlaidWebhook) -> Receipt:
-    """Insert-or-ignore the webhook and its job in the session's transaction."""
-    connection_id = None
-    if hook.item_id is not None:
-        connection_id = (await session.execute(
-            select(Connection.id).where(Connection.external_ref == hook.item_id).limit(1)
-        )).scalar_one_or_none()
-    status = WebhookStatus.PENDING if connection_id else WebhookStatus.ORPHANED
+    """Insert-or-ignore one webhook and its job in the session's transaction."""
+    (receipt,) = await store_webhooks(session, region, [hook])
+    return receipt
+
+
+async def store_webhooks(
+    session: AsyncSession, region: str, hooks: Sequence[PlaidWebhook]
+) -> list[Receipt]:
+    """Insert-or-ignore ``hooks`` in the session's transaction, in two statements.
+
+    The receipts are in the order of ``hooks``; a body repeated within the batch is
+    stored once and its later copies are duplicates, as if they had come later.
+    """
+    if not hooks:
+        return []
+    items = sorted({h.item_id for h in hooks if h.item_id is not None})
+    owners: dict[str, str] = {}
+    if items:
+        rows = await session.execute(
+            select(Connection.external_ref, Connection.id)
+            .where(Connection.external_ref.in_(items)).order_by(Connection.created_at)
+        )
+        for item, owner in rows:
+            if item is not None:
+                owners.setdefault(item, owner)  # the oldest, as LIMIT 1 chose before
     now = datetime.now(UTC)
-    values: dict[str, Any] = {
-        "body_sha256": hook.body_sha256, "region": region, "item_id": hook.item_id,
-        "connection_id": connection_id, "webhook_type": hook.webhook_type,
-        "webhook_code": hook.webhook_code, "body": hook.body.decode("utf-8"),
-        "signed_at": hook.issued_at, "received_at": now, "status": status,
-        "attempts": 0, "available_at": now,
-    }
+    fresh: dict[bytes, dict[str, Any]] = {}
+    for hook in hooks:
+        if hook.body_sha256 in fresh:
+            continue
+        connection_id: str | None = (
+            owners.get(hook.item_id) if hook.item_id is not None else None)
+        fresh[hook.body_sha256] = {
+            "body_sha256": hook.body_sha256, "region": region, "item_id": hook.item_id,
+            "connection_id": connection_id, "webhook_type": hook.webhook_type,
+            "webhook_code": hook.webhook_code, "body": hook.body.decode("utf-8"),
+            "signed_at": hook.issued_at, "received_at": now,
+            "status": WebhookStatus.PENDING if connection_id else WebhookStatus.ORPHANED,
+            "attempts": 0, "available_at": now,
+        }
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(_events).values(values).on_conflict_do_nothing(
+    statement = insert(_events).values(list(fresh.values())).on_conflict_do_nothing(
         index_elements=["body_sha256"]
     ).returning(_events.c.body_sha256)
     # RETURNING, not rowcount: drivers disagree on rowcount for an ignored conflict.
-    if (await session.execute(statement)).first() is None:
-        return Receipt.DUPLICATE
-    return Receipt.STORED if connection_id else Receipt.ORPHANED
+    stored = set((await session.execute(statement)).scalars())
+    receipts = []
+    for hook in hooks:
+        if hook.body_sha256 not in stored:
+            receipts.append(Receipt.DUPLICATE)
+            continue
+        stored.discard(hook.body_sha256)  # a later copy in this batch is a duplicate
+        orphan = fresh[hook.body_sha256]["connection_id"] is None
+        receipts.append(Receipt.ORPHANED if orphan else Receipt.STORED)
+    return receipts

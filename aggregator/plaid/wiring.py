@@ -1,7 +1,10 @@
-"""Building the Plaid webhook receiver for a gateway process.
+"""Plugging Plaid into a gateway or worker process, from ``Settings`` (``[regions.*.plaid]``).
 
-``open_services`` calls :func:`install_plaid_webhooks` once it has the router; a region
-without Plaid settings answers 404 on its webhook path.
+:func:`attach_plaid` gives the process's :class:`~aggregator.sync.BankDirectory` one
+:class:`~connectors.PlaidConnector` per Plaid region (the sync job, Link, removal and
+erasure find it there); :func:`install_plaid_webhooks`, called by ``open_services``, also
+builds the webhook receiver. A region without Plaid settings answers 404 on its webhook
+path and refuses ``bank_id`` "plaid" in link sessions.
 
 plaid-python talks through urllib3, not httpx, so the egress transport cannot guard its
 connections; instead each region's Plaid host is held to the outbound policy here, at
@@ -11,37 +14,62 @@ test server only with ``egress.allow_http_loopback``).
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import CollectorRegistry
 
 from aggregator.errors import ConfigError
 from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
 from aggregator.http.services import Services
 from aggregator.plaid.receiver import PlaidWebhooks
-from aggregator.plaid.settings import PlaidSettings, load_plaid_settings
+from aggregator.plaid.vault_secret import read_vault_secret
+from aggregator.settings import Settings
+from aggregator.sync.banks import BankDirectory
 from connectors import PlaidConnector, WebhookKeys, WebhookVerifier
+from vault import TransitConfig
+
+
+def attach_plaid(banks: BankDirectory, settings: Settings) -> list[str]:
+    """One connector per region with Plaid settings; returns those regions.
+
+    A secret kept in Vault is read here, at start-up (:mod:`aggregator.plaid.vault_secret`);
+    a region whose secret cannot be read stops the process with a :class:`ConfigError`.
+    """
+    for region, found in settings.regions.items():
+        plaid = found.plaid
+        if plaid is None or region in banks.plaid_regions():
+            continue
+        config = plaid.config
+        problem = settings.egress.url_problem(config.api_host)
+        if problem:
+            raise ConfigError(f"regions.{region}.plaid.host: {problem}")
+        if plaid.vault_secret is not None:
+            if not isinstance(found.keys, TransitConfig):  # refused by load_settings too
+                raise ConfigError(f"regions.{region}.plaid: a Vault secret needs Transit keys")
+            secret = read_vault_secret(found.keys, plaid.vault_secret, region)
+            config = dataclasses.replace(config, secret=secret)
+        banks.attach_plaid(region, PlaidConnector(config), plaid.sync_policy)
+    return banks.plaid_regions()
 
 
 def build_plaid_webhooks(
-    services: Services, plaid: PlaidSettings, registry: CollectorRegistry | None = None
+    banks: BankDirectory, services: Services, registry: CollectorRegistry | None = None
 ) -> PlaidWebhooks:
-    """One connector, key cache and verifier per Plaid region, each its own environment."""
-    for region, config in plaid.regions.items():
-        problem = services.settings.egress.url_problem(config.api_host)
-        if problem:
-            raise ConfigError(f"AGGREGATOR_PLAID_{region.upper()}_HOST: {problem}")
+    """One key cache and verifier per Plaid region, each asking its own environment."""
     verifiers = {
-        region: WebhookVerifier(WebhookKeys(PlaidConnector(config).webhook_key))
-        for region, config in plaid.regions.items()
-        if region in services.router.regions
+        region: WebhookVerifier(WebhookKeys(banks.plaid(region).webhook_key))
+        for region in banks.plaid_regions() if region in services.router.regions
     }
     return PlaidWebhooks(services.router, verifiers, registry)
 
 
 def install_plaid_webhooks(
     services: Services, registry: CollectorRegistry | None = None
-) -> PlaidWebhooks:
-    """Read the Plaid settings from the environment and put the receiver in ``services``."""
-    plaid = load_plaid_settings(services.router.regions)
-    receiver = build_plaid_webhooks(services, plaid, registry)
+) -> PlaidWebhooks | None:
+    """Attach the settings' Plaid regions and put the receiver in ``services``."""
+    if not isinstance(services.banks, BankDirectory):
+        return None
+    attach_plaid(services.banks, services.settings)
+    receiver = build_plaid_webhooks(services.banks, services, registry)
     services.extra[SERVICE_KEY] = receiver
     return receiver

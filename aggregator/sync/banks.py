@@ -9,6 +9,10 @@ A bank whose profile names a transport certificate (RFC 8705) or its own CA gets
 client, built by the egress factory with that TLS context, so the certificate is
 presented on every call to that bank (PAR, token, revocation, account API) and never to
 another. Those clients are the directory's to close (:meth:`BankDirectory.aclose`).
+
+Plaid is one more "bank" per region: connections through it have ``bank_id`` "plaid"
+(:data:`PLAID_BANK_ID`), and the region's :class:`~connectors.PlaidConnector` and sync
+budget are attached once at start-up (:meth:`BankDirectory.attach_plaid`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ from connectors import (
     BankProfile,
     Dialect,
     EgressPolicy,
+    PlaidConnector,
+    SyncPolicy,
     bank_ssl_context,
     egress_client,
     get_dialect,
 )
+
+#: The ``bank_id`` of every connection made through Plaid, in any region.
+PLAID_BANK_ID = "plaid"
 
 
 class UnknownBank(GatewayError):
@@ -59,6 +68,7 @@ class BankDirectory:
         self._policy = policy or EgressPolicy()
         self._clients: dict[str, BankOAuthClient] = {}
         self._bank_http: dict[str, httpx.AsyncClient] = {}
+        self._plaid: dict[str, tuple[PlaidConnector, SyncPolicy]] = {}
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -112,3 +122,24 @@ class BankDirectory:
         profile = self.profile(bank_id)
         cls = get_dialect(profile.api.dialect)
         return cls(self.http_for(bank_id), profile.api.base_url, access_token)
+
+    def attach_plaid(self, region: str, connector: PlaidConnector, policy: SyncPolicy) -> None:
+        """Serve ``region``'s Plaid connections through ``connector`` (one per region)."""
+        self._plaid[region] = (connector, policy)
+
+    def is_plaid(self, bank_id: str) -> bool:
+        return bank_id == PLAID_BANK_ID
+
+    def plaid_regions(self) -> list[str]:
+        return sorted(self._plaid)
+
+    def plaid(self, region: str) -> PlaidConnector:
+        """The region's Plaid connector; :class:`UnknownBank` where Plaid is not set up."""
+        found = self._plaid.get(region)
+        if found is None:
+            raise UnknownBank(f"no Plaid in region {region}")
+        return found[0]
+
+    def plaid_policy(self, region: str) -> SyncPolicy:
+        found = self._plaid.get(region)
+        return found[1] if found is not None else SyncPolicy()

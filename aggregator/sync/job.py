@@ -1,7 +1,9 @@
 """The sync job: one connection's accounts, balances and transactions, brought up to date.
 
-Run inline at the end of linking, on demand (``POST /v1/connections/{id}/sync``) and,
-later, by the worker. The order is fixed by what may wait on what: a fresh access token
+Run inline at the end of linking, on demand (``POST /v1/connections/{id}/sync``) and
+by the worker. Connections made through Plaid go to
+:class:`aggregator.plaid.sync.PlaidSyncer` (cursor-based ``/transactions/sync``); the
+rest read their bank's API. The order is fixed by what may wait on what: a fresh token
 first (which may refresh at the bank), then every bank read, and only then one write
 transaction, which locks the connection row so two syncs of one connection take turns.
 A failure is recorded on ``sync_states.last_error`` as a short code, never a message.
@@ -66,6 +68,12 @@ class Syncer:
         request_id: str | None = None, budgeted: bool = True,
     ) -> SyncResult:
         region = self.router.region_of(connection_id)
+        if await self._through_plaid(region, connection_id):
+            from aggregator.plaid.sync import PlaidSyncer  # the Plaid layer builds on this one
+
+            counts, at = await PlaidSyncer(self.router, self.custody, self.banks).sync(
+                connection_id, actor=actor, request_id=request_id)
+            return SyncResult(connection_id, counts, at)
         custody = self.custody[region]
         grant = await fresh_grant(
             self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}"
@@ -98,6 +106,13 @@ class Syncer:
             await sync_completed(session, locked, accounts=counts.accounts, added=counts.added,
                                  modified=counts.modified, removed=counts.removed)
         return SyncResult(connection_id, counts, now)
+
+    async def _through_plaid(self, region: str, connection_id: ConnectionId) -> bool:
+        async with self.router.reader(region) as session:
+            bank_id = (await session.execute(
+                select(Connection.bank_id).where(Connection.id == connection_id)
+            )).scalar_one_or_none()
+        return bank_id is not None and self.banks.is_plaid(bank_id)
 
     async def _window(self, region: str, connection_id: ConnectionId) -> date | None:
         pending = (Transaction.connection_id == connection_id,

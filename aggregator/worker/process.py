@@ -21,6 +21,7 @@ import httpx
 from aggregator.custody import open_custody
 from aggregator.erasure import ErasureMetrics
 from aggregator.http.services import check_profiles
+from aggregator.plaid.wiring import attach_plaid
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
 from aggregator.sync import BudgetMetrics, Syncer
@@ -35,7 +36,7 @@ from aggregator.worker.plaid import PlaidSweep
 from aggregator.worker.refresh import CrashPoints, RefreshContext
 from aggregator.worker.runner import Worker, WorkerConfig, default_owner
 from aggregator.worker.sync_schedule import SyncSchedule
-from connectors import EgressPolicy, egress_client
+from connectors import egress_client
 
 log = logging.getLogger(__name__)
 
@@ -87,32 +88,31 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
             breaker_threshold=options.breaker_threshold,
             breaker_cool_down=options.breaker_cool_down, crash=CrashPoints.from_env(),
         )
+        attach_plaid(ctx.banks, settings)
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
-        jobs = _jobs(ctx, config, options, http, settings.egress)
-        jobs.append(ConsentWatch(
-            ctx.router, ctx.banks, batch=config.batch,
-            warning=timedelta(days=settings.worker.consent_warning_days),
-        ))
-        await Worker(ctx, config, jobs).run(stop)
+        await Worker(ctx, config, _jobs(ctx, config, options, http, settings)).run(stop)
         log.info("worker %s stopped", ctx.owner)
 
 
 def _jobs(
     ctx: RefreshContext, config: WorkerConfig, options: WorkerOptions, http: httpx.AsyncClient,
-    policy: EgressPolicy,
+    settings: Settings,
 ) -> list[PeriodicJob]:
     """The periodic jobs beside refreshing, each bounded by the worker's batch size."""
     jobs: list[PeriodicJob] = [
         ErasureSweep(ctx.router, ctx.custody, ctx.banks, ErasureMetrics(ctx.metrics.registry),
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
-        PlaidSweep(ctx.router, batch=config.batch),
+        PlaidSweep(ctx.router, syncer=Syncer(ctx.router, ctx.custody, ctx.banks),
+                   banks=ctx.banks, batch=config.batch),
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
                      batch=config.batch, metrics=BudgetMetrics.of(ctx.metrics.registry)),
+        ConsentWatch(ctx.router, ctx.banks, batch=config.batch,
+                     warning=timedelta(days=settings.worker.consent_warning_days)),
     ]
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch,
-                        policy=policy)
+                        policy=settings.egress)
     if outbox is not None:
         jobs.append(outbox)
     return jobs

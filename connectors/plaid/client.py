@@ -7,7 +7,7 @@ and public tokens travel as :class:`vault.Secret` and appear in no message.
 
 Example::
 
-    plaid = PlaidConnector(PlaidConfig.from_environment("us"))
+    plaid = PlaidConnector(PlaidConfig("us", client_id, Secret(secret), PlaidEnvironment.SANDBOX))
     link = await plaid.create_link_token(user_id, webhook_url=f"{base}/webhooks/plaid/us")
     item = await plaid.exchange_public_token(Secret(public_token_from_frontend))
     batch = await plaid.sync_transactions(item.access_token, cursor=None)

@@ -23,6 +23,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "aggregator.http.routes.events",
     "aggregator.link.routes",
     "aggregator.http.routes.plaid_webhooks",
+    "aggregator.http.routes.plaid_link",
 )
 
 

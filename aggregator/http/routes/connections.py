@@ -34,6 +34,7 @@ from aggregator.sync import (
 )
 from aggregator.sync import next_allowed_at as budget_allows_at
 from connectors import BankUnsupported, SyncPolicy
+from vault import Secret
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,11 @@ async def get_connection(call: Call) -> ConnectionOut:
         return await _view(session, call.services, connection)
 
 
-def sync_policy(services: Services, bank_id: str) -> SyncPolicy:
+def sync_policy(services: Services, bank_id: str, region: str | None = None) -> SyncPolicy:
     """The bank's ``[sync]`` policy; the PSD2 default when no profile is at hand."""
     if isinstance(services.banks, BankDirectory):
+        if services.banks.is_plaid(bank_id) and region is not None:
+            return services.banks.plaid_policy(region)
         try:
             return services.banks.profile(bank_id).sync
         except UnknownBank:
@@ -72,13 +75,17 @@ async def _view(session: AsyncSession, services: Services, connection: Connectio
                 ) -> ConnectionOut:
     allowed: datetime | None = None
     if connection.status is ConnectionStatus.ACTIVE:
-        policy = sync_policy(services, connection.bank_id)
+        policy = sync_policy(services, connection.bank_id,
+                             services.router.region_of(connection.id))
         allowed = await budget_allows_at(session, connection.id, policy, utcnow())
     return connection_view(connection, allowed)
 
 
 async def delete_connection(call: Call) -> ConnectionOut:
     """Revoke at the bank first, then forget the tokens and mark the connection revoked.
+
+    OAuth banks get an RFC 7009 revocation of the refresh token (or the access token);
+    a Plaid connection's Item is removed with Plaid's ``/item/remove``.
 
     The bank call happens outside any transaction (no lock is held across the network).
     If the bank cannot be reached the connection stays as it was and the caller gets a
@@ -102,7 +109,12 @@ async def delete_connection(call: Call) -> ConnectionOut:
             column = "refresh_token_sealed" if refresh else "access_token_sealed"
             token = await custody.sealer.open_from(key, credential, column)
     reason = "revoked_by_application"
-    if token is not None:
+    banks = services.banks
+    if token is not None and isinstance(banks, BankDirectory) and banks.is_plaid(
+            connection.bank_id):
+        # Plaid has no RFC 7009 endpoint: /item/remove invalidates the access token.
+        await banks.plaid(region).remove_item(Secret(token))
+    elif token is not None:
         try:
             # Revoking the refresh token ends the whole grant (RFC 7009 §2.1).
             await services.banks.oauth(connection.bank_id).revoke(
@@ -144,9 +156,13 @@ async def post_sync(call: Call) -> SyncOut:
                        "connections sync")
     if services.sync is None:
         raise NotImplementedYet("this deployment has no sync job configured")
+    # Plaid's /transactions/sync is one item-level call: no per-account ledgers to spend.
+    item_level = isinstance(services.banks, BankDirectory) and services.banks.is_plaid(
+        connection.bank_id)
     try:
         await spend_for_sync(services.router, ConnectionId(connection_id),
-                             sync_policy(services, connection.bank_id), reason="on_demand",
+                             sync_policy(services, connection.bank_id, region),
+                             reason="on_demand", accounts=() if item_level else None,
                              metrics=BudgetMetrics.of(call.request.app.state.metrics.registry))
     except BudgetExhausted as exc:
         raise SyncBudgetExhausted(

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from aggregator.http.metrics import HttpMetrics
 from aggregator.http.problems import ProblemType, problem, status_problem
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.plaid.receiver import PlaidWebhooks
@@ -43,6 +44,9 @@ async def post_plaid_webhook(call: Call) -> Response:
     receiver = call.services.extra.get(SERVICE_KEY)
     if not isinstance(receiver, PlaidWebhooks) or region not in receiver.verifiers:
         return status_problem(404, request.url.path)
+    metrics = getattr(request.app.state, "metrics", None)
+    if isinstance(metrics, HttpMetrics):
+        receiver.expose(metrics.registry)  # counted on /metrics from the first webhook on
     limit = receiver.max_body_bytes(region)
     try:
         body = await _read(request, limit)

@@ -43,8 +43,8 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(
     assert documented == expected
     assert ("/v1/connections/{id}", "delete") in documented
     assert ("/v1/connections/{id}/transactions/sync", "get") in documented
-    # 18 + erasure (2) + POST /webhooks/plaid/{region} + events (4)
-    assert len(documented) == 25
+    # 18 + erasure (2) + POST /webhooks/plaid/{region} + events (4) + POST /v1/plaid/exchange
+    assert len(documented) == 26
     assert ("/webhooks/plaid/{region}", "post") in documented
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -28,11 +29,13 @@ from aggregator.http.serving import bind, serving
 from aggregator.models import Connection, PlaidWebhookEvent, WebhookStatus
 from aggregator.plaid import PlaidWebhooks, apply_webhook_event, pending_events
 from aggregator.plaid.wiring import install_plaid_webhooks
+from aggregator.settings import PlaidRegion
 from aggregator.store import RegionRouter
 from connectors import (
     PlaidConfig,
     PlaidConnector,
     PlaidEnvironment,
+    SyncPolicy,
     WebhookKeys,
     WebhookVerifier,
 )
@@ -252,12 +255,13 @@ async def test_unknown_region_is_404_and_stores_nothing(
     assert await rows(region_router) == 0
 
 
-def test_receiver_is_built_per_plaid_region_from_the_environment(
-    services: Services, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("AGGREGATOR_PLAID_US_CLIENT_ID", "cid")
-    monkeypatch.setenv("AGGREGATOR_PLAID_US_SECRET", "hush")
+def test_receiver_is_built_per_plaid_region_from_the_settings(services: Services) -> None:
+    config = PlaidConfig("us", "cid", Secret("hush"), PlaidEnvironment.SANDBOX)
+    regions = dict(services.settings.regions)
+    regions["us"] = dataclasses.replace(regions["us"], plaid=PlaidRegion(config, SyncPolicy()))
+    services.settings = dataclasses.replace(services.settings, regions=regions)
     receiver = install_plaid_webhooks(services, CollectorRegistry())
+    assert receiver is not None
     assert set(receiver.verifiers) == {"us"}
     assert services.extra[SERVICE_KEY] is receiver
 
@@ -266,12 +270,13 @@ def test_receiver_is_built_per_plaid_region_from_the_environment(
     "http://169.254.169.254", "https://10.1.2.3", "http://127.0.0.1:9", "https://2130706433",
 ])
 def test_a_plaid_host_the_egress_policy_refuses_stops_start_up(
-    services: Services, monkeypatch: pytest.MonkeyPatch, host: str,
+    services: Services, host: str,
 ) -> None:
-    monkeypatch.setenv("AGGREGATOR_PLAID_US_CLIENT_ID", "cid")
-    monkeypatch.setenv("AGGREGATOR_PLAID_US_SECRET", "hush")
-    monkeypatch.setenv("AGGREGATOR_PLAID_US_HOST", host)
-    with pytest.raises(ConfigError, match="AGGREGATOR_PLAID_US_HOST: "):
+    config = PlaidConfig("us", "cid", Secret("hush"), PlaidEnvironment.SANDBOX, host=host)
+    regions = dict(services.settings.regions)
+    regions["us"] = dataclasses.replace(regions["us"], plaid=PlaidRegion(config, SyncPolicy()))
+    services.settings = dataclasses.replace(services.settings, regions=regions)
+    with pytest.raises(ConfigError, match=r"regions\.us\.plaid\.host: "):
         install_plaid_webhooks(services, CollectorRegistry())
 
 
@@ -286,3 +291,20 @@ async def test_concurrent_deliveries_share_commits_and_still_dedupe(
     statuses = sorted(r.json()["status"] for r in responses)
     assert statuses == ["duplicate"] * 6 + ["stored"] * 6
     assert await rows(region_router) == 6
+
+
+async def test_accepted_and_rejected_counts_are_on_metrics(
+    plaid: Plaid, client_factory: ClientFactory, item_connection: Connection,
+) -> None:
+    client = client_factory()
+    body = plaid.body()
+    assert (await post(client, body, plaid.sandbox.sign(body, plaid.key))).status_code == 200
+    assert (await post(client, body, plaid.sandbox.sign(body, plaid.key))).status_code == 200
+    other = plaid.body(code="DEFAULT_UPDATE")
+    assert (await post(client, other, plaid.sandbox.sign(body, plaid.key))).status_code == 400
+    exposition = (await client.get("/metrics")).text
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in exposition.splitlines() if line.startswith("aggregator_plaid_")}
+    assert samples['aggregator_plaid_webhooks_total{outcome="stored",region="us"}'] == 1.0
+    assert samples['aggregator_plaid_webhooks_total{outcome="duplicate",region="us"}'] == 1.0
+    assert samples['aggregator_plaid_webhooks_total{outcome="body_mismatch",region="us"}'] == 1.0

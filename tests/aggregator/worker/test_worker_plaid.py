@@ -19,7 +19,8 @@ from aggregator.plaid import NoPlaidHooks, Receipt, store_webhook
 from aggregator.store import RegionRouter
 from aggregator.worker.plaid import PlaidSweep
 from tests.aggregator._factories import LinkFactory
-from tests.aggregator.plaid.test_apply import ITEM, webhook
+from tests.aggregator.plaid.conftest import ITEM
+from tests.aggregator.plaid.test_apply import webhook
 
 
 async def _linked_item(make_linked: LinkFactory, router: RegionRouter) -> str:

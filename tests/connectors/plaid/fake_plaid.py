@@ -117,6 +117,28 @@ class FakePlaid:
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     key_requests: int = 0
     removed_items: list[str] = field(default_factory=list)
+    #: Every /link/token/create body, and the public tokens Link handed out (-> link token).
+    link_tokens: list[dict[str, Any]] = field(default_factory=list)
+    public_tokens: dict[str, str] = field(default_factory=dict)
+    #: Refuse public tokens this server did not hand out through complete_link().
+    strict_public_tokens: bool = False
+    #: Items whose login broke (ITEM_LOGIN_REQUIRED until update-mode Link completes).
+    login_required: set[str] = field(default_factory=set)
+
+    def item_of(self, access_token: str) -> str:
+        return self.access_tokens[access_token]
+
+    def complete_link(self, link_token: str) -> str:
+        """What the user finishing Plaid Link does: a public token for the frontend.
+
+        An update-mode token (made with an access token) also repairs that Item's login.
+        """
+        made = next(b for b in self.link_tokens if b["_issued"] == link_token)
+        if "access_token" in made:
+            self.login_required.discard(self.access_tokens[made["access_token"]])
+        public = f"public-sandbox-{secrets.token_hex(8)}"
+        self.public_tokens[public] = link_token
+        return public
 
     def add_key(self, key: SigningKey | None = None) -> SigningKey:
         key = key or new_key()
@@ -159,13 +181,23 @@ class FakePlaid:
 
     def _item(self, body: dict[str, Any]) -> str | JSONResponse:
         item = self.access_tokens.get(body.get("access_token", ""))
-        return item if item is not None else _error(400, "INVALID_INPUT", "INVALID_ACCESS_TOKEN")
+        if item is None:
+            return _error(400, "INVALID_INPUT", "INVALID_ACCESS_TOKEN")
+        return _error(400, "ITEM_ERROR", "ITEM_LOGIN_REQUIRED") if (
+            item in self.login_required) else item
 
     def _link_token(self, body: dict[str, Any]) -> JSONResponse:
-        return JSONResponse({"link_token": f"link-sandbox-{secrets.token_hex(8)}",
+        if "access_token" in body and body["access_token"] not in self.access_tokens:
+            return _error(400, "INVALID_INPUT", "INVALID_ACCESS_TOKEN")
+        token = f"link-sandbox-{secrets.token_hex(8)}"
+        self.link_tokens.append({**body, "_issued": token})
+        return JSONResponse({"link_token": token,
                              "expiration": "2026-11-24T17:00:00Z", "request_id": _rid()})
 
     def _exchange(self, body: dict[str, Any]) -> JSONResponse:
+        if self.strict_public_tokens and self.public_tokens.pop(
+                body.get("public_token", ""), None) is None:
+            return _error(400, "INVALID_INPUT", "INVALID_PUBLIC_TOKEN")
         token = f"access-sandbox-{secrets.token_hex(8)}"
         item = f"item-{secrets.token_hex(6)}"
         self.access_tokens[token] = item
