@@ -33,6 +33,7 @@ from aggregator.http.middleware import (
 )
 from aggregator.http.openapi import build_openapi
 from aggregator.http.problems import status_problem
+from aggregator.http.ratelimit import RateLimitMiddleware
 from aggregator.http.routes import api_routes
 from aggregator.http.services import Services, open_services
 from aggregator.settings import Settings
@@ -80,6 +81,7 @@ def create_app(
             Middleware(SecurityHeadersMiddleware),
             Middleware(AccessLogMiddleware, metrics=metrics),
             Middleware(ErrorBoundary),
+            Middleware(RateLimitMiddleware, settings=settings, registry=metrics.registry),
             Middleware(BodyLimitMiddleware, limit=options.max_body_bytes),
         ],
         exception_handlers={HTTPException: _http_exception},
