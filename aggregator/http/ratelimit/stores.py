@@ -152,7 +152,7 @@ class DatabaseBuckets:
 
     async def _maybe_purge(self, region: str, dialect: str) -> None:
         started = time.monotonic()
-        if started - self._last_purge.get(region, -self.purge_interval) < self.purge_interval:
+        if started - self._last_purge.setdefault(region, started) < self.purge_interval:
             return
         self._last_purge[region] = started
         try:
