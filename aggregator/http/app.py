@@ -80,8 +80,9 @@ def create_app(
             Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(AccessLogMiddleware, metrics=metrics),
-            Middleware(ErrorBoundary),
+            # Outside the error boundary, so that problem answers carry RateLimit too.
             Middleware(RateLimitMiddleware, settings=settings, registry=metrics.registry),
+            Middleware(ErrorBoundary),
             Middleware(BodyLimitMiddleware, limit=options.max_body_bytes),
         ],
         exception_handlers={HTTPException: _http_exception},

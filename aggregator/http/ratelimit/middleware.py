@@ -6,6 +6,9 @@
   no served region is charged in the first configured region (a fixed home, so
   garbage tokens cannot pick where they are counted). A refusal is an HTML page (a person
   is reading, as every Link page answers), with the same headers.
+- The middleware sits outside the error boundary, so a problem answer (404, 422, …)
+  carries the fields too; the ``link`` decision is made here, so its own failures are
+  caught here and the request let through.
 - ``read``/``write`` requests need the calling application, known only once the route
   has authenticated it: the middleware leaves a gate in the request's state and
   :func:`admit_application` (called by :class:`~aggregator.http.routing.ApiRoute` right
@@ -107,7 +110,11 @@ class RateLimitMiddleware:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         if route_class is RouteClass.LINK:
-            decision = await self._link(scope, services)
+            try:
+                decision = await self._link(scope, services)
+            except Exception:  # outside the error boundary: never fail the request here
+                log.exception("rate limit: deciding a link request failed; letting it through")
+                decision = None
             if decision is not None and not decision.granted:
                 await _refusal_page(decision, state.get("request_id"))(scope, receive, send)
                 return
