@@ -14,6 +14,10 @@ from aggregator.errors import ConfigError
 from aggregator.http.ratelimit import Decision, Level, RouteClass, classify, take_tokens
 from aggregator.http.ratelimit.clientip import client_address, subject_of
 from aggregator.settings import DEFAULT_RATE_LIMITS, RateLimit, load_settings
+from tests.aggregator.commands.test_serve import run as run_command
+from tests.aggregator.commands.test_serve import workdir
+
+__all__ = ["workdir"]  # the fixture, imported for pytest
 
 limits = st.builds(RateLimit, st.integers(1, 1000),
                    st.floats(0.001, 1000, allow_nan=False, allow_infinity=False))
@@ -184,3 +188,9 @@ def test_bad_rate_limit_settings_fail_at_start_up(
     with pytest.raises(ConfigError, match=message) as caught:
         load_settings(_write(tmp_path, text), environ=env)
     assert "pw" not in str(caught.value).replace("password", "")
+
+
+def test_memory_buckets_with_one_process_per_core_stop_start_up(workdir: Path) -> None:
+    (workdir / "aggregator.toml").write_text("[rate_limits]\nbackend = 'memory'\n")
+    with pytest.raises(ConfigError, match="--reuse-port runs several gateway processes"):
+        run_command("serve", "--reuse-port")
