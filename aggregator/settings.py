@@ -19,7 +19,7 @@ Example ``aggregator.toml``::
     [rate_limits.redis]
     url = "redis://127.0.0.1:6379/0"
     password_env = "REDIS_PASSWORD"
-    [rate_limits.classes.read]           # read | write | link
+    [rate_limits.classes.read]           # read | write | link | unauthenticated
     capacity = 300                       # burst, in requests
     refill_per_second = 50               # sustained rate
     [rate_limits.applications.app_7dz2.write]   # one application's own limit
@@ -123,6 +123,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = {
     "read": RateLimit(300, 50.0),  # GETs of the data API, per application
     "write": RateLimit(60, 10.0),  # POST/PUT/DELETE of the API, per application
     "link": RateLimit(30, 0.5),  # the hosted Link page and the OAuth callback, per client IP
+    "unauthenticated": RateLimit(20, 0.2),  # /v1 answers of 401, per client IP
 }
 RATE_LIMIT_BACKENDS = ("database", "redis", "memory")
 IPNetwork = IPv4Network | IPv6Network

@@ -18,6 +18,10 @@
   fields. Budgets are therefore per region: each region's database is the capacity
   they protect, and no region depends on another's store.
 
+- ``/v1`` answers of 401 are charged to the client address's ``unauthenticated`` bucket
+  after the answer is sent; an address whose bucket refused is answered 429 before
+  routing until a token is back (:mod:`~aggregator.http.ratelimit.failures`).
+
 Granted answers carry ``RateLimit-Policy`` and ``RateLimit`` as well. If the store fails,
 the request goes through (fail open, logged, ``aggregator_rate_limit_decisions{outcome=
 "store_error"}``): an outage of the limiter must not become an outage of the API.
@@ -35,9 +39,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aggregator.errors import InvalidId
-from aggregator.http.problems import HttpProblem
+from aggregator.http.problems import PROBLEM_TYPES, HttpProblem, ProblemResponse, problem
 from aggregator.http.ratelimit.clientip import client_address, subject_of
-from aggregator.http.ratelimit.policy import Decision, RouteClass, classify
+from aggregator.http.ratelimit.failures import RefusedAddresses
+from aggregator.http.ratelimit.policy import Decision, Level, RouteClass, classify
 from aggregator.http.ratelimit.stores import (
     BucketStore,
     DatabaseBuckets,
@@ -96,6 +101,7 @@ class RateLimitMiddleware:
                  registry: CollectorRegistry | None = None) -> None:
         self.app = app
         self.settings = settings.rate_limits
+        self.refused = RefusedAddresses()
         self.decisions = Counter(
             "aggregator_rate_limit_decisions", "Rate limiter decisions by route class",
             ["route_class", "outcome"], registry=registry,
@@ -120,18 +126,55 @@ class RateLimitMiddleware:
                 return
             state[_DECISION] = decision
         else:
+            address = client_address(scope, self.settings.trusted_proxies)
+            subject = subject_of(address) if address is not None else None
+            wait = self.refused.wait(subject) if subject is not None else None
+            if wait is not None:
+                await self._too_many_failures(wait, scope["path"])(scope, receive, send)
+                return
             state[_GATE] = _Gate(self, services, scope)
+        status = 0
 
         async def send_with_fields(message: Message) -> None:
+            nonlocal status
             decision = state.get(_DECISION)
-            if message["type"] == "http.response.start" and isinstance(decision, Decision):
-                headers = MutableHeaders(scope=message)
-                for name, value in decision.headers().items():
-                    if name not in headers:
-                        headers[name] = value
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if isinstance(decision, Decision):
+                    headers = MutableHeaders(scope=message)
+                    for name, value in decision.headers().items():
+                        if name not in headers:
+                            headers[name] = value
             await send(message)
 
         await self.app(scope, receive, send_with_fields)
+        if status == 401 and route_class is not RouteClass.LINK and subject is not None:
+            await self._failed_authentication(services, subject)
+
+    async def _failed_authentication(self, services: Services, subject: str) -> None:
+        """Charge a 401 to its address; remember a refusal (see :mod:`.failures`)."""
+        region = services.router.regions[0]
+        digest = services.custody[region].hasher.digest("rate_limit_client", subject)
+        try:
+            decision = await self.decide(services, RouteClass.UNAUTHENTICATED, region,
+                                         f"ip:{digest.hex()[:32]}",
+                                         self.limit(RouteClass.UNAUTHENTICATED))
+        except Exception:  # the answer is sent: never let bookkeeping fail the request
+            log.exception("rate limit: charging a failed authentication failed")
+            return
+        if decision is not None and not decision.granted:
+            self.refused.refuse(subject, decision.retry_after)
+
+    def _too_many_failures(self, wait: int, path: str) -> ProblemResponse:
+        limit = self.limit(RouteClass.UNAUTHENTICATED)
+        fields = Decision(RouteClass.UNAUTHENTICATED, limit, Level(False, 0.0)).headers()
+        fields.update({"RateLimit": f'"unauthenticated";r=0;t={wait}', "Retry-After": str(wait)})
+        self.decisions.labels(RouteClass.UNAUTHENTICATED.value, "limited").inc()
+        return problem(
+            PROBLEM_TYPES["rate_limited"], headers=fields, instance=path,
+            detail=f"too many failed authentications from this address; retry after {wait} s",
+            extra={"violated-policies": [RouteClass.UNAUTHENTICATED.value]},
+        )
 
     def limit(self, route_class: RouteClass, app_id: str | None = None) -> RateLimit:
         own = self.settings.applications.get(app_id or "", {})

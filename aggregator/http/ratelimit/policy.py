@@ -7,7 +7,9 @@ Route classes, and who a bucket belongs to:
 - ``write``: any other method of ``/v1``, per application;
 - ``link``: the hosted Link page (``/link/{token}``) and the OAuth callback
   (``/link/callback``), per client address: nobody authenticates there, and a browser
-  opening one session needs only a handful of requests.
+  opening one session needs only a handful of requests;
+- ``unauthenticated``: ``/v1`` answers of 401, per client address
+  (:mod:`~aggregator.http.ratelimit.failures`).
 
 Not limited: health, readiness, metrics and the API description (probes and scrapers
 must see an overloaded gateway), static assets of the Link page, and Plaid's webhook
@@ -46,6 +48,7 @@ class RouteClass(StrEnum):
     READ = "read"  # data API reads, per application
     WRITE = "write"  # data API writes, per application
     LINK = "link"  # hosted Link page and OAuth callback, per client address
+    UNAUTHENTICATED = "unauthenticated"  # failed API-key checks, per client address
 
 
 _STATIC_LINK = ("/link/static/", "/link/banks/")

@@ -276,3 +276,29 @@ async def test_openapi_documents_the_429_and_its_fields(
     assert set(limited_answer["headers"]) >= {"RateLimit", "RateLimit-Policy", "Retry-After"}
     assert "RateLimit" in operation["responses"]["200"]["headers"]
     assert "429" not in doc["paths"]["/healthz"]["get"]["responses"]
+
+
+async def test_an_address_flooding_bad_keys_is_refused_before_any_lookup(
+    settings: Settings, services: Services, api_key: str, region_router: RegionRouter,
+) -> None:
+    capped = limited(settings, unauthenticated=RateLimit(2, SLOW))
+    first, second = create_app(capped, services=services), create_app(capped, services=services)
+    bad = "agk_aaaaaaaa_" + "x" * 43
+    async with client(first, bad, ip="203.0.113.50") as guesser, \
+            client(second, bad, ip="203.0.113.50") as same_address_elsewhere, \
+            client(first, api_key, ip="198.51.100.1") as good:
+        statuses = [(await guesser.get(missing_user())).status_code for _ in range(3)]
+        assert statuses == [401, 401, 401]  # the third empties the address's bucket
+        refused = await guesser.get(missing_user())
+        body = assert_problem(refused, 429, "rate_limited")
+        assert body["violated-policies"] == ["unauthenticated"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 100
+        assert refused.headers["ratelimit-policy"] == '"unauthenticated";q=2;w=200'
+        # Another gateway process shares the bucket: one more failure and it refuses too.
+        assert (await same_address_elsewhere.get(missing_user())).status_code == 401
+        assert (await same_address_elsewhere.get(missing_user())).status_code == 429
+        # Failures are charged to the address alone; good callers pay nothing for them.
+        assert (await good.get(missing_user())).status_code == 404
+    async with region_router.reader("eu") as session:
+        rows = (await session.execute(select(RateLimitBucket.bucket))).scalars().all()
+    assert sum(r.startswith("unauthenticated:ip:") for r in rows) == 1
