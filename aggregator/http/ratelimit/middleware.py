@@ -6,24 +6,22 @@
   no served region is charged in the first configured region (a fixed home, so
   garbage tokens cannot pick where they are counted). A refusal is an HTML page (a person
   is reading, as every Link page answers), with the same headers.
-- The middleware sits outside the error boundary, so a problem answer (404, 422, …)
-  carries the fields too; the ``link`` decision is made here, so its own failures are
-  caught here and the request let through.
 - ``read``/``write`` requests need the calling application, known only once the route
   has authenticated it: the middleware leaves a gate in the request's state and
   :func:`admit_application` (called by :class:`~aggregator.http.routing.ApiRoute` right
   after authentication) charges the application's bucket in the region the request is
   routed to, the one it was authenticated in. A refusal raises :class:`RateLimited`, a
   429 problem (RFC 9457, with the request id) carrying ``Retry-After`` and the RateLimit
-  fields. Budgets are therefore per region: each region's database is the capacity
-  they protect, and no region depends on another's store.
-
+  fields. Budgets are therefore per region (in Redis too: keys name the region): each
+  region's database is the capacity they protect, and no region depends on another's.
 - ``/v1`` answers of 401 are charged to the client address's ``unauthenticated`` bucket
   after the answer is sent; an address whose bucket refused is answered 429 before
   routing until a token is back (:mod:`~aggregator.http.ratelimit.failures`).
 
-Granted answers carry ``RateLimit-Policy`` and ``RateLimit`` as well. If the store fails,
-the request goes through (fail open, logged, ``aggregator_rate_limit_decisions{outcome=
+The middleware sits outside the error boundary, so problem answers (404, 422, …) carry
+``RateLimit-Policy`` and ``RateLimit`` like granted ones; its own work before and after
+the app is guarded here, since no boundary is outside it. If the store fails, the request
+goes through (fail open, logged, ``aggregator_rate_limit_decisions{outcome=
 "store_error"}``): an outage of the limiter must not become an outage of the API.
 """
 
@@ -115,6 +113,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         state: dict[str, Any] = scope.setdefault("state", {})
+        subject: str | None = None  # the client address charged for a failed API key
         if route_class is RouteClass.LINK:
             try:
                 decision = await self._link(scope, services)
@@ -148,7 +147,7 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_fields)
-        if status == 401 and route_class is not RouteClass.LINK and subject is not None:
+        if status == 401 and subject is not None:
             await self._failed_authentication(services, subject)
 
     async def _failed_authentication(self, services: Services, subject: str) -> None:
