@@ -16,6 +16,19 @@ Example ``aggregator.toml``::
     [worker]
     consent_warning_days = 7     # connection.consent_expiring this long before the end
 
+    [rate_limits]                        # see aggregator.http.ratelimit
+    backend = "database"                 # database | redis | memory (one process only)
+    trusted_proxies = ["10.0.0.0/8"]     # whose X-Forwarded-For is believed
+    [rate_limits.redis]
+    url = "redis://127.0.0.1:6379/0"
+    password_env = "REDIS_PASSWORD"
+    [rate_limits.classes.read]           # read | write | link | unauthenticated
+    capacity = 300                       # burst, in requests
+    refill_per_second = 50               # sustained rate
+    [rate_limits.applications.app_7dz2.write]   # one application's own limit
+    capacity = 600
+    refill_per_second = 100
+
     [regions.eu]
     database_url = "postgresql+psycopg://gateway@db-eu/gateway"
     [regions.eu.keys]
@@ -45,7 +58,9 @@ Example ``aggregator.toml``::
 
 Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
 ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_REGIONS=eu,us`` (which
-regions run), and
+regions run), the ``[rate_limits]`` keys of :data:`GLOBAL_ENV_SETTINGS`
+(``AGGREGATOR_RATE_LIMITS_BACKEND``, ``…_ENABLED``, ``…_REDIS_URL``,
+``…_TRUSTED_PROXIES`` as a comma-separated list), and
 ``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
 ``AGGREGATOR_REGION_EU_DATABASE_URL``, ``AGGREGATOR_REGION_EU_KEYS_PROVIDER`` or
 ``AGGREGATOR_REGION_US_PLAID_CLIENT_ID`` (a region with Plaid needs ``public_url``: Plaid
@@ -62,7 +77,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,6 +135,14 @@ ENV_EGRESS: Mapping[str, str] = {
     "AGGREGATOR_EGRESS_TOTAL_TIMEOUT_SECONDS": "total_timeout_seconds",
 }
 
+#: Settings outside any region that an environment variable may override.
+GLOBAL_ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
+    "AGGREGATOR_RATE_LIMITS_ENABLED": ("rate_limits", "enabled"),
+    "AGGREGATOR_RATE_LIMITS_BACKEND": ("rate_limits", "backend"),
+    "AGGREGATOR_RATE_LIMITS_REDIS_URL": ("rate_limits", "redis", "url"),
+    "AGGREGATOR_RATE_LIMITS_TRUSTED_PROXIES": ("rate_limits", "trusted_proxies"),
+}
+
 _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
     "local": frozenset({"provider", "directory", "kek_id"}),
     "pkcs11": frozenset({"provider", "module", "token_label", "pin_env", "kek_label"}),
@@ -128,7 +151,8 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
         "approle_secret_id_env", "approle_mount", "namespace", "ca_cert", "timeout_seconds",
     }),
 }
-_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "worker", "egress"})
+_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "worker", "egress",
+                       "rate_limits"})
 _REGION_KEYS = frozenset({"database_url", "keys", "plaid"})
 _PLAID_KEYS = frozenset({
     "client_id", "secret_env", "secret_vault_path", "secret_vault_mount",
@@ -180,6 +204,44 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """One token bucket: ``capacity`` requests at once, refilled at ``refill_per_second``."""
+
+    capacity: int
+    refill_per_second: float
+
+
+#: Route classes and their default buckets (:mod:`aggregator.http.ratelimit.policy`).
+DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = {
+    "read": RateLimit(300, 50.0),  # GETs of the data API, per application
+    "write": RateLimit(60, 10.0),  # POST/PUT/DELETE of the API, per application
+    "link": RateLimit(30, 0.5),  # the hosted Link page and the OAuth callback, per client IP
+    "unauthenticated": RateLimit(20, 0.2),  # /v1 answers of 401, per client IP
+}
+RATE_LIMIT_BACKENDS = ("database", "redis", "memory")
+IPNetwork = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """``[rate_limits]``: buckets per route class, their store, and the trusted proxies.
+
+    ``memory`` keeps buckets in one process's memory: a development option only, refused
+    with a PostgreSQL region (several gateway processes would each grant the full budget).
+    """
+
+    enabled: bool = True
+    backend: str = "database"
+    classes: Mapping[str, RateLimit] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    #: Per-application overrides: application id -> class -> bucket.
+    applications: Mapping[str, Mapping[str, RateLimit]] = field(default_factory=dict)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    redis_url: str | None = None
+    redis_password: Secret | None = None
+    redis_key_prefix: str = "aggregator:rl:"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The gateway's whole configuration, validated."""
 
@@ -191,6 +253,7 @@ class Settings:
     #: The gateway's external base URL (``[http] public_url``), without a trailing slash;
     #: ``None`` means "the base URL of each request", right only without a proxy.
     public_url: str | None = None
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     source: str = "defaults"
     extra: Mapping[str, Any] = field(default_factory=dict)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -215,7 +278,7 @@ def load_settings(
     if path is None and Path("aggregator.toml").is_file():
         path = Path("aggregator.toml")
     source = str(path) if path else "defaults"
-    raw = _read_toml(path) if path else {}
+    raw = _with_global_env(_read_toml(path) if path else {}, env, source)
     _reject_unknown(raw, _TOP_KEYS, source, "")
     data_dir = Path(env.get("AGGREGATOR_DATA_DIR") or raw.get("data_dir") or "var")
     raw_regions = _mapping(raw.get("regions", {}), source, "regions")
@@ -249,6 +312,9 @@ def load_settings(
         key_cache_size=int(_number(keys.get("cache_size", 10_000), source, "keys.cache_size")),
         bank_dirs=tuple(Path(p) for p in banks.get("directories", [])),
         public_url=public_url,
+        rate_limits=_rate_limits(
+            _mapping(raw.get("rate_limits", {}), source, "rate_limits"), regions, env, source
+        ),
         source=source,
         worker=_worker(_mapping(raw.get("worker", {}), source, "worker"), env, source),
         egress=_egress(_mapping(raw.get("egress", {}), source, "egress"), env, source),
@@ -321,6 +387,113 @@ def _with_env(
             node = node[part]
         node[target[-1]] = value
     return region
+
+
+def _with_global_env(
+    raw: dict[str, Any], env: Mapping[str, str], source: str
+) -> dict[str, Any]:
+    for var, path in GLOBAL_ENV_SETTINGS.items():
+        if var not in env:
+            continue
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            node[part] = child = dict(_mapping(child, source, part))
+            node = child
+        value: Any = env[var]
+        if path[-1] == "trusted_proxies":
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif path[-1] == "enabled":
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ConfigError(f"{var}: {value!r} is not true or false")
+            value = value.lower() in ("true", "1")
+        node[path[-1]] = value
+    return raw
+
+
+def _rate_limits(
+    raw: Mapping[str, Any], regions: Mapping[str, RegionSettings], env: Mapping[str, str],
+    source: str,
+) -> RateLimitSettings:
+    _reject_unknown(raw, frozenset({"enabled", "backend", "classes", "applications",
+                                    "trusted_proxies", "redis"}), source, "rate_limits.")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{source}: rate_limits.enabled must be true or false")
+    backend = raw.get("backend", "database")
+    if backend not in RATE_LIMIT_BACKENDS:
+        raise ConfigError(f"{source}: rate_limits.backend: {backend!r} is not one of "
+                          + ", ".join(RATE_LIMIT_BACKENDS))
+    if backend == "memory" and any(
+        not r.database_url.startswith("sqlite") for r in regions.values()
+    ):
+        raise ConfigError(f"{source}: rate_limits.backend 'memory' counts per process; with "
+                          "PostgreSQL regions several gateways run: use database or redis")
+    classes = dict(DEFAULT_RATE_LIMITS)
+    classes.update(_buckets(raw.get("classes", {}), source, "rate_limits.classes"))
+    apps = {
+        app: _buckets(table, source, f"rate_limits.applications.{app}")
+        for app, table in _mapping(raw.get("applications", {}), source,
+                                   "rate_limits.applications").items()
+    }
+    redis = _mapping(raw.get("redis", {}), source, "rate_limits.redis")
+    _reject_unknown(redis, frozenset({"url", "password_env", "key_prefix"}), source,
+                    "rate_limits.redis.")
+    url, password = redis.get("url"), None
+    if backend == "redis":
+        url = _redis_url(url, source)
+        if redis.get("password_env"):
+            value = env.get(str(redis["password_env"]))
+            if not value:
+                raise ConfigError(f"{source}: rate_limits.redis.password_env names "
+                                  f"${redis['password_env']}, which is not set")
+            password = Secret(value)
+    return RateLimitSettings(
+        enabled=enabled, backend=backend, classes=classes, applications=apps,
+        trusted_proxies=_networks(raw.get("trusted_proxies", []), source),
+        redis_url=url, redis_password=password,
+        redis_key_prefix=str(redis.get("key_prefix", "aggregator:rl:")),
+    )
+
+
+def _buckets(raw: Any, source: str, where: str) -> dict[str, RateLimit]:
+    out = {}
+    for name, table in _mapping(raw, source, where).items():
+        if name not in DEFAULT_RATE_LIMITS:
+            raise ConfigError(f"{source}: unknown route class {where}.{name}; expected one "
+                              "of: " + ", ".join(DEFAULT_RATE_LIMITS))
+        table = _mapping(table, source, f"{where}.{name}")
+        _reject_unknown(table, frozenset({"capacity", "refill_per_second"}), source,
+                        f"{where}.{name}.")
+        capacity = _number(table.get("capacity"), source, f"{where}.{name}.capacity")
+        if capacity != int(capacity):
+            raise ConfigError(f"{source}: {where}.{name}.capacity must be a whole number")
+        refill = _number(table.get("refill_per_second"), source,
+                         f"{where}.{name}.refill_per_second")
+        out[name] = RateLimit(int(capacity), refill)
+    return out
+
+
+def _networks(raw: Any, source: str) -> tuple[IPNetwork, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source}: rate_limits.trusted_proxies must be a list of networks")
+    try:
+        return tuple(ip_network(str(item), strict=False) for item in raw)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: rate_limits.trusted_proxies: {exc}") from None
+
+
+def _redis_url(value: Any, source: str) -> str:
+    where = f"{source}: rate_limits.redis.url"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} is required for backend 'redis'")
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ConfigError(f"{where}: {value.split('@')[-1]!r} is not a redis:// URL")
+    if parts.password is not None:
+        # A password here would sit in a file and in process listings: name it instead.
+        raise ConfigError(f"{where} must not carry a password; use password_env")
+    return value
 
 
 def _region(

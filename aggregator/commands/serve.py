@@ -39,6 +39,11 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config) if args.config else None)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a TCP port")
+    if args.reuse_port and settings.rate_limits.enabled and \
+            settings.rate_limits.backend == "memory":
+        # Each process would grant the whole budget: one per core multiplies every limit.
+        raise ConfigError("--reuse-port runs several gateway processes; rate_limits.backend "
+                          "'memory' counts per process: use database or redis")
     check_profiles(settings)  # before anything else: a typo should not cost a DB round trip
     configure_logging(args.log_level)
     asyncio.run(run(settings, args.host, args.port, reuse_port=args.reuse_port))

@@ -10,7 +10,9 @@ What other modules use is re-exported here; the modules themselves stay small:
 - :mod:`~aggregator.http.problems`, :mod:`~aggregator.http.schema`,
   :mod:`~aggregator.http.openapi`, :mod:`~aggregator.http.middleware`,
   :mod:`~aggregator.http.logs`, :mod:`~aggregator.http.metrics`,
-  :mod:`~aggregator.http.auth`, :mod:`~aggregator.http.cursors`.
+  :mod:`~aggregator.http.auth`, :mod:`~aggregator.http.cursors`;
+- :mod:`~aggregator.http.ratelimit`: token buckets per application, route class and
+  client address (``[rate_limits]``).
 """
 
 from aggregator.http.app import HttpOptions, create_app

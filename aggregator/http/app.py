@@ -33,6 +33,7 @@ from aggregator.http.middleware import (
 )
 from aggregator.http.openapi import build_openapi
 from aggregator.http.problems import status_problem
+from aggregator.http.ratelimit import RateLimitMiddleware
 from aggregator.http.routes import api_routes
 from aggregator.http.services import Services, open_services
 from aggregator.settings import Settings
@@ -79,6 +80,8 @@ def create_app(
             Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(AccessLogMiddleware, metrics=metrics),
+            # Outside the error boundary, so that problem answers carry RateLimit too.
+            Middleware(RateLimitMiddleware, settings=settings, registry=metrics.registry),
             Middleware(ErrorBoundary),
             Middleware(BodyLimitMiddleware, limit=options.max_body_bytes),
         ],

@@ -53,6 +53,26 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+#: draft-ietf-httpapi-ratelimit-headers-11 §3-4, and RFC 9110 §10.2.3 (Retry-After).
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "RateLimit-Policy": {
+        "description": "The route class's bucket: `\"read\";q=<burst>;w=<seconds to refill>`.",
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": "What is left: `\"read\";r=<requests>;t=<seconds until full>`.",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.", "schema": {"type": "integer"},
+    },
+}
+
+
+def _header_refs(*names: str) -> dict[str, Any]:
+    return {n: {"$ref": f"#/components/headers/{n}"} for n in names}
+
+
 def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
@@ -81,7 +101,7 @@ def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> d
             "headers": {"RequestId": {
                 "description": "The request's id; quote it when reporting a problem.",
                 "schema": {"type": "string"},
-            }},
+            }, **RATE_LIMIT_HEADERS},
         },
     }
 
@@ -132,7 +152,8 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         success["content"] = {op.media_type: {"schema": {"type": "string"}}}
     statuses = set(op.errors) | {500}
     if op.auth:
-        statuses.add(401)
+        statuses |= {401, 429}  # every authenticated call is rate limited
+        success["headers"] = {**headers, **_header_refs("RateLimit-Policy", "RateLimit")}
     if route.param_convertors:
         statuses.add(404)
     if op.body is not None:
@@ -141,9 +162,10 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         statuses.add(422)
     responses: dict[str, Any] = {str(op.status): success}
     for status in sorted(statuses):
+        limited = _header_refs("RateLimit-Policy", "RateLimit", "Retry-After")
         responses[str(status)] = {
             "description": http.HTTPStatus(status).phrase,
-            "headers": headers,
+            "headers": {**headers, **limited} if status == 429 else headers,
             "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
     return responses

@@ -75,6 +75,10 @@ _TYPES = (
     ProblemType("sync_budget_exhausted", 429, "Sync budget exhausted",
                 "The connection has used the bank's budget of unattended calls for the "
                 "last 24 hours; `next_sync_allowed_at` and Retry-After say when to retry."),
+    ProblemType("rate_limited", 429, "Too many requests",
+                "The calling application used up its request budget for this kind of "
+                "request; Retry-After says when to retry, and the RateLimit and "
+                "RateLimit-Policy fields describe the budget."),
     ProblemType("internal_error", 500, "Internal error",
                 "Something failed inside the gateway; quote the request id to an operator."),
     ProblemType("not_implemented", 501, "Not implemented",

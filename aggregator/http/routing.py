@@ -35,6 +35,7 @@ from starlette.routing import Route
 from aggregator.errors import InvalidId
 from aggregator.http.auth import authenticate
 from aggregator.http.problems import MalformedJson, UnsupportedMediaType
+from aggregator.http.ratelimit import admit_application
 from aggregator.http.schema import decode, decode_query, encode
 from aggregator.http.services import Services, services_of
 from aggregator.ids import ApplicationId, parse_id
@@ -136,8 +137,11 @@ async def _run(request: Request, handler: Handler, op: Operation) -> Response:
     app_id = None
     if op.auth:
         services = services_of(request)
-        app_id = await authenticate(request, services, _region_hint(request, services))
+        region = _region_hint(request, services)
+        app_id = await authenticate(request, services, region)
         request.state.app_id = app_id
+        # Charged where it was authenticated: per application, route class and region.
+        await admit_application(request, app_id, region or services.router.regions[0])
     call = Call(request, app_id)
     if op.query is not None:
         params = request.query_params

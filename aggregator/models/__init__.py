@@ -13,7 +13,9 @@ tables, by owner:
   ``erasure_requests``, ``erasure_revocations``;
 - outbound events (the outbox, with their delivery state): ``outbound_events``;
 - the sync budget ledger (unattended bank calls per connection and data type):
-  ``sync_spends``.
+  ``sync_spends``;
+- the API rate limiter's token buckets (no personal data in clear):
+  ``rate_limit_buckets``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -48,6 +50,7 @@ from aggregator.models.linking import (
     LinkStatus,
 )
 from aggregator.models.plaid import PlaidWebhookEvent, WebhookStatus
+from aggregator.models.ratelimits import RateLimitBucket
 from aggregator.models.tenancy import ApiKey, Application, DataKeyRecord, RegionSecret, User
 from aggregator.models.types import Money, UTCDateTime
 
@@ -74,6 +77,7 @@ __all__ = [
     "Money",
     "OutboundEvent",
     "PlaidWebhookEvent",
+    "RateLimitBucket",
     "RegionSecret",
     "RevocationOutcome",
     "SyncSpend",

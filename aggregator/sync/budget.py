@@ -233,14 +233,15 @@ async def spend_for_sync(
     metrics: BudgetMetrics | None = None,
 ) -> None:
     """Spend one sync's units in a transaction of its own (the on-demand and webhook path)."""
-    now = now or utcnow()
     region = router.region_of(connection_id)
     async with router.session(region) as session, session.begin():
         connection = await lock_connection(session, connection_id)
         if connection is None or connection.status is not ConnectionStatus.ACTIVE:
             raise ConnectionNotActive(f"connection {connection_id} is not active")
-        await spend(session, connection, policy, now=now, reason=reason, accounts=accounts,
-                    metrics=metrics)
+        # The clock is read under the lock: read before it, a caller that queued behind
+        # another spend would record an older spent_at than the spend ahead of it.
+        await spend(session, connection, policy, now=now or utcnow(), reason=reason,
+                    accounts=accounts, metrics=metrics)
 
 
 async def _allowed_at(session: AsyncSession, connection_id: str, keys: Sequence[Ledger],

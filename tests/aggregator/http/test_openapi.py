@@ -99,7 +99,8 @@ async def test_request_and_response_schemas_are_the_validating_ones(
     assert body["additionalProperties"] is False
     assert body["required"] == ["external_id", "region"]
     assert body["properties"]["external_id"]["maxLength"] == 255
-    assert set(create["responses"]) == {"201", "400", "401", "409", "413", "415", "422", "500"}
+    assert set(create["responses"]) == {"201", "400", "401", "409", "413", "415", "422", "429",
+                                       "500"}
     page = doc["paths"]["/v1/accounts/{id}/transactions"]["get"]
     limit = next(p for p in page["parameters"] if p["name"] == "limit")
     assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 500}
