@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 
 from starlette.routing import BaseRoute, Route
 
+from aggregator.http.idempotency import HEADER, MAX_LENGTH, REPLAYED
 from aggregator.http.problems import MEDIA_TYPE
 from aggregator.http.routing import ApiRoute, Operation
 from aggregator.http.schema import json_schema
@@ -53,6 +54,18 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": HEADER, "in": "header", "required": False,
+    "description": "A key of your choice, sent again with every retry of this request: "
+                   "the first answer (not a 5xx or a 429) is kept for 24 hours and replayed "
+                   "to retries with the same key and request, which do no work again. "
+                   "The same key with another request is a 422; while the first request "
+                   "is still working, a 409 with Retry-After.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH,
+               "pattern": "^[\\x20-\\x7E]+$"},
+}
+
+
 def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
@@ -81,6 +94,10 @@ def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> d
             "headers": {"RequestId": {
                 "description": "The request's id; quote it when reporting a problem.",
                 "schema": {"type": "string"},
+            }, "IdempotentReplayed": {
+                "description": "`true` when the answer is the stored answer to an earlier "
+                               "request with the same Idempotency-Key.",
+                "schema": {"type": "string", "enum": ["true"]},
             }},
         },
     }
@@ -110,6 +127,8 @@ def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[di
          **({"description": op.path_params[name]} if name in op.path_params else {})}
         for name in route.param_convertors
     ]
+    if getattr(route, "idempotent", False):
+        params.append(IDEMPOTENCY_PARAMETER)
     if op.query is not None:
         hints = get_type_hints(op.query)
         for f in dataclasses.fields(op.query):
@@ -125,7 +144,12 @@ def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[di
 
 def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     headers = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
-    success: dict[str, Any] = {"description": op.summary, "headers": headers}
+    idempotent = bool(getattr(route, "idempotent", False))
+    success: dict[str, Any] = {"description": op.summary, "headers": {
+        **headers,
+        **({REPLAYED: {"$ref": "#/components/headers/IdempotentReplayed"}} if idempotent
+           else {}),
+    }}
     if op.response is not None:
         success["content"] = {op.media_type: {"schema": json_schema(op.response, schemas)}}
     elif op.media_type != "application/json":
@@ -139,6 +163,8 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         statuses |= {400, 413, 415, 422}
     if op.query is not None:
         statuses.add(422)
+    if idempotent:
+        statuses |= {400, 409, 422}
     responses: dict[str, Any] = {str(op.status): success}
     for status in sorted(statuses):
         responses[str(status)] = {

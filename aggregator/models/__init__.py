@@ -13,7 +13,8 @@ tables, by owner:
   ``erasure_requests``, ``erasure_revocations``;
 - outbound events (the outbox, with their delivery state): ``outbound_events``;
 - the sync budget ledger (unattended bank calls per connection and data type):
-  ``sync_spends``.
+  ``sync_spends``;
+- idempotency keys (first answers kept 24 hours for retries): ``idempotency_keys``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -40,6 +41,7 @@ from aggregator.models.erasure import (
     RevocationOutcome,
 )
 from aggregator.models.events import OutboundEvent
+from aggregator.models.idempotency import IdempotencyRecord, IdempotencyState
 from aggregator.models.linking import (
     Connection,
     ConnectionStatus,
@@ -69,6 +71,8 @@ __all__ = [
     "ErasureRequest",
     "ErasureRevocation",
     "ErasureState",
+    "IdempotencyRecord",
+    "IdempotencyState",
     "LinkSession",
     "LinkStatus",
     "Money",

@@ -27,6 +27,7 @@ from aggregator.sync import Syncer
 from aggregator.sync.banks import BankDirectory
 from aggregator.worker.breaker import Backoff
 from aggregator.worker.erasure import DEFAULT_ESCROW, ErasureSweep
+from aggregator.worker.idempotency import IdempotencyPurge
 from aggregator.worker.jobs import PeriodicJob
 from aggregator.worker.metrics import WorkerMetrics
 from aggregator.worker.outbox import outbox_job
@@ -100,6 +101,7 @@ def _jobs(
         PlaidSweep(ctx.router, batch=config.batch),
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
                      batch=config.batch),
+        IdempotencyPurge(ctx.router, batch=max(config.batch, 100)),
     ]
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch)
     if outbox is not None:
