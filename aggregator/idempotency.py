@@ -36,13 +36,24 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import ColumnElement, and_, delete, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Result,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Insert
 
 from aggregator.ids import ApplicationId, UserId
 from aggregator.models import IdempotencyRecord, IdempotencyState
@@ -149,16 +160,38 @@ def open_response(hasher: KeyedHasher, app_id: str, digest: bytes, print_: bytes
     return StoredResponse(status, headers, plain[4 + size:], request_id)
 
 
-def _insert_ignoring_conflict(dialect: str, values: Mapping[str, object]) -> Insert:
-    if dialect == "postgresql":
-        return postgresql.insert(_keys).values(**values).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(_keys).values(**values).on_conflict_do_nothing()
-    raise NotImplementedError(f"no conflict-ignoring insert for {dialect}")
+# Built once, executed with parameters: statements carrying their values would be
+# compiled again on every call by the residency guard to find the values to check.
+_CLAIM = {
+    "postgresql": postgresql.insert(_keys).on_conflict_do_nothing().returning(_keys.c.owner),
+    "sqlite": sqlite.insert(_keys).on_conflict_do_nothing().returning(_keys.c.owner),
+}
+_HELD = and_(_keys.c.application_id == bindparam("held_app"),
+             _keys.c.key_digest == bindparam("held_key"),
+             _keys.c.owner == bindparam("held_owner"),
+             _keys.c.state == IdempotencyState.IN_PROGRESS)
+_COMPLETE = update(_keys).where(_HELD)
+_RELEASE = delete(_keys).where(_HELD)
+
+
+def _held(claim: Claimed) -> dict[str, object]:
+    return {"held_app": claim.application_id, "held_key": claim.key_digest,
+            "held_owner": claim.owner}
 
 
 def _rowcount(result: object) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    rowcount: int
+    row: Row[Any] | None
+
+
+def _done(result: Result[Any]) -> _Done:
+    row = result.first() if getattr(result, "returns_rows", False) else None
+    return _Done(_rowcount(result), row)
 
 
 class IdempotencyStore:
@@ -194,22 +227,40 @@ class IdempotencyStore:
             "status": None, "response_sealed": None, "request_id": request_id,
             "user_id": None, "created_at": now, "expires_at": now + self.policy.ttl,
         }
-        dialect = self.router.engine(region).dialect.name
+        # An INSERT that did nothing tells by RETURNING no row (psycopg reports no
+        # rowcount for it).
+        claim_key = _CLAIM[self.router.engine(region).dialect.name]
+        row = {"application_id": app_id, "key_digest": digest, **fresh}
+        # The common case, a new key, is this one statement, committed on its own.
+        if (await self._single(region, claim_key, row)).row is not None:
+            return claim
         async with self.router.session(region) as session, session.begin():
             for _ in range(_ATTEMPTS):
-                # RETURNING says whether the row went in: psycopg reports no rowcount
-                # for an INSERT that may have done nothing.
-                inserted = await session.execute(_insert_ignoring_conflict(
-                    dialect, {"application_id": app_id, "key_digest": digest, **fresh}
-                ).returning(_keys.c.owner))
-                if inserted.first() is not None:
-                    return claim
                 found = await self._decide(session, claim, fresh, now)
                 if found is not None:
                     return found
+                if (await session.execute(claim_key, row)).first() is not None:
+                    return claim  # the row went away meanwhile (released, purged)
         # Each attempt lost a race to a row that then changed again: extraordinary
         # contention on one key; the client retries as it would for a busy key.
         return Busy(self.policy.retry_after)
+
+    async def _single(self, region: str, statement: Executable,
+                      params: Mapping[str, object]) -> _Done:
+        """One statement in a transaction of its own.
+
+        On PostgreSQL in autocommit mode: a single statement is atomic by itself, and
+        this saves the ``BEGIN`` and ``COMMIT`` round trips on the path every request
+        with a key takes twice. SQLite runs it in a write session, which takes the
+        write lock at ``BEGIN`` (:mod:`aggregator.store.engines`).
+        """
+        engine = self.router.engine(region)
+        if engine.dialect.name == "postgresql":
+            async with engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return _done(await auto.execute(statement, dict(params)))
+        async with self.router.session(region) as session, session.begin():
+            return _done(await session.execute(statement, dict(params)))
 
     async def _decide(self, session: AsyncSession, claim: Claimed,
                       fresh: Mapping[str, object], now: datetime) -> Outcome | None:
@@ -248,23 +299,15 @@ class IdempotencyStore:
         values = {"state": IdempotencyState.COMPLETED, "status": response.status,
                   "response_sealed": sealed, "locked_until": None, "user_id": user_id}
         try:
-            async with self.router.session(claim.region) as session, session.begin():
-                result = await session.execute(update(_keys).where(
-                    self._pk(claim), _keys.c.owner == claim.owner,
-                    _keys.c.state == IdempotencyState.IN_PROGRESS,
-                ).values(**values))
+            done = await self._single(claim.region, _COMPLETE, {**_held(claim), **values})
         except IntegrityError:
             await self.release(claim)
             return False
-        return _rowcount(result) == 1
+        return done.rowcount == 1
 
     async def release(self, claim: Claimed) -> None:
         """Drop the claim: the next request with the key does the work again."""
-        async with self.router.session(claim.region) as session, session.begin():
-            await session.execute(delete(_keys).where(
-                self._pk(claim), _keys.c.owner == claim.owner,
-                _keys.c.state == IdempotencyState.IN_PROGRESS,
-            ))
+        await self._single(claim.region, _RELEASE, _held(claim))
 
 
 async def purge_expired(router: RegionRouter, region: str, *, limit: int = 500,
