@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from aggregator.custody import RegionCustody
+from aggregator.errors import ResidencyViolation
 from aggregator.http import Services
 from aggregator.http.idempotency import STORE_KEY, store_of
 from aggregator.http.serving import base_url, bind, serving
@@ -27,7 +28,7 @@ from aggregator.idempotency import (
     key_digest,
     purge_expired,
 )
-from aggregator.ids import ApplicationId
+from aggregator.ids import ApplicationId, UserId
 from aggregator.link.wiring import install
 from aggregator.models import (
     AuditEvent,
@@ -446,3 +447,20 @@ async def test_the_worker_purge_deletes_expired_keys_in_every_region(
     assert await job.run_once(asyncio.Event()) == 1  # eu's; us's is still fresh
     assert await _records(region_router, "eu") == []
     assert len(await _records(region_router, "us")) == 1
+
+
+async def test_a_record_never_names_a_user_of_another_region(
+    services: Services, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    region_router: RegionRouter,
+) -> None:
+    store = store_of(services)
+    hasher = custody["eu"].hasher
+    held = await store.claim("eu", app_id, key_digest(hasher, app_id, "r"),
+                             fingerprint(hasher, app_id, "POST", "/v1/users", "", "{}"),
+                             request_id="req_r")
+    assert isinstance(held, Claimed)
+    with pytest.raises(ResidencyViolation):
+        await store.complete(held, StoredResponse(201, (), b"{}", "req_r"),
+                             UserId("usr_us_" + "a" * 26))
+    [record] = await _records(region_router)
+    assert record.state is IdempotencyState.IN_PROGRESS
