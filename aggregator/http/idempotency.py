@@ -20,6 +20,12 @@ application, and the region of the resource holds the record
 - a malformed key is a 400 problem naming the header (draft §2.1: 1 to 255 printable
   ASCII characters, bare or as a Structured Field String, RFC 8941 §3.3.3).
 
+A first request that crashed after its work was committed but before its answer was
+stored leaves no answer: once its lock expires (5 minutes), a retry runs the operation
+again. Creating a user then answers 409 naming the user (an external id is unique per
+application), an erasure answers with the same erasure request; a link session is made
+a second time (the first, never shown to anyone, expires unused after ten minutes).
+
 Requests refused before the operation starts (authentication, a malformed key, a body
 that does not parse or validate) store nothing: they did no work, and the same request
 gets the same refusal anyway. The region is the one the path's id names, else the
