@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 
 from starlette.routing import BaseRoute, Route
 
+from aggregator.http.idempotency import HEADER, MAX_LENGTH, REPLAYED
 from aggregator.http.problems import MEDIA_TYPE
 from aggregator.http.routing import ApiRoute, Operation
 from aggregator.http.schema import json_schema
@@ -73,6 +74,18 @@ def _header_refs(*names: str) -> dict[str, Any]:
     return {n: {"$ref": f"#/components/headers/{n}"} for n in names}
 
 
+IDEMPOTENCY_PARAMETER: dict[str, Any] = {
+    "name": HEADER, "in": "header", "required": False,
+    "description": "A key of your choice, sent again with every retry of this request: "
+                   "the first answer (not a 5xx or a 429) is kept for 24 hours and replayed "
+                   "to retries with the same key and request, which do no work again. "
+                   "The same key with another request is a 422; while the first request "
+                   "is still working, a 409 with Retry-After.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH,
+               "pattern": "^[\\x20-\\x7E]+$"},
+}
+
+
 def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
@@ -101,6 +114,10 @@ def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> d
             "headers": {"RequestId": {
                 "description": "The request's id; quote it when reporting a problem.",
                 "schema": {"type": "string"},
+            }, "IdempotentReplayed": {
+                "description": "`true` when the answer is the stored answer to an earlier "
+                               "request with the same Idempotency-Key.",
+                "schema": {"type": "string", "enum": ["true"]},
             }, **RATE_LIMIT_HEADERS},
         },
     }
@@ -130,6 +147,8 @@ def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[di
          **({"description": op.path_params[name]} if name in op.path_params else {})}
         for name in route.param_convertors
     ]
+    if getattr(route, "idempotent", False):
+        params.append(IDEMPOTENCY_PARAMETER)
     if op.query is not None:
         hints = get_type_hints(op.query)
         for f in dataclasses.fields(op.query):
@@ -145,7 +164,12 @@ def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[di
 
 def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     headers = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
-    success: dict[str, Any] = {"description": op.summary, "headers": headers}
+    idempotent = bool(getattr(route, "idempotent", False))
+    success: dict[str, Any] = {"description": op.summary, "headers": {
+        **headers,
+        **({REPLAYED: {"$ref": "#/components/headers/IdempotentReplayed"}} if idempotent
+           else {}),
+    }}
     if op.response is not None:
         success["content"] = {op.media_type: {"schema": json_schema(op.response, schemas)}}
     elif op.media_type != "application/json":
@@ -153,13 +177,16 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
     statuses = set(op.errors) | {500}
     if op.auth:
         statuses |= {401, 429}  # every authenticated call is rate limited
-        success["headers"] = {**headers, **_header_refs("RateLimit-Policy", "RateLimit")}
+        success["headers"] = {**success["headers"],
+                              **_header_refs("RateLimit-Policy", "RateLimit")}
     if route.param_convertors:
         statuses.add(404)
     if op.body is not None:
         statuses |= {400, 413, 415, 422}
     if op.query is not None:
         statuses.add(422)
+    if idempotent:
+        statuses |= {400, 409, 422}
     responses: dict[str, Any] = {str(op.status): success}
     for status in sorted(statuses):
         limited = _header_refs("RateLimit-Policy", "RateLimit", "Retry-After")

@@ -44,6 +44,9 @@ _TYPES = (
     ProblemType("malformed_json", 400, "Malformed JSON",
                 "The body is not one valid JSON document (syntax, duplicate keys, NaN, "
                 "or nesting too deep)."),
+    ProblemType("invalid_idempotency_key", 400, "Invalid Idempotency-Key",
+                "The Idempotency-Key header must be sent once, with 1 to 255 printable "
+                "ASCII characters (bare or as a quoted Structured Field String)."),
     ProblemType("unauthenticated", 401, "Missing or invalid API key",
                 "Send `Authorization: Bearer <API key>`; keys are issued by "
                 "`aggregator apps create`."),
@@ -58,6 +61,9 @@ _TYPES = (
                 "The resource exists but not with this method; see the Allow header."),
     ProblemType("conflict", 409, "Conflict",
                 "The request conflicts with the resource's current state."),
+    ProblemType("idempotency_key_in_use", 409, "Idempotency-Key in use",
+                "A request with this Idempotency-Key is still being processed; retry "
+                "after Retry-After seconds to get its answer."),
     ProblemType("content_too_large", 413, "Content too large",
                 "The body exceeds the gateway's limit for a request body."),
     ProblemType("unsupported_media_type", 415, "Unsupported media type",
@@ -65,6 +71,9 @@ _TYPES = (
     ProblemType("validation_failed", 422, "Validation failed",
                 "The body or the query parameters do not match the operation's schema; "
                 "`errors` lists each one."),
+    ProblemType("idempotency_key_reused", 422, "Idempotency-Key reused",
+                "This Idempotency-Key was used for a different request (method, path or "
+                "body) in the last 24 hours; use a new key for a new request."),
     ProblemType("invalid_cursor", 422, "Invalid cursor",
                 "The cursor was not issued for this resource, or has been altered."),
     ProblemType("grant_revoked", 409, "Bank grant revoked",

@@ -6,7 +6,10 @@ validates the body and the query with :mod:`aggregator.http.schema`, encodes the
 handler's dataclass) and ``/openapi.json`` publishes the very same declaration, so
 every documented route is checked and every checked route is documented. A route of
 the app that is neither an ``ApiRoute`` nor marked ``include_in_schema=False`` makes
-the OpenAPI builder fail (:mod:`aggregator.http.openapi`).
+the OpenAPI builder fail (:mod:`aggregator.http.openapi`). The operations that create
+something (every ``POST`` under ``/v1``, ``DELETE /v1/users/{id}``) take an
+``Idempotency-Key``, applied here once for all of them, after authentication
+(:mod:`aggregator.http.idempotency`).
 
 Example, for a route of the Link colleague::
 
@@ -34,6 +37,7 @@ from starlette.routing import Route
 
 from aggregator.errors import InvalidId
 from aggregator.http.auth import authenticate
+from aggregator.http.idempotency import applies, idempotency_key, run_idempotently
 from aggregator.http.problems import MalformedJson, UnsupportedMediaType
 from aggregator.http.ratelimit import admit_application
 from aggregator.http.schema import decode, decode_query, encode
@@ -126,14 +130,18 @@ class ApiRoute(Route):
                  *, name: str | None = None) -> None:
         self.operation = operation
         self.handler = handler
+        #: Takes ``Idempotency-Key`` (:mod:`aggregator.http.idempotency`).
+        self.idempotent = operation.auth and applies(method, path)
+        idempotent = self.idempotent
 
         async def endpoint(request: Request) -> Response:
-            return await _run(request, handler, operation)
+            return await _run(request, handler, operation, idempotent)
 
         super().__init__(path, endpoint, methods=[method], name=name or handler.__name__)
 
 
-async def _run(request: Request, handler: Handler, op: Operation) -> Response:
+async def _run(request: Request, handler: Handler, op: Operation,
+               idempotent: bool = False) -> Response:
     app_id = None
     if op.auth:
         services = services_of(request)
@@ -142,12 +150,20 @@ async def _run(request: Request, handler: Handler, op: Operation) -> Response:
         request.state.app_id = app_id
         # Charged where it was authenticated: per application, route class and region.
         await admit_application(request, app_id, region or services.router.regions[0])
+    key = idempotency_key(request) if idempotent else None
     call = Call(request, app_id)
     if op.query is not None:
         params = request.query_params
         call.query = decode_query(op.query, params, [k for k, _ in params.multi_items()])
     if op.body is not None:
         call.body = decode(op.body, await _json(request))
+    if key is not None and app_id is not None:
+        return await run_idempotently(request, call.services, app_id, key, call.body,
+                                      lambda: _respond(call, handler, op))
+    return await _respond(call, handler, op)
+
+
+async def _respond(call: Call, handler: Handler, op: Operation) -> Response:
     result = await handler(call)
     if isinstance(result, Response):
         return result

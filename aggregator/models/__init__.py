@@ -15,7 +15,8 @@ tables, by owner:
 - the sync budget ledger (unattended bank calls per connection and data type):
   ``sync_spends``;
 - the API rate limiter's token buckets (no personal data in clear):
-  ``rate_limit_buckets``.
+  ``rate_limit_buckets``;
+- idempotency keys (first answers kept 24 hours for retries): ``idempotency_keys``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -42,6 +43,7 @@ from aggregator.models.erasure import (
     RevocationOutcome,
 )
 from aggregator.models.events import OutboundEvent
+from aggregator.models.idempotency import IdempotencyRecord, IdempotencyState
 from aggregator.models.linking import (
     Connection,
     ConnectionStatus,
@@ -72,6 +74,8 @@ __all__ = [
     "ErasureRequest",
     "ErasureRevocation",
     "ErasureState",
+    "IdempotencyRecord",
+    "IdempotencyState",
     "LinkSession",
     "LinkStatus",
     "Money",

@@ -29,6 +29,7 @@ from aggregator.sync.banks import BankDirectory
 from aggregator.worker.breaker import Backoff
 from aggregator.worker.consent import ConsentWatch
 from aggregator.worker.erasure import DEFAULT_ESCROW, ErasureSweep
+from aggregator.worker.idempotency import IdempotencyPurge
 from aggregator.worker.jobs import PeriodicJob
 from aggregator.worker.metrics import WorkerMetrics
 from aggregator.worker.outbox import outbox_job
@@ -110,6 +111,7 @@ def _jobs(
                      batch=config.batch, metrics=BudgetMetrics.of(ctx.metrics.registry)),
         ConsentWatch(ctx.router, ctx.banks, batch=config.batch,
                      warning=timedelta(days=settings.worker.consent_warning_days)),
+        IdempotencyPurge(ctx.router, batch=max(config.batch, 100)),
     ]
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch,
                         policy=settings.egress)
