@@ -9,6 +9,10 @@ Example ``aggregator.toml``::
 
     [keys]
     cache_ttl_seconds = 300
+    rotate_every = "90d"                 # the worker rotates each region's KEK (h, d, w)
+
+    [erasure]
+    deadline_days = 30                   # statutory deadline of a request (CCPA: 45)
 
     [http]
     public_url = "https://gateway.example"   # where browsers and banks reach us
@@ -18,13 +22,15 @@ Example ``aggregator.toml``::
     database_url = "postgresql+psycopg://gateway@db-eu/gateway"
     [regions.eu.keys]
     provider = "transit"                 # local | pkcs11 | transit
+    rotate_every = "30d"                 # this region's own period ("off": never)
     url = "https://vault.eu.internal:8200"
     key_name = "aggregator-eu"
     token_env = "VAULT_TOKEN_EU"         # secrets are named, never written here
 
-Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
+Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS` and
+:data:`ENV_GLOBAL`):
 ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_REGIONS=eu,us`` (which
-regions run), and
+regions run), those in :data:`ENV_GLOBAL` (e.g. ``AGGREGATOR_ERASURE_DEADLINE_DAYS``), and
 ``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
 ``AGGREGATOR_REGION_EU_DATABASE_URL`` or ``AGGREGATOR_REGION_EU_KEYS_PROVIDER``.
 """
@@ -36,6 +42,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -65,7 +72,19 @@ ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "KEYS_APPROLE_SECRET_ID_ENV": ("keys", "approle_secret_id_env"),
     "KEYS_NAMESPACE": ("keys", "namespace"),
     "KEYS_CA_CERT": ("keys", "ca_cert"),
+    "KEYS_ROTATE_EVERY": ("keys", "rotate_every"),
 }
+
+#: Settings outside any region that an environment variable may override: variable →
+#: path in the TOML file. The value is validated exactly as the file's would be.
+ENV_GLOBAL: Mapping[str, tuple[str, ...]] = {
+    "AGGREGATOR_ERASURE_DEADLINE_DAYS": ("erasure", "deadline_days"),
+    "AGGREGATOR_KEYS_ROTATE_EVERY": ("keys", "rotate_every"),
+}
+
+#: ``rotate_every``: a whole number of hours, days or weeks ("90d"), or "off".
+_DURATION = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
+_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 
 _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
     "local": frozenset({"provider", "directory", "kek_id"}),
@@ -75,7 +94,7 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
         "approle_secret_id_env", "approle_mount", "namespace", "ca_cert", "timeout_seconds",
     }),
 }
-_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http"})
+_TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "erasure"})
 _REGION_KEYS = frozenset({"database_url", "keys"})
 
 
@@ -86,6 +105,8 @@ class RegionSettings:
     name: str
     database_url: str
     keys: ProviderConfig
+    #: How often the worker rotates the region's KEK (``keys.rotate_every``); None: never.
+    rotate_every: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +121,8 @@ class Settings:
     #: The gateway's external base URL (``[http] public_url``), without a trailing slash;
     #: ``None`` means "the base URL of each request", right only without a proxy.
     public_url: str | None = None
+    #: ``[erasure] deadline_days``: a new erasure request's deadline (GDPR Art. 12(3)).
+    erasure_deadline_days: int = 30
     source: str = "defaults"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -121,18 +144,23 @@ def load_settings(
     if path is None and Path("aggregator.toml").is_file():
         path = Path("aggregator.toml")
     source = str(path) if path else "defaults"
-    raw = _read_toml(path) if path else {}
+    raw = _with_global_env(_read_toml(path) if path else {}, env, source)
     _reject_unknown(raw, _TOP_KEYS, source, "")
     data_dir = Path(env.get("AGGREGATOR_DATA_DIR") or raw.get("data_dir") or "var")
     raw_regions = _mapping(raw.get("regions", {}), source, "regions")
     names = _region_names(env, raw_regions, source)
+    keys = _mapping(raw.get("keys", {}), source, "keys")
+    _reject_unknown(keys, frozenset({"cache_ttl_seconds", "cache_size", "rotate_every"}),
+                    source, "keys.")
+    rotate_every = _rotate_every(keys.get("rotate_every"), _where(source, env, "keys",
+                                                                  "rotate_every"))
     regions = {
         name: _region(name, _with_env(name, raw_regions.get(name, {}), env, source),
-                      data_dir, env, source)
+                      data_dir, env, source, rotate_every)
         for name in names
     }
-    keys = _mapping(raw.get("keys", {}), source, "keys")
-    _reject_unknown(keys, frozenset({"cache_ttl_seconds", "cache_size"}), source, "keys.")
+    erasure = _mapping(raw.get("erasure", {}), source, "erasure")
+    _reject_unknown(erasure, frozenset({"deadline_days"}), source, "erasure.")
     banks = _mapping(raw.get("banks", {}), source, "banks")
     _reject_unknown(banks, frozenset({"directories"}), source, "banks.")
     http = _mapping(raw.get("http", {}), source, "http")
@@ -149,6 +177,8 @@ def load_settings(
         key_cache_size=int(_number(keys.get("cache_size", 10_000), source, "keys.cache_size")),
         bank_dirs=tuple(Path(p) for p in banks.get("directories", [])),
         public_url=public_url,
+        erasure_deadline_days=_whole_days(
+            erasure.get("deadline_days", 30), _where(source, env, "erasure", "deadline_days")),
         source=source,
     )
 
@@ -197,11 +227,18 @@ def _with_env(
 
 
 def _region(
-    name: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str], source: str
+    name: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str], source: str,
+    rotate_every: timedelta | None,
 ) -> RegionSettings:
     _reject_unknown(raw, _REGION_KEYS, source, f"regions.{name}.")
     url = raw.get("database_url") or f"sqlite+aiosqlite:///{data_dir / f'{name}.sqlite3'}"
-    return RegionSettings(name, str(url), _keys(name, raw["keys"], data_dir, env, source))
+    keys = dict(raw["keys"])
+    if "rotate_every" in keys:
+        var = f"AGGREGATOR_REGION_{name.upper()}_KEYS_ROTATE_EVERY"
+        where = var if var in env else f"{source}: regions.{name}.keys.rotate_every"
+        rotate_every = _rotate_every(keys.pop("rotate_every"), where)
+    return RegionSettings(name, str(url), _keys(name, keys, data_dir, env, source),
+                          rotate_every)
 
 
 def _keys(
@@ -255,6 +292,45 @@ def _keys(
         namespace=raw.get("namespace"), verify=str(raw["ca_cert"]) if raw.get("ca_cert") else True,
         timeout=_number(raw.get("timeout_seconds", 5.0), source, f"{where}.timeout_seconds"),
     )
+
+
+def _with_global_env(
+    raw: Mapping[str, Any], env: Mapping[str, str], source: str
+) -> dict[str, Any]:
+    out = dict(raw)
+    for var, (table, key) in ENV_GLOBAL.items():
+        if var in env:
+            out[table] = {**_mapping(out.get(table, {}), source, table), key: env[var]}
+    return out
+
+
+def _where(source: str, env: Mapping[str, str], table: str, key: str) -> str:
+    """The name an error gives a global setting: its variable when that set it."""
+    for var, path in ENV_GLOBAL.items():
+        if path == (table, key) and var in env:
+            return var
+    return f"{source}: {table}.{key}"
+
+
+def _rotate_every(value: Any, where: str) -> timedelta | None:
+    """A strict duration: "90d", "12h", "2w", or "off" (no scheduled rotation)."""
+    if value is None or value == "off":
+        return None
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{where}: {value!r} is not a duration; write a whole number of hours, days "
+            'or weeks such as "90d", "36h", "2w", or "off"'
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _whole_days(value: Any, where: str) -> int:
+    if where in ENV_GLOBAL and isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)  # the environment holds text; the file must hold a number
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
+        raise ConfigError(f"{where}: {value!r} must be a whole number of days, 1 to 3650")
+    return value
 
 
 def _public_url(value: Any, where: str) -> str | None:

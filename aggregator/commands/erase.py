@@ -66,7 +66,7 @@ async def _erase(settings: Settings, user_id: str, *, wait: bool) -> int:
         region = router.region_of(user_id)
         custody = services.custody[region]
         app_id = await _owner(router, region, user_id, user_digest(custody, user_id))
-        config = ErasureConfig()
+        config = ErasureConfig.from_settings(settings)
         request = await request_erasure(router, custody, user_id, app_id, config=config,
                                         actor="operator")
         if request is None:

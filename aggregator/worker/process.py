@@ -19,7 +19,7 @@ from datetime import timedelta
 import httpx
 
 from aggregator.custody import open_custody
-from aggregator.erasure import ErasureMetrics
+from aggregator.erasure import ErasureConfig, ErasureMetrics
 from aggregator.http.services import check_profiles
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
@@ -86,16 +86,18 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
-        await Worker(ctx, config, _jobs(ctx, config, options, http)).run(stop)
+        await Worker(ctx, config, _jobs(ctx, config, options, http, settings)).run(stop)
         log.info("worker %s stopped", ctx.owner)
 
 
 def _jobs(
-    ctx: RefreshContext, config: WorkerConfig, options: WorkerOptions, http: httpx.AsyncClient
+    ctx: RefreshContext, config: WorkerConfig, options: WorkerOptions, http: httpx.AsyncClient,
+    settings: Settings,
 ) -> list[PeriodicJob]:
     """The periodic jobs beside refreshing, each bounded by the worker's batch size."""
     jobs: list[PeriodicJob] = [
         ErasureSweep(ctx.router, ctx.custody, ctx.banks, ErasureMetrics(ctx.metrics.registry),
+                     config=ErasureConfig.from_settings(settings),
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
         PlaidSweep(ctx.router, batch=config.batch),
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
