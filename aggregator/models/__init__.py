@@ -13,7 +13,8 @@ tables, by owner:
   ``erasure_requests``, ``erasure_revocations``;
 - outbound events (the outbox, with their delivery state): ``outbound_events``;
 - the sync budget ledger (unattended bank calls per connection and data type):
-  ``sync_spends``.
+  ``sync_spends``;
+- key rotation (the KEK's schedule and the rotating worker's lease): ``kek_rotations``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -40,6 +41,7 @@ from aggregator.models.erasure import (
     RevocationOutcome,
 )
 from aggregator.models.events import OutboundEvent
+from aggregator.models.keys import KekRotation
 from aggregator.models.linking import (
     Connection,
     ConnectionStatus,
@@ -69,6 +71,7 @@ __all__ = [
     "ErasureRequest",
     "ErasureRevocation",
     "ErasureState",
+    "KekRotation",
     "LinkSession",
     "LinkStatus",
     "Money",

@@ -32,6 +32,7 @@ from aggregator.worker.metrics import WorkerMetrics
 from aggregator.worker.outbox import outbox_job
 from aggregator.worker.plaid import PlaidSweep
 from aggregator.worker.refresh import CrashPoints, RefreshContext
+from aggregator.worker.rotation import KeyMetrics, KeyRotation
 from aggregator.worker.runner import Worker, WorkerConfig, default_owner
 from aggregator.worker.sync_schedule import SyncSchedule
 
@@ -103,6 +104,9 @@ def _jobs(
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
                      batch=config.batch),
     ]
+    jobs.append(KeyRotation(ctx.router, ctx.custody,
+                            {r: settings.region(r).rotate_every for r in ctx.router.regions},
+                            KeyMetrics(ctx.metrics.registry), owner=ctx.owner))
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch)
     if outbox is not None:
         jobs.append(outbox)
