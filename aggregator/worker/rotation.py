@@ -41,6 +41,7 @@ from aggregator.datakeys import (
     rewrap_data_keys,
     rewrap_region_secrets,
 )
+from aggregator.errors import GatewayError
 from aggregator.models import KekRotation
 from aggregator.models.base import table_of, utcnow
 from aggregator.store import RegionRouter
@@ -99,8 +100,11 @@ class RewrapTotals:
         self.failed += outcome.failed
 
 
-class LeaseHeld(Exception):
-    """Another process holds the region's rotation lease."""
+class LeaseHeld(GatewayError):
+    """Raised when another process holds the region's rotation lease (a worker rotating
+    or rewrapping, or another ``aggregator keys`` command)."""
+
+    code = "rotation_in_progress"
 
     def __init__(self, region: str, owner: str | None, until: datetime | None) -> None:
         when = f" until {until:%Y-%m-%d %H:%M:%S} UTC" if until else ""
@@ -211,16 +215,18 @@ async def rewrap_pass(
     ``newest``, ``budget`` keys were read, ``stop`` is set or the lease is lost."""
     totals = RewrapTotals(newest)
     secrets = await rewrap_region_secrets(router, region, provider, newest=newest, pause=pause)
-    totals.rewrapped += secrets.rewrapped
-    totals.failed += secrets.failed
+    totals.add(RewrapOutcome(secrets.rewrapped, secrets.skipped, secrets.failed,
+                             read=secrets.rewrapped + secrets.skipped + len(secrets.failed)))
     after: str | None = None
-    while budget is None or totals.read < budget:
+    keys_read = 0  # the budget counts data keys, not the region's few secrets
+    while budget is None or keys_read < budget:
         if stop is not None and stop.is_set():
             break
-        limit = batch if budget is None else min(batch, budget - totals.read)
+        limit = batch if budget is None else min(batch, budget - keys_read)
         outcome = await rewrap_data_keys(router, region, provider, newest=newest, limit=limit,
                                          after=after, pause=pause)
         totals.add(outcome)
+        keys_read += outcome.read
         if metrics is not None:
             metrics.record(region, outcome)
         if progress is not None:
