@@ -5,6 +5,7 @@ survive a crash, and a rewrap never races a seal or writes back an erased user's
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -17,10 +18,12 @@ from sqlalchemy import select
 from aggregator.custody import RegionCustody, region_custody
 from aggregator.datakeys import SealLedger, key_versions
 from aggregator.erasure import ErasureJob, request_erasure
+from aggregator.errors import ConfigError
 from aggregator.ids import ApplicationId, UserId
 from aggregator.models import DataKeyRecord, ErasureState, RegionSecret, User
 from aggregator.models.base import utcnow
 from aggregator.pepper import load_pepper
+from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter
 from aggregator.users import create_user
 from aggregator.worker.rotation import KeyMetrics, KeyRotation
@@ -289,3 +292,41 @@ async def test_the_pepper_unwraps_after_its_kek_version_is_retired(
     fresh = await make_custody()
     _provider(fresh).set_min_decryption_version(2)
     assert await load_pepper(region_router, "eu", _provider(fresh)) == pepper
+
+
+def _settings(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Settings:
+    path = tmp_path / "aggregator.toml"
+    path.write_text(text)
+    return load_settings(path, environ=env or {})
+
+
+def test_rotate_every_is_global_with_a_per_region_override_and_env(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).region("eu").rotate_every is None
+    settings = _settings(tmp_path, '[keys]\nrotate_every = "90d"\n'
+                                   '[regions.eu.keys]\nrotate_every = "2w"\n'
+                                   '[regions.us.keys]\nrotate_every = "off"\n'
+                                   '[regions.ap]\n')
+    assert settings.region("eu").rotate_every == timedelta(weeks=2)
+    assert settings.region("us").rotate_every is None
+    assert settings.region("ap").rotate_every == timedelta(days=90)
+    env = {"AGGREGATOR_KEYS_ROTATE_EVERY": "36h",
+           "AGGREGATOR_REGION_US_KEYS_ROTATE_EVERY": "30d"}
+    overridden = _settings(tmp_path, '[regions.eu]\n[regions.us]\n', env)
+    assert overridden.region("eu").rotate_every == timedelta(hours=36)
+    assert overridden.region("us").rotate_every == timedelta(days=30)
+
+
+@pytest.mark.parametrize(("text", "env", "named"), [
+    ('[keys]\nrotate_every = "90"\n', {}, "keys.rotate_every: '90'"),
+    ('[keys]\nrotate_every = 90\n', {}, "keys.rotate_every: 90"),
+    ('[keys]\nrotate_every = "90D"\n', {}, "keys.rotate_every: '90D'"),
+    ('[keys]\nrotate_every = "0d"\n', {}, "keys.rotate_every: '0d'"),
+    ('[keys]\nrotate_every = "1.5d"\n', {}, "keys.rotate_every: '1.5d'"),
+    ('[regions.eu.keys]\nrotate_every = "90s"\n', {}, "regions.eu.keys.rotate_every: '90s'"),
+    ("", {"AGGREGATOR_KEYS_ROTATE_EVERY": " 90d"}, "AGGREGATOR_KEYS_ROTATE_EVERY: ' 90d'"),
+])
+def test_a_bad_rotation_period_fails_at_start_up_naming_the_field(
+    tmp_path: Path, text: str, env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        _settings(tmp_path, text, env)
