@@ -90,7 +90,11 @@ class ErasureJob:
             progress(state)
             self.checkpoint(state)
 
-        request, stopped = await self._claim(region, request_id, now or utcnow())
+        try:
+            request, stopped = await self._claim(region, request_id, now or utcnow())
+        except Exception as exc:  # the claim rolled back with the stop step: no lease held
+            await self._note(region, request_id, getattr(exc, "code", "internal_error"))
+            raise
         if request is None:
             return await self._state(region, request_id)
         try:
@@ -177,6 +181,14 @@ class ErasureJob:
         request.started_at = request.started_at or stopped_at
         request.state = ErasureState.STOPPED
         return request, True
+
+    async def _note(self, region: str, request_id: str, error: str) -> None:
+        c = _requests.c
+        async with self.router.session(region) as session, session.begin():
+            await session.execute(
+                update(_requests).where(c.id == request_id, c.state == ErasureState.REQUESTED)
+                .values(last_error=str(error)[:64])
+            )
 
     async def _release(self, region: str, request_id: str, error: str) -> None:
         c = _requests.c

@@ -312,3 +312,23 @@ async def test_orphaned_plaid_webhooks_naming_the_users_items_are_deleted(
     done = await _load(region_router, request_id)
     assert done.counts is not None
     assert done.counts["plaid_webhook_events"] == 3
+
+
+async def test_a_failed_stop_step_records_its_error_and_holds_no_lease(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, make_job: JobFactory,
+) -> None:
+    linked = await make_linked("eu", refresh_token="rt-x")
+    request_id = await _request(region_router, custody, linked, app_id)
+    async with region_router.session("eu") as session, session.begin():
+        await session.execute(table_of(DataKeyRecord).delete())  # the token cannot be opened
+    custody["eu"].envelope.forget(dek_id_for(linked.user.id))
+
+    with pytest.raises(DataKeyDestroyed):
+        await make_job(owner="a").run(request_id)
+
+    found = await _load(region_router, request_id)
+    assert (found.state, found.last_error, found.lease_owner) == (
+        ErasureState.REQUESTED, "data_key_destroyed", None)
+    with pytest.raises(DataKeyDestroyed):  # another runner may try at once: no lease left
+        await make_job(owner="b").run(request_id)
