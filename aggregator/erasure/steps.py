@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Table, delete, select, update
+from sqlalchemy import Column, ColumnElement, Table, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
@@ -204,10 +204,19 @@ async def delete_rows(session: AsyncSession, request: ErasureRequest) -> dict[st
 
     The caller has checked :func:`unrevoked` in this same transaction, so no grant is
     deleted before it was revoked. Rows reaching the user through a connection (Plaid
-    webhooks) go first, including those recorded as orphaned that name one of the user's
-    grants by its external id (a webhook that arrived before the connection existed).
+    webhooks) are deleted here, including those recorded as orphaned that name one of
+    the user's grants by its external id (a webhook that arrived before the connection
+    existed). The rows of :func:`user_tables` are *counted* here and deleted by the
+    ``ON DELETE CASCADE`` of the user row in :func:`shred`, in the same transaction: a
+    plain cascade's cost, where deleting child tables first makes every parent's
+    cascade re-scan the children it just emptied. The counts are exact because the user
+    row is locked first (``FOR UPDATE``): any insert of a row owned by the user takes a
+    key-share lock on it (its foreign key check) and so either committed before the
+    count or waits for this transaction and then fails; SQLite's single writer gives
+    the same. The final scan of every table proves nothing is left (tests).
     """
     user_id = _user(request)
+    await session.execute(select(_users.c.id).where(_users.c.id == user_id).with_for_update())
     counts: dict[str, int] = {}
     owned = select(_connections.c.id).where(_connections.c.user_id == user_id)
     refs = select(_connections.c.external_ref).where(
@@ -218,9 +227,12 @@ async def delete_rows(session: AsyncSession, request: ErasureRequest) -> dict[st
             where = where | table.c[named].in_(refs)
         result = await session.execute(delete(table).where(where))
         counts[table.name] = counts.get(table.name, 0) + _count(result)
-    for table in user_tables():
-        result = await session.execute(delete(table).where(table.c.user_id == user_id))
-        counts[table.name] = _count(result)
+    tables = user_tables()
+    row = (await session.execute(select(*(
+        select(func.count()).select_from(table).where(table.c.user_id == user_id)
+        .scalar_subquery().label(table.name) for table in tables
+    )))).one()
+    counts.update({table.name: int(n) for table, n in zip(tables, row, strict=True)})
     for hook in HOOKS:
         for name, count in (await hook(session, user_id)).items():
             counts[name] = counts.get(name, 0) + count
@@ -230,7 +242,8 @@ async def delete_rows(session: AsyncSession, request: ErasureRequest) -> dict[st
 async def shred(
     session: AsyncSession, custody: RegionCustody, request: ErasureRequest
 ) -> dict[str, int]:
-    """Destroy the wrapped data key and delete the user row.
+    """Destroy the wrapped data key and delete the user row (its cascade deletes what
+    :func:`delete_rows` counted).
 
     Every value ever sealed for the user, in this database, its replicas and its
     backups, needs that key: from here on none of them opens (``DataKeyDestroyed``).
