@@ -255,7 +255,7 @@ class KeyRotation:
     metrics: KeyMetrics | None = None
     owner: str = "worker"
     batch: int = 100
-    per_pass: int = 2000
+    per_pass: int = 10_000
     lease: timedelta = timedelta(minutes=5)
     interval: float = 60.0
     name: str = "key_rotation"
@@ -276,6 +276,8 @@ class KeyRotation:
         row = await claim(self.router, region, provider, self.owner, now=now, lease=self.lease,
                           newest=status.latest_version)
         if row is None:
+            if self.metrics is not None:  # every worker reports, so no gauge goes stale
+                await self.metrics.refresh(self.router, region, status.latest_version)
             return 0
         try:
             rotated = await rotate_if_due(self.router, region, provider, row, status,
