@@ -160,19 +160,17 @@ class ErasureJob:
         transaction (the claim needs no commit of its own): then the flag is True."""
         c = _requests.c
         async with self.router.session(region) as session, session.begin():
-            result = await session.execute(
-                update(_requests).where(
+            request = (await session.execute(
+                update(ErasureRequest).where(
                     c.id == request_id, c.state != ErasureState.COMPLETED,
                     or_(c.lease_expires_at.is_(None), c.lease_expires_at <= now,
                         c.lease_owner == self.owner[:64]),
                 ).values(lease_owner=self.owner[:64], lease_expires_at=now + self.config.lease,
                          runs=c.runs + 1)
-            )
-            if getattr(result, "rowcount", 0) != 1:
-                return None, False
-            request = await session.get(ErasureRequest, request_id)
+                .returning(ErasureRequest).execution_options(synchronize_session=False)
+            )).scalar_one_or_none()
             if request is None:
-                raise LookupError(f"no erasure request {request_id}")
+                return None, False
             session.expunge(request)
             if request.state is not ErasureState.REQUESTED:
                 return request, False

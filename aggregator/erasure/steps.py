@@ -120,14 +120,16 @@ def connection_tables() -> list[tuple[Table, Column[Any]]]:
 
 async def enlist(
     session: AsyncSession, custody: RegionCustody, request_id: str, user_id: UserId,
-    now: datetime,
+    now: datetime, *, first: bool = False,
 ) -> int:
     """Stop every connection of the user not enlisted yet; returns how many were new.
 
     Each gets a revocation row holding its token in escrow, its status ``revoked`` and
     its credential's lease voided (version bumped, so an in-flight refresh cannot store).
+    ``first``: called by :func:`stop`, whose transaction is the only one that can have
+    enlisted anything before (it commits together with leaving ``requested``).
     """
-    known = (await session.execute(
+    known = [] if first else (await session.execute(
         select(_revocations.c.connection_id, _revocations.c.n)
         .where(_revocations.c.request_id == request_id)
     )).all()
@@ -181,7 +183,7 @@ async def stop(
         _links.c.user_id == user_id,
         _links.c.status.in_([LinkStatus.PENDING, LinkStatus.AUTHORIZING]),
     ).values(status=LinkStatus.EXPIRED, expires_at=now))
-    await enlist(session, custody, request.id, user_id, now)
+    await enlist(session, custody, request.id, user_id, now, first=True)
     await advance(session, request.id, ErasureState.REQUESTED, ErasureState.STOPPED,
                   started_at=request.started_at or now)
 
