@@ -6,23 +6,28 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from aggregator.applications import create_application
 from aggregator.cli import main
 from aggregator.custody import open_custody
 from aggregator.keyring import LocalKeyringInProductionWarning
+from aggregator.models import AuditEvent
 from aggregator.models.base import utcnow
 from aggregator.settings import load_settings
 from aggregator.store import RegionRouter
 from aggregator.users import create_user
 from aggregator.worker import rotation
 from aggregator.worker.rotation import KeyRotation
+from tests.vault._openbao import openbao_fixture  # noqa: F401  (session fixture `openbao`)
+from tests.vault._softhsm import softhsm_fixture  # noqa: F401  (session fixture `softhsm`)
 from vault import open_provider
 
 
@@ -164,3 +169,45 @@ def test_status_shows_the_schedule_and_bad_periods_name_the_field(
     assert cli("keys", "status") == 2
     err = capsys.readouterr().err
     assert "AGGREGATOR_REGION_EU_KEYS_ROTATE_EVERY: '90 days' is not a duration" in err
+
+
+@pytest.mark.parametrize("kind", [pytest.param("transit", marks=pytest.mark.transit),
+                                  pytest.param("pkcs11", marks=pytest.mark.hsm)])
+def test_rotate_rewrap_retire_on_openbao_and_softhsm(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest, kind: str,
+) -> None:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    if kind == "transit":
+        bao = request.getfixturevalue("openbao")
+        monkeypatch.setenv("TEST_BAO_TOKEN", bao.root_token.reveal())
+        keys = (f'provider = "transit"\nurl = "{bao.url}"\nkey_name = "{name}"\n'
+                'token_env = "TEST_BAO_TOKEN"\n')
+    else:
+        hsm = request.getfixturevalue("softhsm")
+        monkeypatch.setenv("TEST_HSM_PIN", hsm.pin.reveal())
+        keys = (f'provider = "pkcs11"\nmodule = "{hsm.module}"\n'
+                f'token_label = "{hsm.token_label}"\npin_env = "TEST_HSM_PIN"\n'
+                f'kek_label = "{name}"\n')
+    config = workdir / "aggregator.toml"
+    config.write_text(f"[regions.eu.keys]\n{keys}")
+    _ready(4)
+
+    assert cli("keys", "rotate", "--region", "eu", "--rewrap", "--retire") == 0
+    out = capsys.readouterr().out
+    assert "5 keys rewrapped to KEK version 2" in out
+    report = _status(capsys)
+    assert report["provider"] == kind
+    assert report["data_keys_by_version"] == {"2": 4}
+    assert report["min_decryption_version"] == 2
+    assert cli("migrate") == 0  # the pepper unwraps under the raised minimum
+    assert cli("audit", "verify", "--region", "eu") == 0
+    actions = asyncio.run(_audit_actions())
+    assert actions.count("kek.rotated") == 1
+    assert actions.count("kek.versions_retired") == 1
+
+
+async def _audit_actions() -> list[str]:
+    settings = load_settings(environ=dict(os.environ))
+    async with RegionRouter(settings) as router, router.reader("eu") as session:
+        return list((await session.execute(select(AuditEvent.action))).scalars())
