@@ -70,8 +70,14 @@ def _retire_and_batch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retire", action="store_true",
                         help="then raise the minimum decryption version to the newest "
                              "version (refused while any key still uses an older one)")
-    parser.add_argument("--batch", type=int, default=100, metavar="N",
+    parser.add_argument("--batch", type=_positive, default=100, metavar="N",
                         help="data keys per provider call (default 100)")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -189,8 +195,6 @@ def _rewrap(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, *, rotate: bool) -> int:
     settings = _settings(args)
     region = settings.region(args.region)
-    if args.batch < 1:
-        raise SystemExit("aggregator: error: --batch must be at least 1")
     envelope = envelope_for(region, settings)
     try:
         if rotate and not (args.rewrap or args.retire) and not _exists(region):
