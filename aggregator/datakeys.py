@@ -12,25 +12,41 @@ Where a reservation is written: on PostgreSQL in its own short transaction, comm
 once. On SQLite, inside the caller's write session when one is given, because SQLite has
 a single writer and a second connection would wait for the very session awaiting it;
 loading a key in a write session reserves right away, before the unit of work writes.
+
+Rewrapping after a KEK rotation (:func:`rewrap_data_keys`) reads a batch of rows below
+the newest KEK version, asks the provider to rewrap them (no lock held across that
+call), then writes each one back with a compare-and-set on the version *and* the
+ciphertext it read. So a rewrap never resurrects a key erasure deleted meanwhile (an
+``UPDATE`` of a missing row writes nothing), never undoes another rewrap, and touches
+only ``ciphertext``, ``kek_version`` and ``rewrapped_at``: a seal reservation
+(``seal_count``) taken in between is kept. The data key itself does not change, so
+values sealed before, during and after the rewrap all open, and cached keys stay valid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from aggregator.errors import ResidencyViolation, SealReservationMissing
 from aggregator.ids import UserId, parse_id
-from aggregator.models import DataKeyRecord
-from aggregator.models.base import table_of
+from aggregator.models import DataKeyRecord, RegionSecret
+from aggregator.models.base import table_of, utcnow
 from aggregator.store.engines import with_begin
 from aggregator.store.residency import WRITES_KEY
-from vault import DataKeyDestroyed, Envelope, WrappedKey
+from aggregator.store.router import RegionRouter
+from vault import DataKeyDestroyed, Envelope, KeyProvider, VaultError, WrappedKey
 
+log = logging.getLogger(__name__)
 _data_keys = table_of(DataKeyRecord)
+_secrets = table_of(RegionSecret)
 
 
 @dataclass(slots=True)
@@ -180,3 +196,138 @@ class DataKeys:
         self._envelope.forget(dek_id)
         self._ledger.forget(dek_id)
         return bool(getattr(result, "rowcount", 0))
+
+
+# -- rewrapping after a KEK rotation (see the module docstring) ------------------------
+
+#: Called between the provider's rewrap and the write-back; tests race erasure there.
+RewrapPause = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapOutcome:
+    """One rewrap batch: rows moved to the newest version, rows left alone and why."""
+
+    rewrapped: int = 0
+    #: Deleted (erased) or changed by another writer between read and write: not written.
+    skipped: int = 0
+    #: Data-key ids the provider refused (tampered, or a KEK version already retired).
+    failed: tuple[str, ...] = ()
+    #: The last row looked at: the next batch of the same pass starts after it.
+    last: str | None = None
+    #: Rows read; fewer than the limit means the pass reached the end.
+    read: int = 0
+
+
+async def key_versions(router: RegionRouter, region: str) -> dict[int, int]:
+    """How many users' data keys are wrapped under each KEK version."""
+    c = _data_keys.c
+    async with router.reader(region) as session:
+        rows = (await session.execute(
+            select(c.kek_version, func.count()).group_by(c.kek_version)
+        )).all()
+    return {int(version): int(count) for version, count in rows}
+
+
+async def older_than(router: RegionRouter, region: str, version: int) -> int:
+    """Data keys and region secrets still wrapped under a KEK version below ``version``."""
+    async with router.reader(region) as session:
+        total = 0
+        for table in (_data_keys, _secrets):
+            total += int((await session.execute(
+                select(func.count()).select_from(table).where(table.c.kek_version < version)
+            )).scalar_one())
+    return total
+
+
+async def rewrap_data_keys(
+    router: RegionRouter, region: str, provider: KeyProvider, *, newest: int, limit: int,
+    after: str | None = None, pause: RewrapPause | None = None,
+) -> RewrapOutcome:
+    """Rewrap up to ``limit`` users' data keys below ``newest``, after user id ``after``."""
+    c = _data_keys.c
+    query = select(c.user_id, c.dek_id, c.provider, c.kek_id, c.kek_version, c.ciphertext).where(
+        c.kek_version < newest, c.provider == provider.kind, c.kek_id == provider.kek_id,
+    ).order_by(c.user_id).limit(limit)
+    if after is not None:
+        query = query.where(c.user_id > after)
+    async with router.reader(region) as session:
+        rows = (await session.execute(query)).all()
+    if not rows:
+        return RewrapOutcome()
+    found = {row.user_id: _wrapped(row) for row in rows}
+    outcome = await _rewrap(router, region, provider, _data_keys, c.user_id, found, pause)
+    return RewrapOutcome(outcome.rewrapped, outcome.skipped, outcome.failed,
+                         rows[-1].user_id, len(rows))
+
+
+async def rewrap_region_secrets(
+    router: RegionRouter, region: str, provider: KeyProvider, *, newest: int,
+    pause: RewrapPause | None = None,
+) -> RewrapOutcome:
+    """Rewrap the region's own secrets (the pepper) below ``newest``: a handful of rows."""
+    c = _secrets.c
+    async with router.reader(region) as session:
+        rows = (await session.execute(
+            select(c.name, c.dek_id, c.provider, c.kek_id, c.kek_version, c.ciphertext).where(
+                c.kek_version < newest, c.provider == provider.kind,
+                c.kek_id == provider.kek_id)
+        )).all()
+    found = {row.name: _wrapped(row) for row in rows}
+    return await _rewrap(router, region, provider, _secrets, c.name, found, pause)
+
+
+def _wrapped(row: Any) -> WrappedKey:
+    return WrappedKey(row.dek_id, row.provider, row.kek_id, row.kek_version,
+                      bytes(row.ciphertext))
+
+
+async def _rewrap(
+    router: RegionRouter, region: str, provider: KeyProvider, table: Table, key: Any,
+    found: dict[str, WrappedKey], pause: RewrapPause | None,
+) -> RewrapOutcome:
+    if not found:
+        return RewrapOutcome()
+    new, failed = await _ask(provider, list(found.values()))
+    if pause is not None:
+        await pause()
+    written = 0
+    now = utcnow()
+    async with router.session(region) as session, session.begin():
+        for (name, old), fresh in zip(found.items(), new, strict=True):
+            if fresh is None:
+                continue
+            result = await session.execute(update(table).where(
+                key == name, table.c.kek_version == old.kek_version,
+                table.c.ciphertext == old.ciphertext,
+            ).values(_rewrapped_values(table, fresh, now)))
+            written += int(getattr(result, "rowcount", 0) or 0)
+    done = sum(1 for fresh in new if fresh is not None)
+    return RewrapOutcome(written, done - written, tuple(failed))
+
+
+def _rewrapped_values(table: Table, fresh: WrappedKey, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"ciphertext": fresh.ciphertext, "kek_version": fresh.kek_version}
+    if "rewrapped_at" in table.c:
+        values["rewrapped_at"] = now
+    return values
+
+
+async def _ask(
+    provider: KeyProvider, batch: Sequence[WrappedKey]
+) -> tuple[list[WrappedKey | None], list[str]]:
+    """The provider's rewrap of ``batch``; a refused batch is retried key by key so one
+    bad row (tampered, or under a retired version) does not hold the others back."""
+    try:
+        return list(await asyncio.to_thread(provider.rewrap_many, batch)), []
+    except VaultError:
+        if len(batch) == 1:
+            log.warning("data key %s could not be rewrapped", batch[0].dek_id, exc_info=True)
+            return [None], [batch[0].dek_id]
+    out: list[WrappedKey | None] = []
+    failed: list[str] = []
+    for item in batch:
+        [fresh], bad = await _ask(provider, [item])
+        out.append(fresh)
+        failed += bad
+    return out, failed

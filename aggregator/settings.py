@@ -9,6 +9,10 @@ Example ``aggregator.toml``::
 
     [keys]
     cache_ttl_seconds = 300
+    rotate_every = "90d"                 # the worker rotates each region's KEK (h, d, w)
+
+    [erasure]
+    deadline_days = 30                   # statutory deadline of a request (CCPA: 45)
 
     [http]
     public_url = "https://gateway.example"   # where browsers and banks reach us
@@ -33,6 +37,7 @@ Example ``aggregator.toml``::
     database_url = "postgresql+psycopg://gateway@db-eu/gateway"
     [regions.eu.keys]
     provider = "transit"                 # local | pkcs11 | transit
+    rotate_every = "30d"                 # this region's own period ("off": never)
     url = "https://vault.eu.internal:8200"
     key_name = "aggregator-eu"
     token_env = "VAULT_TOKEN_EU"         # secrets are named, never written here
@@ -60,7 +65,8 @@ Environment overrides (the one place they are mapped, see :data:`ENV_SETTINGS`):
 ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_REGIONS=eu,us`` (which
 regions run), the ``[rate_limits]`` keys of :data:`GLOBAL_ENV_SETTINGS`
 (``AGGREGATOR_RATE_LIMITS_BACKEND``, ``…_ENABLED``, ``…_REDIS_URL``,
-``…_TRUSTED_PROXIES`` as a comma-separated list), and
+``…_TRUSTED_PROXIES`` as a comma-separated list), ``AGGREGATOR_ERASURE_DEADLINE_DAYS``,
+``AGGREGATOR_KEYS_ROTATE_EVERY``, and
 ``AGGREGATOR_REGION_<NAME>_<SETTING>`` for each per-region setting, e.g.
 ``AGGREGATOR_REGION_EU_DATABASE_URL``, ``AGGREGATOR_REGION_EU_KEYS_PROVIDER`` or
 ``AGGREGATOR_REGION_US_PLAID_CLIENT_ID`` (a region with Plaid needs ``public_url``: Plaid
@@ -77,6 +83,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -107,6 +114,7 @@ ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "KEYS_APPROLE_SECRET_ID_ENV": ("keys", "approle_secret_id_env"),
     "KEYS_NAMESPACE": ("keys", "namespace"),
     "KEYS_CA_CERT": ("keys", "ca_cert"),
+    "KEYS_ROTATE_EVERY": ("keys", "rotate_every"),
     "PLAID_CLIENT_ID": ("plaid", "client_id"),
     "PLAID_SECRET_ENV": ("plaid", "secret_env"),
     "PLAID_SECRET_VAULT_PATH": ("plaid", "secret_vault_path"),
@@ -141,7 +149,13 @@ GLOBAL_ENV_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "AGGREGATOR_RATE_LIMITS_BACKEND": ("rate_limits", "backend"),
     "AGGREGATOR_RATE_LIMITS_REDIS_URL": ("rate_limits", "redis", "url"),
     "AGGREGATOR_RATE_LIMITS_TRUSTED_PROXIES": ("rate_limits", "trusted_proxies"),
+    "AGGREGATOR_ERASURE_DEADLINE_DAYS": ("erasure", "deadline_days"),
+    "AGGREGATOR_KEYS_ROTATE_EVERY": ("keys", "rotate_every"),
 }
+
+#: ``rotate_every``: a whole number of hours, days or weeks ("90d"), or "off".
+_DURATION = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
+_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 
 _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
     "local": frozenset({"provider", "directory", "kek_id"}),
@@ -152,7 +166,7 @@ _PROVIDER_KEYS: Mapping[str, frozenset[str]] = {
     }),
 }
 _TOP_KEYS = frozenset({"data_dir", "regions", "keys", "banks", "http", "worker", "egress",
-                       "rate_limits"})
+                       "rate_limits", "erasure"})
 _REGION_KEYS = frozenset({"database_url", "keys", "plaid"})
 _PLAID_KEYS = frozenset({
     "client_id", "secret_env", "secret_vault_path", "secret_vault_mount",
@@ -171,6 +185,8 @@ class RegionSettings:
     keys: ProviderConfig
     #: How the region reaches Plaid, if it links through Plaid at all.
     plaid: PlaidRegion | None = None
+    #: How often the worker rotates the region's KEK (``keys.rotate_every``); None: never.
+    rotate_every: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +270,8 @@ class Settings:
     #: ``None`` means "the base URL of each request", right only without a proxy.
     public_url: str | None = None
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    #: ``[erasure] deadline_days``: a new erasure request's deadline (GDPR Art. 12(3)).
+    erasure_deadline_days: int = 30
     source: str = "defaults"
     extra: Mapping[str, Any] = field(default_factory=dict)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -283,13 +301,18 @@ def load_settings(
     data_dir = Path(env.get("AGGREGATOR_DATA_DIR") or raw.get("data_dir") or "var")
     raw_regions = _mapping(raw.get("regions", {}), source, "regions")
     names = _region_names(env, raw_regions, source)
+    keys = _mapping(raw.get("keys", {}), source, "keys")
+    _reject_unknown(keys, frozenset({"cache_ttl_seconds", "cache_size", "rotate_every"}),
+                    source, "keys.")
+    rotate_every = _rotate_every(keys.get("rotate_every"), _where(source, env, "keys",
+                                                                  "rotate_every"))
     regions = {
         name: _region(name, _with_env(name, raw_regions.get(name, {}), env, source),
-                      data_dir, env, source)
+                      data_dir, env, source, rotate_every)
         for name in names
     }
-    keys = _mapping(raw.get("keys", {}), source, "keys")
-    _reject_unknown(keys, frozenset({"cache_ttl_seconds", "cache_size"}), source, "keys.")
+    erasure = _mapping(raw.get("erasure", {}), source, "erasure")
+    _reject_unknown(erasure, frozenset({"deadline_days"}), source, "erasure.")
     banks = _mapping(raw.get("banks", {}), source, "banks")
     _reject_unknown(banks, frozenset({"directories"}), source, "banks.")
     http = _mapping(raw.get("http", {}), source, "http")
@@ -315,6 +338,8 @@ def load_settings(
         rate_limits=_rate_limits(
             _mapping(raw.get("rate_limits", {}), source, "rate_limits"), regions, env, source
         ),
+        erasure_deadline_days=_whole_days(
+            erasure.get("deadline_days", 30), _where(source, env, "erasure", "deadline_days")),
         source=source,
         worker=_worker(_mapping(raw.get("worker", {}), source, "worker"), env, source),
         egress=_egress(_mapping(raw.get("egress", {}), source, "egress"), env, source),
@@ -497,18 +522,24 @@ def _redis_url(value: Any, source: str) -> str:
 
 
 def _region(
-    name: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str], source: str
+    name: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str], source: str,
+    rotate_every: timedelta | None,
 ) -> RegionSettings:
     _reject_unknown(raw, _REGION_KEYS, source, f"regions.{name}.")
     url = raw.get("database_url") or f"sqlite+aiosqlite:///{data_dir / f'{name}.sqlite3'}"
-    keys = _keys(name, raw["keys"], data_dir, env, source)
+    raw_keys = dict(raw["keys"])
+    if "rotate_every" in raw_keys:
+        var = f"AGGREGATOR_REGION_{name.upper()}_KEYS_ROTATE_EVERY"
+        where = var if var in env else f"{source}: regions.{name}.keys.rotate_every"
+        rotate_every = _rotate_every(raw_keys.pop("rotate_every"), where)
+    keys = _keys(name, raw_keys, data_dir, env, source)
     plaid = _plaid(name, raw["plaid"], env, source) if "plaid" in raw else None
     if plaid is not None and plaid.vault_secret is not None and not isinstance(
             keys, TransitConfig):
         raise ConfigError(f"{source}: regions.{name}.plaid.secret_vault_path reads the secret "
                           f"through the region's Vault; set regions.{name}.keys.provider = "
                           "\"transit\" or use secret_env")
-    return RegionSettings(name, str(url), keys, plaid)
+    return RegionSettings(name, str(url), keys, plaid, rotate_every)
 
 
 def _plaid(region: str, raw: Mapping[str, Any], env: Mapping[str, str], source: str
@@ -687,6 +718,36 @@ def _env_value(key: str, text: str, var: str) -> Any:
         return float(text)
     except ValueError:
         raise ConfigError(f"{var} must be a number, not {text!r}") from None
+
+
+def _where(source: str, env: Mapping[str, str], table: str, key: str) -> str:
+    """The name an error gives a global setting: its variable when that set it."""
+    for var, path in GLOBAL_ENV_SETTINGS.items():
+        if path == (table, key) and var in env:
+            return var
+    return f"{source}: {table}.{key}"
+
+
+def _rotate_every(value: Any, where: str) -> timedelta | None:
+    """A strict duration: "90d", "12h", "2w", or "off" (no scheduled rotation)."""
+    if value is None or value == "off":
+        return None
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{where}: {value!r} is not a duration; write a whole number of hours, days "
+            'or weeks such as "90d", "36h", "2w", or "off"'
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _whole_days(value: Any, where: str) -> int:
+    from_env = where in GLOBAL_ENV_SETTINGS
+    if from_env and isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)  # the environment holds text; the file must hold a number
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3650:
+        raise ConfigError(f"{where}: {value!r} must be a whole number of days, 1 to 3650")
+    return value
 
 
 def _public_url(value: Any, where: str) -> str | None:

@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -73,7 +73,13 @@ class KeyProvider(Protocol):
       minimum decryption version, :class:`~vault.errors.DataKeyDestroyed` or
       :class:`~vault.errors.TamperedBlob` when the ciphertext does not open.
     - ``rewrap(wrapped)`` re-encrypts under the newest version without the plaintext
-      leaving the provider's trust boundary where the provider supports it.
+      leaving the provider's trust boundary where the provider supports it (Vault
+      Transit ``rewrap``; an HSM unwraps into a sensitive, non-extractable object and
+      wraps that; the local keyring is in process anyway). The data key is unchanged:
+      values sealed under it open as before.
+    - ``rewrap_many(wrapped)`` is ``rewrap`` for a batch, in order, in as few provider
+      round trips as the provider allows; if any item fails it raises (naming the data
+      key) and returns nothing, so a caller stores all of a batch or none of it.
     - ``rotate()`` adds a KEK version and returns it; old versions keep decrypting until
       ``set_min_decryption_version`` is raised past them.
     - All failures are :class:`~vault.errors.VaultError` subclasses; a provider never
@@ -93,6 +99,8 @@ class KeyProvider(Protocol):
     def unwrap(self, wrapped: WrappedKey) -> bytes: ...
 
     def rewrap(self, wrapped: WrappedKey) -> WrappedKey: ...
+
+    def rewrap_many(self, wrapped: Sequence[WrappedKey]) -> list[WrappedKey]: ...
 
     def rotate(self) -> int: ...
 

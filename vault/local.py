@@ -23,6 +23,7 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -94,6 +95,9 @@ class LocalKeyring:
 
     def rewrap(self, wrapped: WrappedKey) -> WrappedKey:
         return self._wrap(wrapped.dek_id, self.unwrap(wrapped))
+
+    def rewrap_many(self, wrapped: Sequence[WrappedKey]) -> list[WrappedKey]:
+        return [self.rewrap(w) for w in wrapped]
 
     def rotate(self) -> int:
         with self._lock:

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pkcs11
 
@@ -119,6 +119,11 @@ class Pkcs11Provider:
             version, keks = self._latest(session)
             ciphertext = hsm.kwp_rewrap(old, body, keks[0])
         return self._wrapped(wrapped.dek_id, version, WrapScheme.KWP, ciphertext)
+
+    def rewrap_many(self, wrapped: Sequence[WrappedKey]) -> list[WrappedKey]:
+        """One :meth:`rewrap` per key: PKCS#11 has no batch wrap, and the logged-in
+        session is reused, so a batch costs the token's work and no more."""
+        return [self.rewrap(w) for w in wrapped]
 
     def rotate(self) -> int:
         with self._use() as session:

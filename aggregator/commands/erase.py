@@ -4,7 +4,7 @@ The operator's side of data-subject erasure (the API's is ``DELETE /v1/users/{id
 the request is made on behalf of the user's own application, exactly as if the app had
 asked, and is idempotent the same way. Without ``--wait`` the workers complete it
 (:func:`aggregator.erasure.resume_pending`); with it, this process runs the job and
-prints each step as it commits. ``--status`` lists every open request with its
+prints each step as it completes. ``--status`` lists every open request with its
 statutory deadline, overdue ones marked, and exits 1 when any is overdue (for cron).
 """
 
@@ -66,7 +66,7 @@ async def _erase(settings: Settings, user_id: str, *, wait: bool) -> int:
         region = router.region_of(user_id)
         custody = services.custody[region]
         app_id = await _owner(router, region, user_id, user_digest(custody, user_id))
-        config = ErasureConfig()
+        config = ErasureConfig.from_settings(settings)
         request = await request_erasure(router, custody, user_id, app_id, config=config,
                                         actor="operator")
         if request is None:

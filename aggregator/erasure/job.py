@@ -1,9 +1,14 @@
 """The erasure job: runs a request's remaining steps, resumable by any process.
 
-Steps (DESIGN "Who uses it" 3; each commits with its state advance, :mod:`.steps`)::
+Steps (DESIGN "Who uses it" 3; :mod:`.steps`)::
 
-    requested ─stop─▶ stopped ─revoke─▶ revoked ─delete─▶ deleted ─shred─▶ shredded
-        ─finish─▶ completed
+    requested ─stop─▶ stopped ─revoke, then delete + shred + finish─▶ completed
+
+Two state advances are committed, each with its step's work. Revocation commits each
+grant's outcome on its own row, so it needs no state of its own: a resumed run at
+``stopped`` tries only the grants still ``pending``. Deleting, shredding and finishing
+share one transaction (all or nothing). ``revoked``, ``deleted`` and ``shredded`` are
+still resumed (requests an older release left there) but no longer written.
 
 A run first takes the request's lease (a compare-and-set on ``lease_owner`` /
 ``lease_expires_at``), so the in-process background task and a worker calling
@@ -15,7 +20,6 @@ one of them commit.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -35,14 +39,20 @@ from aggregator.store import RegionRouter
 log = logging.getLogger(__name__)
 _requests = table_of(ErasureRequest)
 
-#: Called with the state just committed; tests raise from it to simulate a crash there.
+#: Called with each step reached, once its work is durable (``revoked``: every grant's
+#: outcome committed); tests raise from it to simulate a crash there.
 Checkpoint = Callable[[ErasureState], None]
 #: At most this many passes of "a connection appeared after stop: enlist and revoke it".
 _ENLIST_PASSES = 3
 
 
-_ORDER = list(ErasureState)
-_NEXT = dict(itertools.pairwise(_ORDER))
+#: What the final transaction did, for progress reports, from the state it started at.
+_CONCLUDED = {
+    ErasureState.STOPPED: (ErasureState.DELETED, ErasureState.SHREDDED),
+    ErasureState.REVOKED: (ErasureState.DELETED, ErasureState.SHREDDED),
+    ErasureState.DELETED: (ErasureState.SHREDDED,),
+    ErasureState.SHREDDED: (),
+}
 
 
 def _ignore(_state: ErasureState) -> None:
@@ -75,17 +85,27 @@ class ErasureJob:
         Returns early (the state as found) when another run holds the lease.
         """
         region = self.router.region_of(request_id)
-        if not await self._claim(region, request_id, now or utcnow()):
+
+        def reached(state: ErasureState) -> None:
+            progress(state)
+            self.checkpoint(state)
+
+        try:
+            request, stopped = await self._claim(region, request_id, now or utcnow())
+        except Exception as exc:  # the claim rolled back with the stop step: no lease held
+            await self._note(region, request_id, getattr(exc, "code", "internal_error"))
+            raise
+        if request is None:
             return await self._state(region, request_id)
         try:
-            request = await self._load(region, request_id)  # kept current in memory
+            if stopped:
+                reached(ErasureState.STOPPED)
             for _ in range(len(ErasureState)):
                 try:
-                    await self._step(region, request)
+                    await self._step(region, request, reached)
                 except steps.StepLost:
                     request = await self._load(region, request_id)  # another runner moved on
-                progress(request.state)
-                self.checkpoint(request.state)
+                    reached(request.state)
                 if request.state.done:
                     return request.state
         except Exception as exc:
@@ -93,35 +113,30 @@ class ErasureJob:
             raise
         return await self._state(region, request_id)
 
-    async def _step(self, region: str, request: ErasureRequest) -> None:
+    async def _step(self, region: str, request: ErasureRequest,
+                    reached: Checkpoint) -> None:
         """Run the step after ``request.state`` and move the in-memory copy along."""
         custody = self.custody[region]
-        state, now = request.state, utcnow()
-        if state is ErasureState.REQUESTED:
-            async with self.router.session(region) as session, session.begin():
-                await steps.stop(session, custody, request, now)
-            request.started_at = request.started_at or now
-        elif state is ErasureState.STOPPED:
+        if request.state is ErasureState.REQUESTED:  # _claim stops every fresh request
+            raise RuntimeError(f"erasure {request.id} was not stopped")
+        if request.state is ErasureState.STOPPED:
             await revoke_pending(self.router, custody, self.banks, request.id, self.config)
-            async with self.router.session(region) as session, session.begin():
-                await steps.advance(session, request.id, state, ErasureState.REVOKED)
-        elif state is ErasureState.REVOKED:
-            request.counts = await self._delete(region, request)
-        elif state is ErasureState.DELETED:
-            async with self.router.session(region) as session, session.begin():
-                request.counts = await steps.shred(session, custody, request)
-        elif state is ErasureState.SHREDDED:
-            async with self.router.session(region) as session, session.begin():
-                await steps.finish(session, request, now, actor=self.actor)
-        request.state = _NEXT.get(state, state)
+            reached(ErasureState.REVOKED)  # committed grant by grant; the state stays
+        before = request.state
+        request.counts = await self._conclude(region, request)
+        request.state = ErasureState.COMPLETED
+        for state in (*_CONCLUDED.get(before, ()), ErasureState.COMPLETED):
+            reached(state)
 
-    async def _delete(self, region: str, request: ErasureRequest) -> dict[str, int]:
+    async def _conclude(self, region: str, request: ErasureRequest) -> dict[str, int]:
         custody = self.custody[region]
         for _ in range(_ENLIST_PASSES):
             async with self.router.session(region) as session, session.begin():
-                await steps.lock_connections(session, request)
-                if not await steps.unenlisted(session, request):
-                    return await steps.delete_rows(session, request)
+                if request.state in (ErasureState.DELETED, ErasureState.SHREDDED) or not (
+                    await steps.unrevoked(session, request)
+                ):
+                    return await steps.conclude(session, custody, request, utcnow(),
+                                                actor=self.actor)
                 await steps.enlist(session, custody, request.id, steps._user(request), utcnow())
             # A Link callback in flight at stop created a connection: revoke it first.
             await revoke_pending(self.router, custody, self.banks, request.id, self.config)
@@ -137,18 +152,41 @@ class ErasureJob:
     async def _state(self, region: str, request_id: str) -> ErasureState:
         return (await self._load(region, request_id)).state
 
-    async def _claim(self, region: str, request_id: str, now: datetime) -> bool:
+    async def _claim(
+        self, region: str, request_id: str, now: datetime
+    ) -> tuple[ErasureRequest | None, bool]:
+        """Take the lease and read the request (kept current in memory from here on);
+        None when another run holds it. A fresh request is stopped in the same
+        transaction (the claim needs no commit of its own): then the flag is True."""
         c = _requests.c
         async with self.router.session(region) as session, session.begin():
-            result = await session.execute(
-                update(_requests).where(
+            request = (await session.execute(
+                update(ErasureRequest).where(
                     c.id == request_id, c.state != ErasureState.COMPLETED,
                     or_(c.lease_expires_at.is_(None), c.lease_expires_at <= now,
                         c.lease_owner == self.owner[:64]),
                 ).values(lease_owner=self.owner[:64], lease_expires_at=now + self.config.lease,
                          runs=c.runs + 1)
+                .returning(ErasureRequest).execution_options(synchronize_session=False)
+            )).scalar_one_or_none()
+            if request is None:
+                return None, False
+            session.expunge(request)
+            if request.state is not ErasureState.REQUESTED:
+                return request, False
+            stopped_at = utcnow()
+            await steps.stop(session, self.custody[region], request, stopped_at)
+        request.started_at = request.started_at or stopped_at
+        request.state = ErasureState.STOPPED
+        return request, True
+
+    async def _note(self, region: str, request_id: str, error: str) -> None:
+        c = _requests.c
+        async with self.router.session(region) as session, session.begin():
+            await session.execute(
+                update(_requests).where(c.id == request_id, c.state == ErasureState.REQUESTED)
+                .values(last_error=str(error)[:64])
             )
-        return getattr(result, "rowcount", 0) == 1
 
     async def _release(self, region: str, request_id: str, error: str) -> None:
         c = _requests.c

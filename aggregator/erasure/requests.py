@@ -20,6 +20,7 @@ from aggregator.custody import RegionCustody
 from aggregator.ids import ApplicationId, new_id
 from aggregator.models import ErasureRequest, ErasureState, User
 from aggregator.models.base import table_of, utcnow
+from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 
 _users = table_of(User)
@@ -38,6 +39,11 @@ class ErasureConfig:
     revoke_backoff: float = 0.5
     #: How long one run owns a request before another process may resume it.
     lease: timedelta = timedelta(minutes=5)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ErasureConfig:
+        """The configured deadline (``[erasure] deadline_days``), defaults otherwise."""
+        return cls(deadline=timedelta(days=settings.erasure_deadline_days))
 
 
 def user_digest(custody: RegionCustody, user_id: str) -> bytes:

@@ -1,7 +1,12 @@
 """The local steps of an erasure, each one transaction that also advances the state.
 
-Every step ends with a compare-and-set of ``erasure_requests.state`` from the state it
-started in: a second runner that got there first makes the step roll back whole (its
+Two transactions do the local work: :func:`stop` (no new activity, grants enlisted for
+revocation) and :func:`conclude` (delete every row, destroy the data key, write the
+receipt). Deleting, shredding and finishing need no commit of their own: one
+transaction makes them all-or-nothing, which is as resumable as three (a crash leaves
+the request at ``stopped`` with nothing deleted) and pays one commit instead of three.
+Every transaction ends with a compare-and-set of ``erasure_requests.state`` from the
+state it started in: a second runner that got there first makes it roll back whole (its
 deletes included) instead of counting rows twice. Which tables hold a user's rows is
 read from the metadata (every table with a ``user_id`` foreign key to ``users``), so a
 table added later is erased without a change here.
@@ -12,10 +17,10 @@ Why nothing is resurrected by a refresh or a sync racing the job:
   flight persists through a compare-and-set on the version it claimed, finds none, and
   gives up (:func:`aggregator.sync.tokens.persist_refresh`); connections become
   ``revoked``, so no worker leases them again and no sync gets a grant;
-- :func:`delete_rows` locks the user's connections first (``FOR UPDATE``; SQLite's
+- :func:`unrevoked` locks the user's connections first (``FOR UPDATE``; SQLite's
   single writer does the same), so a sync that already holds one commits before the
   delete reads, and one that comes later finds no connection;
-- every user-owned table has a foreign key to ``users``, deleted in :func:`shred`: an
+- every user-owned table has a foreign key to ``users``, deleted with the data key: an
   insert after that fails on the key, and nothing can be sealed for the user again.
 """
 
@@ -25,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Table, delete, func, select, update
+from sqlalchemy import Column, ColumnElement, Table, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
@@ -65,6 +70,11 @@ HOOKS: list[ErasureHook] = []
 
 #: Deleted by :func:`shred` (with the key), not by :func:`delete_rows`.
 _KEPT_FOR_SHRED = frozenset({"users", "data_keys"})
+
+#: Connection-reached tables whose rows may also name a grant by its external id
+#: (``connections.external_ref``, e.g. Plaid's ``item_id``) without a foreign key: a
+#: webhook stored as orphaned before its connection existed still names the user's item.
+EXTERNAL_REF_COLUMNS: dict[str, str] = {"plaid_webhook_events": "item_id"}
 
 
 class StepLost(Exception):
@@ -110,29 +120,31 @@ def connection_tables() -> list[tuple[Table, Column[Any]]]:
 
 async def enlist(
     session: AsyncSession, custody: RegionCustody, request_id: str, user_id: UserId,
-    now: datetime,
+    now: datetime, *, first: bool = False,
 ) -> int:
     """Stop every connection of the user not enlisted yet; returns how many were new.
 
     Each gets a revocation row holding its token in escrow, its status ``revoked`` and
     its credential's lease voided (version bumped, so an in-flight refresh cannot store).
+    ``first``: called by :func:`stop`, whose transaction is the only one that can have
+    enlisted anything before (it commits together with leaving ``requested``).
     """
-    known = set((await session.execute(
-        select(_revocations.c.connection_id).where(_revocations.c.request_id == request_id)
-    )).scalars())
-    last = (await session.execute(
-        select(func.coalesce(func.max(_revocations.c.n), 0))
+    known = [] if first else (await session.execute(
+        select(_revocations.c.connection_id, _revocations.c.n)
         .where(_revocations.c.request_id == request_id)
-    )).scalar_one()
+    )).all()
+    enlisted = {row.connection_id for row in known}
+    last = max((row.n for row in known), default=0)
     rows = (await session.execute(
         select(Connection, Credential)
         .outerjoin(Credential, Credential.connection_id == Connection.id)
         .where(Connection.user_id == user_id).order_by(Connection.id)
     )).all()
-    fresh = [(c, k) for c, k in rows if c.id not in known]
+    fresh = [(c, k) for c, k in rows if c.id not in enlisted]
     if not fresh:
         return 0
     key = await custody.data_keys.load(session, user_id)
+    revocations = []
     for n, (connection, credential) in enumerate(fresh, start=int(last) + 1):
         token_type, token = None, None
         if credential is not None and connection.status is not ConnectionStatus.REVOKED:
@@ -141,13 +153,14 @@ async def enlist(
         raced = credential is not None and credential.refresh_started_at is not None and (
             credential.lease_expires_at is not None and credential.lease_expires_at > now
         )
-        await session.execute(_revocations.insert().values(
-            request_id=request_id, n=n, connection_id=connection.id, bank_id=connection.bank_id,
-            token_type=token_type if token else None,
-            token_escrow=seal_token(custody.hasher, request_id, n, token) if token else None,
-            outcome=RevocationOutcome.PENDING if token else RevocationOutcome.NO_TOKEN,
-            attempts=0, raced_refresh=raced,
-        ))
+        revocations.append({
+            "request_id": request_id, "n": n, "connection_id": connection.id,
+            "bank_id": connection.bank_id, "token_type": token_type if token else None,
+            "token_escrow": seal_token(custody.hasher, request_id, n, token) if token else None,
+            "outcome": RevocationOutcome.PENDING if token else RevocationOutcome.NO_TOKEN,
+            "attempts": 0, "raced_refresh": raced,
+        })
+    await session.execute(_revocations.insert(), revocations)
     ids = [c.id for c, _ in fresh]
     await session.execute(update(_connections).where(_connections.c.id.in_(ids)).values(
         status=ConnectionStatus.REVOKED, status_reason="erasure", updated_at=now,
@@ -170,57 +183,69 @@ async def stop(
         _links.c.user_id == user_id,
         _links.c.status.in_([LinkStatus.PENDING, LinkStatus.AUTHORIZING]),
     ).values(status=LinkStatus.EXPIRED, expires_at=now))
-    await enlist(session, custody, request.id, user_id, now)
+    await enlist(session, custody, request.id, user_id, now, first=True)
     await advance(session, request.id, ErasureState.REQUESTED, ErasureState.STOPPED,
                   started_at=request.started_at or now)
 
 
-async def unenlisted(session: AsyncSession, request: ErasureRequest) -> int:
-    """Connections created after :func:`stop` (a Link callback already in flight)."""
+async def unrevoked(session: AsyncSession, request: ErasureRequest) -> int:
+    """Lock the user's connections; count those created after :func:`stop` (a Link
+    callback already in flight), which must be enlisted and revoked before deleting."""
     known = select(_revocations.c.connection_id).where(
         _revocations.c.request_id == request.id, _revocations.c.connection_id.is_not(None)
     )
-    return int((await session.execute(
-        select(func.count()).select_from(_connections).where(
-            _connections.c.user_id == _user(request), _connections.c.id.not_in(known)
-        )
-    )).scalar_one())
+    rows = (await session.execute(
+        select(_connections.c.id, _connections.c.id.in_(known).label("known"))
+        .where(_connections.c.user_id == _user(request)).with_for_update(of=_connections)
+    )).all()
+    return sum(1 for row in rows if not row.known)
 
 
 async def delete_rows(session: AsyncSession, request: ErasureRequest) -> dict[str, int]:
-    """Step 3: every row of the user but the user row and its key, counted per table.
+    """Every row of the user but the user row and its key, counted per table.
 
-    The caller has checked :func:`unenlisted` in this same transaction after
-    :func:`lock_connections`, so no grant is deleted before it was revoked.
+    The caller has checked :func:`unrevoked` in this same transaction, so no grant is
+    deleted before it was revoked. Rows reaching the user through a connection (Plaid
+    webhooks) are deleted here, including those recorded as orphaned that name one of
+    the user's grants by its external id (a webhook that arrived before the connection
+    existed). The rows of :func:`user_tables` are *counted* here and deleted by the
+    ``ON DELETE CASCADE`` of the user row in :func:`shred`, in the same transaction: a
+    plain cascade's cost, where deleting child tables first makes every parent's
+    cascade re-scan the children it just emptied. The counts are exact because the user
+    row is locked first (``FOR UPDATE``): any insert of a row owned by the user takes a
+    key-share lock on it (its foreign key check) and so either committed before the
+    count or waits for this transaction and then fails; SQLite's single writer gives
+    the same. The final scan of every table proves nothing is left (tests).
     """
     user_id = _user(request)
+    await session.execute(select(_users.c.id).where(_users.c.id == user_id).with_for_update())
     counts: dict[str, int] = {}
     owned = select(_connections.c.id).where(_connections.c.user_id == user_id)
+    refs = select(_connections.c.external_ref).where(
+        _connections.c.user_id == user_id, _connections.c.external_ref.is_not(None))
     for table, column in connection_tables():
-        result = await session.execute(delete(table).where(column.in_(owned)))
-        counts[table.name] = counts.get(table.name, 0) + int(getattr(result, "rowcount", 0) or 0)
-    for table in user_tables():
-        result = await session.execute(delete(table).where(table.c.user_id == user_id))
-        counts[table.name] = int(getattr(result, "rowcount", 0) or 0)
+        where: ColumnElement[bool] = column.in_(owned)
+        if (named := EXTERNAL_REF_COLUMNS.get(table.name)) is not None:
+            where = where | table.c[named].in_(refs)
+        result = await session.execute(delete(table).where(where))
+        counts[table.name] = counts.get(table.name, 0) + _count(result)
+    tables = user_tables()
+    row = (await session.execute(select(*(
+        select(func.count()).select_from(table).where(table.c.user_id == user_id)
+        .scalar_subquery().label(table.name) for table in tables
+    )))).one()
+    counts.update({table.name: int(n) for table, n in zip(tables, row, strict=True)})
     for hook in HOOKS:
         for name, count in (await hook(session, user_id)).items():
             counts[name] = counts.get(name, 0) + count
-    await advance(session, request.id, ErasureState.REVOKED, ErasureState.DELETED,
-                  counts=counts)
     return counts
-
-
-async def lock_connections(session: AsyncSession, request: ErasureRequest) -> None:
-    await session.execute(
-        select(_connections.c.id).where(_connections.c.user_id == _user(request))
-        .with_for_update()
-    )
 
 
 async def shred(
     session: AsyncSession, custody: RegionCustody, request: ErasureRequest
 ) -> dict[str, int]:
-    """Step 4: destroy the wrapped data key and delete the user row, in one transaction.
+    """Destroy the wrapped data key and delete the user row (its cascade deletes what
+    :func:`delete_rows` counted).
 
     Every value ever sealed for the user, in this database, its replicas and its
     backups, needs that key: from here on none of them opens (``DataKeyDestroyed``).
@@ -228,25 +253,35 @@ async def shred(
     user_id = _user(request)
     keys = 1 if await custody.data_keys.destroy(session, user_id) else 0
     result = await session.execute(delete(_users).where(_users.c.id == user_id))
-    counts = {**(request.counts or {}), "data_keys": keys,
-              "users": int(getattr(result, "rowcount", 0) or 0)}
-    await advance(session, request.id, ErasureState.DELETED, ErasureState.SHREDDED,
-                  counts=counts)
-    return counts
+    return {"data_keys": keys, "users": _count(result)}
 
 
-async def finish(
-    session: AsyncSession, request: ErasureRequest, now: datetime, *, actor: str
-) -> None:
-    """Step 5: forget the user id, close the receipt, append ``user.erased``."""
+async def conclude(
+    session: AsyncSession, custody: RegionCustody, request: ErasureRequest, now: datetime,
+    *, actor: str,
+) -> dict[str, int]:
+    """Delete the rows, destroy the key, forget the user id, close the receipt and append
+    ``user.erased``: one transaction, from whichever of ``revoked``/``deleted``/
+    ``shredded`` an older release left the request in, or from ``stopped``."""
+    state = request.state
+    counts = dict(request.counts or {})
+    if state in (ErasureState.STOPPED, ErasureState.REVOKED):
+        counts.update(await delete_rows(session, request))
+    if state is not ErasureState.SHREDDED:
+        counts.update(await shred(session, custody, request))
     await session.execute(update(_revocations).where(_revocations.c.request_id == request.id)
                           .values(connection_id=None))
-    await advance(session, request.id, ErasureState.SHREDDED, ErasureState.COMPLETED,
+    await advance(session, request.id, state, ErasureState.COMPLETED, counts=counts,
                   user_id=None, completed_at=now, lease_owner=None, lease_expires_at=None,
                   last_error=None)
     await audit.record(session, actor=actor, action="user.erased", target_id=request.id)
     for listener in ERASED_LISTENERS:
         await listener(session, request.id)
+    return counts
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 #: The seam for the ``user.erased`` outbound event: the outbox writes it here, in the

@@ -16,7 +16,8 @@ tables, by owner:
   ``sync_spends``;
 - the API rate limiter's token buckets (no personal data in clear):
   ``rate_limit_buckets``;
-- idempotency keys (first answers kept 24 hours for retries): ``idempotency_keys``.
+- idempotency keys (first answers kept 24 hours for retries): ``idempotency_keys``;
+- key rotation (the KEK's schedule and the rotating worker's lease): ``kek_rotations``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -44,6 +45,7 @@ from aggregator.models.erasure import (
 )
 from aggregator.models.events import OutboundEvent
 from aggregator.models.idempotency import IdempotencyRecord, IdempotencyState
+from aggregator.models.keys import KekRotation
 from aggregator.models.linking import (
     Connection,
     ConnectionStatus,
@@ -76,6 +78,7 @@ __all__ = [
     "ErasureState",
     "IdempotencyRecord",
     "IdempotencyState",
+    "KekRotation",
     "LinkSession",
     "LinkStatus",
     "Money",

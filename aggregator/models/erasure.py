@@ -24,7 +24,12 @@ from aggregator.models.types import UTCDateTime
 
 
 class ErasureState(enum.Enum):
-    """The last step an erasure request completed; steps run in this order."""
+    """The last step an erasure request committed; steps run in this order.
+
+    ``revoked``, ``deleted`` and ``shredded`` are no longer written (revocation commits
+    per grant, and deleting, shredding and finishing share one transaction, see
+    :mod:`aggregator.erasure.job`); requests an older release left in them still resume.
+    """
 
     REQUESTED = "requested"  # accepted; the user is marked erasing, nothing else done yet
     STOPPED = "stopped"  # no new activity: connections revoked locally, leases voided

@@ -108,7 +108,8 @@ class DataKeyRecord(Base):
     dek_id: Mapped[str] = mapped_column(String(64), unique=True)
     provider: Mapped[str] = mapped_column(String(16))
     kek_id: Mapped[str] = mapped_column(String(128))
-    kek_version: Mapped[int] = mapped_column(Integer)
+    #: Indexed: rewrapping after a KEK rotation looks for rows below the newest version.
+    kek_version: Mapped[int] = mapped_column(Integer, index=True)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     seal_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = created_column()

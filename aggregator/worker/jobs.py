@@ -1,5 +1,5 @@
 """Periodic jobs run beside the refresh leasing: erasure, Plaid webhooks, scheduled sync,
-outbox delivery.
+outbox delivery, KEK rotation.
 
 Each job does one bounded pass (``batch`` items at most) and then sleeps ``interval``
 seconds, so a backlog drains over several passes instead of one unbounded loop, and a

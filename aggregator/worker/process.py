@@ -19,7 +19,7 @@ from datetime import timedelta
 import httpx
 
 from aggregator.custody import open_custody
-from aggregator.erasure import ErasureMetrics
+from aggregator.erasure import ErasureConfig, ErasureMetrics
 from aggregator.http.services import check_profiles
 from aggregator.plaid.wiring import attach_plaid
 from aggregator.settings import Settings
@@ -35,6 +35,7 @@ from aggregator.worker.metrics import WorkerMetrics
 from aggregator.worker.outbox import outbox_job
 from aggregator.worker.plaid import PlaidSweep
 from aggregator.worker.refresh import CrashPoints, RefreshContext
+from aggregator.worker.rotation import KeyMetrics, KeyRotation
 from aggregator.worker.runner import Worker, WorkerConfig, default_owner
 from aggregator.worker.sync_schedule import SyncSchedule
 from connectors import egress_client
@@ -104,6 +105,7 @@ def _jobs(
     """The periodic jobs beside refreshing, each bounded by the worker's batch size."""
     jobs: list[PeriodicJob] = [
         ErasureSweep(ctx.router, ctx.custody, ctx.banks, ErasureMetrics(ctx.metrics.registry),
+                     config=ErasureConfig.from_settings(settings),
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
         PlaidSweep(ctx.router, syncer=Syncer(ctx.router, ctx.custody, ctx.banks),
                    banks=ctx.banks, batch=config.batch),
@@ -112,6 +114,9 @@ def _jobs(
         ConsentWatch(ctx.router, ctx.banks, batch=config.batch,
                      warning=timedelta(days=settings.worker.consent_warning_days)),
         IdempotencyPurge(ctx.router, batch=max(config.batch, 100)),
+        KeyRotation(ctx.router, ctx.custody,
+                    {r: settings.region(r).rotate_every for r in ctx.router.regions},
+                    KeyMetrics(ctx.metrics.registry), owner=ctx.owner),
     ]
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch,
                         policy=settings.egress)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from aggregator.custody import RegionCustody
-from aggregator.datakeys import dek_id_for
+from aggregator.datakeys import dek_id_for, key_versions, older_than, rewrap_data_keys
 from aggregator.errors import ResidencyViolation, SealReservationMissing
 from aggregator.ids import new_id
 from aggregator.models import Credential, DataKeyRecord
@@ -134,3 +134,46 @@ async def test_a_data_key_is_created_only_in_the_users_region(
     async with region_router.session("eu") as session:
         with pytest.raises(ResidencyViolation):
             await custody["eu"].data_keys.create(session, new_id("usr", "us"))
+
+
+async def test_a_rewrap_batch_isolates_a_key_the_provider_refuses(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    users = [(await make_linked("eu")).user.id for _ in range(4)]
+    bad = users[1]
+    async with region_router.session("eu") as session, session.begin():
+        record = await session.get(DataKeyRecord, bad)
+        assert record is not None
+        record.ciphertext = bytes(record.ciphertext[:-1]) + bytes([record.ciphertext[-1] ^ 1])
+    provider = custody["eu"].envelope.provider
+    provider.rotate()
+
+    outcome = await rewrap_data_keys(region_router, "eu", provider, newest=2, limit=10)
+
+    assert outcome.failed == (dek_id_for(bad),)
+    assert (outcome.rewrapped, outcome.skipped, outcome.read) == (3, 0, 4)
+    assert await key_versions(region_router, "eu") == {1: 1, 2: 3}
+    assert await older_than(region_router, "eu", 2) == 1 + 1  # the bad key and the pepper
+
+
+async def test_a_rewrap_leaves_keys_of_another_kek_alone(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    mine, foreign = (await make_linked("eu")).user.id, (await make_linked("eu")).user.id
+    async with region_router.session("eu") as session, session.begin():
+        await session.execute(update(DataKeyRecord).where(DataKeyRecord.user_id == foreign)
+                              .values(kek_id="eu-old-keyring"))
+    provider = custody["eu"].envelope.provider
+    provider.rotate()
+
+    first = await rewrap_data_keys(region_router, "eu", provider, newest=2, limit=1)
+    rest = await rewrap_data_keys(region_router, "eu", provider, newest=2, limit=1,
+                                  after=first.last)
+
+    assert (first.rewrapped, first.last, rest.read) == (1, mine, 0)
+    async with region_router.reader("eu") as session:
+        other = await session.get(DataKeyRecord, foreign)
+    assert other is not None
+    assert (other.kek_id, other.kek_version, other.rewrapped_at) == ("eu-old-keyring", 1, None)

@@ -459,3 +459,39 @@ def test_status_names_token_module_and_mechanism_but_never_the_pin(
     assert status.details["token_label"] == softhsm.token_label
     assert status.details["module"] == str(softhsm.module)
     assert softhsm.pin.reveal() not in repr(status)
+
+
+def test_kwp_rewrap_keeps_the_data_key_sensitive_inside_the_token(
+    make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rewrap unwraps into a sensitive session object and wraps that; its value is never
+    read out (the token refuses to reveal it), unlike unwrap's readable object."""
+    provider = make_provider(scheme=WrapScheme.KWP)
+    provider.ensure_kek()
+    keys = [provider.generate_data_key(f"dek_{i}") for i in range(3)]
+    provider.rotate()
+    seen: list[tuple[bool, bool]] = []
+    reveal = hsm._read_and_destroy
+    unwrap_into_token = hsm._kwp_unwrap
+
+    def watched(kek: pkcs11.Object, wrapped: bytes, *, readable: bool) -> pkcs11.SecretKey:
+        key = unwrap_into_token(kek, wrapped, readable=readable)
+        seen.append((bool(key[Attribute.SENSITIVE]), key[Attribute.TOKEN]))
+        with pytest.raises(pkcs11.exceptions.AttributeSensitive):
+            key[Attribute.VALUE]
+        return key
+
+    def no_reveal(key: pkcs11.SecretKey) -> bytes:
+        raise AssertionError("rewrap read a data key out of the token")
+
+    monkeypatch.setattr(hsm, "_kwp_unwrap", watched)
+    monkeypatch.setattr(hsm, "_read_and_destroy", no_reveal)
+    rewrapped = provider.rewrap_many([k.wrapped for k in keys])
+    monkeypatch.setattr(hsm, "_kwp_unwrap", unwrap_into_token)
+    monkeypatch.setattr(hsm, "_read_and_destroy", reveal)
+
+    assert seen == [(True, False)] * 3  # sensitive session objects, none kept in the token
+    assert {w.kek_version for w in rewrapped} == {2}
+    assert all(w.ciphertext[0] == WrapScheme.KWP for w in rewrapped)
+    provider.set_min_decryption_version(2)
+    assert [provider.unwrap(w) for w in rewrapped] == [k.plaintext for k in keys]

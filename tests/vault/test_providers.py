@@ -150,3 +150,33 @@ class _CountingProvider:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def test_rewrap_many_moves_a_batch_to_the_newest_version_in_order(
+    provider_factory: ProviderFactory,
+) -> None:
+    provider = provider_factory("eu")
+    keys = [provider.generate_data_key(f"dek_batch_{i}") for i in range(5)]
+    provider.rotate()
+    middle = provider.generate_data_key("dek_batch_v2")  # already on version 2
+    assert provider.rotate() == 3
+    batch = [k.wrapped for k in keys] + [middle.wrapped]
+    rewrapped = provider.rewrap_many(batch)
+    assert [w.dek_id for w in rewrapped] == [w.dek_id for w in batch]
+    assert {w.kek_version for w in rewrapped} == {3}
+    provider.set_min_decryption_version(3)
+    assert [provider.unwrap(w) for w in rewrapped] == [k.plaintext for k in [*keys, middle]]
+    assert provider.rewrap_many([]) == []
+
+
+def test_rewrap_many_fails_whole_naming_the_bad_data_key(
+    provider_factory: ProviderFactory,
+) -> None:
+    provider = provider_factory("eu")
+    good = provider.generate_data_key("dek_good").wrapped
+    bad = provider.generate_data_key("dek_bad").wrapped
+    ct = bytearray(bad.ciphertext)
+    ct[-3] ^= 0x01
+    provider.rotate()
+    with pytest.raises(VaultError, match="dek_bad"):
+        provider.rewrap_many([good, dataclasses.replace(bad, ciphertext=bytes(ct))])

@@ -205,6 +205,31 @@ def test_approle_policy_limited_to_the_key_covers_every_operation(
     assert provider.status().min_decryption_version == 2
 
 
+def test_rewrap_needs_no_permission_that_reveals_a_data_key(
+    openbao: OpenBao, make: Factory, key_name: str
+) -> None:
+    """The rotation job's token may rewrap but not decrypt: no data key leaves Vault."""
+    owner = make(openbao.config(key_name))
+    owner.ensure_kek()
+    keys = [owner.generate_data_key(f"dek_{i}") for i in range(3)]
+    owner.rotate()
+    policy = "\n".join(
+        f'path "transit/{path}" {{ capabilities = ["{cap}"] }}'
+        for path, cap in ((f"keys/{key_name}", "read"), (f"rewrap/{key_name}", "update"))
+    )
+    openbao.admin.sys.create_or_update_policy(name=f"rewrap-only-{key_name}", policy=policy)
+    token = openbao.admin.auth.token.create(policies=[f"rewrap-only-{key_name}"],
+                                            ttl="5m")["auth"]["client_token"]
+    rewrapper = make(dataclasses.replace(openbao.config(key_name), token=Secret(token)))
+
+    rewrapped = rewrapper.rewrap_many([k.wrapped for k in keys])
+
+    assert {w.kek_version for w in rewrapped} == {2}
+    with pytest.raises(ProviderPermissionDenied):
+        rewrapper.unwrap(rewrapped[0])
+    assert owner.unwrap_many(rewrapped) == [k.plaintext for k in keys]
+
+
 def test_approle_logs_in_again_once_when_its_token_is_revoked(
     openbao: OpenBao, make: Factory, key_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,7 +36,8 @@ INLINE_KEY = "erasure_inline"
 
 def erasure_config(services: Services) -> ErasureConfig:
     found = services.extra.get(CONFIG_KEY)
-    return found if isinstance(found, ErasureConfig) else ErasureConfig()
+    return found if isinstance(found, ErasureConfig) else ErasureConfig.from_settings(
+        services.settings)
 
 
 async def delete_user(call: Call) -> JSONResponse:

@@ -14,12 +14,15 @@ from aggregator.erasure import (
     find_request,
     request_erasure,
     resume_pending,
+    steps,
     user_digest,
     user_tables,
 )
+from aggregator.erasure.revocation import revoke_pending
 from aggregator.erasure.steps import connection_tables
 from aggregator.ids import ApplicationId
 from aggregator.models import (
+    Connection,
     DataKeyRecord,
     ErasureRequest,
     ErasureState,
@@ -154,7 +157,9 @@ async def test_a_dump_taken_before_erasure_does_not_open_afterwards(
         fresh.prepare(wrapped)
 
 
-@pytest.mark.parametrize("crash_after", [s for s in ErasureState if not s.done])
+@pytest.mark.parametrize(
+    "crash_after", [ErasureState.REQUESTED, ErasureState.STOPPED, ErasureState.REVOKED]
+)
 async def test_a_crash_after_any_step_resumes_to_the_same_receipt(
     region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
     make_linked: LinkFactory, add_transaction: TransactionFactory, make_job: JobFactory,
@@ -172,7 +177,9 @@ async def test_a_crash_after_any_step_resumes_to_the_same_receipt(
     else:
         with pytest.raises(Crash):
             await make_job(checkpoint=die).run(request_id)
-        assert (await _load(region_router, request_id)).state is crash_after
+        # Revocation outcomes commit per grant; the state stays at ``stopped``.
+        committed = ErasureState.STOPPED if crash_after is ErasureState.REVOKED else crash_after
+        assert (await _load(region_router, request_id)).state is committed
     # The dead run's lease blocks resumption until it expires.
     later = (await _load(region_router, request_id)).lease_expires_at
     done = await resume_pending(region_router, custody, fake_banks, config=FAST, now=later)
@@ -220,3 +227,108 @@ async def test_a_second_run_while_the_first_holds_the_lease_does_nothing(
 
 def test_the_default_deadline_is_thirty_days() -> None:
     assert ErasureConfig().deadline.days == 30
+
+
+@pytest.mark.parametrize(
+    "left_at", [ErasureState.REVOKED, ErasureState.DELETED, ErasureState.SHREDDED]
+)
+async def test_a_request_an_older_release_left_midway_resumes_to_completion(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, add_transaction: TransactionFactory, make_job: JobFactory,
+    fake_banks: FakeBanks, left_at: ErasureState,
+) -> None:
+    """Older releases committed ``revoked``, ``deleted`` and ``shredded`` separately."""
+    linked = await _user_with_data(make_linked, add_transaction)
+    request_id = await _request(region_router, custody, linked, app_id)
+
+    def halt(state: ErasureState) -> None:
+        if state is ErasureState.STOPPED:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        await make_job(checkpoint=halt).run(request_id)
+    request = await _load(region_router, request_id)
+    keys = custody["eu"]
+    await make_job().run(request_id, now=request.lease_expires_at)  # reference run
+    expected = (await _load(region_router, request_id)).counts
+    assert expected is not None
+
+    # Rebuild the midway state an older release would have committed, on a second user.
+    other = await _user_with_data(make_linked, add_transaction)
+    second = await _request(region_router, custody, other, app_id)
+    with pytest.raises(Crash):
+        await make_job(checkpoint=halt).run(second)
+    request = await _load(region_router, second)
+    await revoke_pending(region_router, keys, fake_banks, second, FAST)
+    async with region_router.session("eu") as session, session.begin():
+        counts: dict[str, int] = {}
+        if left_at is not ErasureState.REVOKED:
+            assert not await steps.unrevoked(session, request)
+            counts = await steps.delete_rows(session, request)
+        if left_at is ErasureState.SHREDDED:
+            counts.update(await steps.shred(session, keys, request))
+        await steps.advance(session, second, ErasureState.STOPPED, left_at, counts=counts)
+
+    later = (await _load(region_router, second)).lease_expires_at
+    assert await make_job().run(second, now=later) is ErasureState.COMPLETED
+    final = await _load(region_router, second)
+    assert final.counts == expected
+    assert final.user_id is None
+    assert await rows_mentioning(region_router, other.user.id) == []
+
+
+async def test_orphaned_plaid_webhooks_naming_the_users_items_are_deleted(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, make_job: JobFactory,
+) -> None:
+    """A webhook stored before its connection existed names the item, not the user."""
+    linked = await make_linked("eu")
+    bystander = await make_linked("eu")
+    item, other_item = "item-erase-me-7f3a", "item-bystander-91c2"
+    async with region_router.session("eu") as session, session.begin():
+        for con, ref in ((linked.connection.id, item), (bystander.connection.id, other_item)):
+            await session.execute(
+                table_of(Connection).update().where(table_of(Connection).c.id == con)
+                .values(external_ref=ref))
+        for n, (ref, con_id, status) in enumerate([
+            (item, linked.connection.id, WebhookStatus.APPLIED),
+            (item, None, WebhookStatus.ORPHANED),
+            (item, None, WebhookStatus.ORPHANED),
+            (other_item, None, WebhookStatus.ORPHANED),
+        ]):
+            session.add(PlaidWebhookEvent(
+                body_sha256=bytes([n]) * 32, region="eu", item_id=ref, connection_id=con_id,
+                webhook_type="ITEM", webhook_code="ERROR", body=f'{{"item_id": "{ref}"}}',
+                signed_at=utcnow(), status=status, available_at=utcnow(),
+            ))
+    request_id = await _request(region_router, custody, linked, app_id)
+
+    assert await make_job().run(request_id) is ErasureState.COMPLETED
+
+    # The generic scan, for the user's id and for every external id of the user's grants.
+    for needle in (linked.user.id, item):
+        assert await rows_mentioning(region_router, needle) == [], needle
+    assert await rows_mentioning(region_router, other_item)  # the bystander's stay
+    done = await _load(region_router, request_id)
+    assert done.counts is not None
+    assert done.counts["plaid_webhook_events"] == 3
+
+
+async def test_a_failed_stop_step_records_its_error_and_holds_no_lease(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    make_linked: LinkFactory, make_job: JobFactory,
+) -> None:
+    linked = await make_linked("eu", refresh_token="rt-x")
+    request_id = await _request(region_router, custody, linked, app_id)
+    async with region_router.session("eu") as session, session.begin():
+        await session.execute(table_of(DataKeyRecord).delete())  # the token cannot be opened
+    custody["eu"].envelope.forget(dek_id_for(linked.user.id))
+
+    with pytest.raises(DataKeyDestroyed):
+        await make_job(owner="a").run(request_id)
+
+    found = await _load(region_router, request_id)
+    assert (found.state, found.last_error, found.lease_owner) == (
+        ErasureState.REQUESTED, "data_key_destroyed", None)
+    with pytest.raises(DataKeyDestroyed):  # another runner may try at once: no lease left
+        await make_job(owner="b").run(request_id)
