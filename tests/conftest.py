@@ -2,7 +2,7 @@
 
 Under CI (``CI`` set) a skipped test that needs a real component fails the run: a green
 build that silently skipped the PostgreSQL, HSM, Vault, browser or interop tests would
-prove nothing about them.
+prove nothing about them. The same holds for the atheris fuzz harnesses.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-REAL_COMPONENT_MARKERS = ("postgres", "hsm", "transit", "browser", "interop")
+REAL_COMPONENT_MARKERS = ("postgres", "hsm", "transit", "browser", "interop", "fuzz")
 
 _skipped_real: list[str] = []
 

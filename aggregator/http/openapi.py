@@ -110,6 +110,11 @@ def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[di
          **({"description": op.path_params[name]} if name in op.path_params else {})}
         for name in route.param_convertors
     ]
+    params.extend(
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+         "description": description}
+        for name, description in op.query_params.items()
+    )
     if op.query is not None:
         hints = get_type_hints(op.query)
         for f in dataclasses.fields(op.query):
@@ -139,11 +144,17 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         statuses |= {400, 413, 415, 422}
     if op.query is not None:
         statuses.add(422)
+    # A page a person reads (the hosted Link flow) answers its errors with HTML pages
+    # quoting the request id, not with problem documents: say so rather than promise JSON.
+    error_content = (
+        {"text/html": {"schema": {"type": "string"}}} if op.media_type == "text/html"
+        else {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    )
     responses: dict[str, Any] = {str(op.status): success}
     for status in sorted(statuses):
         responses[str(status)] = {
             "description": http.HTTPStatus(status).phrase,
             "headers": headers,
-            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": error_content,
         }
     return responses
