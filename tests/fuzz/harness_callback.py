@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the OAuth callback's query handling: arbitrary query strings, typed refusals only.
 
 Input: the raw query string of ``GET /link/callback``, parsed exactly as the route parses

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the envelope blob parser: arbitrary bytes in, a value or a :class:`BlobError` out.
 
 Contract: :func:`vault.envelope.parse_header`, :func:`~vault.envelope.data_key_id` and

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the Plaid webhook verifier: arbitrary header and body, accepted only when genuine.
 
 Input: the ``Plaid-Verification`` header value (decoded as ISO-8859-1, as Starlette

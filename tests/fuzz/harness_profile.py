@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fuzz the bank-profile loader: arbitrary file bytes in, a profile or a ProfileError out.
 
 Contract: :func:`connectors.load_profiles` on a directory holding one ``*.toml`` file

@@ -10,12 +10,17 @@ leaves its input in the test's temporary directory; the failure message names th
 and the command that replays it.
 
 To grow the committed corpus by hand, fuzz longer into it (new inputs are kept only if
-they add coverage), then minimise it and commit the result::
+they add coverage), then minimise it, keeping the named ``seed-*`` and ``regression-*``
+files (``make_seeds.py`` writes the seeds; a crash's input, once fixed, is committed as
+``regression-<what>``), and commit the result. ``-merge`` re-runs the harness as a
+program, so the virtualenv's ``python3`` must come first on ``PATH``::
 
-    PYTHONPATH=. python tests/fuzz/harness_envelope.py tests/fuzz/corpus/envelope \\
-        -max_total_time=1800
-    mkdir /tmp/min && PYTHONPATH=. python tests/fuzz/harness_envelope.py -merge=1 \\
-        /tmp/min tests/fuzz/corpus/envelope   # then replace the directory with /tmp/min
+    export PATH=$PWD/.venv/bin:$PATH PYTHONPATH=.
+    tests/fuzz/harness_envelope.py tests/fuzz/corpus/envelope -max_total_time=1800
+    mkdir /tmp/min && cp tests/fuzz/corpus/envelope/seed-* /tmp/min/
+    cp tests/fuzz/corpus/envelope/regression-* /tmp/min/ 2>/dev/null
+    tests/fuzz/harness_envelope.py -merge=1 /tmp/min tests/fuzz/corpus/envelope
+    rm -r tests/fuzz/corpus/envelope && mv /tmp/min tests/fuzz/corpus/envelope
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from the published document (its examples, coverage and fuzzing phases, valid an
 invalid data) with the application's API key, and checks every answer:
 
 - ``not_a_server_error``: no 5xx;
+- ``negative_data_rejection``: a request the document calls invalid is refused (4xx);
 - ``status_code_conformance``, ``content_type_conformance``,
   ``response_schema_conformance``, ``response_headers_conformance``: each answer is one
   the document describes, with the media type and the schema it names;
@@ -50,11 +51,11 @@ from connectors import WebhookKeys, WebhookVerifier, load_profiles
 from tests.aggregator.e2e.conftest import APP_REDIRECT, BANK_FOR, gateway_client
 
 ROOT = Path(__file__).resolve().parents[3]
-MAX_EXAMPLES = 100
+MAX_EXAMPLES = 60
 RUN_TIMEOUT = 240.0
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
-    "response_schema_conformance,response_headers_conformance"
+    "response_schema_conformance,response_headers_conformance,negative_data_rejection"
 )
 
 
