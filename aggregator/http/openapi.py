@@ -101,6 +101,14 @@ def _operation(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         out["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": json_schema(op.body, schemas)},
         }}
+    elif op.form:
+        out["requestBody"] = {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": sorted(op.form),
+                "properties": {name: {"type": "string", "description": description}
+                               for name, description in op.form.items()},
+            }},
+        }}
     return out
 
 

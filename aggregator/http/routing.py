@@ -68,6 +68,9 @@ class Operation:
     #: Optional string query parameters that are documented but not validated by
     #: ``query`` (name -> description): a redirect endpoint must tolerate what a bank adds.
     query_params: dict[str, str] = field(default_factory=dict)
+    #: The fields of an HTML form the handler reads itself (name -> description),
+    #: published as an ``application/x-www-form-urlencoded`` request body.
+    form: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -238,6 +238,9 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
             summary="Pick a bank; answered with a redirect to the bank", response=None,
             status=303, auth=False, media_type="text/html", tags=("link",),
-            path_params=_PAGE, errors=_PAGE_ERRORS,
+            path_params=_PAGE, errors=_PAGE_ERRORS, form={
+                "form_nonce": "The nonce the page's form carries.",
+                "bank_id": "The bank the person picked, one the page offered.",
+            },
         )),
     ]

@@ -136,8 +136,9 @@ def _config(world: World) -> str:
         return f"[dictionaries.{name}]\nvalues = {json.dumps(values)}\n"
 
     def bind(operation: str, parameter: str, dictionary: str) -> str:
+        where = parameter if "." in parameter else f"path.{parameter}"
         return (f'[[operations]]\ninclude-operation-id = "{operation}"\n'
-                f'parameters = {{ "path.{parameter}" = {{ dictionary = "{dictionary}", '
+                f'parameters = {{ "{where}" = {{ dictionary = "{dictionary}", '
                 f"probability = 0.5 }} }}\n")
 
     w = world
@@ -147,6 +148,7 @@ def _config(world: World) -> str:
         ids("accounts", [w.account_id]), ids("erasures", [w.erasure_id]),
         ids("events", [w.event_id]), ids("links", [w.link_token]),
         ids("problems", sorted(PROBLEM_TYPES)), ids("regions", ["eu", "us"]),
+        ids("redirects", [APP_REDIRECT]),
     ]
     for operation, parameter, dictionary in (
         ("get_user", "id", "users"), ("get_user_connections", "id", "users"),
@@ -156,7 +158,9 @@ def _config(world: World) -> str:
         ("delete_connection", "id", "revocable"), ("get_transactions", "id", "accounts"),
         ("post_redeliver", "id", "events"), ("show_page", "token", "links"),
         ("choose_bank", "token", "links"), ("problem_type", "code", "problems"),
-        ("post_plaid_webhook", "region", "regions"),
+        ("post_plaid_webhook", "region", "regions"), ("post_user", "body.region", "regions"),
+        ("create_session", "body.user_id", "users"),
+        ("create_session", "body.redirect_uri", "redirects"),
     ):
         parts.append(bind(operation, parameter, dictionary))
     return "\n".join(parts)
@@ -194,3 +198,4 @@ async def test_every_answer_matches_the_published_contract(
     text = output.decode("utf-8", "replace")
     assert process.returncode == 0, text
     assert "No issues found" in text or "passed" in text, text
+    print(text)  # the run's summary (operations, phases, warnings), shown with `pytest -s`
