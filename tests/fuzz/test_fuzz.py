@@ -57,8 +57,10 @@ def test_harness_finds_no_crash(name: str, tmp_path: Path) -> None:
         "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={artifacts}/",
         "-print_final_stats=1",
     ]
+    # TMPDIR: the harnesses' scratch files (a keyring, a profile) stay in tmp_path.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     result = subprocess.run(
-        command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        command, cwd=tmp_path, env=env,
         capture_output=True, text=True, errors="replace", timeout=SECONDS + 60, check=False,
     )
     start = result.stderr.find("=== Uncaught Python exception")
