@@ -322,6 +322,8 @@ def _load_file(path: Path, overrides: Mapping[str, Mapping[str, Any]]) -> BankPr
         raise ProfileError(str(path), "(file)", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(str(path), "(syntax)", str(exc)) from None
+    except UnicodeDecodeError as exc:  # TOML v1.0.0: a document is UTF-8 text
+        raise ProfileError(str(path), "(file)", f"not UTF-8 text (byte {exc.start})") from None
     bank_id = data.get("id")
     overridden: frozenset[str] = frozenset()
     if isinstance(bank_id, str) and bank_id in overrides:

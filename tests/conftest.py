@@ -2,7 +2,8 @@
 
 Under CI (``CI`` set) a skipped test that needs a real component fails the run: a green
 build that silently skipped the PostgreSQL, HSM, Vault, browser or interop tests would
-prove nothing about them. Redis serves the rate limiter's optional store.
+prove nothing about them. The same holds for the atheris fuzz harnesses, and for Redis,
+which serves the rate limiter's optional store.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 import pytest
 
-REAL_COMPONENT_MARKERS = ("postgres", "hsm", "transit", "browser", "interop", "redis")
+REAL_COMPONENT_MARKERS = ("postgres", "hsm", "transit", "browser", "interop", "redis", "fuzz")
 
 _skipped_real: list[str] = []
 

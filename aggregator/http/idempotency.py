@@ -51,7 +51,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aggregator.errors import InvalidId
-from aggregator.http.problems import FieldError, HttpProblem, problem_for, problem_type_of
+from aggregator.http.logs import current_request_id
+from aggregator.http.problems import (
+    MEDIA_TYPE,
+    FieldError,
+    HttpProblem,
+    problem_for,
+    problem_type_of,
+)
 from aggregator.http.services import Services
 from aggregator.idempotency import (
     Busy,
@@ -214,7 +221,15 @@ def _subject(request: Request, body: Any, answer: bytes, region: str) -> UserId 
 
 
 def _replayed(stored: StoredResponse) -> Response:
-    response = Response(stored.body, status_code=stored.status)
+    body = stored.body
+    if {n.lower(): v for n, v in stored.headers}.get("content-type", "").startswith(MEDIA_TYPE):
+        # A replayed problem names the retry's request id (RFC 9457 §3.2 member), like its
+        # X-Request-Id header; the first request's id is logged with the replay.
+        document = json.loads(body)
+        log.info("replaying the answer to %s", document.get("request_id"))
+        document["request_id"] = current_request_id()
+        body = json.dumps(document, separators=(",", ":")).encode()
+    response = Response(body, status_code=stored.status)
     for name, value in stored.headers:
         response.headers[name] = value
     response.headers[REPLAYED] = "true"

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from aggregator.http.idempotency import HEADER, MAX_LENGTH, REPLAYED
 from aggregator.http.problems import MEDIA_TYPE
+from aggregator.http.ratelimit.policy import RouteClass, classify
 from aggregator.http.routing import ApiRoute, Operation
 from aggregator.http.schema import json_schema
 
@@ -138,6 +139,14 @@ def _operation(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         out["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": json_schema(op.body, schemas)},
         }}
+    elif op.form:
+        out["requestBody"] = {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": sorted(op.form),
+                "properties": {name: {"type": "string", "description": description}
+                               for name, description in op.form.items()},
+            }},
+        }}
     return out
 
 
@@ -147,6 +156,11 @@ def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[di
          **({"description": op.path_params[name]} if name in op.path_params else {})}
         for name in route.param_convertors
     ]
+    params.extend(
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+         "description": description}
+        for name, description in op.query_params.items()
+    )
     if getattr(route, "idempotent", False):
         params.append(IDEMPOTENCY_PARAMETER)
     if op.query is not None:
@@ -160,6 +174,10 @@ def _parameters(route: Route, op: Operation, schemas: dict[str, Any]) -> list[di
                 **({"description": description} if description else {}),
             })
     return params
+
+
+def _link_limited(route: Route) -> bool:
+    return any(classify(method, route.path) is RouteClass.LINK for method in route.methods or ())
 
 
 def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +194,9 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         success["content"] = {op.media_type: {"schema": {"type": "string"}}}
     statuses = set(op.errors) | {500}
     if op.auth:
-        statuses |= {401, 429}  # every authenticated call is rate limited
+        statuses.add(401)
+    if op.auth or _link_limited(route):  # every API call, and the Link pages per address
+        statuses.add(429)
         success["headers"] = {**success["headers"],
                               **_header_refs("RateLimit-Policy", "RateLimit")}
     if route.param_convertors:
@@ -187,12 +207,18 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         statuses.add(422)
     if idempotent:
         statuses |= {400, 409, 422}
+    # A page a person reads (the hosted Link flow) answers its errors with HTML pages
+    # quoting the request id, not with problem documents: say so rather than promise JSON.
+    error_content = (
+        {"text/html": {"schema": {"type": "string"}}} if op.media_type == "text/html"
+        else {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    )
     responses: dict[str, Any] = {str(op.status): success}
     for status in sorted(statuses):
         limited = _header_refs("RateLimit-Policy", "RateLimit", "Retry-After")
         responses[str(status)] = {
             "description": http.HTTPStatus(status).phrase,
             "headers": {**headers, **limited} if status == 429 else headers,
-            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": error_content,
         }
     return responses

@@ -20,6 +20,7 @@ import http
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.responses import JSONResponse
 
@@ -250,7 +251,10 @@ def problem(
         "detail": detail or kind.title,
     }
     if instance is not None:
-        body["instance"] = instance
+        # §3.1.5: a URI reference. Callers pass the decoded request path, which may hold
+        # spaces, controls or non-ASCII text; percent-encoding it again (RFC 3986 §2.1)
+        # keeps the member a valid reference to the very path that was requested.
+        body["instance"] = quote(instance, safe="/", errors="replace")
     body["request_id"] = current_request_id()
     body.update(extra or {})
     return ProblemResponse(body, status_code=status, headers=dict(headers or {}))

@@ -70,6 +70,12 @@ class Operation:
     description: str | None = None
     media_type: str = "application/json"
     path_params: dict[str, str] = field(default_factory=dict)  # name -> description
+    #: Optional string query parameters that are documented but not validated by
+    #: ``query`` (name -> description): a redirect endpoint must tolerate what a bank adds.
+    query_params: dict[str, str] = field(default_factory=dict)
+    #: The fields of an HTML form the handler reads itself (name -> description),
+    #: published as an ``application/x-www-form-urlencoded`` request body.
+    form: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -29,7 +30,7 @@ from aggregator.http.routing import ApiRoute, Call, Handler, Operation
 from aggregator.http.schema import rules
 from aggregator.http.services import services_of
 from aggregator.http.views import ID
-from aggregator.link.errors import LinkError, LinkNotFound, LinkRequestInvalid
+from aggregator.link.errors import LinkError, LinkFormInvalid, LinkNotFound, LinkRequestInvalid
 from aggregator.link.pages import (
     HEADERS,
     error_page,
@@ -168,8 +169,12 @@ async def show_page(call: Call) -> Response:
 async def choose_bank(call: Call) -> Response:
     request = call.request
     parts = components(call.services)
-    async with request.form(max_files=0, max_fields=8) as form:
-        fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
+    try:
+        async with request.form(max_files=0, max_fields=8) as form:
+            fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
+    except HTTPException:  # Starlette's 400 for a multipart body it cannot parse
+        raise LinkFormInvalid("The form could not be read. Please go back and try "
+                              "again.") from None
     opened = await open_link(
         call.services.router, call.services.custody, parts.banks, request.path_params["token"],
     )
@@ -219,6 +224,17 @@ async def bank_logo(request: Request) -> Response:
 
 
 _PAGE = {"token": "A link token (`lnk_<region>_…`) from `POST /v1/link/sessions`."}
+#: The statuses of the HTML pages ``_for_people`` answers with: :class:`LinkError`'s
+#: (400, 404, 409, 410) and a bank's failure (502).
+_PAGE_ERRORS = (400, 404, 409, 410, 502)
+#: The authorization response (RFC 6749 §4.1.2, §4.1.2.1; RFC 9207 §2); a bank may add more.
+_CALLBACK_QUERY = {
+    "state": "The `state` of the authorization request, naming the link session.",
+    "code": "The authorization code.",
+    "iss": "The issuer of the response (RFC 9207), checked against the bank's.",
+    "error": "An OAuth error code instead of a code, e.g. `access_denied`.",
+    "error_description": "The bank's free text; never shown or logged.",
+}
 
 
 def routes() -> list[BaseRoute]:
@@ -232,6 +248,7 @@ def routes() -> list[BaseRoute]:
         ApiRoute(CALLBACK_PATH, _for_people(callback), "GET", Operation(
             summary="OAuth redirect URI: the bank sends the user back here",
             response=None, status=303, auth=False, media_type="text/html", tags=("link",),
+            errors=_PAGE_ERRORS, query_params=_CALLBACK_QUERY,
             description="Answers with a redirect to the application's redirect URI "
                         "carrying `connection_id` and `outcome`, or an HTML error page.",
         )),
@@ -242,10 +259,14 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/link/{token}", _for_people(show_page), "GET", Operation(
             summary="The hosted Link page: the bank picker", response=None,
             auth=False, media_type="text/html", tags=("link",), path_params=_PAGE,
+            errors=_PAGE_ERRORS,
         )),
         ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
             summary="Pick a bank; answered with a redirect to the bank", response=None,
             status=303, auth=False, media_type="text/html", tags=("link",),
-            path_params=_PAGE,
+            path_params=_PAGE, errors=_PAGE_ERRORS, form={
+                "form_nonce": "The nonce the page's form carries.",
+                "bank_id": "The bank the person picked, one the page offered.",
+            },
         )),
     ]

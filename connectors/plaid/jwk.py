@@ -24,13 +24,21 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64url_decode(text: str) -> bytes:
-    """Strict unpadded base64url (RFC 7515 §2); raises ``ValueError`` on anything else."""
+    """Strict unpadded base64url (RFC 7515 §2); raises ``ValueError`` on anything else.
+
+    Only the canonical encoding is accepted (RFC 4648 §3.5: the unused bits of the last
+    character are zero). Otherwise one signature has several spellings, and a JWS that
+    every strict implementation refuses would verify here.
+    """
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except binascii.Error:
         raise ValueError("not base64url") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
+        raise ValueError("not canonical base64url")
+    return raw
 
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:

@@ -241,6 +241,17 @@ def test_toml_syntax_error_names_the_file(write_profile: ProfileWriter, profile_
     assert (error.file, error.key) == (str(path), "(syntax)")
 
 
+def test_a_file_that_is_not_utf8_names_the_file(profile_dir: Path) -> None:
+    # Found by tests/fuzz/harness_profile.py: tomllib's UnicodeDecodeError escaped.
+    path = profile_dir / "latin1.toml"
+    path.write_bytes('display_name = "Crédit"\n'.encode("latin-1"))
+
+    error = _error([profile_dir])
+
+    assert (error.file, error.key) == (str(path), "(file)")
+    assert "UTF-8" in error.problem
+
+
 def test_duplicate_ids_across_directories_name_both_files(
     write_profile: ProfileWriter, profile_dir: Path, tmp_path: Path
 ) -> None:

@@ -85,6 +85,9 @@ async def test_a_sane_inbound_request_id_is_kept_and_anything_else_replaced(
 async def test_unknown_routes_and_methods_are_problems(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.get("/v2/anything"), 404, "not_found")
     assert body["instance"] == "/v2/anything"
+    # RFC 9457 §3.1.5: a URI reference, so the decoded path is percent-encoded again.
+    odd = assert_problem(await client.get("/v2/a%20b/%C3%A9%07"), 404, "not_found")
+    assert odd["instance"] == "/v2/a%20b/%C3%A9%07"
     response = await client.put("/v1/connections/con_eu_x")
     assert_problem(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "DELETE, GET, HEAD"

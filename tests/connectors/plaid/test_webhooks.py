@@ -138,3 +138,17 @@ async def test_a_bad_jwk_from_plaid_is_refused(setup: Setup) -> None:
     verifier = WebhookVerifier(WebhookKeys(rsa_ish, clock=clock), clock=clock)
     with pytest.raises(WebhookRejected, match="bad_key"):
         await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
+
+
+async def test_a_signature_spelled_non_canonically_is_refused(setup: Setup) -> None:
+    # Found by tests/fuzz/harness_plaid_webhook.py: 64 signature bytes take 86 base64url
+    # characters, the last carrying 4 unused bits; flipping them must not still verify.
+    fake, key, _, clock, verifier = setup
+    header = fake.sign(BODY, key, iat=int(clock.now))
+    await verifier.verify(BODY, header)
+    last = header[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twin = alphabet[alphabet.index(last) ^ 1]  # same 2 used bits, different unused bits
+    with pytest.raises(WebhookRejected) as caught:
+        await verifier.verify(BODY, header[:-1] + twin)
+    assert caught.value.reason is RejectReason.MALFORMED_HEADER
