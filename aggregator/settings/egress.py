@@ -8,7 +8,7 @@ from typing import Any
 
 from aggregator.errors import ConfigError
 from aggregator.settings.env import Origins
-from aggregator.settings.values import reject_unknown
+from aggregator.settings.values import positive, reject_unknown
 from connectors import EgressPolicy
 
 _EGRESS_KEYS = frozenset({
@@ -26,7 +26,7 @@ def egress_policy(raw: Mapping[str, Any], origins: Origins) -> EgressPolicy:
 
     def number(key: str, default: float) -> float:
         value, where = get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if not positive(value):
             raise ConfigError(f"{where} must be a positive number")
         return float(value)
 

@@ -9,6 +9,7 @@ than a file key they never wrote.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -103,9 +104,12 @@ def env_value(var: str, text: str, kind: Kind) -> Any:
         return int(text.strip()) if _WHOLE.match(text.strip()) else text
     if kind == "number":
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
-            raise ConfigError(f"{var} must be a number, not {text!r}") from None
+            value = math.nan
+        if not math.isfinite(value):  # float() also reads "nan" and "inf"
+            raise ConfigError(f"{var} must be a number, not {text!r}")
+        return value
     return text
 
 

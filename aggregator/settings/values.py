@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -22,10 +23,16 @@ def mapping(value: Any, source: str, where: str) -> Mapping[str, Any]:
 
 
 def number(value: Any, source: str, where: str) -> float:
-    """A positive int or float; a bool is refused (TOML ``true`` is not 1 second)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    """A positive finite int or float; a bool is refused (TOML ``true`` is not 1 second)."""
+    if not positive(value):
         raise ConfigError(f"{source}: {where} must be a positive number")
     return float(value)
+
+
+def positive(value: Any) -> bool:
+    """True for a finite number above zero: TOML's ``nan`` and ``inf`` are not timeouts."""
+    return (not isinstance(value, bool) and isinstance(value, int | float)
+            and math.isfinite(value) and value > 0)
 
 
 def days(value: Any, where: str, *, maximum: int) -> int:

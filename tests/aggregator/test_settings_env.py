@@ -98,6 +98,8 @@ def test_env_value_converts_each_kind_once(kind: Any, text: str, value: Any) -> 
 @pytest.mark.parametrize(("kind", "text", "message"), [
     ("flag", "yes", "AGGREGATOR_X: 'yes' is not true or false"),
     ("number", "soon", "AGGREGATOR_X must be a number, not 'soon'"),
+    ("number", "nan", "AGGREGATOR_X must be a number, not 'nan'"),
+    ("number", "inf", "AGGREGATOR_X must be a number, not 'inf'"),
 ])
 def test_env_value_refuses_malformed_text_naming_the_variable(
     kind: Any, text: str, message: str
@@ -130,6 +132,10 @@ def test_an_empty_variable_applies_unless_it_always_meant_unset(tmp_path: Path) 
      r"regions\.eu\.plaid\.client_id is required"),
     ("", {"AGGREGATOR_REGIONS": "eu", "AGGREGATOR_REGION_EU_KEYS_TIMEOUT_SECONDS": "5"},
      "AGGREGATOR_REGION_EU_KEYS_TIMEOUT_SECONDS: unknown setting"),
+    ("[egress]\ntimeout_seconds = inf\n", {}, r"egress\.timeout_seconds must be a positive"),
+    ("[keys]\ncache_ttl_seconds = nan\n", {}, r"keys\.cache_ttl_seconds must be a positive"),
+    ("[rate_limits.classes.read]\ncapacity = inf\nrefill_per_second = 1\n", {},
+     r"rate_limits\.classes\.read\.capacity must be a positive number"),
     ("regions = 5\n", {"AGGREGATOR_REGION_EU_DATABASE_URL": "x"}, r"regions must be a table"),
 ])
 def test_text_in_the_file_is_not_a_number_and_errors_name_the_source(
