@@ -49,6 +49,8 @@ EMPTY_IS_UNSET = frozenset({
     "AGGREGATOR_DATA_DIR", "AGGREGATOR_PUBLIC_URL", "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS",
 })
 
+#: The settings file (else ``./aggregator.toml`` if present, else defaults only).
+CONFIG_VARIABLE = "AGGREGATOR_CONFIG"
 #: Which regions run (a comma-separated list); not a path: it picks the keys of [regions].
 REGIONS_VARIABLE = "AGGREGATOR_REGIONS"
 #: Per-region settings: ``AGGREGATOR_REGION_<NAME>_<SUFFIX>`` -> path under

@@ -11,7 +11,13 @@ from typing import Any
 
 from aggregator.errors import ConfigError
 from aggregator.settings.egress import egress_policy
-from aggregator.settings.env import Origins, overlay, overlay_region, region_names
+from aggregator.settings.env import (
+    CONFIG_VARIABLE,
+    Origins,
+    overlay,
+    overlay_region,
+    region_names,
+)
 from aggregator.settings.erasure import DEFAULT_DEADLINE_DAYS, deadline_days
 from aggregator.settings.http import public_url
 from aggregator.settings.keys import key_settings
@@ -64,20 +70,20 @@ def load_settings(
 ) -> Settings:
     """Read settings from ``path`` (or $AGGREGATOR_CONFIG, or ./aggregator.toml) and env."""
     env = os.environ if environ is None else environ
-    if path is None and env.get("AGGREGATOR_CONFIG"):
-        path = Path(env["AGGREGATOR_CONFIG"])
+    if path is None and env.get(CONFIG_VARIABLE):
+        path = Path(env[CONFIG_VARIABLE])
     if path is None and Path("aggregator.toml").is_file():
         path = Path("aggregator.toml")
     source = str(path) if path else "defaults"
     raw = _read_toml(path) if path else {}
     variables = overlay(raw, env, source)
     reject_unknown(raw, _TOP_KEYS, source, "")
-    data_dir = Path(raw.get("data_dir") or "var")
     names = region_names(env, list(mapping(raw.get("regions", {}), source, "regions"))
                          or DEFAULT_REGIONS, source, REGION_NAME)
     for name in names:
         variables.update(overlay_region(raw, name, env, source))
     origins = Origins(source, variables)
+    data_dir = _path(raw.get("data_dir", "var"), origins.of("data_dir"))
     keys = key_settings(mapping(raw.get("keys", {}), source, "keys"), origins)
     raw_regions = raw.get("regions", {})
     regions = {
@@ -85,9 +91,11 @@ def load_settings(
                               keys.rotate_every)
         for name in names
     }
-    erasure = mapping(raw.get("erasure", {}), source, "erasure")
     banks = mapping(raw.get("banks", {}), source, "banks")
     reject_unknown(banks, frozenset({"directories"}), source, "banks.")
+    bank_dirs = banks.get("directories", [])
+    if not isinstance(bank_dirs, list) or not all(isinstance(d, str) and d for d in bank_dirs):
+        raise ConfigError(f"{source}: banks.directories must be a list of paths")
     url = public_url(mapping(raw.get("http", {}), source, "http"), origins)
     plaid_regions = [r.name for r in regions.values() if r.plaid is not None]
     if plaid_regions and url is None:
@@ -100,17 +108,24 @@ def load_settings(
         regions=regions,
         key_cache_ttl=keys.cache_ttl,
         key_cache_size=keys.cache_size,
-        bank_dirs=tuple(Path(p) for p in banks.get("directories", [])),
+        bank_dirs=tuple(Path(p) for p in bank_dirs),
         public_url=url,
         rate_limits=rate_limit_settings(
             mapping(raw.get("rate_limits", {}), source, "rate_limits"),
             [r.database_url for r in regions.values()], env, source,
         ),
-        erasure_deadline_days=deadline_days(erasure, origins),
+        erasure_deadline_days=deadline_days(
+            mapping(raw.get("erasure", {}), source, "erasure"), origins),
         source=source,
         worker=worker_settings(mapping(raw.get("worker", {}), source, "worker"), origins),
         egress=egress_policy(mapping(raw.get("egress", {}), source, "egress"), origins),
     )
+
+
+def _path(value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a directory path")
+    return Path(value)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

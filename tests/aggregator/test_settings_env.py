@@ -136,6 +136,8 @@ def test_an_empty_variable_applies_unless_it_always_meant_unset(tmp_path: Path) 
     ("[keys]\ncache_ttl_seconds = nan\n", {}, r"keys\.cache_ttl_seconds must be a positive"),
     ("[rate_limits.classes.read]\ncapacity = inf\nrefill_per_second = 1\n", {},
      r"rate_limits\.classes\.read\.capacity must be a positive number"),
+    ("data_dir = 5\n", {}, r"data_dir must be a directory path"),
+    ('[banks]\ndirectories = "banks.d"\n', {}, r"banks\.directories must be a list of paths"),
     ("regions = 5\n", {"AGGREGATOR_REGION_EU_DATABASE_URL": "x"}, r"regions must be a table"),
 ])
 def test_text_in_the_file_is_not_a_number_and_errors_name_the_source(
