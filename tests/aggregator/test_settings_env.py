@@ -147,3 +147,21 @@ def test_text_in_the_file_is_not_a_number_and_errors_name_the_source(
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings(path, environ=env)
+
+
+def test_the_documented_example_file_loads(tmp_path: Path) -> None:
+    doc = aggregator.settings.__doc__ or ""
+    block = doc.split("Example ``aggregator.toml`` with every setting::\n", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    path = tmp_path / "aggregator.toml"
+    path.write_text("\n".join(lines))
+    settings = load_settings(path, environ={"VAULT_TOKEN_EU": "t", "PLAID_SECRET_US": "s"})
+    assert settings.public_url == "https://gateway.example"
+    assert settings.region("eu").rotate_every == timedelta(days=30)
+    assert settings.region("us").plaid is not None
+    assert settings.rate_limits.applications["app_7dz2"]["write"].capacity == 600
+    assert settings.egress.total_timeout == 30.0
