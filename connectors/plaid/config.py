@@ -6,7 +6,7 @@ The API host can be overridden so tests point the real plaid-python client at a
 loopback server; production leaves it unset and gets Plaid's host for the environment.
 
 The gateway reads these from its settings (``[regions.<name>.plaid]`` in
-``aggregator/settings.py``); this package only holds the validated values.
+``aggregator/settings``); this package only holds the validated values.
 """
 
 from __future__ import annotations
