@@ -22,6 +22,9 @@ with Plaid set up are scheduled the same way, under the region's Plaid policy
 a scheduled sync is what catches up. Plaid's ``/transactions/sync`` is one item-level
 call, so their spends are about the connection as a whole (``accounts=()``), as the
 webhook path's are (:mod:`aggregator.plaid.apply`).
+
+A sync the egress policy refused marks the connection ``status_reason``
+``egress_refused`` (:mod:`aggregator.worker.egress`); the next successful one clears it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from aggregator.sync import (
 )
 from aggregator.sync.banks import PLAID_BANK_ID
 from aggregator.sync.budget import limit_for
-from connectors import ConnectorError, SyncPolicy
+from aggregator.worker.egress import clear_refused, mark_refused
+from connectors import ConnectorError, EgressRefused, SyncPolicy
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,12 @@ class SyncSchedule:
             await self.syncer.sync(ConnectionId(connection_id), actor=ACTOR)
         except ConnectorError as exc:  # recorded on sync_states.last_error by the Syncer
             log.warning("scheduled sync of %s failed: %s", connection_id, exc.code)
+            if isinstance(exc, EgressRefused):  # configuration, not an outage
+                async with self.router.session(region) as session, session.begin():
+                    await mark_refused(session, connection_id)
             return False
+        async with self.router.session(region) as session, session.begin():
+            await clear_refused(session, connection_id)
         return True
 
     async def _claim(self, region: str, connection_id: str, policy: SyncPolicy,
