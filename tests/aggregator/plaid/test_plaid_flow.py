@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -418,3 +418,27 @@ async def test_scheduled_sync_covers_plaid_connections_within_their_budget(
     assert [r for _, t, r in await spends() if t == "transactions"].count("scheduled") == 2
     await spend_for_sync(gw.router, ConnectionId(connection_id), policy, reason="webhook",
                          accounts=(), now=latest)
+
+
+async def test_a_plaid_connections_accounts_share_its_item_level_budget(
+    plaid_gateway: PlaidGateway,
+) -> None:
+    gw = plaid_gateway
+    connection_id = await gw.link(await gw.user())
+    path = f"/v1/connections/{connection_id}/accounts"
+
+    def allowed(answer: httpx.Response) -> set[str]:
+        assert answer.status_code == 200, answer.text
+        return {a["next_sync_allowed_at"] for a in answer.json()["data"]}
+
+    (now,) = allowed(await gw.api.get(path))  # two accounts, one time: within budget
+    assert datetime.fromisoformat(now) <= utcnow()
+    start = utcnow()
+    for minutes in range(10, 0, -1):  # the region's Plaid budget: 10 item-level calls
+        await spend_for_sync(gw.router, ConnectionId(connection_id), SyncPolicy(daily_budget=10),
+                             reason="on_demand", accounts=(),
+                             now=start - timedelta(minutes=minutes))
+    (later,) = allowed(await gw.api.get(path))
+    connection = (await gw.api.get(f"/v1/connections/{connection_id}")).json()
+    assert later == connection["next_sync_allowed_at"]
+    assert datetime.fromisoformat(later) == start - timedelta(minutes=10) + timedelta(hours=24)
