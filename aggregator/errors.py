@@ -12,7 +12,8 @@
     ├── InvalidApiKey             an API key is unknown, revoked, or its application disabled
     ├── SealReservationMissing    a value was sealed without reserving seal budget first (a bug)
     ├── AuditValueRejected        an audit field could carry a secret or PII, so it is refused
-    └── EventPayloadRejected      an outbound event's data holds more than ids and statuses
+    ├── EventPayloadRejected      an outbound event's data holds more than ids and statuses
+    └── LeaseHeld                 another process holds a region's KEK rotation lease
 
 `vault.VaultError` and `connectors.ConnectorError` are the other packages' roots; the
 HTTP layer and the CLI map all three. :class:`InvalidId` and its subclasses become a 404
@@ -20,6 +21,8 @@ problem (the resource cannot exist), never a 500; :class:`InvalidApiKey` a 401.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class GatewayError(Exception):
@@ -86,3 +89,18 @@ class EventPayloadRejected(GatewayError):
     """Raised by ``aggregator.events.emit`` for data that is not only ids, codes and counts."""
 
     code = "event_payload_rejected"
+
+
+class LeaseHeld(GatewayError):
+    """Raised when another process holds the region's rotation lease (a worker rotating
+    or rewrapping, or another ``aggregator keys`` command); the CLI says try again then.
+
+    Defined here, not in :mod:`aggregator.worker.rotation` (which re-exports it), because
+    the worker and the CLI both raise it."""
+
+    code = "rotation_in_progress"
+
+    def __init__(self, region: str, owner: str | None, until: datetime | None) -> None:
+        when = f" until {until:%Y-%m-%d %H:%M:%S} UTC" if until else ""
+        super().__init__(f"region {region}: {owner or 'another process'} is rotating or "
+                         f"rewrapping its KEK{when}; try again then")

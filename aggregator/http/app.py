@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from aggregator.http.idempotency import IdempotencyMetrics
 from aggregator.http.metrics import HttpMetrics
 from aggregator.http.middleware import (
     AccessLogMiddleware,
@@ -63,6 +64,7 @@ def create_app(
     """
     options = options or HttpOptions()
     metrics = metrics or HttpMetrics()
+    IdempotencyMetrics.of(metrics.registry)  # on /metrics, at zero, before the first retry
     all_routes = [*api_routes(), *routes]
 
     @asynccontextmanager

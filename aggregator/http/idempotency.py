@@ -38,6 +38,11 @@ Answers hold secrets shown once (``whsec_…``, link tokens): every stored answe
 sealed, none in clear, and a replay shows the secret again only to the application
 that made it, with its API key and its key, within 24 hours. That is deliberate: an app
 whose first answer was lost in transit must still learn the secret it now signs with.
+
+``aggregator_idempotency_keys_total{outcome}`` on the app's ``/metrics`` counts what
+came back with a known key (:class:`IdempotencyMetrics`): replays show how often apps
+retry (a network or a client in trouble), ``in_use`` refusals retries racing their first
+request, ``reused`` refusals a client that recycles keys, a bug worth finding early.
 """
 
 from __future__ import annotations
@@ -45,8 +50,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar, Final
+from weakref import WeakKeyDictionary
 
+from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -85,6 +92,43 @@ STORE_KEY = "idempotency_store"
 #: Response headers worth replaying; the middleware adds the rest to every answer.
 KEPT_HEADERS = ("content-type", "location")
 _REGION_FIELDS = ("user_id", "connection_id", "link_session_id")
+
+
+class IdempotencyMetrics:
+    """``aggregator_idempotency_keys_total{outcome}``: ``replayed`` (a stored answer sent
+    again), ``in_use`` (409, the first request still working), ``reused`` (422, the key
+    came with another request). A closed set of labels, each present from the start."""
+
+    OUTCOMES: Final = ("replayed", "in_use", "reused")
+    _by_registry: ClassVar[WeakKeyDictionary[CollectorRegistry, IdempotencyMetrics]] = (
+        WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> IdempotencyMetrics:
+        """The one instance of ``registry``: a second would be a duplicate time series."""
+        found = cls._by_registry.get(registry)
+        if found is None:
+            found = cls._by_registry[registry] = cls(registry)
+        return found
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.keys = Counter(
+            "aggregator_idempotency_keys", "Requests with a known Idempotency-Key, by outcome",
+            ["outcome"], registry=registry,
+        )
+        for outcome in self.OUTCOMES:
+            self.keys.labels(outcome)
+
+    def count(self, outcome: str) -> None:
+        self.keys.labels(outcome).inc()
+
+
+def _count(request: Request, outcome: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    registry = getattr(metrics, "registry", None)
+    if isinstance(registry, CollectorRegistry):
+        IdempotencyMetrics.of(registry).count(outcome)
 
 
 class InvalidIdempotencyKey(HttpProblem):
@@ -251,11 +295,14 @@ async def run_idempotently(
     outcome = await store.claim(region, app_id, key_digest(hasher, app_id, key), print_,
                                 request_id=request_id)
     if isinstance(outcome, Replay):
+        _count(request, "replayed")
         return _replayed(outcome.response)
     if isinstance(outcome, Mismatch):
+        _count(request, "reused")
         raise IdempotencyKeyReused(
             f"this {HEADER} was used for a different request; use a new key")
     if isinstance(outcome, Busy):
+        _count(request, "in_use")
         raise IdempotencyKeyInUse(
             f"a request with this {HEADER} is still being processed; retry later",
             headers={"Retry-After": str(outcome.retry_after)})

@@ -12,12 +12,16 @@ who own them:
 - :class:`SyncJob` runs one connection's sync (``POST /v1/connections/{id}/sync``);
   :func:`open_services` installs :mod:`aggregator.link.wiring`'s; without one the
   route answers 501.
+
+What a part builds lazily into :attr:`Services.extra` (the rate limiter's Redis pool,
+say) it registers with :meth:`Services.close_on_exit`; :func:`open_services` closes
+those first on the way out, while the stores they may use are still open.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -82,6 +86,22 @@ class Services:
     banks: BankClients
     sync: SyncJob | None = None
     extra: dict[str, object] = field(default_factory=dict)  # for colleagues' seams
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
+
+    def close_on_exit(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Have :meth:`aclose` await ``close``: for what a part built and owns (a pool,
+        a client), whoever built the services cannot know it exists."""
+        self._closers.append(close)
+
+    async def aclose(self) -> None:
+        """Await every registered close, newest first; one failing does not stop the rest
+        (a pool left open leaks sockets until the process ends)."""
+        closers, self._closers = self._closers[::-1], []
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a service failed at shutdown")
 
 
 def services_of(request: Request) -> Services:
@@ -150,6 +170,7 @@ async def open_services(
         else:
             banks = bank_clients(profiles, http)
         services = Services(settings, router, custody, banks)
+        stack.push_async_callback(services.aclose)  # before the router and clients close
         if isinstance(services.banks, BankDirectory):
             # Imported here: the Link layer builds on this module (it needs Services).
             from aggregator.link.wiring import install

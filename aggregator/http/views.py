@@ -120,6 +120,14 @@ class AccountOut:
     currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
     mask: str | None
     balance: BalanceOut | None
+    next_sync_allowed_at: datetime | None = field(metadata=rules(
+        description="When this account's own rate budget (unattended reads of its balances "
+                    "and of its transactions per rolling 24 hours) next allows a read; the "
+                    "time of the request when it is now. A sync of the connection also "
+                    "needs the connection's `next_sync_allowed_at`. Plaid counts calls per "
+                    "item, so a Plaid connection's accounts show the connection's time. "
+                    "`null` when the connection is not `active`.",
+    ))
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,10 @@ from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.tokens import CredentialBusy, mark_reauth_required, persist_refresh
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
+from aggregator.worker.egress import refresh_refused
 from aggregator.worker.lease import Lease, mark, release, reread
 from aggregator.worker.metrics import WorkerMetrics
-from connectors import BankProtocolError, BankUnavailable, GrantRevoked, TokenSet
+from connectors import BankProtocolError, BankUnavailable, EgressRefused, GrantRevoked, TokenSet
 from vault import WrappedKey
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,8 @@ async def _call(ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker
     except GrantRevoked:
         breaker.success()  # the bank answered properly: it is up
         return await _grant_refused(ctx, region, lease, claimed)
+    except EgressRefused:  # our policy, not the bank: aggregator.worker.egress
+        return await refresh_refused(ctx, region, lease, claimed)
     except BankUnavailable as exc:
         return await _back_off(ctx, region, lease, claimed, breaker, exc.retry_after,
                                maybe_sent=_maybe_rotated(exc), outcome=_unavailable(exc))

@@ -41,7 +41,7 @@ from aggregator.datakeys import (
     rewrap_data_keys,
     rewrap_region_secrets,
 )
-from aggregator.errors import GatewayError
+from aggregator.errors import LeaseHeld  # re-exported: the CLI and tests import it here
 from aggregator.models import KekRotation
 from aggregator.models.base import table_of, utcnow
 from aggregator.store import RegionRouter
@@ -98,18 +98,6 @@ class RewrapTotals:
         self.skipped += outcome.skipped
         self.read += outcome.read
         self.failed += outcome.failed
-
-
-class LeaseHeld(GatewayError):
-    """Raised when another process holds the region's rotation lease (a worker rotating
-    or rewrapping, or another ``aggregator keys`` command)."""
-
-    code = "rotation_in_progress"
-
-    def __init__(self, region: str, owner: str | None, until: datetime | None) -> None:
-        when = f" until {until:%Y-%m-%d %H:%M:%S} UTC" if until else ""
-        super().__init__(f"region {region}: {owner or 'another process'} is rotating or "
-                         f"rewrapping its KEK{when}; try again then")
 
 
 async def status_of(provider: KeyProvider) -> KekStatus:

@@ -15,15 +15,26 @@ claiming worker dies before syncing, the connection is due again one interval la
 (its unit stays spent; the bank may have counted the call). The sync itself
 (:class:`~aggregator.sync.Syncer`) runs after the claim commits, with no lock held
 across the bank calls.
+
+Plaid connections (``bank_id`` :data:`~aggregator.sync.banks.PLAID_BANK_ID`) of a region
+with Plaid set up are scheduled the same way, under the region's Plaid policy
+(:meth:`~aggregator.sync.BankDirectory.plaid_policy`): webhooks may be lost or late, and
+a scheduled sync is what catches up. Plaid's ``/transactions/sync`` is one item-level
+call, so their spends are about the connection as a whole (``accounts=()``), as the
+webhook path's are (:mod:`aggregator.plaid.apply`).
+
+A sync the egress policy refused marks the connection ``status_reason``
+``egress_refused`` (:mod:`aggregator.worker.egress`); the next successful one clears it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from sqlalchemy import ColumnElement, and_, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,12 +52,16 @@ from aggregator.sync import (
     lock_connection,
     spend,
 )
+from aggregator.sync.banks import PLAID_BANK_ID
 from aggregator.sync.budget import limit_for
-from connectors import ConnectorError, SyncPolicy
+from aggregator.worker.egress import clear_refused, mark_refused
+from connectors import ConnectorError, EgressRefused, SyncPolicy
 
 log = logging.getLogger(__name__)
 
-ACTOR = "worker:sync_schedule"
+#: The audit trail's actor (a closed set, :data:`aggregator.audit.SYSTEM_ACTORS`): a
+#: name outside it made the real Syncer's audit record refuse every scheduled sync.
+ACTOR: Final = "worker"
 
 
 class ConnectionSync(Protocol):
@@ -76,14 +91,23 @@ class SyncSchedule:
     async def run_once(self, stop: asyncio.Event, *, now: datetime | None = None) -> int:
         synced = 0
         for region in self.router.regions:
-            for bank_id in self.banks.bank_ids(region):
-                policy = self.banks.profile(bank_id).sync
+            for bank_id, policy, accounts in self.targets(region):
                 for connection_id in await self.due(region, bank_id, policy, now or utcnow()):
                     if stop.is_set():
                         return synced
-                    if await self.sync_one(region, connection_id, policy, now=now):
+                    if await self.sync_one(region, connection_id, policy, now=now,
+                                           accounts=accounts):
                         synced += 1
         return synced
+
+    def targets(self, region: str) -> Iterator[tuple[str, SyncPolicy, Collection[str] | None]]:
+        """(bank id, its policy, the ledgers a sync spends as in
+        :func:`~aggregator.sync.budget.ledgers`) of every bank ``region``'s connections use."""
+        for bank_id in self.banks.bank_ids(region):
+            if not self.banks.is_plaid(bank_id):  # a profile may not pose as Plaid
+                yield bank_id, self.banks.profile(bank_id).sync, None
+        if region in self.banks.plaid_regions():
+            yield PLAID_BANK_ID, self.banks.plaid_policy(region), ()
 
     async def due(self, region: str, bank_id: str, policy: SyncPolicy, now: datetime
                   ) -> list[str]:
@@ -101,19 +125,28 @@ class SyncSchedule:
             )).scalars())
 
     async def sync_one(self, region: str, connection_id: str, policy: SyncPolicy, *,
-                       now: datetime | None = None) -> bool:
-        """Claim and sync one connection; False if it was not due any more, or failed."""
-        if not await self._claim(region, connection_id, policy, now or utcnow()):
+                       now: datetime | None = None,
+                       accounts: Collection[str] | None = None) -> bool:
+        """Claim and sync one connection; False if it was not due any more, or failed.
+
+        ``accounts`` as in :func:`~aggregator.sync.budget.ledgers`: ``()`` for Plaid.
+        """
+        if not await self._claim(region, connection_id, policy, now or utcnow(), accounts):
             return False
         try:
             await self.syncer.sync(ConnectionId(connection_id), actor=ACTOR)
         except ConnectorError as exc:  # recorded on sync_states.last_error by the Syncer
             log.warning("scheduled sync of %s failed: %s", connection_id, exc.code)
+            if isinstance(exc, EgressRefused):  # configuration, not an outage
+                async with self.router.session(region) as session, session.begin():
+                    await mark_refused(session, connection_id)
             return False
+        async with self.router.session(region) as session, session.begin():
+            await clear_refused(session, connection_id)
         return True
 
     async def _claim(self, region: str, connection_id: str, policy: SyncPolicy,
-                     now: datetime) -> bool:
+                     now: datetime, accounts: Collection[str] | None) -> bool:
         interval = timedelta(hours=policy.interval_hours)
         async with self.router.session(region) as session, session.begin():
             connection = await lock_connection(session, connection_id, skip_locked=True)
@@ -123,7 +156,7 @@ class SyncSchedule:
                 return False
             try:
                 await spend(session, connection, policy, now=now, reason=SCHEDULED,
-                            metrics=self.metrics)
+                            accounts=accounts, metrics=self.metrics)
             except BudgetExhausted as exc:
                 log.info("scheduled sync of %s waits for its budget until %s",
                          connection_id, exc.next_allowed_at.isoformat())

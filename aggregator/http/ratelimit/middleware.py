@@ -53,7 +53,8 @@ from aggregator.settings import RateLimit, RateLimitSettings, Settings
 
 log = logging.getLogger(__name__)
 
-#: ``Services.extra`` key of the process's :class:`BucketStore`; built on first use if absent.
+#: ``Services.extra`` key of the process's :class:`BucketStore`; built on first use if absent
+#: (and then closed with the services; one a test put there stays the test's).
 STORE_KEY = "rate_limit_store"
 _GATE = "rate_limit_gate"
 _DECISION = "rate_limit_decision"
@@ -185,6 +186,7 @@ class RateLimitMiddleware:
         if store is None:
             store = open_store(self.settings, services)
             services.extra[STORE_KEY] = store
+            services.close_on_exit(store.close)  # a Redis pool would leak its sockets
         try:
             level = await store.take(region, f"{route_class.value}:{bucket}", limit)
         except RateLimitStoreUnavailable as exc:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import InvalidCursor
+from aggregator.http.routes.connections import sync_policy
 from aggregator.http.routes.owned import owned_account, owned_connection, transaction_view
 from aggregator.http.routing import ApiRoute, Call, Operation
+from aggregator.http.services import Services
 from aggregator.http.views import (
     AccountList,
     AccountOut,
@@ -21,8 +24,10 @@ from aggregator.http.views import (
     TransactionPage,
     TransactionSync,
 )
-from aggregator.models import Account, Balance, Transaction
+from aggregator.models import Account, Balance, Connection, ConnectionStatus, Transaction
+from aggregator.models.base import utcnow
 from aggregator.store import changes_since
+from aggregator.sync import BankDirectory, account_allowed_at, next_allowed_at
 
 CONNECTION_ID = {"id": "A connection id (`con_<region>_…`)."}
 ACCOUNT_ID = {"id": "An account id (`acc_<region>_…`)."}
@@ -33,17 +38,35 @@ UNDATED = date(9999, 12, 31)
 async def get_accounts(call: Call) -> AccountList:
     connection_id, region = call.path_id("id", "con")
     async with call.services.router.reader(region) as session:
-        await owned_connection(session, connection_id, call.caller)
+        connection = await owned_connection(session, connection_id, call.caller)
         rows = (await session.execute(
             select(Account, Balance)
             .outerjoin(Balance, Balance.account_id == Account.id)
             .where(Account.connection_id == connection_id)
             .order_by(Account.created_at, Account.id)
         )).all()
-    return AccountList([_account(account, balance) for account, balance in rows])
+        allowed = await _allowed_at(session, call.services, connection, region,
+                                    [account.id for account, _ in rows])
+    return AccountList([_account(account, balance, allowed.get(account.id))
+                        for account, balance in rows])
 
 
-def _account(account: Account, balance: Balance | None) -> AccountOut:
+async def _allowed_at(session: AsyncSession, services: Services, connection: Connection,
+                      region: str, accounts: list[str]) -> dict[str, datetime]:
+    """Per account, when its ledgers next allow an on-demand read (none if not active)."""
+    if connection.status is not ConnectionStatus.ACTIVE:
+        return {}
+    policy = sync_policy(services, connection.bank_id, region)
+    now = utcnow()
+    if isinstance(services.banks, BankDirectory) and services.banks.is_plaid(connection.bank_id):
+        # Plaid's calls are item-level: the accounts share the connection's ledgers.
+        at = await next_allowed_at(session, connection.id, policy, now, accounts=())
+        return dict.fromkeys(accounts, at)
+    return await account_allowed_at(session, connection.id, policy, now)
+
+
+def _account(account: Account, balance: Balance | None, allowed: datetime | None
+             ) -> AccountOut:
     return AccountOut(
         id=account.id, connection_id=account.connection_id, name=account.name,
         type=account.type, currency=account.currency, mask=account.masked_identifier,
@@ -51,6 +74,7 @@ def _account(account: Account, balance: Balance | None) -> AccountOut:
             current=balance.current, available=balance.available,
             credit_limit=balance.credit_limit, currency=balance.currency, as_of=balance.as_of,
         ),
+        next_sync_allowed_at=allowed,
     )
 
 

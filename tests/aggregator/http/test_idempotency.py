@@ -146,9 +146,10 @@ async def test_a_client_error_is_kept_and_replayed(
     replay = await api.post("/v1/users", json=body, headers=_key("dup-again"))
     assert replay.status_code == 409
     again = replay.json()
-    # The original problem, naming the retry's request id (as its X-Request-Id does).
-    assert again.pop("request_id") == replay.headers["x-request-id"] != first.pop("request_id")
-    assert again == first
+    # The original problem, but naming the retry's request id (RFC 9457 §3.2), as its
+    # X-Request-Id header does; the first request's id is in the replay's log line.
+    assert again.pop("request_id") == replay.headers["x-request-id"] != first["request_id"]
+    assert again == {k: v for k, v in first.items() if k != "request_id"}
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.headers["content-type"] == "application/problem+json"
 
@@ -254,6 +255,44 @@ async def test_a_key_in_progress_is_a_409_with_retry_after_until_its_lock_expire
     replay = await api.post("/v1/users", content=body, headers=headers)
     assert replay.content == taken.content
     assert await count_rows(region_router, User) == {"eu": 1, "us": 0}
+
+
+
+def _key_outcomes(exposition: str) -> dict[str, float]:
+    found = {}
+    for line in exposition.splitlines():
+        if line.startswith("aggregator_idempotency_keys_total{"):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.split('"')[1]] = float(value)
+    return found
+
+
+async def test_replays_and_refusals_are_counted_on_metrics(
+    api: httpx.AsyncClient, services: Services, custody: dict[str, RegionCustody],
+    app_id: ApplicationId, make_app: AppFactory,
+) -> None:
+    make_app()  # a second app in the process: its own registry, no duplicate series
+    assert _key_outcomes((await api.get("/metrics")).text) == {
+        "replayed": 0.0, "in_use": 0.0, "reused": 0.0}
+    body = {"external_id": "counted", "region": "eu"}
+    assert (await api.post("/v1/users", json=body, headers=_key("c-1"))).status_code == 201
+    for _ in range(2):
+        replay = await api.post("/v1/users", json=body, headers=_key("c-1"))
+        assert replay.headers["idempotent-replayed"] == "true"
+    other = await api.post("/v1/users", json={**body, "external_id": "x"}, headers=_key("c-1"))
+    assert_problem(other, 422, "idempotency_key_reused")
+    hasher = custody["eu"].hasher
+    raw = b'{"external_id":"busy","region":"eu"}'
+    held = await store_of(services).claim(
+        "eu", app_id, key_digest(hasher, app_id, "c-2"),
+        fingerprint(hasher, app_id, "POST", "/v1/users", "", raw.decode()), request_id="r")
+    assert isinstance(held, Claimed)
+    busy = await api.post("/v1/users", content=raw,
+                          headers={**_key("c-2"), "Content-Type": "application/json"})
+    assert_problem(busy, 409, "idempotency_key_in_use")
+
+    assert _key_outcomes((await api.get("/metrics")).text) == {
+        "replayed": 2.0, "in_use": 1.0, "reused": 1.0}
 
 
 # -- scope and expiry ------------------------------------------------------------

@@ -7,19 +7,23 @@ variants talk to the real server at 127.0.0.1:6379 under a key prefix of their o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import ip_network
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import select
 from starlette.applications import Starlette
 
 from aggregator.applications import create_application
+from aggregator.custody import RegionCustody
 from aggregator.http import Services, create_app
 from aggregator.http.ratelimit import STORE_KEY
 from aggregator.http.ratelimit.redis_store import RedisBuckets
+from aggregator.http.services import open_services
 from aggregator.http.serving import bind, serving
 from aggregator.ids import ApplicationId, new_id, new_secret
 from aggregator.link.wiring import install
@@ -34,7 +38,7 @@ from aggregator.settings import (
 from aggregator.store import RegionRouter
 from tests.aggregator._logs import LogLines
 from tests.aggregator.http._helpers import assert_problem
-from tests.aggregator.http._ratelimit import redis_limits
+from tests.aggregator.http._ratelimit import REDIS_URL, redis_limits
 from tests.aggregator.http.conftest import GATEWAY
 from tests.aggregator.http.test_ratelimit_stores import socket_closed
 
@@ -302,3 +306,33 @@ async def test_an_address_flooding_bad_keys_is_refused_before_any_lookup(
     async with region_router.reader("eu") as session:
         rows = (await session.execute(select(RateLimitBucket.bucket))).scalars().all()
     assert sum(r.startswith("unauthenticated:ip:") for r in rows) == 1
+
+
+@pytest.mark.redis
+@pytest.mark.filterwarnings("ignore::aggregator.keyring.LocalKeyringInProductionWarning")
+async def test_the_redis_store_the_limiter_built_is_closed_with_the_services(
+    settings: Settings, custody: dict[str, RegionCustody], api_key: str,
+    redis_limits: RateLimitSettings,
+) -> None:
+    on_redis = limited(settings, redis_limits, read=RateLimit(4, SLOW))
+    async with open_services(on_redis) as services:
+        async with client(create_app(on_redis, services=services), api_key) as api:
+            assert (await api.get(missing_user())).status_code == 404
+        store = services.extra[STORE_KEY]
+        assert isinstance(store, RedisBuckets)  # built by the limiter on first use
+        connection_id = await store.client.client_id()
+        assert connection_id in await _redis_client_ids()
+    # The server sees the pool's connection go (bounded wait: it notices asynchronously).
+    for _ in range(40):
+        if connection_id not in await _redis_client_ids():
+            break
+        await asyncio.sleep(0.05)
+    assert connection_id not in await _redis_client_ids()
+
+
+async def _redis_client_ids() -> set[int]:
+    observer = aioredis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        return {int(c["id"]) for c in await observer.client_list()}
+    finally:
+        await observer.aclose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -10,8 +10,12 @@ from sqlalchemy import update
 
 from aggregator.http.cursors import encode_cursor
 from aggregator.http.views import AccountList, TransactionPage, TransactionSync
+from aggregator.ids import ConnectionId
 from aggregator.models import Balance, Transaction
+from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter, take_change_seqs
+from aggregator.sync import spend_for_sync
+from connectors import SyncPolicy
 from tests.aggregator._factories import Linked, LinkFactory, TransactionFactory
 from tests.aggregator.http._helpers import assert_problem, parsed
 
@@ -46,6 +50,39 @@ async def test_accounts_come_with_their_balance(
     raw = (await api.get(path)).json()["data"][0]
     assert raw["balance"]["current"] == "1204.5000"  # money travels as an exact string
     assert "DE89" not in (await api.get(path)).text  # the full IBAN stays sealed
+
+
+async def test_accounts_say_when_their_own_budget_next_allows_a_read(
+    api: httpx.AsyncClient, make_linked: LinkFactory, region_router: RegionRouter,
+) -> None:
+    linked = await make_linked("eu")  # the sandbox profile: 4 reads a day per ledger
+    path = f"/v1/connections/{linked.connection.id}/accounts"
+    before = utcnow()
+    (account,) = parsed(AccountList, await api.get(path)).data
+    assert account.next_sync_allowed_at is not None
+    assert before <= account.next_sync_allowed_at <= utcnow()  # now: within budget
+    connection_id = ConnectionId(linked.connection.id)
+
+    # Four calls about the connection as a whole spend none of the account's ledgers...
+    for minutes in range(4, 0, -1):
+        await spend_for_sync(region_router, connection_id, SyncPolicy(), reason="webhook",
+                             accounts=(), now=before - timedelta(minutes=minutes))
+    (account,) = parsed(AccountList, await api.get(path)).data
+    assert account.next_sync_allowed_at is not None
+    assert account.next_sync_allowed_at <= utcnow()
+    connection = (await api.get(f"/v1/connections/{connection_id}")).json()
+    assert datetime.fromisoformat(connection["next_sync_allowed_at"]) > utcnow()
+    # ...four reads of the account do: it waits for the oldest to leave the 24 h window.
+    for minutes in range(4, 0, -1):
+        await spend_for_sync(region_router, connection_id, SyncPolicy(), reason="on_demand",
+                             accounts=[linked.account.id],
+                             now=before - timedelta(minutes=minutes))
+    (account,) = parsed(AccountList, await api.get(path)).data
+    assert account.next_sync_allowed_at == before - timedelta(minutes=4) + timedelta(hours=24)
+
+    assert (await api.delete(f"/v1/connections/{connection_id}")).status_code == 200
+    (account,) = parsed(AccountList, await api.get(path)).data
+    assert account.next_sync_allowed_at is None  # a revoked connection does not sync
 
 
 async def test_transactions_page_newest_first_with_opaque_cursors(

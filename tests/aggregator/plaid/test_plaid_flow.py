@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,14 +26,16 @@ from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
 from aggregator.http import Services, create_app
 from aggregator.http.serving import base_url, bind, serving
+from aggregator.ids import ConnectionId
 from aggregator.link.wiring import install
 from aggregator.models import Credential, PlaidWebhookEvent, SyncSpend, SyncState
 from aggregator.models.base import utcnow
 from aggregator.plaid.wiring import install_plaid_webhooks
 from aggregator.settings import PlaidRegion, Settings
 from aggregator.store import RegionRouter
-from aggregator.sync import BankDirectory, Syncer
+from aggregator.sync import BankDirectory, Syncer, spend_for_sync
 from aggregator.worker.plaid import PlaidSweep
+from aggregator.worker.sync_schedule import SyncSchedule
 from connectors import EgressPolicy, PlaidConfig, PlaidEnvironment, SyncPolicy
 from tests.aggregator._logs import LogLines, json_log_lines
 from tests.connectors.plaid.fake_plaid import (
@@ -367,3 +370,75 @@ async def test_another_application_cannot_finish_the_session(
     assert missing.json()["errors"][0]["pointer"] == "#/public_token"
     done = await gw.api.post("/v1/plaid/exchange", json=body)
     assert done.status_code == 200, done.text
+
+
+async def test_scheduled_sync_covers_plaid_connections_within_their_budget(
+    plaid_gateway: PlaidGateway,
+) -> None:
+    gw = plaid_gateway
+    connection_id = await gw.link(await gw.user())  # Link's own sync: synced just now
+    assert gw.sweep.banks is not None
+    assert gw.sweep.syncer is not None
+    schedule = SyncSchedule(gw.router, gw.sweep.banks, gw.sweep.syncer)
+    policy = gw.sweep.banks.plaid_policy("us")
+    assert (policy.interval_hours, policy.daily_budget, policy.reserve) == (6, 10, 1)
+    interval = timedelta(hours=policy.interval_hours)
+    calls = len(_cursors(gw.plaid))
+    start = utcnow()
+
+    assert await schedule.run_once(asyncio.Event(), now=start) == 0  # not yet due
+    gw.plaid.pages = [{"added": [plaid_transaction("t-1", 3.0)]}]
+    due = start + interval + timedelta(minutes=1)
+    assert await schedule.run_once(asyncio.Event(), now=due) == 1
+    assert len(_cursors(gw.plaid)) == calls + 1  # one item-level /transactions/sync
+    assert [t["amount"] for t in (await _app_sync(gw, connection_id))["added"]] == [
+        "-3.0000"]  # Plaid: positive = money out
+
+    async def spends() -> list[tuple[str, str, str]]:
+        async with gw.router.reader("us") as session:
+            rows = await session.execute(
+                select(SyncSpend.account_id, SyncSpend.data_type, SyncSpend.reason)
+                .order_by(SyncSpend.spent_at, SyncSpend.data_type))
+            return [(a, t.value, r) for a, t, r in rows]
+
+    # Spent about the item as a whole, as the webhook path spends: no per-account ledger.
+    assert await spends() == [("", "accounts", "scheduled"), ("", "transactions", "scheduled")]
+    assert await schedule.run_once(asyncio.Event(), now=due) == 0  # synced: not due
+
+    # Seven more units spent on demand leave 8 of 10 spent; one scheduled sync takes the
+    # ninth, and the tenth is the reserve: the next due pass leaves it for a webhook.
+    for minutes in range(7):
+        await spend_for_sync(gw.router, ConnectionId(connection_id), policy,
+                             reason="on_demand", accounts=(),
+                             now=due + timedelta(minutes=2 + minutes))
+    later = due + interval + timedelta(minutes=10)  # past the interval after the last spend
+    assert await schedule.run_once(asyncio.Event(), now=later) == 1
+    latest = later + interval
+    assert await schedule.run_once(asyncio.Event(), now=latest) == 0
+    assert [r for _, t, r in await spends() if t == "transactions"].count("scheduled") == 2
+    await spend_for_sync(gw.router, ConnectionId(connection_id), policy, reason="webhook",
+                         accounts=(), now=latest)
+
+
+async def test_a_plaid_connections_accounts_share_its_item_level_budget(
+    plaid_gateway: PlaidGateway,
+) -> None:
+    gw = plaid_gateway
+    connection_id = await gw.link(await gw.user())
+    path = f"/v1/connections/{connection_id}/accounts"
+
+    def allowed(answer: httpx.Response) -> set[str]:
+        assert answer.status_code == 200, answer.text
+        return {a["next_sync_allowed_at"] for a in answer.json()["data"]}
+
+    (now,) = allowed(await gw.api.get(path))  # two accounts, one time: within budget
+    assert datetime.fromisoformat(now) <= utcnow()
+    start = utcnow()
+    for minutes in range(10, 0, -1):  # the region's Plaid budget: 10 item-level calls
+        await spend_for_sync(gw.router, ConnectionId(connection_id), SyncPolicy(daily_budget=10),
+                             reason="on_demand", accounts=(),
+                             now=start - timedelta(minutes=minutes))
+    (later,) = allowed(await gw.api.get(path))
+    connection = (await gw.api.get(f"/v1/connections/{connection_id}")).json()
+    assert later == connection["next_sync_allowed_at"]
+    assert datetime.fromisoformat(later) == start - timedelta(minutes=10) + timedelta(hours=24)
