@@ -34,6 +34,7 @@ from aggregator.worker.plaid import PlaidSweep
 from aggregator.worker.refresh import CrashPoints, RefreshContext
 from aggregator.worker.runner import Worker, WorkerConfig, default_owner
 from aggregator.worker.sync_schedule import SyncSchedule
+from aggregator.worker.transport import ShardedTransport
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
     if options.metrics_port is not None:
         metrics.serve(options.metrics_port)
     profiles = check_profiles(settings)
-    limits = httpx.Limits(max_connections=config.concurrency,
-                          max_keepalive_connections=config.concurrency)
     # Every refresh in flight may hold a database connection: a pool smaller than the
     # concurrency opens and closes overflow connections all the time, and a PostgreSQL
     # connection costs a server process (measured: the worker's main cost).
@@ -74,7 +73,9 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
         custody = await open_custody(router, settings)
         for keys in custody.values():
             stack.callback(keys.close)
-        http = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+        # Keep-alive connections for every refresh in flight, in pools of a few each.
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(transport=ShardedTransport(config.concurrency)))
         ctx = RefreshContext(
             router=router, custody=custody, banks=BankDirectory(profiles, http),
             metrics=metrics, owner=options.owner or default_owner(),

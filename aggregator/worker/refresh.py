@@ -1,13 +1,16 @@
 """Refreshing one leased credential: mark, call the bank, persist or back off or resolve.
 
-The rotated tokens are stored by :func:`aggregator.sync.tokens.persist_refresh`, the
-same compare-and-set the sync job uses: one transaction writes the sealed tokens, the
-new expiry and the next ``refresh_due_at`` and ends the lease, and only if the row is
-still at the version this worker claimed.
+The rotated tokens are stored by :func:`aggregator.sync.tokens.persist_refreshes`, the
+same compare-and-set the sync job uses: the sealed tokens, the new expiry and the next
+``refresh_due_at`` are written and the lease ends, only if the row is still at the
+version this worker claimed. The worker's :class:`~aggregator.worker.commit.Committer`
+commits the refreshes that finish together in one transaction (each row still its own
+compare-and-set).
 
 Crash safety, and the window that remains
 -----------------------------------------
-``refresh_started_at`` is committed before the request leaves (:func:`mark_in_flight`).
+``refresh_started_at`` is committed before the request leaves: by the lease itself
+(``lease_batch(mark_in_flight=True)``), or by :func:`mark_in_flight`.
 A worker that later leases a row still carrying it knows the previous holder died (or
 timed out) with a request possibly at the bank. It does not know whether the bank
 rotated. It presents the stored refresh token exactly once:
@@ -22,11 +25,11 @@ What cannot be recovered: a process that dies (or stalls past its lease) *after*
 bank rotated the token and *before* the commit. The new refresh token existed only in
 that process's memory; at a strict bank (reuse detection) presenting the old one
 revokes the grant, so the resolution ends in ``reauth_required`` — correctly flagged,
-but the user must re-consent. The window is one commit long (a few ms) for crashes; for
-stalls it needs a pause longer than the lease (60 s by default, six times the OAuth
-client's 10 s timeout). Closing it needs the bank's help (a reuse grace period) or a
-durable journal of token responses written before the commit, which would just move
-the same window to that journal's write.
+but the user must re-consent. For crashes the window is the wait for the group commit
+(at most two commits, a few ms); for stalls it needs a pause longer than the lease (60 s
+by default, six times the OAuth client's 10 s timeout). Closing it needs the bank's help
+(a reuse grace period) or a durable journal of token responses written before the
+commit, which would just move the same window to that journal's write.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ from aggregator.models import Credential
 from aggregator.models.base import table_of, utcnow
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.tokens import CredentialBusy, mark_reauth_required, persist_refresh
+from aggregator.sync.tokens import Rotation, mark_reauth_required
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
+from aggregator.worker.commit import Committer
 from aggregator.worker.lease import Lease, mark, release, reread
 from aggregator.worker.metrics import WorkerMetrics
 from connectors import BankProtocolError, BankUnavailable, GrantRevoked, TokenSet
@@ -64,8 +68,11 @@ log = logging.getLogger(__name__)
 _credentials = table_of(Credential)
 
 #: Fault injection for the crash tests: ``point:n`` SIGKILLs the process the n-th time
-#: it passes ``point`` (``after_mark``: in flight, request not sent; ``after_bank``: the
-#: bank answered, nothing committed). Never set in production.
+#: it passes ``point``: ``after_lease`` (a batch leased and marked in flight, nothing
+#: sent), ``after_mark`` (one credential about to be sent), ``after_bank`` (the bank
+#: answered, nothing committed), ``before_commit`` (a batch of rotations written, its
+#: transaction not committed), ``after_commit`` (one credential's tokens committed).
+#: Never set in production.
 CRASH_ENV = "AGGREGATOR_WORKER_CRASH_AT"
 
 
@@ -110,6 +117,13 @@ class RefreshContext:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     calling: dict[str, int] = field(default_factory=dict)
+    committer: Committer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.committer = Committer(
+            self.router, self.custody, max_interval=self.max_interval,
+            before_commit=lambda: self.crash.reached("before_commit"),
+        )
 
     def breaker(self, bank: str) -> Breaker:
         found = self.breakers.get(bank)
@@ -175,10 +189,14 @@ def _done(ctx: RefreshContext, bank: str, outcome: str) -> str:
 async def _call(ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker) -> str:
     custody = ctx.custody[region]
     credential = lease.credential
-    # One transaction loads the data key and commits the in-flight mark.
-    async with ctx.router.session(region) as session, session.begin():
-        key = await custody.data_keys.load(session, credential.user_id)
-        claimed = await mark(session, lease, now=utcnow())
+    key, claimed = lease.key, lease.claimed  # type: WrappedKey | None, int | None
+    if key is None or not lease.marked:
+        # The lease did not do it: one transaction loads the data key (DataKeyDestroyed
+        # if the user was erased) and commits the in-flight mark.
+        async with ctx.router.session(region) as session, session.begin():
+            key = await custody.data_keys.load(session, credential.user_id)
+            if not lease.marked:
+                claimed = await mark(session, lease, now=utcnow())
     if claimed is None:
         return "lease_lost"
     refresh_token = await custody.sealer.open_from(key, credential, "refresh_token_sealed")
@@ -215,13 +233,9 @@ async def _persist(
     key: WrappedKey, breaker: Breaker,
 ) -> str:
     breaker.success()
-    try:
-        await asyncio.shield(persist_refresh(
-            ctx.router, ctx.custody[region], key, lease.credential, claimed, tokens,
-            max_interval=ctx.max_interval,
-        ))
-    except CredentialBusy:
+    if not await ctx.committer.persist(region, Rotation(lease.credential, claimed, tokens, key)):
         return "lease_lost"
+    ctx.crash.reached("after_commit")
     return "ok"
 
 

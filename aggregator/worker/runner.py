@@ -88,6 +88,8 @@ class Worker:
             await stop.wait()
         finally:
             await self._shutdown([*loops, stats], jobs)
+            # Refreshes cancelled while their rotation waited still get it committed.
+            await self.ctx.committer.drain()
 
     async def _shutdown(
         self, loops: list[asyncio.Task[None]], jobs: Sequence[asyncio.Task[None]] = ()
@@ -123,11 +125,14 @@ class Worker:
                 leases = await lease_batch(
                     self.ctx.router, region, self.ctx.owner, now=utcnow(), limit=limit,
                     lease_for=self.config.lease_for,
-                    exclude_banks=self.ctx.unavailable_banks(),
+                    exclude_banks=self.ctx.unavailable_banks(), mark_in_flight=True,
+                    keys=self.ctx.custody[region].data_keys,
                 )
             except Exception:
                 log.exception("worker: leasing in region %s failed", region)
                 leases = []
+            if leases:
+                self.ctx.crash.reached("after_lease")
             for lease in leases:
                 self._start(region, lease)
             if len(leases) < limit:
