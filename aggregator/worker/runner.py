@@ -1,16 +1,20 @@
 """The worker's main loop: lease per region, refresh concurrently, stop gracefully.
 
 One :class:`Worker` per process serves every configured region. Each region has a
-leasing loop; all regions share the global concurrency bound (``concurrency`` credentials
-leased and in work at once), and each bank has its own bound and breaker
-(:class:`~aggregator.worker.refresh.RefreshContext`). A bank whose breaker is open or
-whose slots are all taken is left out of the next lease query, so its due credentials
-stay in the table for a worker that can serve them instead of occupying slots here.
+leasing loop; all regions share the global concurrency bound (``concurrency`` refreshes
+in flight at once), and each bank has its own bound and breaker
+(:class:`~aggregator.worker.refresh.RefreshContext`). The loops lease up to one
+``batch`` ahead of the free slots and only in batches of at least a quarter of
+``batch``: leasing each freed slot on its own cost a lease transaction per credential.
+A bank whose breaker is open or whose slots are all taken is left out of the next lease
+query, so its due credentials stay in the table for a worker that can serve them
+instead of occupying slots here.
 
 Shutdown (:meth:`Worker.run` returns when ``stop`` is set): leasing stops at once, work
 in flight gets until ``shutdown_timeout`` minus a grace second to finish, then is
 cancelled; a cancelled refresh hands its row back (still marked in flight if its request
-may have reached the bank), so nothing waits for the lease to expire.
+may have reached the bank), and so does a leased credential still waiting for a slot,
+at once, so nothing waits for the lease to expire.
 
 Beside the leasing loops, each :class:`~aggregator.worker.jobs.PeriodicJob` (erasure,
 Plaid webhooks, outbox delivery) runs in a loop of its own: bounded passes, the stop
@@ -30,7 +34,7 @@ from datetime import timedelta
 
 from aggregator.models.base import utcnow
 from aggregator.worker.jobs import PeriodicJob, run_periodically
-from aggregator.worker.lease import Lease, backlog, lease_batch
+from aggregator.worker.lease import Lease, backlog, lease_batch, release
 from aggregator.worker.refresh import RefreshContext, refresh_leased
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ class WorkerConfig:
     """How one worker process paces itself; every duration in seconds."""
 
     concurrency: int = 16  # FINDINGS: one httpx client tops out near 1,000 round trips/s
+    #: Credentials per lease transaction; up to one batch is leased ahead of free slots.
     batch: int = 32
     lease_seconds: float = 60.0  # far above the OAuth client's 10 s timeout
     poll_seconds: float = 1.0
@@ -75,6 +80,8 @@ class Worker:
         self.config = config
         self.jobs = tuple(jobs)
         self._tasks: set[asyncio.Task[str]] = set()
+        self._calling: set[asyncio.Task[str]] = set()  # holding a slot
+        self._slots = asyncio.Semaphore(config.concurrency)
         self._slot_freed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -106,6 +113,8 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
         budget = max(deadline - loop.time(), 0.1)
+        for waiting in self._tasks - self._calling:
+            waiting.cancel()  # leased ahead, never sent: handed back now
         if self._tasks:
             log.info("worker stopping: %d refreshes in flight", len(self._tasks))
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
@@ -116,8 +125,8 @@ class Worker:
 
     async def _lease_loop(self, region: str, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            free = self.config.concurrency - len(self._tasks)
-            if free <= 0:
+            free = self.config.concurrency + self.config.batch - len(self._tasks)
+            if free < max(self.config.batch // 4, 1):
                 await self._wait(stop, self._slot_freed)
                 continue
             limit = min(self.config.batch, free)
@@ -163,6 +172,17 @@ class Worker:
 
     async def _refresh(self, region: str, lease: Lease) -> str:
         try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            # Never sent: the row goes back as it was leased (a dead worker's mark stays).
+            await asyncio.shield(release(
+                self.ctx.router, region, lease.credential.id, lease.claimed, due_at=utcnow(),
+                keep_in_flight=lease.in_flight_before, failed=False))
+            raise
+        task = asyncio.current_task()
+        assert task is not None
+        self._calling.add(task)
+        try:
             return await refresh_leased(self.ctx, region, lease)
         except asyncio.CancelledError:
             raise
@@ -171,6 +191,9 @@ class Worker:
             log.exception("credential %s: refresh failed unexpectedly", lease.credential.id)
             self.ctx.metrics.outcome(lease.bank_id, "error")
             return "error"
+        finally:
+            self._calling.discard(task)
+            self._slots.release()
 
     def _finished(self, task: asyncio.Task[str]) -> None:
         self._tasks.discard(task)
