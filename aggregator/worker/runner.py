@@ -103,6 +103,10 @@ class Worker:
     ) -> None:
         for task in loops:
             task.cancel()
+        await asyncio.sleep(0)  # refreshes created just now start (a task cancelled
+        # before its first step would skip the handler that hands its lease back)
+        for waiting in self._tasks - self._calling:
+            waiting.cancel()  # leased ahead, never sent: handed back now, no new bank call
         await asyncio.gather(*loops, return_exceptions=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(self.config.shutdown_timeout - 1.0, 0.1)
@@ -113,8 +117,6 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
         budget = max(deadline - loop.time(), 0.1)
-        for waiting in self._tasks - self._calling:
-            waiting.cancel()  # leased ahead, never sent: handed back now
         if self._tasks:
             log.info("worker stopping: %d refreshes in flight", len(self._tasks))
             _, pending = await asyncio.wait(set(self._tasks), timeout=budget)
