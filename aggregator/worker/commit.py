@@ -48,17 +48,16 @@ class Committer:
         self, router: RegionRouter, custody: Mapping[str, RegionCustody], *,
         max_interval: timedelta | None, max_batch: int = 64,
         before_commit: Callable[[], None] | None = None,
+        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self._router = router
         self._custody = custody
         self._max_interval = max_interval
         self._max_batch = max_batch
         self._before_commit = before_commit
+        self._on_commit = on_commit
         self._queues: dict[str, list[_Waiting]] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}
-        #: Transactions committed and rows they carried, for the batching metric and tests.
-        self.commits = 0
-        self.committed_rows = 0
 
     async def persist(self, region: str, rotation: Rotation) -> bool:
         """Whether ``rotation`` was stored (False: its lease was lost or its user erased).
@@ -113,8 +112,7 @@ class Committer:
             log.warning("committing %d refreshed credentials together failed; "
                         "committing each on its own", len(rotations), exc_info=True)
             return [await self._commit_one(custody, rotation) for rotation in rotations]
-        self.commits += 1
-        self.committed_rows += sum(1 for ok in stored if ok is True)
+        self._committed(sum(1 for ok in stored if ok is True))
         return stored
 
     async def _commit_one(self, custody: RegionCustody, rotation: Rotation) -> bool | Exception:
@@ -123,6 +121,9 @@ class Committer:
                                                max_interval=self._max_interval)
         except Exception as exc:
             return exc
-        self.commits += 1
-        self.committed_rows += int(stored)
+        self._committed(int(stored))
         return stored
+
+    def _committed(self, rows: int) -> None:
+        if self._on_commit is not None:
+            self._on_commit(rows)

@@ -102,7 +102,8 @@ def _jobs(
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
                      batch=config.batch),
     ]
-    outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch)
+    outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch,
+                        metrics=ctx.metrics)
     if outbox is not None:
         jobs.append(outbox)
     return jobs

@@ -123,6 +123,7 @@ class RefreshContext:
         self.committer = Committer(
             self.router, self.custody, max_interval=self.max_interval,
             before_commit=lambda: self.crash.reached("before_commit"),
+            on_commit=self.metrics.committed_batch,
         )
 
     def breaker(self, bank: str) -> Breaker:

@@ -30,14 +30,19 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aggregator.models.base import utcnow
 from aggregator.worker.jobs import PeriodicJob, run_periodically
 from aggregator.worker.lease import Lease, backlog, lease_batch, release
+from aggregator.worker.outbox import pending
 from aggregator.worker.refresh import RefreshContext, refresh_leased
 
 log = logging.getLogger(__name__)
+
+
+def _age(now: datetime, since: datetime | None) -> float:
+    return max((now - since).total_seconds(), 0.0) if since is not None else 0.0
 
 
 def default_owner() -> str:
@@ -203,14 +208,21 @@ class Worker:
         self._slot_freed.set()
 
     async def _stats_loop(self, regions: tuple[str, ...], stop: asyncio.Event) -> None:
+        """The gauges that need a query, every ``stats_seconds`` (never per scrape): each
+        query walks an index (``refresh_due_at``, ``next_attempt_at``) over due rows only."""
+        metrics = self.ctx.metrics
         while not stop.is_set():
             for region in regions:
-                with contextlib.suppress(Exception):
+                try:
                     now = utcnow()
                     found = await backlog(self.ctx.router, region, now)
-                    self.ctx.metrics.backlog.labels(region).set(found.due)
-                    age = (now - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
-                    self.ctx.metrics.oldest_due.labels(region).set(age)
+                    metrics.backlog.labels(region).set(found.due)
+                    metrics.oldest_due.labels(region).set(_age(now, found.oldest_due_at))
+                    waiting = await pending(self.ctx.router, region)
+                    metrics.outbox_depth.labels(region).set(waiting.events)
+                    metrics.outbox_oldest.labels(region).set(_age(now, waiting.oldest_created_at))
+                except Exception:
+                    log.warning("worker: stats query in region %s failed", region, exc_info=True)
             await self._sleep(stop, self.config.stats_seconds)
 
     @staticmethod

@@ -141,6 +141,7 @@ async def post_sync(call: Call) -> SyncOut:
         await spend_for_sync(services.router, ConnectionId(connection_id),
                              sync_policy(services, connection.bank_id), reason="on_demand")
     except BudgetExhausted as exc:
+        call.request.app.state.metrics.sync_budget_exhausted.labels(connection.bank_id).inc()
         raise SyncBudgetExhausted(
             str(exc), extra={"next_sync_allowed_at": exc.next_allowed_at.isoformat()},
             headers={"Retry-After": str(exc.retry_after)},

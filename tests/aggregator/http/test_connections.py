@@ -139,6 +139,10 @@ async def test_a_burst_of_syncs_stops_at_the_bank_budget_with_429_and_retry_afte
     got = parsed(ConnectionOut, await api.get(f"/v1/connections/{linked.connection.id}"))
     first = min(datetime.fromisoformat(r.json()["next_sync_allowed_at"]) for r in refused)
     assert got.next_sync_allowed_at == first
+    # Operators see the refusals as rate-budget exhaustion, per bank.
+    metrics = (await api.get("/metrics")).text
+    assert 'aggregator_sync_budget_exhausted_total{bank="sandbox"} 3.0' in metrics
+    assert 'aggregator_refresh_due_backlog{region="eu"}' in metrics
 
 
 async def test_next_sync_allowed_at_is_now_with_budget_and_null_when_revoked(
