@@ -116,7 +116,12 @@ class RefreshContext:
     rng: random.Random = field(default_factory=random.SystemRandom)
     breakers: dict[str, Breaker] = field(default_factory=dict)
     gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    calling: dict[str, int] = field(default_factory=dict)
+    calling: dict[str, int] = field(default_factory=dict)  # holding the bank's gate
+    queued: dict[str, int] = field(default_factory=dict)  # leased, not yet finished
+    #: The process-wide bound on bank calls in flight (set by the Worker; None: none).
+    slots: asyncio.Semaphore | None = None
+    #: Refreshes waiting for a slot: nothing sent yet (shutdown hands them back).
+    waiting: set[asyncio.Task[object]] = field(default_factory=set)
     committer: Committer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -139,12 +144,50 @@ class RefreshContext:
         return found
 
     def unavailable_banks(self) -> set[str]:
-        """Banks not to lease for now: breaker open, or all their slots taken."""
+        """Banks not to lease for now: breaker open (or its probe taken), or as many of
+        its credentials in work as it may have calls in flight and, while closed, as
+        many again waiting (leased ahead, so a slot never waits for a lease query)."""
         out = set()
         for bank, breaker in self.breakers.items():
-            if breaker.allowance(self.per_bank) <= self.calling.get(bank, 0):
+            allowance = breaker.allowance(self.per_bank)
+            ahead = self.per_bank if allowance == self.per_bank else 0
+            if self.queued.get(bank, 0) >= allowance + ahead:
                 out.add(bank)
         return out
+
+
+class _Slot:
+    """One refresh's place: a process-wide slot, then the bank's gate. The gate goes as
+    soon as the bank answered (the next call to that bank may leave while this one
+    commits); the process-wide slot is held until the commit, so no more than
+    ``concurrency`` answered refreshes are ever uncommitted (what a crash can lose)."""
+
+    def __init__(self, ctx: RefreshContext, bank: str) -> None:
+        self._ctx, self._bank = ctx, bank
+        self._global = self._gate = False
+
+    async def acquire(self) -> None:
+        ctx = self._ctx
+        if ctx.slots is not None:
+            await ctx.slots.acquire()
+            self._global = True
+        await ctx.gate(self._bank).acquire()
+        self._gate = True
+        ctx.calling[self._bank] = ctx.calling.get(self._bank, 0) + 1
+
+    def release_gate(self) -> None:
+        ctx = self._ctx
+        if self._gate:
+            self._gate = False
+            ctx.calling[self._bank] -= 1
+            ctx.gate(self._bank).release()
+
+    def release(self) -> None:
+        ctx = self._ctx
+        self.release_gate()
+        if self._global and ctx.slots is not None:
+            self._global = False
+            ctx.slots.release()
 
 
 async def on_reauth_required(
@@ -166,18 +209,34 @@ async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
     """Refresh one leased credential; returns the outcome (a :data:`metrics.OUTCOMES`)."""
     bank = lease.bank_id
     breaker = ctx.breaker(bank)
-    async with ctx.gate(bank):
+    slot = _Slot(ctx, bank)
+    task: asyncio.Task[object] | None = asyncio.current_task()
+    ctx.queued[bank] = ctx.queued.get(bank, 0) + 1
+    try:
+        if task is not None:
+            ctx.waiting.add(task)
+        try:
+            await slot.acquire()
+        except asyncio.CancelledError:
+            slot.release()
+            # Never sent: the row goes back as it was leased (a dead worker's mark stays).
+            await asyncio.shield(release(
+                ctx.router, region, lease.credential.id, lease.claimed, due_at=utcnow(),
+                keep_in_flight=lease.in_flight_before, failed=False))
+            raise
+        finally:
+            if task is not None:
+                ctx.waiting.discard(task)
         if breaker.state is not BreakerState.CLOSED and not breaker.begin_probe():
             wait = max(breaker.reopens_in(), ctx.breaker_cool_down / 4)
             await release(ctx.router, region, lease.credential.id, lease.claimed,
                           due_at=utcnow() + timedelta(seconds=wait * ctx.rng.uniform(1, 1.5)),
                           keep_in_flight=lease.in_flight_before, failed=False)
             return _done(ctx, bank, "breaker_open")
-        ctx.calling[bank] = ctx.calling.get(bank, 0) + 1
-        try:
-            outcome = await _call(ctx, region, lease, breaker)
-        finally:
-            ctx.calling[bank] -= 1
+        outcome = await _call(ctx, region, lease, breaker, slot)
+    finally:
+        slot.release()
+        ctx.queued[bank] -= 1
     return _done(ctx, bank, outcome)
 
 
@@ -187,7 +246,9 @@ def _done(ctx: RefreshContext, bank: str, outcome: str) -> str:
     return outcome
 
 
-async def _call(ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker) -> str:
+async def _call(
+    ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker, slot: _Slot
+) -> str:
     custody = ctx.custody[region]
     credential = lease.credential
     key, claimed = lease.key, lease.claimed  # type: WrappedKey | None, int | None
@@ -220,11 +281,13 @@ async def _call(ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker
                                maybe_sent=True, outcome="protocol_error")
     except BaseException:
         # Cancelled (shutdown) or a bug: hand the row back, still marked if it left.
-        await asyncio.shield(release(ctx.router, region, credential.id, claimed,
-                                     due_at=utcnow(), keep_in_flight=sent, failed=False))
+        await asyncio.shield(release(
+            ctx.router, region, credential.id, claimed, due_at=utcnow(),
+            keep_in_flight=sent or lease.in_flight_before, failed=False))
         raise
     finally:
         ctx.metrics.latency.labels(lease.bank_id).observe(time.perf_counter() - started)
+    slot.release_gate()  # the bank answered: its next call may go while this one commits
     ctx.crash.reached("after_bank")
     return await _persist(ctx, region, lease, claimed, tokens, key, breaker)
 

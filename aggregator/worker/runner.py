@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 from aggregator.models.base import utcnow
 from aggregator.worker.jobs import PeriodicJob, run_periodically
-from aggregator.worker.lease import Lease, backlog, lease_batch, release
+from aggregator.worker.lease import Lease, backlog, lease_batch
 from aggregator.worker.outbox import pending
 from aggregator.worker.refresh import RefreshContext, refresh_leased
 
@@ -85,9 +85,8 @@ class Worker:
         self.config = config
         self.jobs = tuple(jobs)
         self._tasks: set[asyncio.Task[str]] = set()
-        self._calling: set[asyncio.Task[str]] = set()  # holding a slot
-        self._slots = asyncio.Semaphore(config.concurrency)
         self._slot_freed = asyncio.Event()
+        ctx.slots = asyncio.Semaphore(config.concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
         regions = self.ctx.router.regions
@@ -110,7 +109,7 @@ class Worker:
             task.cancel()
         await asyncio.sleep(0)  # refreshes created just now start (a task cancelled
         # before its first step would skip the handler that hands its lease back)
-        for waiting in self._tasks - self._calling:
+        for waiting in self.ctx.waiting & self._tasks:
             waiting.cancel()  # leased ahead, never sent: handed back now, no new bank call
         await asyncio.gather(*loops, return_exceptions=True)
         loop = asyncio.get_running_loop()
@@ -179,17 +178,6 @@ class Worker:
 
     async def _refresh(self, region: str, lease: Lease) -> str:
         try:
-            await self._slots.acquire()
-        except asyncio.CancelledError:
-            # Never sent: the row goes back as it was leased (a dead worker's mark stays).
-            await asyncio.shield(release(
-                self.ctx.router, region, lease.credential.id, lease.claimed, due_at=utcnow(),
-                keep_in_flight=lease.in_flight_before, failed=False))
-            raise
-        task = asyncio.current_task()
-        assert task is not None
-        self._calling.add(task)
-        try:
             return await refresh_leased(self.ctx, region, lease)
         except asyncio.CancelledError:
             raise
@@ -198,9 +186,6 @@ class Worker:
             log.exception("credential %s: refresh failed unexpectedly", lease.credential.id)
             self.ctx.metrics.outcome(lease.bank_id, "error")
             return "error"
-        finally:
-            self._calling.discard(task)
-            self._slots.release()
 
     def _finished(self, task: asyncio.Task[str]) -> None:
         self._tasks.discard(task)
