@@ -4,8 +4,12 @@ Setup: a fresh PostgreSQL database (dropped at the end), one region, the sandbox
 its own process (own core, own GIL), credentials holding real tokens the bank issued,
 sealed through the custody sealer. For each bank latency (50 ms, then none):
 
-(a) the bank's raw token-endpoint capacity: one direct httpx client, the workers' total
-    concurrency, each request a valid refresh (rotating chains);
+(a) the bank's raw token-endpoint capacity: direct httpx clients in the workers' layout
+    (``--workers`` processes at ``--concurrency`` each, the worker's own transport), each
+    request a valid refresh (rotating chains), nothing else. The bank's and the clients'
+    CPU use are printed with it, to show which side set the figure (one client process
+    at the total concurrency measured the client, not the bank: ~90 % of its core at
+    no latency, the bank at ~20 %);
 (b) the worker end to end: ``--workers`` ``aggregator worker`` processes refreshing every
     due credential (lease, unseal, in-flight mark, refresh, seal, commit);
 (c) the simple alternative: a sequential loop with authlib's httpx client, no database.
@@ -44,13 +48,14 @@ from aggregator.applications import create_application
 from aggregator.custody import RegionCustody, region_custody
 from aggregator.datakeys import SealLedger
 from aggregator.ids import ApplicationId, new_id
-from aggregator.models import Connection, ConnectionStatus, Credential
+from aggregator.models import Connection, ConnectionStatus, Credential, SyncState
 from aggregator.sandbox import DEV_CLIENT_ID, DEV_CLIENT_SECRET, Faults, SandboxBank, SandboxConfig
 from aggregator.sandbox.store import IssuedTokens
 from aggregator.settings import RegionSettings, Settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.users import create_user
 from aggregator.worker.lease import lease_batch, lease_query
+from connectors.egress.sharded import ShardedTransport
 from vault import Envelope, LocalKeyringConfig, open_provider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +98,11 @@ class BankProcess:
     def call(self, command: str, arg: object = None) -> Any:
         self.pipe.send((command, arg))
         return self.pipe.recv()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the bank process used so far (all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         self.call("stop")
@@ -169,28 +179,64 @@ async def seed(router: RegionRouter, custody: RegionCustody, app: ApplicationId,
                                                session=session)
                 await custody.sealer.seal_into(key, credential, "refresh_token_sealed", refresh,
                                                session=session)
-                session.add_all([connection, credential])
+                # Synced just now: the workers' scheduled sync leaves them alone, so (b)
+                # measures refreshing only.
+                session.add_all([connection, credential, SyncState(
+                    connection_id=connection.id, user_id=user.id, last_synced_at=now)])
 
 
 # -- (a) raw capacity, (b) worker, (c) naive ------------------------------------------
 
-async def raw_capacity(bank: BankProcess, n: int, concurrency: int) -> float:
-    tokens = [r for _, r in bank.call("issue", concurrency)]
-    done = 0
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=bank.url, limits=limits, timeout=30) as http:
-        async def chain(refresh: str) -> None:
-            nonlocal done
-            while done < n:
-                done += 1
-                answer = await http.post("/token", auth=(DEV_CLIENT_ID, DEV_CLIENT_SECRET), data={
-                    "grant_type": "refresh_token", "refresh_token": refresh})
-                answer.raise_for_status()
-                refresh = answer.json()["refresh_token"]
+def _client_main(url: str, tokens: list[str], n: int, start_at: float, out: Any) -> None:
+    """One client process of (a): ``len(tokens)`` rotating chains until ``n`` requests."""
+    async def run() -> tuple[float, float, float]:
+        done = 0
+        transport = ShardedTransport(len(tokens))  # the worker's own client configuration
+        async with httpx.AsyncClient(base_url=url, transport=transport, timeout=30) as http:
+            async def chain(refresh: str) -> None:
+                nonlocal done
+                while done < n:
+                    done += 1
+                    answer = await http.post("/token", auth=(DEV_CLIENT_ID, DEV_CLIENT_SECRET),
+                                             data={"grant_type": "refresh_token",
+                                                   "refresh_token": refresh})
+                    answer.raise_for_status()
+                    refresh = answer.json()["refresh_token"]
 
-        start = time.perf_counter()
-        await asyncio.gather(*(chain(t) for t in tokens))
-        return n / (time.perf_counter() - start)
+            await asyncio.sleep(max(start_at - time.time(), 0))
+            began, cpu = time.time(), time.process_time()
+            await asyncio.gather(*(chain(t) for t in tokens))
+            return began, time.time(), time.process_time() - cpu
+
+    out.send(asyncio.run(run()))
+
+
+async def raw_capacity(
+    bank: BankProcess, n: int, processes: int, concurrency: int
+) -> tuple[float, str]:
+    """Requests/s of ``processes`` direct clients at ``concurrency`` each (the workers'
+    layout), and how busy the bank and the clients were meanwhile."""
+    ctx = mp.get_context("spawn")
+    start_at = time.time() + 3.0  # every client imported and connected by then
+    pipes, procs = [], []
+    for _ in range(processes):
+        tokens = [r for _, r in bank.call("issue", concurrency)]
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_client_main,
+                           args=(bank.url, tokens, n // processes, start_at, theirs))
+        proc.start()
+        pipes.append(ours)
+        procs.append(proc)
+    await asyncio.sleep(max(start_at - time.time() - 0.5, 0))
+    bank_cpu = bank.cpu_seconds()
+    results = [await asyncio.to_thread(pipe.recv) for pipe in pipes]
+    bank_cpu = bank.cpu_seconds() - bank_cpu
+    for proc in procs:
+        proc.join(30)
+    wall = max(r[1] for r in results) - min(r[0] for r in results)
+    busy = (f"bank {100 * bank_cpu / wall:.0f}% of a core, clients "
+            + "+".join(f"{100 * r[2] / wall:.0f}%" for r in results))
+    return (n // processes) * processes / wall, busy
 
 
 async def naive(bank: BankProcess, n: int) -> float:
@@ -300,22 +346,24 @@ async def run(args: argparse.Namespace, url: str, directory: Path, bank: BankPro
                                        ledger)
         app, _ = await create_application(router, "Bench", ["https://bench.test/cb"])
         config = write_config(directory, url, bank.url)
-        concurrency = args.workers * args.concurrency
         results: dict[str, float] = {}
         rss = 0.0
         for label, latency in (("latency", 0.05), ("cpu", 0.0)):
             bank.call("faults", Faults(latency=latency))
-            capacity = await raw_capacity(bank, args.raw, concurrency)
+            capacity, busy = await raw_capacity(bank, args.raw, args.workers, args.concurrency)
             simple = await naive(bank, args.naive if latency else args.naive * 3)
             async with router.session("eu") as session, session.begin():
                 await session.execute(delete(Credential))
+                await session.execute(delete(SyncState))
                 await session.execute(delete(Connection))
             await seed(router, custody, app, bank.call("issue", args.credentials))
+            bank_cpu, wall = bank.cpu_seconds(), time.perf_counter()
             rate, peak = await worker_rate(router, config, args.credentials, args.workers,
                                            args.concurrency)
+            bank_busy = 100 * (bank.cpu_seconds() - bank_cpu) / (time.perf_counter() - wall)
             rss = max(rss, peak)
-            print(f"[{label}] bank capacity {capacity:.0f}/s, worker {rate:.0f}/s, "
-                  f"naive {simple:.0f}/s", flush=True)
+            print(f"[{label}] bank capacity {capacity:.0f}/s ({busy}), worker {rate:.0f}/s "
+                  f"(bank {bank_busy:.0f}% of a core), naive {simple:.0f}/s", flush=True)
             results[f"capacity_{label}"], results[f"worker_{label}"] = capacity, rate
             results[f"naive_{label}"] = simple
         async with router.reader("eu") as session:

@@ -8,6 +8,10 @@ the label ``unmatched``, so a scanner probing random paths cannot blow up the se
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,7 +24,16 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from aggregator.models.base import utcnow
+from aggregator.store import RegionRouter
+from aggregator.worker.lease import backlog
+from aggregator.worker.outbox import pending
+
+log = logging.getLogger(__name__)
+
 UNMATCHED = "unmatched"
+#: The fleet gauges (backlog, outbox) are re-read at most this often.
+FLEET_SECONDS = 15.0
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Latency buckets around what one core serves (FINDINGS: ~0.1 ms per request at best),
 # up to the bank round trips behind DELETE and sync.
@@ -49,6 +62,47 @@ class HttpMetrics:
             "aggregator_http_requests_in_flight", "Requests being served",
             registry=self.registry,
         )
+
+        # What the workers have left to do, seen from the gateway (one scrape target for
+        # the whole fleet): refreshed at most every FLEET_SECONDS, however often scraped.
+        self.due_backlog = Gauge(
+            "aggregator_refresh_due_backlog", "Credentials due for refresh and not leased",
+            ["region"], registry=self.registry,
+        )
+        self.oldest_due = Gauge(
+            "aggregator_refresh_oldest_due_age_seconds",
+            "How overdue the most overdue credential is", ["region"], registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "aggregator_outbox_depth", "Outbound events waiting for a delivery attempt",
+            ["region"], registry=self.registry,
+        )
+        self._fleet_at = -FLEET_SECONDS
+        self._fleet_lock = asyncio.Lock()
+
+    async def refresh_fleet(self, router: RegionRouter) -> None:
+        """Re-read the fleet gauges if they are older than :data:`FLEET_SECONDS`.
+
+        Each query walks an index over due rows only (``refresh_due_at``,
+        ``next_attempt_at``); a region whose database fails keeps its last values.
+        """
+        async with self._fleet_lock:
+            if time.monotonic() - self._fleet_at < FLEET_SECONDS:
+                return
+            self._fleet_at = time.monotonic()
+            for region in router.regions:
+                try:
+                    now = utcnow()
+                    found = await backlog(router, region, now)
+                    waiting = await pending(router, region)
+                except Exception:
+                    log.warning("metrics: fleet gauges of region %s failed", region,
+                                exc_info=True)
+                    continue
+                self.due_backlog.labels(region).set(found.due)
+                overdue = (now - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
+                self.oldest_due.labels(region).set(max(overdue, 0.0))
+                self.outbox_depth.labels(region).set(waiting.events)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"

@@ -4,8 +4,9 @@ Two hooks enforce it, so no code path relies on convention:
 
 - a ``before_flush`` listener on every :class:`RegionSession` checks each new and
   changed ORM object before any SQL is emitted, and names the object at fault;
-- a ``before_execute`` listener on each region's engine checks every Core ``INSERT`` and
-  ``UPDATE`` (the bulk paths, which never flush) against the engine's region.
+- a ``before_cursor_execute`` listener on each region's engine checks every ``INSERT``
+  and ``UPDATE`` (the Core and bulk paths, which never flush) against the engine's
+  region, before the statement reaches the database.
 
 Which columns to check comes from the metadata (``Column.info["region"]``, see
 :mod:`aggregator.models.base`), so a table added later is guarded without code here.
@@ -14,11 +15,12 @@ Which columns to check comes from the metadata (``Column.info["region"]``, see
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Column, Table, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, ExecutionContext
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Session, UOWTransaction, object_mapper
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.dml import Insert, Update
@@ -90,49 +92,60 @@ def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) 
 
 
 def install_engine_guard(engine: Engine, region: str) -> None:
-    """Check Core INSERT/UPDATE parameters on ``engine`` against ``region``."""
+    """Check Core INSERT/UPDATE parameters on ``engine`` against ``region``.
 
-    @event.listens_for(engine, "before_execute")
-    def _before_execute(
-        conn: Connection,
-        statement: Any,
-        multiparams: Any,
-        params: Mapping[str, Any],
-        _options: Any,
+    The check reads the parameters SQLAlchemy has already compiled for the statement
+    (``context.compiled_parameters``, every row of an executemany included) just before
+    the cursor runs it. Compiling each statement a second time to find its embedded
+    values took about a tenth of a refresh worker's CPU (bench/refresh_bench.py).
+    """
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_cursor_execute(
+        conn: Connection, _cursor: Any, _statement: str, _parameters: Any,
+        context: ExecutionContext | None, _executemany: bool,
     ) -> None:
+        if not isinstance(context, DefaultExecutionContext) or context.compiled is None:
+            return  # a textual statement: never a write of ours (migrations, SET, …)
+        compiled = context.compiled
+        statement = compiled.statement
         if not isinstance(statement, Insert | Update) or not isinstance(statement.table, Table):
             return
-        cols = _columns(statement.table)
-        if not cols:
-            return
-        rows = _parameter_sets(multiparams, params)
-        if not rows:
-            rows = [statement.compile(dialect=conn.dialect).params]
-        for row in rows:
-            _check_row(statement.table, cols, row, region)
+        if getattr(context, _CHECKED, False):
+            return  # one batch of an "insertmanyvalues" INSERT already checked them all
+        flags = _flags(statement.table)
+        if flags:
+            for row in context.compiled_parameters:
+                _check_row(statement.table.name, flags, row, region)
+        setattr(context, _CHECKED, True)
 
 
-def _parameter_sets(multiparams: Any, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    rows: list[Mapping[str, Any]] = [params] if params else []
-    for item in multiparams or ():
-        if isinstance(item, Mapping):
-            rows.append(item)
-        elif isinstance(item, Iterable) and not isinstance(item, str | bytes):
-            rows.extend(r for r in item if isinstance(r, Mapping))
-    return rows
+_CHECKED = "_aggregator_residency_checked"
 
 
 _MULTI_VALUES = re.compile(r"^(.*)_m\d+$")
 
 
+def _flags(table: Table) -> dict[str, tuple[str, RegionFlag]]:
+    """Bind-parameter key → (column name, flag) of ``table``'s region columns, cached."""
+    found = _flags_by_table.get(table.fullname)
+    if found is None:
+        found = _flags_by_table[table.fullname] = {
+            c.key: (c.name, flag) for c, flag in _columns(table)
+        }
+    return found
+
+
+_flags_by_table: dict[str, dict[str, tuple[str, RegionFlag]]] = {}
+
+
 def _check_row(
-    table: Table, cols: list[tuple[Column[Any], RegionFlag]], row: Mapping[str, Any], region: str
+    table: str, flags: Mapping[str, tuple[str, RegionFlag]], row: Mapping[str, Any], region: str
 ) -> None:
-    flags = {c.key: (c.name, flag) for c, flag in cols}
     for key, value in row.items():
         name = key if key in flags else None
         if name is None and (m := _MULTI_VALUES.match(key)) and m.group(1) in flags:
-            name = m.group(1)
+            name = m.group(1)  # a multi-row VALUES clause binds column_m1, column_m2, …
         if name is not None:
             column, flag = flags[name]
-            check_value(table.name, column, flag, value, region)
+            check_value(table, column, flag, value, region)

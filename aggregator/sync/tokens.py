@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
@@ -202,6 +203,19 @@ def _maybe_sent(exc: BaseException) -> bool:
     return isinstance(cause, httpx.TimeoutException | httpx.NetworkError)
 
 
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What a bank answered for one claimed credential, waiting to be stored.
+
+    ``claimed`` is the version the refresh owns; ``key`` the user's data key.
+    """
+
+    credential: Credential
+    claimed: int
+    tokens: TokenSet  # masks its tokens in repr
+    key: WrappedKey
+
+
 async def persist_refresh(
     router: RegionRouter,
     custody: RegionCustody,
@@ -221,53 +235,117 @@ async def persist_refresh(
     when the row is gone, or when the user's data key was destroyed: the last two are an
     erasure that ran while the bank answered, and must not be undone by this write.
     """
+    [stored] = await persist_refreshes(
+        router, custody, [Rotation(credential, claimed, tokens, key)], max_interval=max_interval
+    )
+    if not stored:
+        raise CredentialBusy(f"credential {credential.id}: refresh lease lost (or user erased)")
+
+
+async def persist_refreshes(
+    router: RegionRouter,
+    custody: RegionCustody,
+    rotations: Sequence[Rotation],
+    *,
+    max_interval: timedelta | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> list[bool]:
+    """:func:`persist_refresh` for several credentials in one transaction; which were stored.
+
+    Each row is still its own compare-and-set on its claimed version: a lost claim, a
+    deleted row or a destroyed data key (an erasure) writes nothing for that row and
+    does not hold back the others. One ``UPDATE`` is sent for the whole batch
+    (executemany); only when the database reports fewer rows than sent are the rows read
+    back to learn which ones took. ``before_commit`` runs after the writes, before the
+    commit (the worker's crash tests stop there).
+    """
     now = utcnow()
+    sealed: list[tuple[int, dict[str, object]]] = []
+    for i, rotation in enumerate(rotations):
+        try:
+            sealed.append((i, await _sealed_values(custody, rotation, now, max_interval)))
+        except DataKeyDestroyed:
+            # Erasure shredded the user's key while the bank answered: the user is gone, so
+            # the tokens must not be written back (there is nothing left to write them to).
+            log.warning("credential %s: data key destroyed before persisting (erased)",
+                        rotation.credential.id)
+    stored = [False] * len(rotations)
+    if not sealed:
+        return stored
+    sealed.sort(key=lambda item: rotations[item[0]].credential.id)  # one lock order for all
+    async with router.session(custody.region) as session, session.begin():
+        result = await session.execute(_STORE, [values for _, values in sealed])
+        if getattr(result, "rowcount", -1) == len(sealed):
+            for i, _ in sealed:
+                stored[i] = True
+        else:
+            written = await _written(session, [values for _, values in sealed])
+            for i, values in sealed:
+                stored[i] = values["b_id"] in written
+        if before_commit is not None:
+            before_commit()
+    for i, _ in sealed:
+        if not stored[i]:
+            # Our lease lapsed and someone else took the row, or erasure deleted it: never
+            # overwrite, never resurrect.
+            log.error("credential %s: refresh lease lost before persisting",
+                      rotations[i].credential.id)
+    return stored
+
+
+def _next_due(tokens: TokenSet, now: datetime, max_interval: timedelta | None) -> datetime | None:
     due = refresh_due_at(tokens.expires_at, now)
     if max_interval is not None:
         due = now + max_interval if due is None else min(due, now + max_interval)
-    try:
-        await _store_tokens(router, custody, key, credential, claimed, tokens, due, now)
-    except DataKeyDestroyed as exc:
-        # Erasure shredded the user's key while the bank answered: the user is gone, so
-        # the tokens must not be written back (there is nothing left to write them to).
-        log.warning("credential %s: data key destroyed before persisting (erased)",
-                    credential.id)
-        raise CredentialBusy(f"credential {credential.id}: its user was erased") from exc
+    return due
 
 
-async def _store_tokens(
-    router: RegionRouter, custody: RegionCustody, key: WrappedKey, credential: Credential,
-    claimed: int, tokens: TokenSet, due: datetime | None, now: datetime,
-) -> None:
-    c = _credentials.c
-    async with router.session(custody.region) as session, session.begin():
-        access = await custody.sealer.seal(
-            key, Field("credentials", "access_token_sealed", credential.id, credential.user_id),
-            tokens.access_token, session=session,
+async def _sealed_values(
+    custody: RegionCustody, rotation: Rotation, now: datetime, max_interval: timedelta | None
+) -> dict[str, object]:
+    """The parameters of :data:`_STORE` for one rotation; seals the new tokens."""
+    credential, tokens, key = rotation.credential, rotation.tokens, rotation.key
+    access = await custody.sealer.seal(
+        key, Field("credentials", "access_token_sealed", credential.id, credential.user_id),
+        tokens.access_token,
+    )
+    refresh = credential.refresh_token_sealed  # a bank that does not rotate keeps it
+    if tokens.refresh_token is not None:
+        refresh = await custody.sealer.seal(
+            key, Field("credentials", "refresh_token_sealed", credential.id, credential.user_id),
+            tokens.refresh_token,
         )
-        values: dict[str, object] = {
-            "access_token_sealed": access,
-            "access_expires_at": tokens.expires_at,
-            "refresh_due_at": due,
-            "lease_owner": None, "lease_expires_at": None, "refresh_started_at": None,
-            "attempts": 0, "version": claimed + 1, "updated_at": now,
-        }
-        if tokens.refresh_token is not None:
-            values["refresh_token_sealed"] = await custody.sealer.seal(
-                key,
-                Field("credentials", "refresh_token_sealed", credential.id, credential.user_id),
-                tokens.refresh_token, session=session,
-            )
-        if tokens.scope is not None:
-            values["scope"] = tokens.scope[:1024]
-        result = await session.execute(
-            update(_credentials).where(c.id == credential.id, c.version == claimed).values(values)
-        )
-        if getattr(result, "rowcount", 0) != 1:
-            # Our lease lapsed and someone else took the row, or erasure deleted it: never
-            # overwrite, never resurrect; the transaction (and its seals) rolls back.
-            log.error("credential %s: refresh lease lost before persisting", credential.id)
-            raise CredentialBusy(f"credential {credential.id}: refresh lease lost")
+    return {
+        "b_id": credential.id, "b_claimed": rotation.claimed, "b_version": rotation.claimed + 1,
+        "b_access": access, "b_refresh": refresh, "b_expires": tokens.expires_at,
+        "b_due": _next_due(tokens, now, max_interval),
+        "b_scope": credential.scope if tokens.scope is None else tokens.scope[:1024],
+        "b_now": now,
+    }
+
+
+_c = _credentials.c
+# The claimed version is the compare-and-set: a row leased or erased meanwhile is skipped.
+_STORE = (
+    update(_credentials)
+    .where(_c.id == bindparam("b_id"), _c.version == bindparam("b_claimed"))
+    .values(
+        access_token_sealed=bindparam("b_access"), refresh_token_sealed=bindparam("b_refresh"),
+        access_expires_at=bindparam("b_expires"), refresh_due_at=bindparam("b_due"),
+        scope=bindparam("b_scope"), lease_owner=None, lease_expires_at=None,
+        refresh_started_at=None, attempts=0, version=bindparam("b_version"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+async def _written(session: AsyncSession, batch: list[dict[str, object]]) -> set[object]:
+    """Which rows of ``batch`` hold this batch's access token now (its nonce is unique)."""
+    rows = (await session.execute(
+        select(_c.id, _c.access_token_sealed).where(_c.id.in_([v["b_id"] for v in batch]))
+    )).all()
+    ours = {v["b_id"]: v["b_access"] for v in batch}
+    return {row.id for row in rows if bytes(row.access_token_sealed) == ours.get(row.id)}
 
 
 async def _release(

@@ -27,9 +27,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aggregator.datakeys import DataKeys
 from aggregator.models import Connection, ConnectionStatus, Credential
 from aggregator.models.base import table_of
 from aggregator.store import RegionRouter
+from vault import WrappedKey
 
 _credentials = table_of(Credential)
 _connections = table_of(Connection)
@@ -43,6 +45,10 @@ class Lease:
     bank_id: str
     #: Another worker's refresh may have reached the bank (it died in flight).
     in_flight_before: bool
+    #: The in-flight mark was committed with the lease itself (``mark_in_flight=True``).
+    marked: bool = False
+    #: The user's data key, when the lease loaded it (None: not loaded, or erased).
+    key: WrappedKey | None = None
 
     @property
     def claimed(self) -> int:
@@ -56,11 +62,11 @@ def _free(now: datetime) -> ColumnElement[bool]:
 
 def lease_query(
     now: datetime, limit: int, exclude_banks: Collection[str] = ()
-) -> Select[tuple[str, str]]:
+) -> Select[tuple[str, str, datetime | None]]:
     """The ``SELECT`` that picks due, free credentials of active connections, oldest first."""
     c, k = _credentials.c, _connections.c
     query = (
-        select(c.id, k.bank_id)
+        select(c.id, k.bank_id, c.refresh_started_at)
         .join(_connections, k.id == c.connection_id)
         .where(c.refresh_due_at <= now, _free(now), k.status == ConnectionStatus.ACTIVE)
         .order_by(c.refresh_due_at)
@@ -74,30 +80,45 @@ def lease_query(
 
 async def lease_batch(
     router: RegionRouter, region: str, owner: str, *, now: datetime, limit: int,
-    lease_for: timedelta, exclude_banks: Collection[str] = (),
+    lease_for: timedelta, exclude_banks: Collection[str] = (), mark_in_flight: bool = False,
+    keys: DataKeys | None = None,
 ) -> list[Lease]:
-    """Lease up to ``limit`` due credentials for ``owner``, in one short transaction."""
+    """Lease up to ``limit`` due credentials for ``owner``, in one short transaction.
+
+    The refresh worker passes ``mark_in_flight=True`` and its region's ``keys``: the
+    in-flight mark (``refresh_started_at``) is then committed with the lease, before any
+    request can leave, and the batch's data keys are loaded in the same transaction,
+    instead of one more transaction per credential. A worker that dies between the
+    lease and the bank call leaves marks on rows it never sent: the next lessee treats
+    them as possibly in flight, which costs nothing (it presents the stored refresh
+    token once, as it would anyway) but counts them as takeovers.
+    """
     if limit <= 0:
         return []
     c = _credentials.c
-    expires = now + lease_for
+    values: dict[str, object] = {
+        "lease_owner": owner[:64], "lease_expires_at": now + lease_for,
+        "version": c.version + 1,
+    }
+    if mark_in_flight:
+        values["refresh_started_at"] = now
     async with router.session(region) as session, session.begin():
-        picked = (await session.execute(lease_query(now, limit, exclude_banks))).all()
+        picked = {row.id: row for row in
+                  (await session.execute(lease_query(now, limit, exclude_banks))).all()}
         if not picked:
             return []
-        banks = {row.id: row.bank_id for row in picked}
-        await session.execute(
-            update(_credentials)
-            .where(c.id.in_(list(banks)), _free(now))
-            .values(lease_owner=owner[:64], lease_expires_at=expires, version=c.version + 1)
-        )
         rows = (await session.execute(
-            select(Credential).where(
-                Credential.id.in_(list(banks)), Credential.lease_owner == owner[:64],
-                Credential.lease_expires_at == expires,
-            ).order_by(Credential.refresh_due_at)
+            update(Credential).where(Credential.id.in_(list(picked)), _free(now))
+            .values(values).returning(Credential),
+            execution_options={"synchronize_session": False},
         )).scalars().all()
-    return [Lease(row, banks[row.id], row.refresh_started_at is not None) for row in rows]
+        found = await keys.load_many(session, {r.user_id for r in rows}) if keys else {}
+    order = {cid: i for i, cid in enumerate(picked)}  # oldest due first, as picked
+    return [
+        Lease(row, picked[row.id].bank_id, picked[row.id].refresh_started_at is not None,
+              mark_in_flight, found.get(row.user_id))
+        for row in sorted(rows, key=lambda r: order[r.id])
+    ]
 
 
 async def mark_in_flight(

@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 #: What a refresh attempt can end as.
 OUTCOMES = ("ok", "invalid_grant", "unavailable", "rate_limited", "protocol_error",
-            "lease_lost", "breaker_open", "resolved_elsewhere", "error")
+            "lease_lost", "breaker_open", "resolved_elsewhere", "egress_refused", "error")
 _FAILURES = frozenset({"unavailable", "rate_limited", "protocol_error"})
 # Token endpoints answer in 50-500 ms (the issue's figures); timeouts are at 10 s.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -58,6 +58,22 @@ class WorkerMetrics:
                                   ["bank"], registry=r)
         self.in_flight = Gauge("aggregator_worker_in_flight", "Leased credentials in work",
                                registry=r)
+        self.outbox_depth = Gauge("aggregator_worker_outbox_depth",
+                                  "Outbound events waiting for a delivery attempt", ["region"],
+                                  registry=r)
+        self.outbox_oldest = Gauge("aggregator_worker_outbox_oldest_age_seconds",
+                                   "Age of the oldest outbound event still waiting", ["region"],
+                                   registry=r)
+        self.deliveries = Counter("aggregator_worker_outbox_deliveries",
+                                  "Outbound event delivery attempts by outcome (delivered, "
+                                  "failed, lost: the lease lapsed first)", ["outcome"],
+                                  registry=r)
+        self.commits = Counter("aggregator_worker_refresh_commits",
+                               "Transactions that stored refreshed tokens (group commits)",
+                               registry=r)
+        self.committed = Counter("aggregator_worker_refresh_committed",
+                                 "Credentials whose refreshed tokens those commits stored",
+                                 registry=r)
 
     def outcome(self, bank: str, outcome: str) -> None:
         self.refreshes.labels(bank, outcome).inc()
@@ -69,6 +85,17 @@ class WorkerMetrics:
             recent.append(failed)
             rate = sum(recent) / len(recent)
         self.error_budget.labels(bank).set(max(0.0, 1.0 - rate / self.budget))
+
+    def committed_batch(self, rows: int) -> None:
+        """One group commit of refreshed tokens, carrying ``rows`` credentials."""
+        self.commits.inc()
+        self.committed.inc(rows)
+
+    def delivered(self, delivered: int, failed: int, lost: int) -> None:
+        """Count one outbox pass's attempts."""
+        for outcome, n in (("delivered", delivered), ("failed", failed), ("lost", lost)):
+            if n:
+                self.deliveries.labels(outcome).inc(n)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` on a loopback port, from a daemon thread."""

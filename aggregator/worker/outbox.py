@@ -16,12 +16,17 @@ import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
 from aggregator.custody import RegionCustody
+from aggregator.models import OutboundEvent
+from aggregator.models.base import table_of
 from aggregator.store import RegionRouter
+from aggregator.worker.metrics import WorkerMetrics
 from connectors import EgressPolicy
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ class OutboxSweep:
     name: str = "outbox"
     #: The outbound policy each delivery's URL is checked against (``settings.egress``).
     policy: EgressPolicy = field(default_factory=EgressPolicy)
+    metrics: WorkerMetrics | None = None
 
     async def run_once(self, stop: asyncio.Event) -> int:
         if stop.is_set():
@@ -51,7 +57,30 @@ class OutboxSweep:
         # OUTBOX CALL SITE: the one call into aggregator.events.
         stats = await self.deliver_due(self.router, self.http, self.custody, owner=self.owner,
                                        limit=self.batch, policy=self.policy)
-        return int(getattr(stats, "delivered", 0))
+        delivered = int(getattr(stats, "delivered", 0))
+        if self.metrics is not None:
+            self.metrics.delivered(delivered, int(getattr(stats, "failed", 0)),
+                                   int(getattr(stats, "lost", 0)))
+        return delivered
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    events: int
+    oldest_created_at: datetime | None
+
+
+async def pending(router: RegionRouter, region: str) -> Pending:
+    """Events still to be delivered (``next_attempt_at`` set); walks that column's index."""
+    e = table_of(OutboundEvent).c
+    async with router.reader(region) as session:
+        row = (await session.execute(
+            select(func.count(), func.min(e.created_at)).where(e.next_attempt_at.is_not(None))
+        )).one()
+    oldest: datetime | None = row[1]
+    if isinstance(oldest, str):  # SQLite aggregates lose the column type
+        oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+    return Pending(int(row[0]), oldest)
 
 
 def find_deliver_due() -> Deliver | None:
@@ -70,6 +99,7 @@ def find_deliver_due() -> Deliver | None:
 def outbox_job(
     router: RegionRouter, http: httpx.AsyncClient, custody: Mapping[str, RegionCustody], *,
     owner: str, batch: int, policy: EgressPolicy | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> OutboxSweep | None:
     """The outbox pass if ``deliver_due`` exists, else None (logged)."""
     deliver = find_deliver_due()
@@ -77,4 +107,4 @@ def outbox_job(
         log.warning("worker: aggregator.events.deliver_due not found; no outbox delivery pass")
         return None
     return OutboxSweep(router, http, custody, f"outbox:{owner}"[:64], deliver, batch=batch,
-                       policy=policy or EgressPolicy())
+                       policy=policy or EgressPolicy(), metrics=metrics)

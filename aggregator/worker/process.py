@@ -65,8 +65,6 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
     if options.metrics_port is not None:
         metrics.serve(options.metrics_port)
     profiles = check_profiles(settings)
-    limits = httpx.Limits(max_connections=config.concurrency,
-                          max_keepalive_connections=config.concurrency)
     # Every refresh in flight may hold a database connection: a pool smaller than the
     # concurrency opens and closes overflow connections all the time, and a PostgreSQL
     # connection costs a server process (measured: the worker's main cost).
@@ -79,7 +77,12 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
         custody = await open_custody(router, settings)
         for keys in custody.values():
             stack.callback(keys.close)
-        http = await stack.enter_async_context(egress_client(settings.egress, limits=limits))
+        # Keep-alive connections for every refresh in flight, in guarded pools of a few
+        # each (connectors.egress.sharded: httpcore's per-request pool scan).
+        http = await stack.enter_async_context(
+            egress_client(settings.egress, sharded=True, limits=httpx.Limits(
+                max_connections=config.concurrency,
+                max_keepalive_connections=config.concurrency)))
         banks = BankDirectory(profiles, http, policy=settings.egress)
         stack.push_async_callback(banks.aclose)
         ctx = RefreshContext(
@@ -119,7 +122,7 @@ def _jobs(
                     KeyMetrics(ctx.metrics.registry), owner=ctx.owner),
     ]
     outbox = outbox_job(ctx.router, http, ctx.custody, owner=ctx.owner, batch=config.batch,
-                        policy=settings.egress)
+                        policy=settings.egress, metrics=ctx.metrics)
     if outbox is not None:
         jobs.append(outbox)
     return jobs

@@ -1,13 +1,16 @@
 """Refreshing one leased credential: mark, call the bank, persist or back off or resolve.
 
-The rotated tokens are stored by :func:`aggregator.sync.tokens.persist_refresh`, the
-same compare-and-set the sync job uses: one transaction writes the sealed tokens, the
-new expiry and the next ``refresh_due_at`` and ends the lease, and only if the row is
-still at the version this worker claimed.
+The rotated tokens are stored by :func:`aggregator.sync.tokens.persist_refreshes`, the
+same compare-and-set the sync job uses: the sealed tokens, the new expiry and the next
+``refresh_due_at`` are written and the lease ends, only if the row is still at the
+version this worker claimed. The worker's :class:`~aggregator.worker.commit.Committer`
+commits the refreshes that finish together in one transaction (each row still its own
+compare-and-set).
 
 Crash safety, and the window that remains
 -----------------------------------------
-``refresh_started_at`` is committed before the request leaves (:func:`mark_in_flight`).
+``refresh_started_at`` is committed before the request leaves: by the lease itself
+(``lease_batch(mark_in_flight=True)``), or by :func:`mark_in_flight`.
 A worker that later leases a row still carrying it knows the previous holder died (or
 timed out) with a request possibly at the bank. It does not know whether the bank
 rotated. It presents the stored refresh token exactly once:
@@ -22,11 +25,11 @@ What cannot be recovered: a process that dies (or stalls past its lease) *after*
 bank rotated the token and *before* the commit. The new refresh token existed only in
 that process's memory; at a strict bank (reuse detection) presenting the old one
 revokes the grant, so the resolution ends in ``reauth_required`` — correctly flagged,
-but the user must re-consent. The window is one commit long (a few ms) for crashes; for
-stalls it needs a pause longer than the lease (60 s by default, six times the OAuth
-client's 10 s timeout). Closing it needs the bank's help (a reuse grace period) or a
-durable journal of token responses written before the commit, which would just move
-the same window to that journal's write.
+but the user must re-consent. For crashes the window is the wait for the group commit
+(at most two commits, a few ms); for stalls it needs a pause longer than the lease (60 s
+by default, six times the OAuth client's 10 s timeout). Closing it needs the bank's help
+(a reuse grace period) or a durable journal of token responses written before the
+commit, which would just move the same window to that journal's write.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ from aggregator.models import Credential
 from aggregator.models.base import table_of, utcnow
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.tokens import CredentialBusy, mark_reauth_required, persist_refresh
+from aggregator.sync.tokens import Rotation, mark_reauth_required
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
+from aggregator.worker.commit import Committer
 from aggregator.worker.egress import refresh_refused
 from aggregator.worker.lease import Lease, mark, release, reread
 from aggregator.worker.metrics import WorkerMetrics
@@ -65,8 +69,11 @@ log = logging.getLogger(__name__)
 _credentials = table_of(Credential)
 
 #: Fault injection for the crash tests: ``point:n`` SIGKILLs the process the n-th time
-#: it passes ``point`` (``after_mark``: in flight, request not sent; ``after_bank``: the
-#: bank answered, nothing committed). Never set in production.
+#: it passes ``point``: ``after_lease`` (a batch leased and marked in flight, nothing
+#: sent), ``after_mark`` (one credential about to be sent), ``after_bank`` (the bank
+#: answered, nothing committed), ``before_commit`` (a batch of rotations written, its
+#: transaction not committed), ``after_commit`` (one credential's tokens committed).
+#: Never set in production.
 CRASH_ENV = "AGGREGATOR_WORKER_CRASH_AT"
 
 
@@ -110,7 +117,20 @@ class RefreshContext:
     rng: random.Random = field(default_factory=random.SystemRandom)
     breakers: dict[str, Breaker] = field(default_factory=dict)
     gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    calling: dict[str, int] = field(default_factory=dict)
+    calling: dict[str, int] = field(default_factory=dict)  # holding the bank's gate
+    queued: dict[str, int] = field(default_factory=dict)  # leased, not yet finished
+    #: The process-wide bound on bank calls in flight (set by the Worker; None: none).
+    slots: asyncio.Semaphore | None = None
+    #: Refreshes waiting for a slot: nothing sent yet (shutdown hands them back).
+    waiting: set[asyncio.Task[object]] = field(default_factory=set)
+    committer: Committer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.committer = Committer(
+            self.router, self.custody, max_interval=self.max_interval,
+            before_commit=lambda: self.crash.reached("before_commit"),
+            on_commit=self.metrics.committed_batch,
+        )
 
     def breaker(self, bank: str) -> Breaker:
         found = self.breakers.get(bank)
@@ -125,12 +145,50 @@ class RefreshContext:
         return found
 
     def unavailable_banks(self) -> set[str]:
-        """Banks not to lease for now: breaker open, or all their slots taken."""
+        """Banks not to lease for now: breaker open (or its probe taken), or as many of
+        its credentials in work as it may have calls in flight and, while closed, as
+        many again waiting (leased ahead, so a slot never waits for a lease query)."""
         out = set()
         for bank, breaker in self.breakers.items():
-            if breaker.allowance(self.per_bank) <= self.calling.get(bank, 0):
+            allowance = breaker.allowance(self.per_bank)
+            ahead = self.per_bank if allowance == self.per_bank else 0
+            if self.queued.get(bank, 0) >= allowance + ahead:
                 out.add(bank)
         return out
+
+
+class _Slot:
+    """One refresh's place: a process-wide slot, then the bank's gate. The gate goes as
+    soon as the bank answered (the next call to that bank may leave while this one
+    commits); the process-wide slot is held until the commit, so no more than
+    ``concurrency`` answered refreshes are ever uncommitted (what a crash can lose)."""
+
+    def __init__(self, ctx: RefreshContext, bank: str) -> None:
+        self._ctx, self._bank = ctx, bank
+        self._global = self._gate = False
+
+    async def acquire(self) -> None:
+        ctx = self._ctx
+        if ctx.slots is not None:
+            await ctx.slots.acquire()
+            self._global = True
+        await ctx.gate(self._bank).acquire()
+        self._gate = True
+        ctx.calling[self._bank] = ctx.calling.get(self._bank, 0) + 1
+
+    def release_gate(self) -> None:
+        ctx = self._ctx
+        if self._gate:
+            self._gate = False
+            ctx.calling[self._bank] -= 1
+            ctx.gate(self._bank).release()
+
+    def release(self) -> None:
+        ctx = self._ctx
+        self.release_gate()
+        if self._global and ctx.slots is not None:
+            self._global = False
+            ctx.slots.release()
 
 
 async def on_reauth_required(
@@ -152,18 +210,34 @@ async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
     """Refresh one leased credential; returns the outcome (a :data:`metrics.OUTCOMES`)."""
     bank = lease.bank_id
     breaker = ctx.breaker(bank)
-    async with ctx.gate(bank):
+    slot = _Slot(ctx, bank)
+    task: asyncio.Task[object] | None = asyncio.current_task()
+    ctx.queued[bank] = ctx.queued.get(bank, 0) + 1
+    try:
+        if task is not None:
+            ctx.waiting.add(task)
+        try:
+            await slot.acquire()
+        except asyncio.CancelledError:
+            slot.release()
+            # Never sent: the row goes back as it was leased (a dead worker's mark stays).
+            await asyncio.shield(release(
+                ctx.router, region, lease.credential.id, lease.claimed, due_at=utcnow(),
+                keep_in_flight=lease.in_flight_before, failed=False))
+            raise
+        finally:
+            if task is not None:
+                ctx.waiting.discard(task)
         if breaker.state is not BreakerState.CLOSED and not breaker.begin_probe():
             wait = max(breaker.reopens_in(), ctx.breaker_cool_down / 4)
             await release(ctx.router, region, lease.credential.id, lease.claimed,
                           due_at=utcnow() + timedelta(seconds=wait * ctx.rng.uniform(1, 1.5)),
                           keep_in_flight=lease.in_flight_before, failed=False)
             return _done(ctx, bank, "breaker_open")
-        ctx.calling[bank] = ctx.calling.get(bank, 0) + 1
-        try:
-            outcome = await _call(ctx, region, lease, breaker)
-        finally:
-            ctx.calling[bank] -= 1
+        outcome = await _call(ctx, region, lease, breaker, slot)
+    finally:
+        slot.release()
+        ctx.queued[bank] -= 1
     return _done(ctx, bank, outcome)
 
 
@@ -173,13 +247,19 @@ def _done(ctx: RefreshContext, bank: str, outcome: str) -> str:
     return outcome
 
 
-async def _call(ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker) -> str:
+async def _call(
+    ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker, slot: _Slot
+) -> str:
     custody = ctx.custody[region]
     credential = lease.credential
-    # One transaction loads the data key and commits the in-flight mark.
-    async with ctx.router.session(region) as session, session.begin():
-        key = await custody.data_keys.load(session, credential.user_id)
-        claimed = await mark(session, lease, now=utcnow())
+    key, claimed = lease.key, lease.claimed  # type: WrappedKey | None, int | None
+    if key is None or not lease.marked:
+        # The lease did not do it: one transaction loads the data key (DataKeyDestroyed
+        # if the user was erased) and commits the in-flight mark.
+        async with ctx.router.session(region) as session, session.begin():
+            key = await custody.data_keys.load(session, credential.user_id)
+            if not lease.marked:
+                claimed = await mark(session, lease, now=utcnow())
     if claimed is None:
         return "lease_lost"
     refresh_token = await custody.sealer.open_from(key, credential, "refresh_token_sealed")
@@ -204,11 +284,13 @@ async def _call(ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker
                                maybe_sent=True, outcome="protocol_error")
     except BaseException:
         # Cancelled (shutdown) or a bug: hand the row back, still marked if it left.
-        await asyncio.shield(release(ctx.router, region, credential.id, claimed,
-                                     due_at=utcnow(), keep_in_flight=sent, failed=False))
+        await asyncio.shield(release(
+            ctx.router, region, credential.id, claimed, due_at=utcnow(),
+            keep_in_flight=sent or lease.in_flight_before, failed=False))
         raise
     finally:
         ctx.metrics.latency.labels(lease.bank_id).observe(time.perf_counter() - started)
+    slot.release_gate()  # the bank answered: its next call may go while this one commits
     ctx.crash.reached("after_bank")
     return await _persist(ctx, region, lease, claimed, tokens, key, breaker)
 
@@ -218,13 +300,9 @@ async def _persist(
     key: WrappedKey, breaker: Breaker,
 ) -> str:
     breaker.success()
-    try:
-        await asyncio.shield(persist_refresh(
-            ctx.router, ctx.custody[region], key, lease.credential, claimed, tokens,
-            max_interval=ctx.max_interval,
-        ))
-    except CredentialBusy:
+    if not await ctx.committer.persist(region, Rotation(lease.credential, claimed, tokens, key)):
         return "lease_lost"
+    ctx.crash.reached("after_commit")
     return "ok"
 
 

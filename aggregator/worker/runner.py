@@ -1,16 +1,20 @@
 """The worker's main loop: lease per region, refresh concurrently, stop gracefully.
 
 One :class:`Worker` per process serves every configured region. Each region has a
-leasing loop; all regions share the global concurrency bound (``concurrency`` credentials
-leased and in work at once), and each bank has its own bound and breaker
-(:class:`~aggregator.worker.refresh.RefreshContext`). A bank whose breaker is open or
-whose slots are all taken is left out of the next lease query, so its due credentials
-stay in the table for a worker that can serve them instead of occupying slots here.
+leasing loop; all regions share the global concurrency bound (``concurrency`` refreshes
+in flight at once), and each bank has its own bound and breaker
+(:class:`~aggregator.worker.refresh.RefreshContext`). The loops lease up to one
+``batch`` ahead of the free slots and only in batches of at least a quarter of
+``batch``: leasing each freed slot on its own cost a lease transaction per credential.
+A bank whose breaker is open or whose slots are all taken is left out of the next lease
+query, so its due credentials stay in the table for a worker that can serve them
+instead of occupying slots here.
 
 Shutdown (:meth:`Worker.run` returns when ``stop`` is set): leasing stops at once, work
 in flight gets until ``shutdown_timeout`` minus a grace second to finish, then is
 cancelled; a cancelled refresh hands its row back (still marked in flight if its request
-may have reached the bank), so nothing waits for the lease to expire.
+may have reached the bank), and so does a leased credential still waiting for a slot,
+at once, so nothing waits for the lease to expire.
 
 Beside the leasing loops, each :class:`~aggregator.worker.jobs.PeriodicJob` (erasure,
 Plaid webhooks, outbox delivery) runs in a loop of its own: bounded passes, the stop
@@ -26,14 +30,19 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aggregator.models.base import utcnow
 from aggregator.worker.jobs import PeriodicJob, run_periodically
 from aggregator.worker.lease import Lease, backlog, lease_batch
+from aggregator.worker.outbox import pending
 from aggregator.worker.refresh import RefreshContext, refresh_leased
 
 log = logging.getLogger(__name__)
+
+
+def _age(now: datetime, since: datetime | None) -> float:
+    return max((now - since).total_seconds(), 0.0) if since is not None else 0.0
 
 
 def default_owner() -> str:
@@ -46,6 +55,7 @@ class WorkerConfig:
     """How one worker process paces itself; every duration in seconds."""
 
     concurrency: int = 16  # FINDINGS: one httpx client tops out near 1,000 round trips/s
+    #: Credentials per lease transaction; up to one batch is leased ahead of free slots.
     batch: int = 32
     lease_seconds: float = 60.0  # far above the OAuth client's 10 s timeout
     poll_seconds: float = 1.0
@@ -76,6 +86,7 @@ class Worker:
         self.jobs = tuple(jobs)
         self._tasks: set[asyncio.Task[str]] = set()
         self._slot_freed = asyncio.Event()
+        ctx.slots = asyncio.Semaphore(config.concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
         regions = self.ctx.router.regions
@@ -88,12 +99,18 @@ class Worker:
             await stop.wait()
         finally:
             await self._shutdown([*loops, stats], jobs)
+            # Refreshes cancelled while their rotation waited still get it committed.
+            await self.ctx.committer.drain()
 
     async def _shutdown(
         self, loops: list[asyncio.Task[None]], jobs: Sequence[asyncio.Task[None]] = ()
     ) -> None:
         for task in loops:
             task.cancel()
+        await asyncio.sleep(0)  # refreshes created just now start (a task cancelled
+        # before its first step would skip the handler that hands its lease back)
+        for waiting in self.ctx.waiting & self._tasks:
+            waiting.cancel()  # leased ahead, never sent: handed back now, no new bank call
         await asyncio.gather(*loops, return_exceptions=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(self.config.shutdown_timeout - 1.0, 0.1)
@@ -114,8 +131,8 @@ class Worker:
 
     async def _lease_loop(self, region: str, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            free = self.config.concurrency - len(self._tasks)
-            if free <= 0:
+            free = self.config.concurrency + self.config.batch - len(self._tasks)
+            if free < max(self.config.batch // 4, 1):
                 await self._wait(stop, self._slot_freed)
                 continue
             limit = min(self.config.batch, free)
@@ -123,11 +140,14 @@ class Worker:
                 leases = await lease_batch(
                     self.ctx.router, region, self.ctx.owner, now=utcnow(), limit=limit,
                     lease_for=self.config.lease_for,
-                    exclude_banks=self.ctx.unavailable_banks(),
+                    exclude_banks=self.ctx.unavailable_banks(), mark_in_flight=True,
+                    keys=self.ctx.custody[region].data_keys,
                 )
             except Exception:
                 log.exception("worker: leasing in region %s failed", region)
                 leases = []
+            if leases:
+                self.ctx.crash.reached("after_lease")
             for lease in leases:
                 self._start(region, lease)
             if len(leases) < limit:
@@ -173,14 +193,21 @@ class Worker:
         self._slot_freed.set()
 
     async def _stats_loop(self, regions: tuple[str, ...], stop: asyncio.Event) -> None:
+        """The gauges that need a query, every ``stats_seconds`` (never per scrape): each
+        query walks an index (``refresh_due_at``, ``next_attempt_at``) over due rows only."""
+        metrics = self.ctx.metrics
         while not stop.is_set():
             for region in regions:
-                with contextlib.suppress(Exception):
+                try:
                     now = utcnow()
                     found = await backlog(self.ctx.router, region, now)
-                    self.ctx.metrics.backlog.labels(region).set(found.due)
-                    age = (now - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
-                    self.ctx.metrics.oldest_due.labels(region).set(age)
+                    metrics.backlog.labels(region).set(found.due)
+                    metrics.oldest_due.labels(region).set(_age(now, found.oldest_due_at))
+                    waiting = await pending(self.ctx.router, region)
+                    metrics.outbox_depth.labels(region).set(waiting.events)
+                    metrics.outbox_oldest.labels(region).set(_age(now, waiting.oldest_created_at))
+                except Exception:
+                    log.warning("worker: stats query in region %s failed", region, exc_info=True)
             await self._sleep(stop, self.config.stats_seconds)
 
     @staticmethod

@@ -27,6 +27,7 @@ import httpcore
 import httpx
 
 from connectors.egress.policy import EgressPolicy
+from connectors.egress.sharded import ShardedTransport
 from connectors.errors import EgressRefused, ResponseTooLarge
 
 __all__ = [
@@ -196,7 +197,7 @@ def default_ssl_context() -> ssl.SSLContext:
 def egress_client(
     policy: EgressPolicy, *, ssl_context: ssl.SSLContext | None = None,
     resolver: Resolver | None = None, limits: httpx.Limits = DEFAULT_LIMITS,
-    **options: Any,
+    sharded: bool = False, **options: Any,
 ) -> httpx.AsyncClient:
     """The one way the gateway builds an outbound ``httpx.AsyncClient``.
 
@@ -204,12 +205,18 @@ def egress_client(
     per request, and each hop is checked again); proxies and ``.netrc`` from the
     environment are ignored (a proxy would connect on our behalf, past the address
     check). `options` are further ``httpx.AsyncClient`` arguments (``event_hooks``,
-    ``base_url``, ``headers``, ``timeout``).
+    ``base_url``, ``headers``, ``timeout``). ``sharded`` spreads ``limits.max_connections``
+    over several small guarded pools (:mod:`connectors.egress.sharded`: cheaper per request
+    for a client with many connections in flight, like the refresh worker's).
     """
     options.setdefault("timeout", policy.httpx_timeout)
+
+    def guarded(pool: httpx.Limits) -> GuardedTransport:
+        return GuardedTransport(policy, ssl_context=ssl_context, resolver=resolver, limits=pool)
+
+    transport: httpx.AsyncBaseTransport = (
+        ShardedTransport(limits.max_connections or 1, guarded) if sharded else guarded(limits)
+    )
     return httpx.AsyncClient(
-        transport=GuardedTransport(
-            policy, ssl_context=ssl_context, resolver=resolver, limits=limits
-        ),
-        follow_redirects=False, trust_env=False, **options,
+        transport=transport, follow_redirects=False, trust_env=False, **options,
     )

@@ -93,6 +93,7 @@ class BankOAuthClient:
         self._metadata: ServerMetadata | None = None
         self._plan: Compatibility | None = None
         self._discovery_lock = asyncio.Lock()
+        self._refresher: AuthlibClient | None = None
         install_redaction()
 
     @classmethod
@@ -230,11 +231,20 @@ class BankOAuthClient:
         already have retired (FINDINGS.md "OpenID Connect servers").
         """
         metadata = await self.metadata()
-        oauth = await self._authlib(metadata)
+        oauth = self._refresher
+        if oauth is None or self._signer is not None:
+            # A private_key_jwt assertion is single-use (RFC 7523 §3 "jti"): a client per
+            # call. Otherwise one client serves every refresh: building one per call took
+            # ~7 % of a refresh's CPU in the worker (bench/refresh_bench.py).
+            oauth = await self._authlib(metadata)
+            self._refresher = oauth if self._signer is None else None
         with map_bank_errors(self._profile.id, "refresh"):
             data = await oauth.refresh_token(
                 metadata.token_endpoint, refresh_token=refresh_token, timeout=self._timeout
             )
+        # authlib sets and returns ``oauth.token`` with no await in between, so concurrent
+        # refreshes each get their own answer; the shared client then keeps none of them.
+        oauth.token = None
         return TokenSet.from_response(data, now=self._clock(), previous_refresh_token=refresh_token)
 
     async def revoke(

@@ -91,6 +91,7 @@ async def _keys(services: Services, region: str) -> str:
 
 async def metrics(call: Call) -> Response:
     registry: HttpMetrics = call.request.app.state.metrics
+    await registry.refresh_fleet(call.services.router)
     body, content_type = registry.exposition()
     return Response(body, headers={"Content-Type": content_type})
 

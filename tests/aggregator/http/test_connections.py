@@ -143,6 +143,7 @@ async def test_a_burst_of_syncs_stops_at_the_bank_budget_with_429_and_retry_afte
     exposition = (await api.get("/metrics")).text
     assert ('aggregator_sync_budget_exhausted_total{bank="sandbox",reason="on_demand"} 3.0'
             in exposition)
+    assert 'aggregator_refresh_due_backlog{region="eu"}' in exposition
 
 
 async def test_next_sync_allowed_at_is_now_with_budget_and_null_when_revoked(

@@ -22,11 +22,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aggregator.custody import RegionCustody
 from aggregator.ids import ApplicationId, new_id
-from aggregator.models import Connection, ConnectionStatus, Credential
+from aggregator.models import Connection, ConnectionStatus, Credential, SyncState
 from aggregator.models.base import utcnow
 from aggregator.sandbox import DEV_CLIENT_ID, SandboxBank, SandboxConfig
 from aggregator.sandbox.store import IssuedTokens
@@ -39,7 +39,13 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 class TokenRequests:
-    """ASGI wrapper counting the requests that reach the token endpoint."""
+    """ASGI wrapper counting the token requests the bank answered.
+
+    A request counts when its response starts: the bank has acted on it (rotated,
+    refused, or turned it away with a fault). One whose client vanished before its body
+    arrived (a worker killed mid-request, in the crash tests) was never acted on and
+    does not count.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,10 +53,25 @@ class TokenRequests:
         self._lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/token":
-            with self._lock:
-                self.count += 1
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] != "/token":
+            await self.app(scope, receive, send)
+            return
+
+        cut = False
+
+        async def receiving() -> Message:
+            nonlocal cut
+            message = await receive()
+            cut = cut or message["type"] == "http.disconnect"
+            return message
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start" and not cut:
+                with self._lock:
+                    self.count += 1
+            await send(message)
+
+        await self.app(scope, receiving, counted)
 
 
 @dataclass
@@ -113,9 +134,13 @@ base_url = "/open-banking/v3.1/aisp"
 
 async def link_many(
     router: RegionRouter, custody: RegionCustody, app_id: ApplicationId, bank: Bank, n: int,
-    *, users: int = 10, due_in: float = -1.0,
+    *, users: int = 10, due_in: float = -1.0, synced: bool = False,
 ) -> list[str]:
-    """``n`` active connections at ``bank`` holding real tokens, due ``due_in`` s from now."""
+    """``n`` active connections at ``bank`` holding real tokens, due ``due_in`` s from now.
+
+    ``synced`` records a sync just now, so the workers' scheduled sync leaves them alone
+    (tests of refreshing alone, where thousands of syncs would only add noise).
+    """
     ttl = bank.sandbox.config.access_token_ttl
     ids: list[str] = []
     per_user = -(-n // users)
@@ -143,6 +168,9 @@ async def link_many(
                 await custody.sealer.seal_into(key, credential, "refresh_token_sealed", refresh,
                                                session=session)
                 session.add_all([connection, credential])
+                if synced:
+                    session.add(SyncState(connection_id=connection.id, user_id=user.id,
+                                          last_synced_at=now))
                 ids.append(credential.id)
     return ids
 
@@ -183,6 +211,12 @@ async def states(
             credential.version,
         )
     return out
+
+
+def revoked_grants(bank: Bank) -> int:
+    """How many grants the bank revoked (reuse detection, or an explicit revocation)."""
+    grants = bank.sandbox.store._grants
+    return sum(1 for grant in grants.values() if grant.revoked)
 
 
 def _live(store: object, refresh: str) -> bool:

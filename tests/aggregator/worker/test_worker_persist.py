@@ -12,7 +12,7 @@ from aggregator.ids import UserId
 from aggregator.models import Credential
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
-from aggregator.sync.tokens import CredentialBusy, persist_refresh
+from aggregator.sync.tokens import CredentialBusy, Rotation, persist_refresh, persist_refreshes
 from aggregator.worker import RefreshContext, WorkerMetrics, lease_batch
 from aggregator.worker.refresh import refresh_leased
 from connectors import TokenSet
@@ -83,3 +83,52 @@ async def test_persist_refresh_raises_lease_lost_when_the_data_key_is_gone(
     with pytest.raises(CredentialBusy):
         await persist_refresh(region_router, keys, key, linked.credential,
                               linked.credential.version, tokens)
+
+
+async def test_a_group_commit_stores_each_claimed_row_and_skips_only_the_lost_one(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+) -> None:
+    keys = custody["eu"]
+    linked = [await make_linked("eu", refresh_token=f"rt-old-{i}") for i in range(3)]
+    lost = linked[1].credential
+    async with region_router.session("eu") as session, session.begin():
+        # Another worker took the middle row over: its version moved on.
+        await session.execute(update(Credential).where(Credential.id == lost.id)
+                              .values(version=Credential.version + 2))
+    rotations = []
+    for i, item in enumerate(linked):
+        async with region_router.reader("eu") as session:
+            key = await keys.data_keys.load(session, UserId(item.user.id))
+        tokens = TokenSet(f"at-new-{i}", f"rt-new-{i}", utcnow() + timedelta(hours=1), None,
+                          "Bearer")
+        rotations.append(Rotation(item.credential, item.credential.version, tokens, key))
+
+    stored = await persist_refreshes(region_router, keys, rotations)
+
+    assert stored == [True, False, True]
+    for i, item in enumerate(linked):
+        row = await _stored(region_router, item)
+        assert row is not None
+        async with region_router.reader("eu") as session:
+            key = await keys.data_keys.load(session, UserId(item.user.id))
+        token = await keys.sealer.open_from(key, row, "refresh_token_sealed")
+        assert token == (f"rt-old-{i}" if i == 1 else f"rt-new-{i}")
+        assert (row.version == item.credential.version + 1) == (i != 1)
+
+
+async def test_a_bank_that_does_not_rotate_keeps_the_stored_refresh_token(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+) -> None:
+    keys = custody["eu"]
+    linked = await make_linked("eu", refresh_token="rt-kept")
+    async with region_router.reader("eu") as session:
+        key = await keys.data_keys.load(session, UserId(linked.user.id))
+    tokens = TokenSet("at-new", None, utcnow() + timedelta(hours=1), None, "Bearer")
+
+    await persist_refresh(region_router, keys, key, linked.credential,
+                          linked.credential.version, tokens)
+
+    row = await _stored(region_router, linked)
+    assert row is not None
+    assert await keys.sealer.open_from(key, row, "refresh_token_sealed") == "rt-kept"
+    assert await keys.sealer.open_from(key, row, "access_token_sealed") == "at-new"

@@ -10,28 +10,32 @@ import asyncio
 import signal
 import socket
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from aggregator.custody import RegionCustody
 from aggregator.ids import ApplicationId
 from aggregator.models import ConnectionStatus, Credential
+from aggregator.models.base import utcnow
 from aggregator.sandbox import Faults
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
+from tests.aggregator.conftest import Backend
 from tests.aggregator.worker._harness import (
     Workers,
+    alive,
     first_access_tokens,
     link_many,
+    revoked_grants,
     serve_banks,
     states,
     wait_for,
     write_config,
 )
-
-N = 200
 
 
 def free_port() -> int:
@@ -51,49 +55,85 @@ def sample(exposition: str, series: str) -> float:
 
 async def test_workers_refresh_every_due_credential_exactly_once(
     region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
-    settings: Settings, tmp_path: Path,
+    settings: Settings, backend: Backend, tmp_path: Path,
 ) -> None:
+    """The issue's figures on PostgreSQL: 4 processes, 2,000 due credentials, banks that
+    rotate refresh tokens and revoke a grant whose used token comes back (reuse
+    detection). SQLite, one writer at a time, runs the same check smaller."""
     eu = custody["eu"]
+    n, workers = (2000, 4) if backend.name == "postgres" else (200, 3)
     with serve_banks("bank-a", "bank-b") as banks:
-        await link_many(region_router, eu, app_id, banks["bank-a"], N // 2)
-        await link_many(region_router, eu, app_id, banks["bank-b"], N // 2)
+        await link_many(region_router, eu, app_id, banks["bank-a"], n // 2, users=40, synced=True)
+        await link_many(region_router, eu, app_id, banks["bank-b"], n // 2, users=40, synced=True)
         first = await first_access_tokens(region_router, eu)
         config = write_config(tmp_path, settings, banks)
+        started = utcnow()
 
-        async def all_rotated() -> bool:
-            found = await states(region_router, eu, banks, first)
-            return all(s.rotated and not s.leased for s in found.values())
+        async def all_refreshed() -> bool:
+            return await _refreshed(region_router, started) == n
 
-        with Workers(config) as workers:
-            for i in range(3):
-                workers.start("--concurrency", "16", "--batch", "8", "--owner", f"w{i}")
-            assert await wait_for(all_rotated, 45, every=1.0)
-            await asyncio.sleep(0.5)  # anything refreshed twice would show now
+        with Workers(config) as procs:
+            for i in range(workers):
+                procs.start("--concurrency", "16", "--batch", "16", "--owner", f"w{i}")
+            assert await wait_for(all_refreshed, 90, every=1.0)
+            await asyncio.sleep(1.0)  # anything refreshed twice would show now
+            assert all(alive(procs.procs))
         final = await states(region_router, eu, banks, first)
 
-    assert len(final) == N
+    assert len(final) == n
+    # Zero invalid_grant caused by the gateway: every grant is alive, every connection
+    # active, at banks that revoke the whole grant when a used refresh token comes back.
     assert all(s.status is ConnectionStatus.ACTIVE for s in final.values())
-    assert all(s.refresh_live for s in final.values()), "a grant died or a token was lost"
+    assert sum(revoked_grants(b) for b in banks.values()) == 0
+    # Zero lost tokens: what each row holds is the bank's current refresh token.
+    assert all(s.refresh_live and s.rotated for s in final.values())
     assert not any(s.in_flight or s.leased for s in final.values())
-    # Exactly one token request per credential reached the banks: no double refresh.
-    assert sum(b.requests.count for b in banks.values()) == N
+    # Exactly once per due period: one token request per credential reached the banks,
+    # and each credential's next due time lies in its next period.
+    assert sum(b.requests.count for b in banks.values()) == n
+    assert await _refreshed(region_router, started) == n
 
 
-async def test_a_worker_killed_after_the_bank_answered_is_resolved_not_retried(
+async def _refreshed(router: RegionRouter, since: datetime) -> int:
+    """Credentials whose tokens were stored after ``since`` and are due again later."""
+    async with router.reader("eu") as session:
+        return int((await session.execute(
+            select(func.count()).select_from(Credential).where(
+                Credential.updated_at >= since, Credential.refresh_due_at > utcnow(),
+                Credential.lease_owner.is_(None))
+        )).scalar_one())
+
+
+#: Where the doomed worker (4 refreshes in flight at most) is killed, at which pass, and
+#: how many of its grants may be lost: only refreshes the bank answered and no commit
+#: stored can be, one at least where the kill falls between the answer and the commit.
+CRASHES = {
+    "after_lease": (2, 0, 4),  # a second batch leased and marked, earlier ones in flight
+    "after_mark": (6, 0, 3),  # one credential about to be sent, others in flight
+    "after_bank": (5, 1, 4),  # the bank answered, nothing committed
+    "before_commit": (3, 1, 4),  # a group commit's rows written, not committed
+    "after_commit": (4, 0, 3),  # a commit landed, other refreshes in flight
+}
+
+
+@pytest.mark.parametrize("point", list(CRASHES))
+async def test_a_worker_killed_anywhere_is_resolved_not_retried(
     region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
-    settings: Settings, tmp_path: Path,
+    settings: Settings, tmp_path: Path, point: str,
 ) -> None:
+    at, fewest, most = CRASHES[point]
     eu = custody["eu"]
     n = 60
     with serve_banks("bank-a") as banks:
-        await link_many(region_router, eu, app_id, banks["bank-a"], n)
+        await link_many(region_router, eu, app_id, banks["bank-a"], n, synced=True)
         first = await first_access_tokens(region_router, eu)
         config = write_config(tmp_path, settings, banks)
         lease = ("--lease-seconds", "2")
         log = tmp_path / "survivors.log"
         with Workers(config) as workers:
-            doomed = workers.start(*lease, "--concurrency", "4", "--owner", "doomed",
-                                   env={"AGGREGATOR_WORKER_CRASH_AT": "after_bank:5"})
+            doomed = workers.start(*lease, "--concurrency", "4", "--batch", "8",
+                                   "--owner", "doomed",
+                                   env={"AGGREGATOR_WORKER_CRASH_AT": f"{point}:{at}"})
             assert await asyncio.to_thread(doomed.wait, 30) == -signal.SIGKILL
             for i in range(2):
                 workers.start(*lease, "--concurrency", "8", "--owner", f"w{i}", log=log)
@@ -108,14 +148,13 @@ async def test_a_worker_killed_after_the_bank_answered_is_resolved_not_retried(
             assert await wait_for(settled, 40)
         final = await states(region_router, eu, banks, first)
 
-    # The survivors took the dead worker's in-flight rows over and resolved them.
+    # The survivors took the dead worker's marked rows over and resolved them.
     assert "found in flight under an expired lease" in log.read_text()
     crashed = [s for s in final.values() if s.status is ConnectionStatus.REAUTH_REQUIRED]
     healthy = [s for s in final.values() if s.status is ConnectionStatus.ACTIVE]
-    # The doomed worker had at most 4 refreshes answered and uncommitted when it died:
-    # at a strict bank those grants are lost (the documented window) and get flagged;
-    # every other credential keeps a live grant.
-    assert 1 <= len(crashed) <= 4
+    # Refreshes answered and uncommitted when it died are lost at a strict bank (the
+    # documented window) and get flagged; every other credential keeps a live grant.
+    assert fewest <= len(crashed) <= most
     assert all(s.refresh_live and s.rotated for s in healthy)
     assert len(crashed) + len(healthy) == n
     # Each crashed credential: one answered request (lost) + one resolution try; each
@@ -201,7 +240,9 @@ async def test_sigterm_drains_within_the_shutdown_timeout_and_leaves_no_lease(
         final = await states(region_router, eu, banks, first)
 
     assert code == 0
-    assert took < 3.5
+    # The drain is bounded by --shutdown-timeout (3 s); the rest is the interpreter's exit,
+    # which a loaded 2-core machine has been seen to stretch by more than a second.
+    assert took < 5.0
     assert not any(s.leased for s in final.values())
     # Every credential is either refreshed with a live grant or untouched and retryable.
     assert all(s.refresh_live for s in final.values())

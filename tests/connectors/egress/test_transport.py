@@ -189,3 +189,27 @@ async def test_a_name_that_does_not_resolve_is_a_connect_error_not_a_refusal() -
     async with egress_client(STRICT, resolver=nxdomain) as http:
         with pytest.raises(httpx.ConnectError, match="name resolution failed"):
             await http.get("https://gone.example/")
+
+
+async def test_the_sharded_client_guards_every_shard(serve: ServerFactory) -> None:
+    """The refresh worker's client (many connections, several small pools) is still guarded:
+    each shard is a guarded transport, so the policy and a rebinding DNS answer are judged
+    on every connection of every shard."""
+    server = await serve()
+    url = f"http://127.0.0.1:{server.port}/"
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    async with egress_client(STRICT, sharded=True, limits=limits) as http:
+        for _ in range(8):
+            with pytest.raises(EgressRefused):
+                await http.get(url)
+    rebinding = RebindingResolver([PUBLIC], ["127.0.0.1"])
+    rebind = f"https://rebind.example:{server.port}/"
+    await check_destination(STRICT, rebind, rebinding)  # the public answer passes the check
+    async with egress_client(STRICT, sharded=True, limits=limits, resolver=rebinding) as http:
+        answers = await asyncio.gather(*(http.get(rebind) for _ in range(8)),
+                                       return_exceptions=True)
+    assert all(isinstance(a, EgressRefused) and "loopback" in str(a) for a in answers)
+    assert server.connections == 0
+    async with egress_client(DEV, sharded=True, limits=limits) as http:
+        statuses = await asyncio.gather(*(http.get(url) for _ in range(8)))
+    assert [r.status_code for r in statuses] == [200] * 8
