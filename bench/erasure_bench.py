@@ -41,10 +41,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+import _postgres  # bench/_postgres.py: run as `python bench/…`
 import psycopg
+from _postgres import libpq
 from psycopg import sql
 from sqlalchemy import delete, insert
-from sqlalchemy.engine import make_url
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody, region_custody
@@ -89,22 +90,11 @@ class InstantBanks:
 
 
 def _libpq(database: str) -> str:
-    return make_url(URL).set(drivername="postgresql", database=database).render_as_string(
-        hide_password=False)
+    return libpq(URL, database)
 
 
 def create_schema() -> tuple[str, str]:
-    schema = f"bench_{secrets.token_hex(4)}"
-    with psycopg.connect(_libpq("postgres"), autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                         (DATABASE,)).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    with psycopg.connect(_libpq(DATABASE), autocommit=True) as db:
-        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    url = (make_url(URL).set(database=DATABASE)
-           .update_query_dict({"options": f"-csearch_path={schema}"})
-           .render_as_string(hide_password=False))
-    return schema, url
+    return _postgres.create_schema(URL, DATABASE)
 
 
 def settle(schema: str) -> None:
@@ -122,8 +112,7 @@ def settle(schema: str) -> None:
 
 
 def drop_schema(schema: str) -> None:
-    with psycopg.connect(_libpq(DATABASE), autocommit=True) as db:
-        db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    _postgres.drop_schema(URL, DATABASE, schema)
 
 
 async def populate(router: RegionRouter, keys: RegionCustody, app_id: ApplicationId,

@@ -23,11 +23,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import psycopg
+import _postgres  # bench/_postgres.py: run as `python bench/…`
 import redis.asyncio as aioredis
-from psycopg import sql
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from aggregator.http.ratelimit import DatabaseBuckets
 from aggregator.http.ratelimit.redis_store import RedisBuckets
@@ -43,28 +41,12 @@ REDIS_URL = os.environ.get("AGGREGATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 LIMIT = RateLimit(1_000_000, 1_000_000.0)  # never refuses: we measure the take itself
 
 
-def _libpq(database: str) -> str:
-    return make_url(URL).set(drivername="postgresql", database=database).render_as_string(
-        hide_password=False)
-
-
 def create_schema() -> tuple[str, str]:
-    schema = f"bench_{secrets.token_hex(4)}"
-    with psycopg.connect(_libpq("postgres"), autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                         (DATABASE,)).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    with psycopg.connect(_libpq(DATABASE), autocommit=True) as db:
-        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    url = (make_url(URL).set(database=DATABASE)
-           .update_query_dict({"options": f"-csearch_path={schema}"})
-           .render_as_string(hide_password=False))
-    return schema, url
+    return _postgres.create_schema(URL, DATABASE)
 
 
 def drop_schema(schema: str) -> None:
-    with psycopg.connect(_libpq(DATABASE), autocommit=True) as db:
-        db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    _postgres.drop_schema(URL, DATABASE, schema)
 
 
 async def rate(op: Callable[[int], Awaitable[object]], requests: int, concurrency: int) -> float:
