@@ -50,6 +50,7 @@ class TokenRequests:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.count = 0
+        self.ok = 0  # of which answered 2xx (a token issued)
         self._lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -69,6 +70,7 @@ class TokenRequests:
             if message["type"] == "http.response.start" and not cut:
                 with self._lock:
                     self.count += 1
+                    self.ok += 200 <= message["status"] < 300
             await send(message)
 
         await self.app(scope, receiving, counted)

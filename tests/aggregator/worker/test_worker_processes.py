@@ -208,7 +208,9 @@ async def test_a_failing_bank_backs_off_and_trips_its_breaker_without_slowing_an
     assert b_time < 15
     assert all(s.refresh_live and s.status is ConnectionStatus.ACTIVE for s in final.values())
     assert banks["bank-b"].requests.count == 40
-    assert banks["bank-a"].requests.count - throttled == 40
+    # Once the bank recovers, each credential is refreshed exactly once (probes that raced
+    # the recovery were turned away with 429 and are not token grants).
+    assert banks["bank-a"].requests.ok == 40
 
 
 async def test_sigterm_drains_within_the_shutdown_timeout_and_leaves_no_lease(
