@@ -57,11 +57,14 @@ def drop_database(name: str) -> None:
 
 
 def _settings(directory: Path, url: str) -> Any:
-    from aggregator.settings import RegionSettings, Settings
+    from aggregator.settings import RateLimitSettings, RegionSettings, Settings
     from vault import LocalKeyringConfig
 
+    # Rate limits off: both variants would pay the same bucket write per request, and the
+    # burst would refuse the benchmark's own load; what is measured is the key's cost.
     return Settings(data_dir=directory, regions={
-        "eu": RegionSettings("eu", url, LocalKeyringConfig(directory / "keys", "eu"))})
+        "eu": RegionSettings("eu", url, LocalKeyringConfig(directory / "keys", "eu"))},
+        rate_limits=RateLimitSettings(enabled=False))
 
 
 async def prepare(directory: Path, url: str) -> str:
