@@ -155,6 +155,8 @@ base_url = "/open-banking/v3.1/aisp"
         f'data_dir = "{directory}"', "[banks]", f'directories = ["{banks}"]',
         "[regions.eu]", f'database_url = "{url}"', "[regions.eu.keys]", 'provider = "local"',
         f'directory = "{directory / "keys"}"', 'kek_id = "eu"',
+        # The sandbox bank listens on 127.0.0.1: a development opt-in of the egress policy.
+        "[egress]", "allow_http_loopback = true",
     ]) + "\n")
     return path
 
