@@ -51,6 +51,7 @@ from aggregator.ids import ApplicationId, new_id
 from aggregator.models import Connection, ConnectionStatus, Credential, SyncState
 from aggregator.sandbox import DEV_CLIENT_ID, DEV_CLIENT_SECRET, Faults, SandboxBank, SandboxConfig
 from aggregator.sandbox.store import IssuedTokens
+from aggregator.sandbox.testing import sandbox_profile
 from aggregator.settings import RegionSettings, Settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.users import create_user
@@ -134,22 +135,8 @@ def drop_database(admin_url: str, name: str) -> None:
 def write_config(directory: Path, url: str, bank_url: str) -> Path:
     banks = directory / "banks"
     banks.mkdir(exist_ok=True)
-    (banks / f"{BANK}.toml").write_text(f"""
-id = "{BANK}"
-display_name = "Bench bank"
-country = "DE"
-region = "eu"
-issuer = "{bank_url}"
-scopes = ["openid", "offline_access", "accounts", "transactions"]
-hooks = ["prompt_consent_for_offline_access"]
-client_id = "{DEV_CLIENT_ID}"
-client_auth_method = "client_secret_basic"
-client_secret_env = "SANDBOX_BANK_CLIENT_SECRET"
-client_secret_dev_default = "sandbox-dev-secret"
-[api]
-dialect = "obie"
-base_url = "/open-banking/v3.1/aisp"
-""")
+    (banks / f"{BANK}.toml").write_text(
+        sandbox_profile(BANK, bank_url, display_name="Bench bank"))
     path = directory / "worker.toml"
     path.write_text("\n".join([
         f'data_dir = "{directory}"', "[banks]", f'directories = ["{banks}"]',

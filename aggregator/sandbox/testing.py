@@ -34,7 +34,35 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from aggregator.sandbox.bank import SandboxBank
-from aggregator.sandbox.config import TEST_USERS, SandboxConfig
+from aggregator.sandbox.config import DEV_CLIENT_ID, DEV_CLIENT_SECRET, TEST_USERS, SandboxConfig
+
+
+def sandbox_profile(bank_id: str, issuer: str, *, display_name: str | None = None,
+                    secret_env: str = "SANDBOX_BANK_CLIENT_SECRET",  # noqa: S107 - a variable name
+                    ) -> str:
+    """A bank profile (TOML) for a sandbox bank at ``issuer``, as its dev client links.
+
+    The shape of ``connectors/banks/sandbox-eu.toml`` with another id and issuer, for
+    tests and benchmarks that start their own sandbox on a free port.
+    """
+    return f"""
+id = "{bank_id}"
+display_name = "{display_name or f'Test {bank_id}'}"
+country = "DE"
+region = "eu"
+issuer = "{issuer}"
+scopes = ["openid", "offline_access", "accounts", "transactions"]
+use_par = "auto"
+hooks = ["prompt_consent_for_offline_access"]
+client_id = "{DEV_CLIENT_ID}"
+client_auth_method = "client_secret_basic"
+client_secret_env = "{secret_env}"
+client_secret_dev_default = "{DEV_CLIENT_SECRET}"
+[api]
+dialect = "obie"
+base_url = "/open-banking/v3.1/aisp"
+"""
+
 
 _INTERACTION = re.compile(r'name="interaction" value="([^"]+)"')
 

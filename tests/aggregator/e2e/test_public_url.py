@@ -29,6 +29,7 @@ from aggregator.sandbox import (
     SandboxClient,
     SandboxConfig,
 )
+from aggregator.sandbox.testing import sandbox_profile
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 from connectors import EgressPolicy
@@ -64,23 +65,9 @@ class ReverseProxy(httpx.AsyncBaseTransport):
 
 def _profile(directory: Path, bank_url: str) -> Path:
     directory.mkdir()
-    (directory / f"{BANK_ID}.toml").write_text(f"""
-id = "{BANK_ID}"
-display_name = "Sandbox Bank behind a proxy"
-country = "DE"
-region = "eu"
-issuer = "{bank_url}"
-scopes = ["openid", "offline_access", "accounts", "transactions"]
-use_par = "auto"
-hooks = ["prompt_consent_for_offline_access"]
-client_id = "{DEV_CLIENT_ID}"
-client_auth_method = "client_secret_basic"
-client_secret_env = "PROXIED_EU_CLIENT_SECRET"
-client_secret_dev_default = "{DEV_CLIENT_SECRET}"
-[api]
-dialect = "obie"
-base_url = "/open-banking/v3.1/aisp"
-""")
+    (directory / f"{BANK_ID}.toml").write_text(sandbox_profile(
+        BANK_ID, bank_url, display_name="Sandbox Bank behind a proxy",
+        secret_env="PROXIED_EU_CLIENT_SECRET"))
     return directory
 
 

@@ -30,6 +30,7 @@ from aggregator.models import Connection, ConnectionStatus, Credential, SyncStat
 from aggregator.models.base import utcnow
 from aggregator.sandbox import DEV_CLIENT_ID, SandboxBank, SandboxConfig
 from aggregator.sandbox.store import IssuedTokens
+from aggregator.sandbox.testing import sandbox_profile
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 from aggregator.users import create_user
@@ -103,23 +104,7 @@ def write_config(tmp_path: Path, settings: Settings, banks: dict[str, Bank]) -> 
     profiles = tmp_path / "banks"
     profiles.mkdir(exist_ok=True)
     for bank in banks.values():
-        (profiles / f"{bank.bank_id}.toml").write_text(f"""
-id = "{bank.bank_id}"
-display_name = "Test {bank.bank_id}"
-country = "DE"
-region = "eu"
-issuer = "{bank.url}"
-scopes = ["openid", "offline_access", "accounts", "transactions"]
-use_par = "auto"
-hooks = ["prompt_consent_for_offline_access"]
-client_id = "{DEV_CLIENT_ID}"
-client_auth_method = "client_secret_basic"
-client_secret_env = "SANDBOX_BANK_CLIENT_SECRET"
-client_secret_dev_default = "sandbox-dev-secret"
-[api]
-dialect = "obie"
-base_url = "/open-banking/v3.1/aisp"
-""")
+        (profiles / f"{bank.bank_id}.toml").write_text(sandbox_profile(bank.bank_id, bank.url))
     # The test banks answer on 127.0.0.1: the egress policy's development opt-in.
     lines = [f'data_dir = "{tmp_path}"', "[egress]", "allow_http_loopback = true",
              "[banks]", f'directories = ["{profiles}"]']
