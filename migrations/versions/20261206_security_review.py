@@ -1,0 +1,38 @@
+"""security review (issue 16)
+
+Revision ID: s3_security_review
+Revises: a60b14cfbf0e
+Create Date: 2026-12-06 13:30:00.000000
+
+- ``link_sessions.browser_digest``: the SHA-256 of the cookie binding a Link flow to the
+  browser that opened it (aggregator.link.browser). Sessions in flight during the deploy
+  have none and are refused at the bank pick or callback: they last ten minutes.
+
+COMPATIBILITY: during a rolling deploy the previous release runs against this schema.
+Every migration must therefore stay compatible with the previous release's code: add
+columns nullable or with a server default, add tables freely, and drop or rename
+only what the previous release no longer reads (in a later migration). The same
+file runs on SQLite and PostgreSQL: use batch_alter_table and portable types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "s3_security_review"
+down_revision: str | None = "a60b14cfbf0e"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("link_sessions") as batch:
+        batch.add_column(sa.Column("browser_digest", sa.LargeBinary(length=32), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("link_sessions") as batch:
+        batch.drop_column("browser_digest")
