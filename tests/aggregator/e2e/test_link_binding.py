@@ -47,12 +47,14 @@ async def test_a_captured_callback_completes_nothing_from_another_browser(
     walk = await link_as_person(gateway.browser, link_url, username="alice",
                                 password="alice-pass", stop_at=f"{gateway.url}/link/callback")
     callback = walk.landed
-    assert callback is not None and "code=" in callback, walk.hops
+    assert callback is not None, walk.hops
+    assert "code=" in callback
 
     async with httpx.AsyncClient(timeout=20) as attacker:
         _refused(await attacker.get(callback, follow_redirects=False))
     link = await _session(gateway)
-    assert link.status is LinkStatus.AUTHORIZING and link.used_at is None  # nothing claimed
+    assert link.status is LinkStatus.AUTHORIZING
+    assert link.used_at is None
     assert await _connections(gateway) == 0
 
     # The person's own browser, carrying the cookie, still completes the link.
@@ -68,7 +70,9 @@ async def test_a_link_opened_in_one_browser_cannot_be_used_in_another(gateway: G
     opened = await gateway.browser.get(link_url)
     assert opened.status_code == 200
     cookie = SimpleCookie(opened.headers["set-cookie"])[LOOPBACK_NAME]
-    assert cookie["httponly"] and cookie["samesite"].lower() == "lax" and cookie["path"] == "/"
+    assert cookie["httponly"]
+    assert cookie["samesite"].lower() == "lax"
+    assert cookie["path"] == "/"
     assert (await _session(gateway)).browser_digest is not None
 
     async with httpx.AsyncClient(timeout=20) as other:
@@ -105,5 +109,8 @@ async def test_over_https_the_cookie_is_host_prefixed_secure_httponly_lax(
     assert opened.status_code == 200, opened.text
     header = opened.headers["set-cookie"]
     cookie = SimpleCookie(header)[SECURE_NAME]
-    assert cookie["secure"] and cookie["httponly"] and cookie["samesite"].lower() == "lax"
-    assert cookie["path"] == "/" and not cookie["domain"]  # __Host-: no Domain, Path=/
+    assert cookie["secure"]
+    assert cookie["httponly"]
+    assert cookie["samesite"].lower() == "lax"
+    assert cookie["path"] == "/"
+    assert not cookie["domain"]

@@ -51,4 +51,5 @@ async def test_a_chosen_host_gets_no_link_and_no_500(settings: Settings, gateway
             assert answer.headers["content-type"].startswith("text/html")
     async with gateway.services.router.reader("eu") as session:
         link = (await session.execute(select(LinkSession))).scalar_one()
-    assert link.status is LinkStatus.PENDING and link.bank_id is None
+    assert link.status is LinkStatus.PENDING
+    assert link.bank_id is None
