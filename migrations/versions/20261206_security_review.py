@@ -7,6 +7,12 @@ Create Date: 2026-12-06 13:30:00.000000
 - ``link_sessions.browser_digest``: the SHA-256 of the cookie binding a Link flow to the
   browser that opened it (aggregator.link.browser). Sessions in flight during the deploy
   have none and are refused at the bank pick or callback: they last ten minutes.
+- ``accounts.name_sealed``: the account name, sealed under the user's data key. The
+  clear ``accounts.name`` stays (the previous release reads it) and new code writes it
+  as "". Existing clear names are sealed and cleared right after this schema step by
+  ``aggregator migrate`` (aggregator.account_names.seal_clear_names: batches, each its
+  own transaction, under each user's data key, resumable), since sealing needs the
+  region's key provider, which a migration does not have.
 
 COMPATIBILITY: during a rolling deploy the previous release runs against this schema.
 Every migration must therefore stay compatible with the previous release's code: add
@@ -31,8 +37,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("link_sessions") as batch:
         batch.add_column(sa.Column("browser_digest", sa.LargeBinary(length=32), nullable=True))
+    with op.batch_alter_table("accounts") as batch:
+        batch.add_column(sa.Column("name_sealed", sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("name_sealed")
     with op.batch_alter_table("link_sessions") as batch:
         batch.drop_column("browser_digest")

@@ -8,6 +8,7 @@ from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
+from aggregator.account_names import account_names
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import InvalidCursor
 from aggregator.http.routes.connections import sync_policy
@@ -47,7 +48,9 @@ async def get_accounts(call: Call) -> AccountList:
         )).all()
         allowed = await _allowed_at(session, call.services, connection, region,
                                     [account.id for account, _ in rows])
-    return AccountList([_account(account, balance, allowed.get(account.id))
+        names = await account_names(session, call.services.custody[region], connection.user_id,
+                                    [account for account, _ in rows])
+    return AccountList([_account(account, balance, allowed.get(account.id), names[account.id])
                         for account, balance in rows])
 
 
@@ -65,10 +68,10 @@ async def _allowed_at(session: AsyncSession, services: Services, connection: Con
     return await account_allowed_at(session, connection.id, policy, now)
 
 
-def _account(account: Account, balance: Balance | None, allowed: datetime | None
-             ) -> AccountOut:
+def _account(account: Account, balance: Balance | None, allowed: datetime | None,
+             name: str) -> AccountOut:
     return AccountOut(
-        id=account.id, connection_id=account.connection_id, name=account.name,
+        id=account.id, connection_id=account.connection_id, name=name,
         type=account.type, currency=account.currency, mask=account.masked_identifier,
         balance=None if balance is None else BalanceOut(
             current=balance.current, available=balance.available,
