@@ -39,7 +39,7 @@ async def account_names(
     if not any(a.name_sealed is not None for a in accounts):
         return {a.id: a.name for a in accounts}
     key = await custody.data_keys.load(session, user_id)
-    out = {}
+    out: dict[str, str] = {}
     for account in accounts:
         opened = await custody.sealer.open_from(key, account, "name_sealed")
         out[account.id] = opened if opened is not None else account.name

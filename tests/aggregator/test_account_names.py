@@ -41,7 +41,7 @@ async def test_clear_names_are_sealed_in_batches_under_each_users_key_and_still_
         rows = (await session.execute(select(Account))).scalars().all()
         assert {r.name for r in rows} == {""}  # nothing left in clear
         assert all(r.name_sealed is not None for r in rows)
-        opened = {}
+        opened: dict[str, str] = {}
         for linked in users:
             mine = [r for r in rows if r.user_id == linked.user.id]
             opened |= await account_names(session, keys, linked.user.id, mine)
