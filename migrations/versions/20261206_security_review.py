@@ -13,6 +13,9 @@ Create Date: 2026-12-06 13:30:00.000000
   ``aggregator migrate`` (aggregator.account_names.seal_clear_names: batches, each its
   own transaction, under each user's data key, resumable), since sealing needs the
   region's key provider, which a migration does not have.
+- ``idempotency_keys.response_user_sealed``: an answer about a user, sealed under the
+  user's data key (aggregator.idempotency), so erasure reaches copies in backups. Rows
+  of the previous release (pepper-sealed) expire within 24 hours and still replay.
 
 COMPATIBILITY: during a rolling deploy the previous release runs against this schema.
 Every migration must therefore stay compatible with the previous release's code: add
@@ -39,9 +42,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("browser_digest", sa.LargeBinary(length=32), nullable=True))
     with op.batch_alter_table("accounts") as batch:
         batch.add_column(sa.Column("name_sealed", sa.LargeBinary(), nullable=True))
+    with op.batch_alter_table("idempotency_keys") as batch:
+        batch.add_column(sa.Column("response_user_sealed", sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("idempotency_keys") as batch:
+        batch.drop_column("response_user_sealed")
     with op.batch_alter_table("accounts") as batch:
         batch.drop_column("name_sealed")
     with op.batch_alter_table("link_sessions") as batch:
