@@ -3,7 +3,8 @@
 Each region is upgraded in its own transaction and then gets its pepper (created on the
 first run, which needs the region's KEK: run `aggregator keys init` first). Then data
 steps that need the region's keys run, resumably: clear account names left by earlier
-releases are sealed (:func:`aggregator.account_names.seal_clear_names`).
+releases are sealed (:func:`aggregator.account_names.seal_clear_names`), and so are
+applications' event URLs (:func:`aggregator.events.endpoints.seal_clear_urls`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from aggregator.account_names import seal_clear_names
 from aggregator.custody import region_custody
 from aggregator.datakeys import SealLedger
+from aggregator.events.endpoints import seal_clear_urls
 from aggregator.keyring import envelope_for
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, head_revision, upgrade
@@ -45,6 +47,7 @@ async def _run(settings: Settings, names: list[str]) -> int:
             try:
                 custody = await region_custody(router, name, envelope, ledger)  # the pepper
                 sealed = await seal_clear_names(router, custody)
+                await seal_clear_urls(router, custody)
             finally:
                 envelope.provider.close()
             state = "head" if revision == head else f"head is {head}"

@@ -42,8 +42,12 @@ class Application(Base):
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = created_column()
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Where outbound events go (:mod:`aggregator.events.endpoints`); NULL: not configured.
+    #: Where outbound events went in releases before the URL was sealed; now NULL (a URL
+    #: may carry a credential in its path or query): ``webhook_url_sealed`` holds it.
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    #: Where outbound events go (:mod:`aggregator.events.endpoints`), sealed like the
+    #: signing secrets below; NULL (and no legacy URL): not configured.
+    webhook_url_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: The signing secrets, AES-GCM under a key derived from this region's pepper (each
     #: region's copy is sealed under its own): never clear text, never logged.
     webhook_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -16,6 +16,10 @@ Create Date: 2026-12-06 13:30:00.000000
 - ``idempotency_keys.response_user_sealed``: an answer about a user, sealed under the
   user's data key (aggregator.idempotency), so erasure reaches copies in backups. Rows
   of the previous release (pepper-sealed) expire within 24 hours and still replay.
+- ``applications.webhook_url_sealed``: the event URL, sealed under the region's
+  pepper-derived key (a URL may carry a credential). ``aggregator migrate`` seals clear
+  URLs and clears ``webhook_url``; a worker of the previous release then finds no URL and
+  retries later (events are retried for more than 24 hours).
 
 COMPATIBILITY: during a rolling deploy the previous release runs against this schema.
 Every migration must therefore stay compatible with the previous release's code: add
@@ -44,9 +48,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("name_sealed", sa.LargeBinary(), nullable=True))
     with op.batch_alter_table("idempotency_keys") as batch:
         batch.add_column(sa.Column("response_user_sealed", sa.LargeBinary(), nullable=True))
+    with op.batch_alter_table("applications") as batch:
+        batch.add_column(sa.Column("webhook_url_sealed", sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("applications") as batch:
+        batch.drop_column("webhook_url_sealed")
     with op.batch_alter_table("idempotency_keys") as batch:
         batch.drop_column("response_user_sealed")
     with op.batch_alter_table("accounts") as batch:
