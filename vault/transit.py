@@ -37,10 +37,9 @@ Example::
 
 from __future__ import annotations
 
-import ipaddress
-
 import base64
 import binascii
+import ipaddress
 import logging
 import re
 import threading
