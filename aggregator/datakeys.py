@@ -26,18 +26,21 @@ values sealed before, during and after the rewrap all open, and cached keys stay
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from aggregator.errors import ResidencyViolation, SealReservationMissing
 from aggregator.ids import UserId, parse_id
-from aggregator.models import DataKeyRecord, RegionSecret
+from aggregator.models import DataKeyErasure, DataKeyRecord, RegionSecret
 from aggregator.models.base import table_of, utcnow
 from aggregator.store.engines import with_begin
 from aggregator.store.residency import WRITES_KEY
@@ -46,6 +49,14 @@ from vault import DataKeyDestroyed, Envelope, KeyProvider, VaultError, WrappedKe
 
 log = logging.getLogger(__name__)
 _data_keys = table_of(DataKeyRecord)
+_erasures = table_of(DataKeyErasure)
+#: How often a process looks for erasures made by others (:meth:`DataKeys.notice_erasures`).
+ERASURE_POLL_SECONDS = 2.0
+ERASURE_ROWS_KEPT = timedelta(days=1)
+
+
+def _dek_digest(dek_id: str) -> bytes:
+    return hashlib.sha256(dek_id.encode("ascii")).digest()
 _secrets = table_of(RegionSecret)
 
 
@@ -140,10 +151,44 @@ class DataKeys:
         await custody.data_keys.destroy(session, user_id)      # crypto-shredding
     """
 
-    def __init__(self, region: str, envelope: Envelope, ledger: SealLedger) -> None:
+    def __init__(self, region: str, envelope: Envelope, ledger: SealLedger, *,
+                 erasure_poll_seconds: float = ERASURE_POLL_SECONDS) -> None:
         self.region = region
         self._envelope = envelope
         self._ledger = ledger
+        self._poll_every = erasure_poll_seconds
+        self._polled_at = -math.inf
+        self._erasure_seq: int | None = None  # the last erasure row seen; None: not yet read
+
+    async def notice_erasures(self, session: AsyncSession, *, force: bool = False) -> int:
+        """Forget cached keys other processes destroyed since the last look; how many.
+
+        Called by :meth:`load` and :meth:`load_many` at most every
+        ``erasure_poll_seconds``: a process that keeps running learns of an erasure
+        elsewhere within that time, and drops the key material from memory then rather
+        than when its cache entry expires.
+        """
+        now = time.monotonic()
+        if not force and now - self._polled_at < self._poll_every:
+            return 0
+        self._polled_at = now
+        c = _erasures.c
+        if self._erasure_seq is None:  # start from now: keys cached later are loaded anew
+            last = (await session.execute(select(func.max(c.seq)))).scalar()
+            self._erasure_seq = int(last or 0)
+            return 0
+        rows = (await session.execute(
+            select(c.seq, c.dek_digest).where(c.seq > self._erasure_seq).order_by(c.seq)
+        )).all()
+        if not rows:
+            return 0
+        self._erasure_seq = max(int(row.seq) for row in rows)
+        gone = {bytes(row.dek_digest) for row in rows}
+        for dek_id in self._envelope.cached_ids():
+            if _dek_digest(dek_id) in gone:
+                self._envelope.forget(dek_id)
+                self._ledger.forget(dek_id)
+        return len(rows)
 
     def _check(self, user_id: str) -> None:
         if parse_id(user_id, kind="usr").region != self.region:
@@ -170,10 +215,12 @@ class DataKeys:
         another round trip (see the module docstring for why that matters on SQLite).
         """
         self._check(user_id)
+        await self.notice_erasures(session)
         row = (await session.execute(
             select(_data_keys).where(_data_keys.c.user_id == user_id)
         )).one_or_none()
         if row is None:
+            self._envelope.forget(dek_id_for(user_id))  # erased elsewhere: drop any copy
             raise DataKeyDestroyed(f"user {user_id} has no data key (erased or never created)")
         wrapped = WrappedKey(
             row.dek_id, row.provider, row.kek_id, row.kek_version, bytes(row.ciphertext)
@@ -194,6 +241,7 @@ class DataKeys:
         """
         for user_id in user_ids:
             self._check(user_id)
+        await self.notice_erasures(session)
         if not user_ids:
             return {}
         rows = (await session.execute(
@@ -214,12 +262,20 @@ class DataKeys:
     async def destroy(self, session: AsyncSession, user_id: UserId) -> bool:
         """Delete the wrapped key: every value sealed for the user is then unreadable.
 
-        Returns whether a key existed. The cache entry goes at once, not after its TTL;
-        other processes drop theirs within the cache TTL (``keys.cache_ttl_seconds``).
+        Returns whether a key existed. This process's cache entry goes at once; the
+        erasure is recorded in ``data_key_erasures`` in the same transaction, and other
+        processes drop their copy when they next poll it (:meth:`notice_erasures`, at
+        most ``erasure_poll_seconds`` after their next key load); an idle process's copy
+        is purged when its cache entry expires (``keys.cache_ttl_seconds``).
         """
         self._check(user_id)
         dek_id = dek_id_for(user_id)
         result = await session.execute(delete(_data_keys).where(_data_keys.c.user_id == user_id))
+        now = utcnow()
+        await session.execute(insert(_erasures).values(dek_digest=_dek_digest(dek_id),
+                                                       erased_at=now))
+        await session.execute(delete(_erasures).where(
+            _erasures.c.erased_at < now - ERASURE_ROWS_KEPT))
         self._envelope.forget(dek_id)
         self._ledger.forget(dek_id)
         return bool(getattr(result, "rowcount", 0))

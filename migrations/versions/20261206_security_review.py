@@ -20,6 +20,8 @@ Create Date: 2026-12-06 13:30:00.000000
   pepper-derived key (a URL may carry a credential). ``aggregator migrate`` seals clear
   URLs and clears ``webhook_url``; a worker of the previous release then finds no URL and
   retries later (events are retried for more than 24 hours).
+- ``data_key_erasures``: data keys destroyed by erasure, polled by every process so that
+  cached copies are dropped promptly (aggregator.datakeys.DataKeys.notice_erasures).
 
 COMPATIBILITY: during a rolling deploy the previous release runs against this schema.
 Every migration must therefore stay compatible with the previous release's code: add
@@ -42,6 +44,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "data_key_erasures",
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                  autoincrement=True, nullable=False),
+        sa.Column("dek_digest", sa.LargeBinary(length=32), nullable=False),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_data_key_erasures")),
+    )
+    op.create_index(op.f("ix_data_key_erasures_erased_at"), "data_key_erasures",
+                    ["erased_at"], unique=False)
     with op.batch_alter_table("link_sessions") as batch:
         batch.add_column(sa.Column("browser_digest", sa.LargeBinary(length=32), nullable=True))
     with op.batch_alter_table("accounts") as batch:
@@ -53,6 +65,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_data_key_erasures_erased_at"), table_name="data_key_erasures")
+    op.drop_table("data_key_erasures")
     with op.batch_alter_table("applications") as batch:
         batch.drop_column("webhook_url_sealed")
     with op.batch_alter_table("idempotency_keys") as batch:
