@@ -370,7 +370,8 @@ class Envelope:
                 entry.budget = -1
                 raise SealLimitReached(
                     f"data key {dek_id!r} has sealed {total - self._block} values, the "
-                    f"limit is {self._seal_limit}: rotate the subject's data key"
+                    f"limit is {self._seal_limit}: rotate the subject's data key "
+                    "(`aggregator keys rotate-user USER_ID` reseals its values)"
                 )
             entry.budget += self._block
 

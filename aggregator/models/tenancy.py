@@ -118,6 +118,11 @@ class DataKeyRecord(Base):
     seal_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = created_column()
     rewrapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: While a rotated key's values are being resealed (aggregator.reseal): the key
+    #: before, wrapped, to open what it sealed; NULL once every value is resealed.
+    previous_dek_id: Mapped[str | None] = mapped_column(String(64))
+    previous_kek_version: Mapped[int | None] = mapped_column(Integer)
+    previous_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     user: Mapped[User] = relationship(lazy="raise")
 

@@ -22,6 +22,8 @@ Create Date: 2026-12-06 13:30:00.000000
   retries later (events are retried for more than 24 hours).
 - ``data_key_erasures``: data keys destroyed by erasure, polled by every process so that
   cached copies are dropped promptly (aggregator.datakeys.DataKeys.notice_erasures).
+- ``data_keys.previous_*``: a user's key before a rotation, kept wrapped while the
+  user's values are resealed under the new one (aggregator.reseal).
 
 COMPATIBILITY: during a rolling deploy the previous release runs against this schema.
 Every migration must therefore stay compatible with the previous release's code: add
@@ -62,9 +64,17 @@ def upgrade() -> None:
         batch.add_column(sa.Column("response_user_sealed", sa.LargeBinary(), nullable=True))
     with op.batch_alter_table("applications") as batch:
         batch.add_column(sa.Column("webhook_url_sealed", sa.LargeBinary(), nullable=True))
+    with op.batch_alter_table("data_keys") as batch:
+        batch.add_column(sa.Column("previous_dek_id", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("previous_kek_version", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("previous_ciphertext", sa.LargeBinary(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("data_keys") as batch:
+        batch.drop_column("previous_ciphertext")
+        batch.drop_column("previous_kek_version")
+        batch.drop_column("previous_dek_id")
     op.drop_index(op.f("ix_data_key_erasures_erased_at"), table_name="data_key_erasures")
     op.drop_table("data_key_erasures")
     with op.batch_alter_table("applications") as batch:
