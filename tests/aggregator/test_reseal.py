@@ -74,7 +74,7 @@ async def test_a_rotated_key_reseals_every_value_resumably_and_drops_the_old_key
         key = await keys.data_keys.load(session, user_id)
         credential = (await session.execute(select(Credential))).scalar_one()
         descriptions = sorted([
-            await keys.sealer.open_from(key, t, "description_sealed")
+            await keys.sealer.open_from(key, t, "description_sealed") or ""
             for t in (await session.execute(select(Transaction))).scalars()])
     assert record is not None
     assert record.previous_dek_id is None
