@@ -144,9 +144,9 @@ class WebhookKeys:
                 continue
             if best == kid:
                 return key
-        key = self._keys.get(kid)
-        if key is not None:
-            return key
+        known = self._keys.get(kid)
+        if known is not None:
+            return known
         if self._unknown.get(kid, 0.0) > now:
             raise WebhookRejected(RejectReason.UNKNOWN_KID)
         raise WebhookRejected(RejectReason.KID_RATE_LIMITED, retry_after=self._next_token(now))

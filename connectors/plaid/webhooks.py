@@ -167,7 +167,8 @@ def _webhook(body: bytes, digest: bytes, kid: str, iat: int, max_bytes: int) -> 
     if not isinstance(payload, dict):
         raise WebhookRejected(RejectReason.MALFORMED_BODY)
     kind, code, item = (payload.get(k) for k in ("webhook_type", "webhook_code", "item_id"))
-    if not (_label(kind, 64) and _label(code, 64)):
+    if not (isinstance(kind, str) and isinstance(code, str)
+            and _label(kind, 64) and _label(code, 64)):
         raise WebhookRejected(RejectReason.MALFORMED_BODY)
     if item is not None and not _label(item, 255):
         raise WebhookRejected(RejectReason.MALFORMED_BODY)

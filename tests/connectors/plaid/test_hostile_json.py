@@ -41,7 +41,7 @@ def plaid() -> tuple[FakePlaid, SigningKey, WebhookVerifier]:
 
 
 def _header(key: SigningKey, extra: str = "") -> bytes:
-    return ('{"alg":"ES256","kid":"%s","typ":"JWT"%s}' % (key.kid, extra)).encode()
+    return ('{"alg":"ES256","kid":"' + key.kid + '","typ":"JWT"' + extra + "}").encode()
 
 
 HOSTILE_HEADERS = {

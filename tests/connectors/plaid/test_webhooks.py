@@ -138,7 +138,8 @@ async def test_plaid_outage_keeps_the_cached_key_only_within_the_bound(setup: Se
     clock.now += 1  # cannot be re-checked: not trusted blindly, but retryable (503)
     with pytest.raises(WebhookRejected, match="key_unavailable") as caught:
         await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
-    assert caught.value.retryable and caught.value.retry_after
+    assert caught.value.retryable
+    assert caught.value.retry_after
     with pytest.raises(WebhookRejected, match="key_unavailable"):
         await verifier.verify(BODY, fake.sign(BODY, fake.add_key(), iat=int(clock.now)))
     fetch.down = False
