@@ -319,7 +319,7 @@ async def test_accepted_and_rejected_counts_are_on_metrics(
     assert samples['aggregator_plaid_webhooks_total{outcome="body_mismatch",region="us"}'] == 1.0
 
 
-HOSTILE = {
+HOSTILE: dict[str, Callable[[Plaid, bytes], tuple[bytes, str]]] = {
     "header-nested-1000": lambda p, b: (b, "{}.{}.{}".format(
         b64url(b'{"alg":"ES256","kid":"k","x":' + b"[" * 1000 + b"]" * 1000 + b"}"),
         b64url(b"{}"), b64url(b"\0" * 64))),
