@@ -16,13 +16,15 @@ delivery identical to a row already *applied* (or orphaned) is a new notificatio
 row is re-armed as a new job. The table holds one row per distinct body, and the worker
 purges applied rows after :data:`~aggregator.plaid.apply.HISTORY_RETENTION`.
 
-Group commit with a bounded wait: a region's store takes one write transaction at a
-time, so webhooks are stored in shared transactions of at most :data:`MAX_BATCH`. The
-writer role is a per-region FIFO lock: a request queues its webhook, takes the lock, and
-commits whatever is queued (its own webhook included) unless an earlier holder already
+Group commit with a bounded wait: every commit costs a disk flush, so webhooks are
+stored in shared transactions of at most :data:`MAX_BATCH`. The writer role is a
+per-region FIFO semaphore: a request queues its webhook, takes a writer slot, and
+commits whatever is queued (its own webhook included) unless an earlier writer already
 did. No request ever writes more than one batch for others, so none waits for more than
-the commit in flight plus its own (under 50 ms at any load the store can take), however
-long the queue grows. A batch costs two statements whatever its size
+a commit in flight plus its own, however long the queue grows. SQLite takes one write
+transaction at a time, so it has one slot; PostgreSQL has :data:`PG_WRITERS`, whose
+commits overlap (its WAL flush is shared by the commits waiting on it) instead of
+queueing behind one another. A batch costs two statements whatever its size
 (:func:`store_webhooks`): one lookup of the items' connections and one multi-row upsert.
 """
 
@@ -49,6 +51,8 @@ log = logging.getLogger("aggregator.plaid.webhooks")
 _events = table_of(PlaidWebhookEvent)
 #: Webhooks stored per transaction at most.
 MAX_BATCH = 64
+#: Concurrent write transactions per PostgreSQL region (SQLite: one).
+PG_WRITERS = 4
 _Queued = tuple[PlaidWebhook, "asyncio.Future[Receipt]"]
 
 
@@ -72,7 +76,7 @@ class PlaidWebhooks:
         self.verifiers = dict(verifiers)
         self.clock = clock
         self._queues: dict[str, list[_Queued]] = {r: [] for r in self.verifiers}
-        self._writers = {r: asyncio.Lock() for r in self.verifiers}
+        self._writers = {r: asyncio.Semaphore(self._slots(r)) for r in self.verifiers}
         #: ``outcome`` is a receipt (stored, duplicate, orphaned: accepted) or a
         #: :class:`~connectors.RejectReason` value (rejected, and why).
         self.counter = Counter(
@@ -86,6 +90,10 @@ class PlaidWebhooks:
         if id(registry) not in self._exposed:
             self._exposed.add(id(registry))
             registry.register(self.counter)
+
+    def _slots(self, region: str) -> int:
+        dialect = self.router.engine(region).dialect.name
+        return PG_WRITERS if dialect == "postgresql" else 1
 
     def max_body_bytes(self, region: str) -> int:
         return self.verifiers[region].max_body_bytes
