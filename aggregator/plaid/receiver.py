@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -186,19 +187,14 @@ async def store_webhooks(
             "status": WebhookStatus.PENDING if connection_id else WebhookStatus.ORPHANED,
             "attempts": 0, "available_at": now, "redelivered_at": None,
         }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(_events).values(list(fresh.values()))
+    # One cached statement, run with many parameter sets: SQLAlchemy sends it as a
+    # multi-row INSERT (its "insertmanyvalues" mode) without compiling it per batch size.
     # RETURNING, not rowcount: drivers disagree on rowcount for upserts. A row whose
     # received_at is ours and that was not coalesced is one this statement (re)armed.
-    stored = {
-        key: received == now and redelivered is None
-        for key, received, redelivered in await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["body_sha256"], set_=_rearm_or_coalesce(statement.excluded))
-            .returning(_events.c.body_sha256, _events.c.received_at, _events.c.redelivered_at)
-        )
-    }
+    result = await session.execute(_upsert(session.get_bind().dialect.name),
+                                   list(fresh.values()))
+    stored = {key: received == now and redelivered is None
+              for key, received, redelivered in result}
     receipts = []
     for hook in hooks:
         if not stored.get(hook.body_sha256, False):
@@ -208,6 +204,16 @@ async def store_webhooks(
         orphan = fresh[hook.body_sha256]["connection_id"] is None
         receipts.append(Receipt.ORPHANED if orphan else Receipt.STORED)
     return receipts
+
+
+@functools.cache
+def _upsert(dialect: str) -> Any:
+    """Insert, or coalesce into a pending row, or re-arm a done one; RETURNING the key."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_events)
+    return statement.on_conflict_do_update(
+        index_elements=["body_sha256"], set_=_rearm_or_coalesce(statement.excluded),
+    ).returning(_events.c.body_sha256, _events.c.received_at, _events.c.redelivered_at)
 
 
 def _rearm_or_coalesce(new: Any) -> dict[str, Any]:
