@@ -348,3 +348,53 @@ async def test_hostile_json_is_a_400_problem_never_a_500(
     assert response.json()["status"] == 400
     assert "request_id" in response.json() or "x-request-id" in response.headers
     assert await rows(region_router) == 0
+
+
+async def test_a_key_rotation_under_a_forged_kid_flood_answers_503_then_accepts(
+    services: Services, region_router: RegionRouter, client_factory: ClientFactory,
+    item_connection: Connection,
+) -> None:
+    """End to end, through plaid-python and the loopback Plaid: after a rotation, while
+    forged kids drain the fetch budget, the genuine webhook is told to retry (503 +
+    Retry-After), then accepted at a retry within the documented bound; the retired key
+    stops verifying once its re-check is due."""
+    now = [float(int(time.time()))]
+    sandbox = FakePlaid()
+    old = sandbox.add_key()
+    async with serving(sandbox.app(), bind("127.0.0.1", 0)) as url:
+        connector = PlaidConnector(PlaidConfig(
+            "us", CLIENT_ID, Secret(SECRET), PlaidEnvironment.SANDBOX, host=url))
+        keys = WebhookKeys(connector.webhook_key, clock=lambda: now[0])
+        services.extra[SERVICE_KEY] = PlaidWebhooks(
+            region_router, {"us": WebhookVerifier(keys, clock=lambda: now[0])})
+        client = client_factory()
+
+        async def deliver(body: bytes, key: Any) -> httpx.Response:
+            return await post(client, body, sandbox.sign(body, key, iat=int(now[0])))
+
+        assert (await deliver(b'{"webhook_type":"ITEM","webhook_code":"A","item_id":"'
+                              + ITEM.encode() + b'"}', old)).status_code == 200
+        new = sandbox.add_key()
+        old.expired_at = int(now[0])  # Plaid rotates
+        statuses = []
+        for second in range(40):
+            now[0] += 1
+            for i in range(5):  # 5 forged kids a second
+                forged = await deliver(b"{}", new_key(f"forged-{second}-{i}"))
+                assert forged.status_code in (400, 503)
+            if second % 5 == 0:  # a genuine (re)delivery every 5 s
+                body = b'{"webhook_type":"ITEM","webhook_code":"B","item_id":"' \
+                    + ITEM.encode() + b'"}'
+                answer = await deliver(body, new)
+                statuses.append(answer.status_code)
+                if answer.status_code == 503:
+                    assert int(answer.headers["retry-after"]) >= 1
+                if answer.status_code == 200:
+                    break
+        assert statuses[-1] == 200
+        assert set(statuses[:-1]) <= {503}
+        assert len(statuses) <= 3  # accepted within 10 s of the second sighting
+        now[0] += 300  # the retired key's re-check is due: refused from now on
+        late = await deliver(b'{"webhook_type":"ITEM","webhook_code":"C"}', old)
+        assert late.status_code == 400
+        assert sandbox.key_requests <= 1 + 2 + 40 // 10 + 2
