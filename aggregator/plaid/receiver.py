@@ -191,8 +191,10 @@ async def store_webhooks(
     # multi-row INSERT (its "insertmanyvalues" mode) without compiling it per batch size.
     # RETURNING, not rowcount: drivers disagree on rowcount for upserts. A row whose
     # received_at is ours and that was not coalesced is one this statement (re)armed.
+    # Rows in key order: two concurrent batches sharing bodies then lock them in the same
+    # order on PostgreSQL, so they queue instead of deadlocking.
     result = await session.execute(_upsert(session.get_bind().dialect.name),
-                                   list(fresh.values()))
+                                   [fresh[key] for key in sorted(fresh)])
     stored = {key: received == now and redelivered is None
               for key, received, redelivered in result}
     receipts = []
