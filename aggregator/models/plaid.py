@@ -36,10 +36,10 @@ class PlaidWebhookEvent(Base):
     __tablename__ = "plaid_webhook_events"
     __table_args__ = (
         Index(None, "status", "available_at"),
-        Index(None, "status", "received_at"),  # the worker's purge of expired de-dup rows
+        Index(None, "status", "received_at"),  # the worker's purge of old applied rows
     )
 
-    #: SHA-256 of the verified raw body: the de-duplication key.
+    #: SHA-256 of the verified raw body: one row per distinct body (repeats re-arm it).
     body_sha256: Mapped[bytes] = digest_column(primary_key=True)
     region: Mapped[str] = mapped_column(String(8), info={"region": "name"})
     item_id: Mapped[str | None] = mapped_column(String(255), index=True)

@@ -132,7 +132,7 @@ class PlaidSweep:
         return outcome is not None
 
     async def purge(self, region: str) -> int:
-        """Drop one bounded batch of expired de-duplication rows."""
+        """Drop one bounded batch of applied rows past their history retention."""
         async with self.router.session(region) as session, session.begin():
             return await purge_expired(session, utcnow() - self.retention, self.batch * 10)
 
