@@ -42,6 +42,7 @@ from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
 from connectors.oauth.rfc8705 import bank_ssl_context
 from connectors.oauth.rfc9207 import check_issuer
+from connectors.oauth.rfc9449 import DPoPAuth, DPoPKey, DPoPNonces
 from connectors.oauth.tokens import TokenSet
 from connectors.plaid.boundary import MutationDuringPagination, map_plaid_errors
 from connectors.plaid.client import (
@@ -63,6 +64,7 @@ from connectors.profiles import (
     ConsentPolicy,
     Endpoints,
     ParMode,
+    SenderConstraint,
     SyncPolicy,
     load_profiles,
 )
@@ -88,6 +90,9 @@ __all__ = [
     "ConnectorError",
     "ConsentPolicy",
     "ConsentRejected",
+    "DPoPAuth",
+    "DPoPKey",
+    "DPoPNonces",
     "Dialect",
     "EgressPolicy",
     "EgressRefused",
@@ -115,6 +120,7 @@ __all__ = [
     "RemovedTransaction",
     "Resolver",
     "ResponseTooLarge",
+    "SenderConstraint",
     "ServerMetadata",
     "Severity",
     "Signer",
