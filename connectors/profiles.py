@@ -455,6 +455,10 @@ def _credentials(
     key_file = t.path("private_key_file", base=base)
     alg = t.optional_choice("signing_alg", ["PS256", "ES256"])
     kid = t.optional_string("client_key_id")
+    if key_file is not None and key_file.parent == BUILTIN_PROFILES_DIR and not loopback:
+        # The package ships one published key, for its loopback FAPI 2.0 sandbox only.
+        raise t.error("private_key_file", "the key shipped with the package is public; "
+                      "use your own key (private_key_pem_env or a file of yours)")
     if dev_default is not None and not loopback:
         raise t.error(
             "client_secret_dev_default",
