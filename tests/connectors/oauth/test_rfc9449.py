@@ -37,7 +37,8 @@ def _claims(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
     head, body, _ = proof.split(".")
 
     def part(text: str) -> dict[str, Any]:
-        decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        padded = text + "=" * (-len(text) % 4)
+        decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
         return decoded
 
     return part(head), part(body)
@@ -49,10 +50,13 @@ def test_proof_carries_what_rfc9449_section_4_2_lists_and_verifies(alg: str) -> 
     proof = key.proof("get", "https://bank.example/a/accounts?page=2#x", access_token="tok",
                       nonce="n-1")
     header, claims = _claims(proof)
-    assert header["typ"] == "dpop+jwt" and header["alg"] == alg
+    assert header["typ"] == "dpop+jwt"
+    assert header["alg"] == alg
     assert "d" not in header["jwk"]
-    assert claims["htm"] == "GET" and claims["htu"] == "https://bank.example/a/accounts"
-    assert claims["nonce"] == "n-1" and len(claims["jti"]) >= 22
+    assert claims["htm"] == "GET"
+    assert claims["htu"] == "https://bank.example/a/accounts"
+    assert claims["nonce"] == "n-1"
+    assert len(claims["jti"]) >= 22
     nonces = NonceSource(SandboxClock())
     verifier = ProofVerifier(None)
     verified = verifier.verify(proof, method="GET", uri="https://bank.example/a/accounts",
@@ -75,9 +79,12 @@ def test_key_survives_sealing_form_and_hides_in_repr() -> None:
     key = DPoPKey.generate()
     again = DPoPKey.from_private_bytes(key.private_bytes())
     assert again.thumbprint == key.thumbprint
-    assert "PRIVATE" not in repr(again) and key.thumbprint in repr(again)
+    assert "PRIVATE" not in repr(again)
+    assert key.thumbprint in repr(again)
     with pytest.raises(ValueError, match="not a readable") as caught:
-        DPoPKey.from_private_bytes(b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----")
+        DPoPKey.from_private_bytes(
+            b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----"
+        )
     assert "c2VjcmV0" not in str(caught.value)
 
 
@@ -142,7 +149,8 @@ async def fapi2_bank(**options: Any) -> AsyncIterator[Fapi2]:
 async def test_link_binds_code_and_tokens_to_the_connection_key_with_nonce_round_trip() -> None:
     async with fapi2_bank() as f:
         pending, tokens = await f.link()
-        assert pending.dpop_key is not None and "***" in repr(pending)
+        assert pending.dpop_key is not None
+        assert "***" in repr(pending)
         key = DPoPKey.from_private_bytes(pending.dpop_key)
         assert tokens.token_type == "DPoP"
         assert f.bank.gate.bound_key(tokens.access_token) == key.thumbprint
@@ -154,7 +162,8 @@ async def test_link_binds_code_and_tokens_to_the_connection_key_with_nonce_round
 
         dialect = f.dialect(tokens, key)
         accounts = await dialect.accounts()  # resource nonce demanded once, then served
-        assert accounts and f.bank.refused["use_dpop_nonce"] == 2
+        assert accounts
+        assert f.bank.refused["use_dpop_nonce"] == 2
         await dialect.balances(accounts[0].bank_account_id)  # the nonce is known now
         assert f.bank.refused["use_dpop_nonce"] == 2
 
@@ -190,7 +199,8 @@ async def test_bank_refuses_replayed_proof_and_ath_mismatch() -> None:
         assert 'error="invalid_dpop_proof"' in replayed.headers["WWW-Authenticate"]
         wrong_ath = key.proof("GET", url, access_token="not-this-token")
         answer = await f.http.get(url, headers={**headers, "DPoP": wrong_ath})
-        assert answer.status_code == 401 and "ath" in answer.headers["WWW-Authenticate"]
+        assert answer.status_code == 401
+        assert "ath" in answer.headers["WWW-Authenticate"]
         bearer = await f.http.get(url, headers={**INTERACTION,
                                                 "Authorization": f"Bearer {tokens.access_token}"})
         assert bearer.status_code == 401  # §7.2: a bound token is no bearer token
