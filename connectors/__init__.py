@@ -37,6 +37,7 @@ from connectors.oauth.callback import parse_callback
 from connectors.oauth.client import BankOAuthClient
 from connectors.oauth.compat import Compatibility, Finding, Severity, check_compatibility
 from connectors.oauth.credentials import load_client_credentials
+from connectors.oauth.fapi2 import fapi2_readiness
 from connectors.oauth.pending import PENDING_LIFETIME, PendingAuthorization
 from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
@@ -140,6 +141,7 @@ __all__ = [
     "check_destination",
     "check_issuer",
     "egress_client",
+    "fapi2_readiness",
     "fetch_metadata",
     "get_dialect",
     "get_hook",
