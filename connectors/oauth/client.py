@@ -281,7 +281,7 @@ class BankOAuthClient:
             token_type=TOKEN_TYPE if dpop_key else "Bearer",
         )
 
-    def dpop_auth(self, key: DPoPKey, access_token: str) -> httpx.Auth:
+    def dpop_auth(self, key: DPoPKey, access_token: str) -> DPoPAuth:
         """The ``httpx.Auth`` of one connection's resource calls (RFC 9449 §7, §9)."""
         return DPoPAuth(key, access_token, self.nonces, clock=self._clock)
 
