@@ -361,3 +361,16 @@ def test_sender_constraint_defaults_to_none_and_the_shipped_key_stays_on_loopbac
     error = _error([profile_dir])
     assert (error.file, error.key) == (str(path), "private_key_file")
     assert "public" in error.problem
+
+
+def test_the_readme_fapi2_profile_example_loads(profile_dir: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### A FAPI 2.0 bank", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (profile_dir / "examplebank-fapi2.toml").write_text(example, encoding="utf-8")
+
+    profile = load_profiles([profile_dir], include_builtin=False)["examplebank-fapi2"]
+
+    assert profile.sender_constraint is SenderConstraint.DPOP
+    assert profile.use_par is ParMode.ALWAYS
+    assert profile.client_auth_method is ClientAuthMethod.PRIVATE_KEY_JWT
