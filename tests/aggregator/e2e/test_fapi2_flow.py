@@ -27,7 +27,12 @@ from aggregator.link.wiring import install
 from aggregator.models import Credential
 from aggregator.models.base import utcnow
 from aggregator.sandbox import SandboxConfig
-from aggregator.sandbox.fapi2 import FAPI2_CLIENT_KEY_FILE, Fapi2SandboxBank, fapi2_client
+from aggregator.sandbox.fapi2 import (
+    FAPI2_CLIENT_ID,
+    FAPI2_CLIENT_KEY_FILE,
+    Fapi2SandboxBank,
+    fapi2_client,
+)
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory
@@ -139,6 +144,29 @@ async def test_link_sync_refresh_across_worker_restart_and_removal(
     assert removed.status_code in (200, 204), removed.text
     after = (await fapi2.api.get(f"/v1/connections/{connection_id}")).json()
     assert after["status"] == "revoked"
+
+
+async def test_update_mode_re_consent_brings_a_new_key_and_keeps_the_connection(
+    fapi2: Gateway,
+) -> None:
+    bank = _bank(fapi2)
+    user_id, connection_id = await _link(fapi2)
+    _, old_key = await _connection_key(fapi2, connection_id)
+    old_refresh = fapi2.issued_tokens[-1]
+
+    walk = await link_as_person(
+        fapi2.browser, await fapi2.link_url(user_id, connection_id=connection_id),
+        username="alice", password="alice-pass", bank_id=BANK, stop_at=APP_REDIRECT)
+
+    assert walk.landed_query == {"connection_id": connection_id, "outcome": "success"}
+    _, new_key = await _connection_key(fapi2, connection_id)
+    assert new_key.thumbprint != old_key.thumbprint  # a new grant, a new key (§10)
+    assert bank.gate.bound_key(fapi2.issued_tokens[-2]) == new_key.thumbprint
+    # The superseded grant was revoked at the bank: its refresh token, with a valid proof
+    # of its own key, now buys nothing.
+    assert bank.store.find_refresh(old_refresh, FAPI2_CLIENT_ID) is None
+    synced = await fapi2.api.post(f"/v1/connections/{connection_id}/sync")
+    assert synced.status_code == 200, synced.text
 
 
 async def test_a_bank_refusing_every_proof_costs_one_retry_not_a_loop(fapi2: Gateway) -> None:
