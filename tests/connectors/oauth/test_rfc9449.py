@@ -20,6 +20,7 @@ from connectors import (
     BankProtocolError,
     BankUnsupported,
     DPoPKey,
+    GrantRevoked,
     ObieDialect,
     PendingAuthorization,
     TokenSet,
@@ -227,3 +228,12 @@ async def test_token_nonce_demanded_forever_costs_two_requests_not_a_loop() -> N
         with pytest.raises(BankProtocolError, match="use_dpop_nonce"):
             await f.client.exchange_code(pending, code)
         assert f.count("/token") == 2
+
+
+async def test_a_grant_without_a_dpop_key_needs_the_user_not_a_request() -> None:
+    async with fapi2_bank() as f:
+        await f.client.metadata()
+        before = len(f.sent)
+        with pytest.raises(GrantRevoked, match="no DPoP key"):
+            await f.client.refresh("a-refresh-token-from-before-dpop")
+        assert len(f.sent) == before
