@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -237,3 +238,12 @@ async def test_a_grant_without_a_dpop_key_needs_the_user_not_a_request() -> None
         with pytest.raises(GrantRevoked, match="no DPoP key"):
             await f.client.refresh("a-refresh-token-from-before-dpop")
         assert len(f.sent) == before
+
+
+def test_a_bearer_answer_to_a_dpop_request_is_refused() -> None:
+    now = datetime.now(UTC)
+    answer = {"access_token": "at", "token_type": "Bearer", "expires_in": 60}
+    with pytest.raises(BankProtocolError, match="not DPoP"):
+        TokenSet.from_response(answer, now=now, token_type="DPoP")
+    bound = TokenSet.from_response({**answer, "token_type": "dpop"}, now=now, token_type="DPoP")
+    assert bound.token_type == "DPoP"
