@@ -1,7 +1,7 @@
 """plaid webhook redelivery
 
 Revision ID: s3_plaid_redelivery
-Revises: a60b14cfbf0e
+Revises: s3_dpop_keys
 Create Date: 2026-12-06 13:30:00.000000
 
 ``plaid_webhook_events.redelivered_at``: when a delivery identical to a still-pending
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s3_plaid_redelivery"
-down_revision: str | None = "a60b14cfbf0e"
+down_revision: str | None = "s3_dpop_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
