@@ -117,11 +117,12 @@ class PlaidWebhooks:
         queue = self._queues[region]
         queue.append((hook, future))
         async with self._writers[region]:  # FIFO: earlier holders may have written ours
-            while not future.done():
+            while not future.done() and queue:
                 batch = queue[:MAX_BATCH]
                 del queue[:MAX_BATCH]
                 await self._commit(region, batch)
-        return future.result()
+        # Not done with the queue empty: another writer's batch in flight holds ours.
+        return await future
 
     async def _commit(self, region: str, batch: list[_Queued]) -> None:
         try:

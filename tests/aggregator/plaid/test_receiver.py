@@ -65,3 +65,28 @@ async def test_no_request_writes_more_than_its_own_batch_under_sustained_load(
         owner = tasks.index(task)  # type: ignore[arg-type]
         assert hooks[owner].body_sha256 in keys  # a writer commits its own webhook
     assert max(by_task.values()) == 1
+
+
+async def test_a_writer_whose_webhook_is_in_anothers_batch_waits_without_spinning(
+    region_router: RegionRouter, connection: Connection,
+) -> None:
+    """With several writer slots (PostgreSQL), a request may find its webhook already
+    taken by a batch in flight: it waits for that commit instead of opening empty ones."""
+    hooks = [webhook("ITEM", f"SLOT_{i}") for i in range(8)]
+    batches: list[int] = []
+
+    class Recording(PlaidWebhooks):
+        def _slots(self, region: str) -> int:
+            return 4
+
+        async def _commit(self, region: str, batch: list) -> None:  # type: ignore[type-arg]
+            batches.append(len(batch))
+            await asyncio.sleep(0.05)  # a slow flush: the other slots are free meanwhile
+            await super()._commit(region, batch)
+
+    receiver = Recording(region_router, {"eu": None})  # type: ignore[dict-item]
+    receipts = await asyncio.wait_for(
+        asyncio.gather(*(receiver._store("eu", hook) for hook in hooks)), 30)
+    assert receipts == [Receipt.STORED] * len(hooks)
+    assert 0 not in batches  # no empty transaction was opened
+    assert sum(batches) == len(hooks)
