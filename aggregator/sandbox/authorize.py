@@ -139,6 +139,8 @@ class AuthorizeViews:
         )
         with self.server.store.lock:
             response = self._validate(oauth_request, user)
+            if response is None and not approved:
+                self.server.scopes_decided(dict(interaction.params).get("scope"), None)
             return response if response is not None else self._answer(oauth_request, user)
 
     def _validate(

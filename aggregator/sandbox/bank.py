@@ -17,6 +17,8 @@ from aggregator.http.serving import base_url as base_url_of
 from aggregator.sandbox.aisp import AISP_PREFIX, AccountViews
 from aggregator.sandbox.authorization_server import SandboxAuthorizationServer
 from aggregator.sandbox.authorize import AuthorizeViews, Interactions
+from aggregator.sandbox.berlin import BerlinConsents
+from aggregator.sandbox.berlin_sca import ConsentScopes, berlin_routes
 from aggregator.sandbox.config import TEST_USERS, Faults, SandboxConfig
 from aggregator.sandbox.discovery import (
     AUTHORIZE_PATH,
@@ -68,6 +70,9 @@ class SandboxBank:
             self.clock,
             signing_key,
         )
+        #: Berlin Group NextGenPSD2 consents (``/xs2a/...``; aggregator.sandbox.berlin).
+        self.berlin = BerlinConsents()
+        self.server.scope_hooks.append(ConsentScopes(self.berlin, self.ledger))
         self.asgi_app = self._create_app(signing_key)
 
     @property
@@ -174,6 +179,8 @@ class SandboxBank:
                 middleware=[Middleware(FapiInteractionId), obie_faults],
             ),
             Mount("/_sandbox", routes=admin.routes(), middleware=[Middleware(LoopbackOnly)]),
+            *berlin_routes(self.berlin, self.ledger, self.store, list(self.server.clients.values()),
+                           self.config.page_size),
         ]
         return Starlette(
             routes=routes, middleware=[Middleware(IssuerContext, issuer=lambda: self.issuer)]
