@@ -89,10 +89,11 @@ async def test_consent_request_is_checked_field_by_field(served: Served) -> None
     missing_id = await served.http.post(url, json=_body(), headers=good)
     assert missing_id.status_code == 400
     assert _codes(missing_id) == ["FORMAT_ERROR"]
-    for bad in ({"frequencyPerDay": 0}, {"recurringIndicator": "yes"},
+    cases: list[dict[str, Any]] = [{"frequencyPerDay": 0}, {"recurringIndicator": "yes"},
                 {"validUntil": "2000-01-01"}, {"access": {}},
                 {"combinedServiceIndicator": True},
-                {"recurringIndicator": False, "frequencyPerDay": 4}):
+                {"recurringIndicator": False, "frequencyPerDay": 4}]
+    for bad in cases:
         answer = await served.http.post(url, json=_body(**bad), headers=_headers(**good))
         assert answer.status_code == 400, bad
         assert _codes(answer) == ["FORMAT_ERROR"], bad
