@@ -25,11 +25,13 @@ from aggregator.errors import GatewayError
 from connectors import (
     BankOAuthClient,
     BankProfile,
+    ConsentManager,
     Dialect,
     EgressPolicy,
     PlaidConnector,
     SyncPolicy,
     bank_ssl_context,
+    consent_manager,
     egress_client,
     get_dialect,
 )
@@ -67,6 +69,7 @@ class BankDirectory:
         self._environ = environ
         self._policy = policy or EgressPolicy()
         self._clients: dict[str, BankOAuthClient] = {}
+        self._consents: dict[str, ConsentManager | None] = {}
         self._bank_http: dict[str, httpx.AsyncClient] = {}
         self._plaid: dict[str, tuple[PlaidConnector, SyncPolicy]] = {}
 
@@ -118,10 +121,19 @@ class BankDirectory:
             self._clients[bank_id] = client
         return client
 
-    def dialect(self, bank_id: str, access_token: str) -> Dialect:
+    def consents(self, bank_id: str) -> ConsentManager | None:
+        """The bank's consent manager (connectors/consents); None for plain OAuth2 banks."""
+        if bank_id not in self._consents:
+            self._consents[bank_id] = consent_manager(
+                self.profile(bank_id), self.oauth(bank_id), self.http_for(bank_id))
+        return self._consents[bank_id]
+
+    def dialect(self, bank_id: str, access_token: str,
+                headers: Mapping[str, str] | None = None) -> Dialect:
+        """The bank's API dialect for one token; ``headers`` from its consent manager."""
         profile = self.profile(bank_id)
         cls = get_dialect(profile.api.dialect)
-        return cls(self.http_for(bank_id), profile.api.base_url, access_token)
+        return cls(self.http_for(bank_id), profile.api.base_url, access_token, headers)
 
     def attach_plaid(self, region: str, connector: PlaidConnector, policy: SyncPolicy) -> None:
         """Serve ``region``'s Plaid connections through ``connector`` (one per region)."""

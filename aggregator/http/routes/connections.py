@@ -85,7 +85,9 @@ async def delete_connection(call: Call) -> ConnectionOut:
     """Revoke at the bank first, then forget the tokens and mark the connection revoked.
 
     OAuth banks get an RFC 7009 revocation of the refresh token (or the access token);
-    a Plaid connection's Item is removed with Plaid's ``/item/remove``.
+    a bank with a consent resource (UK Open Banking, Berlin Group) first gets its
+    ``DELETE`` of that consent; a Plaid connection's Item is removed with Plaid's
+    ``/item/remove``.
 
     The bank call happens outside any transaction (no lock is held across the network).
     If the bank cannot be reached the connection stays as it was and the caller gets a
@@ -110,11 +112,12 @@ async def delete_connection(call: Call) -> ConnectionOut:
             token = await custody.sealer.open_from(key, credential, column)
     reason = "revoked_by_application"
     banks = services.banks
-    if token is not None and isinstance(banks, BankDirectory) and banks.is_plaid(
-            connection.bank_id):
+    plaid = isinstance(banks, BankDirectory) and banks.is_plaid(connection.bank_id)
+    if token is not None and plaid and isinstance(banks, BankDirectory):
         # Plaid has no RFC 7009 endpoint: /item/remove invalidates the access token.
         await banks.plaid(region).remove_item(Secret(token))
-    elif token is not None:
+    consent_deleted = not plaid and await _delete_consent(banks, connection)
+    if token is not None and not plaid:
         try:
             # Revoking the refresh token ends the whole grant (RFC 7009 §2.1).
             await services.banks.oauth(connection.bank_id).revoke(
@@ -123,7 +126,8 @@ async def delete_connection(call: Call) -> ConnectionOut:
         except BankUnsupported:
             log.warning("bank %s offers no revocation; revoking %s locally only",
                         connection.bank_id, connection_id)
-            reason = "bank_revocation_unsupported"
+            if not consent_deleted:  # the consent's DELETE already ended the grant
+                reason = "bank_revocation_unsupported"
     async with services.router.session(region) as session, session.begin():
         connection = await owned_connection(session, connection_id, call.caller)
         if connection.status is not ConnectionStatus.REVOKED:
@@ -139,6 +143,18 @@ async def delete_connection(call: Call) -> ConnectionOut:
                 client_ip=call.client_ip,
             )
     return connection_view(connection)
+
+
+async def _delete_consent(banks: object, connection: Connection) -> bool:
+    """DELETE the bank's consent resource first (OBIE, Berlin Group: connectors/consents);
+    an unreachable bank raises, so the caller retries and nothing is forgotten early."""
+    if connection.consent_id is None or not isinstance(banks, BankDirectory):
+        return False
+    manager = banks.consents(connection.bank_id)
+    if manager is None:
+        return False
+    await manager.revoke(connection.consent_id)
+    return True
 
 
 async def post_sync(call: Call) -> SyncOut:
