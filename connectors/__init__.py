@@ -25,6 +25,7 @@ from connectors.dialects import (
     get_dialect,
     parse_retry_after,
 )
+from connectors.dialects.berlin_errors import AccessExceeded
 from connectors.egress import EgressPolicy, Resolver, check_destination, egress_client
 from connectors.errors import (
     AuthorizationExpired,
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_MAX_PAGES",
     "DIALECTS",
     "PENDING_LIFETIME",
+    "AccessExceeded",
     "Account",
     "AccountType",
     "ApiConfig",

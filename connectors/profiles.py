@@ -57,6 +57,7 @@ from typing import Any
 from connectors import _schema
 from connectors._schema import Table, is_loopback_url
 from connectors.consents.base import Standard
+from connectors.consents.berlin_options import BerlinGroupOptions
 from connectors.consents.options import ObieOptions, standard_options
 from connectors.errors import ProfileError
 from connectors.hooks import Hook
@@ -224,6 +225,8 @@ class BankProfile:
     standard: Standard = Standard.OAUTH2
     #: ``[obie]``: UK Open Banking consent settings, set when ``standard = "obie"``.
     obie: ObieOptions | None = None
+    #: ``[berlin_group]``: NextGenPSD2 consent settings, set when ``standard = "berlin_group"``.
+    berlin_group: BerlinGroupOptions | None = None
 
     @property
     def mutual_tls(self) -> bool:

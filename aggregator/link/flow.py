@@ -39,6 +39,7 @@ from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.job import Syncer
 from connectors import (
+    AuthorizationExpired,
     ConnectorError,
     ConsentInvalid,
     ConsentManager,
@@ -48,6 +49,7 @@ from connectors import (
     GrantedConsent,
     GrantRevoked,
     PendingAuthorization,
+    TokenSet,
     UserPresence,
     parse_callback,
 )
@@ -186,10 +188,13 @@ class LinkFlow:
             pending, created = await self._pending(custody, link, state)
             oauth = self.banks.oauth(pending.bank_id)
             manager = self.banks.consents(pending.bank_id) if created else None
-            # A standard without OAuth (Berlin Group scaRedirect) has no code to trade;
-            # that path is the Berlin Group manager's to complete (connectors/consents).
-            code = parse_callback(pending, query, await oauth.metadata())
-            tokens = await oauth.exchange_code(pending, code)
+            if created is not None and created.redirect_url is not None:
+                if pending.is_expired(utcnow()):  # as parse_callback checks an OAuth answer
+                    raise AuthorizationExpired(f"{pending.bank_id}: the SCA redirect expired")
+                tokens = _consent_only()
+            else:
+                code = parse_callback(pending, query, await oauth.metadata())
+                tokens = await oauth.exchange_code(pending, code)
             granted: GrantedConsent | None = None
             if manager is not None and created is not None:
                 granted = await manager.confirm(created)  # ConsentInvalid unless authorised
@@ -322,6 +327,17 @@ class LinkFlow:
                 await self.banks.oauth(bank_id).revoke(superseded, "refresh_token")
             except ConnectorError as exc:
                 log.warning("connection %s: old grant not revoked: %s", connection_id, exc.code)
+
+
+def _consent_only() -> TokenSet:
+    """The "grant" of a bank whose own SCA page authorised the consent (Berlin Group
+    redirect approach): no OAuth, so no token; the consent resource, read by
+    :meth:`~connectors.ConsentManager.confirm` next, is the whole authority. The link's
+    ``state`` (in the ``TPP-Redirect-URI`` the bank returned to) already named this
+    session and browser; an empty access token makes the API calls carry no
+    ``Authorization``, and a missing expiry keeps the refresh worker away."""
+    return TokenSet(access_token="", refresh_token=None, expires_at=None, scope=None,
+                    token_type="none")  # noqa: S106 - a type name; there is no token
 
 
 def _network(client_ip: str | None) -> str | None:

@@ -32,13 +32,14 @@ from aggregator.ids import ConnectionId
 from aggregator.models import Account, Connection, SyncState, Transaction, TransactionStatus
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
+from aggregator.sync.bank_limits import exhaust_until
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.budget import record_first_reads
 from aggregator.sync.consents import consent_dead, explain_refusal, resource_headers
 from aggregator.sync.snapshot import read_snapshot, window_start
 from aggregator.sync.tokens import fresh_grant
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts
-from connectors import ConnectorError, ConsentInvalid, UserPresence
+from connectors import AccessExceeded, ConnectorError, ConsentInvalid, UserPresence
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ class Syncer:
         except ConnectorError as exc:
             error = await explain_refusal(self.banks, connection, exc)
             await self._failed(region, connection, error.code)
+            if isinstance(error, AccessExceeded):  # the bank's frequencyPerDay is spent
+                await exhaust_until(self.router, region, connection, error.reset_at,
+                                    self.banks.profile(connection.bank_id).sync)
             if isinstance(error, ConsentInvalid):
                 await consent_dead(self.router, region, connection, error, actor=actor)
             if error is exc:

@@ -42,6 +42,7 @@ __all__ = [
 #: and the HTTP client that presents the bank's transport certificate.
 IMPLEMENTATIONS: dict[Standard, str] = {
     Standard.OBIE: "connectors.consents.obie:ObieConsents",
+    Standard.BERLIN_GROUP: "connectors.consents.berlin_group:BerlinGroupConsents",
 }
 
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from connectors._schema import Table
 from connectors.consents.base import Standard
+from connectors.consents.berlin_options import berlin_keys, parse_berlin_options
 
 __all__ = ["DEFAULT_OBIE_PERMISSIONS", "OBIE_PERMISSIONS", "ObieOptions", "standard_options"]
 
@@ -80,7 +81,8 @@ def standard_options(t: Table, standard: Standard, api_base: str) -> Mapping[str
     if standard is Standard.OBIE:
         return {"obie": _obie(t.table("obie", _OBIE_KEYS), api_base)}
     if standard is Standard.BERLIN_GROUP:
-        raise t.error("standard", "berlin_group consents are not supported by this build")
+        return {"berlin_group": parse_berlin_options(
+            t.table("berlin_group", berlin_keys()), api_base)}
     return {}
 
 

@@ -133,6 +133,9 @@ class HttpDialect(abc.ABC):
     name: ClassVar[str]
     request_id_header: ClassVar[str]
     required_headers: ClassVar[frozenset[str]] = frozenset()
+    #: An empty ``access_token`` means "send no Authorization": an API whose consent
+    #: alone authorises the call (Berlin Group's redirect SCA approach).
+    bearer_optional: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -156,12 +159,14 @@ class HttpDialect(abc.ABC):
             raise ValueError(f"{self.name} dialect needs headers {sorted(missing)}")
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
-        if not _BEARER_TOKEN.fullmatch(access_token):
+        if not (self.bearer_optional and access_token == "") and not _BEARER_TOKEN.fullmatch(
+            access_token
+        ):
             raise ValueError("access_token is not an RFC 6750 bearer token")
         self._client = client
         self._base = base
         self._headers = headers
-        self._authorization = f"Bearer {access_token}"
+        self._authorization = f"Bearer {access_token}" if access_token else None
         self.max_pages = max_pages
         self.last_request_id: str | None = None
 
@@ -190,9 +195,10 @@ class HttpDialect(abc.ABC):
         headers = {
             **self._headers,
             "Accept": "application/json",
-            "Authorization": self._authorization,
             self.request_id_header: request_id,
         }
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
         path = httpx.URL(url).path
         with map_httpx_errors(f"GET {path}"):
             # Explicit even if the shared client follows redirects: a 3xx from the bank
