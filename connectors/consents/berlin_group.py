@@ -232,11 +232,11 @@ class BerlinGroupConsents:
         rid = str(uuid.uuid4())
         sent = {"Accept": "application/json", "X-Request-ID": rid, **(headers or {})}
         path = httpx.URL(url).path
-        where = f"{method} {path} (X-Request-ID {rid})"
         with map_httpx_errors(f"{method} {path}"):
             response = await self._http.request(
                 method, url, json=body, headers=sent, follow_redirects=False)
-        log.debug("berlin_group %s -> %s", where, response.status_code)
+        where = f"{method} {path}: HTTP {response.status_code} (X-Request-ID {rid})"
+        log.debug("berlin_group %s", where)
         raise_for_tpp_messages(response, where)
         return response, rid
 

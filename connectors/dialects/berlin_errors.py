@@ -68,13 +68,16 @@ def _next_midnight(now: datetime) -> datetime:
 def raise_for_tpp_messages(response: httpx.Response, where: str) -> None:
     """Raise the connector error a non-2xx NextGenPSD2 answer means; return on 2xx.
 
-    ``where`` names the method, path and request id; messages never quote the body.
+    ``where`` names the method, path, status and request id (as the dialects' shared
+    GET writes it); messages add the ``tppMessages`` codes, never the body's text.
     """
     status = response.status_code
     if 200 <= status < 300:
         return
+    if 300 <= status < 400:
+        raise BankProtocolError(f"{where}: unexpected status")  # never followed
     codes = tpp_codes(response)
-    named = f"{where}: HTTP {status} {','.join(codes) or '(no tppMessages)'}"
+    named = f"{where} [{','.join(codes) or 'no tppMessages'}]"
     if "ACCESS_EXCEEDED" in codes:
         now = datetime.now(UTC)
         delay = parse_retry_after(response.headers.get("Retry-After"), now)
@@ -88,6 +91,8 @@ def raise_for_tpp_messages(response: httpx.Response, where: str) -> None:
         raise BankUnavailable(f"{named}: the bank is failing or asks us to back off", retry)
     # CONSENT_INVALID also means "valid, but not for this resource": the consent's status
     # tells the two apart (aggregator/sync/consents.py asks for it).
-    raise BankProtocolError(f"{named}: refused")
+    if status in (401, 403):
+        raise BankProtocolError(f"{named}: the bank refused the access token or consent")
+    raise BankProtocolError(f"{named}: unexpected status")
 
 
