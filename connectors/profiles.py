@@ -448,6 +448,10 @@ def _credentials(
     key_file = t.path("private_key_file", base=base)
     alg = t.optional_choice("signing_alg", ["PS256", "ES256"])
     kid = t.optional_string("client_key_id")
+    if key_file is not None and key_file.is_relative_to(BUILTIN_PROFILES_DIR.resolve()) \
+            and not loopback:
+        raise t.error("private_key_file", "the built-in development key is allowed only for "
+                      "a loopback development bank; name your own key")
     if dev_default is not None and not loopback:
         raise t.error(
             "client_secret_dev_default",

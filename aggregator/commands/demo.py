@@ -48,13 +48,10 @@ from aggregator.link.wiring import install
 from aggregator.models import Account, Connection, Credential, Transaction
 from aggregator.pepper import load_pepper
 from aggregator.sandbox import (
-    DEV_CLIENT_ID,
-    DEV_CLIENT_SECRET,
     TEST_USERS,
     SandboxBank,
-    SandboxClient,
-    SandboxConfig,
 )
+from aggregator.sandbox.modes import MODES
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.sync import BankDirectory
@@ -79,6 +76,8 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument("--headless", action="store_true",
                       help="link alice's sandbox accounts without a browser, show, exit")
+    demo.add_argument("--bank", default="sandbox-eu", choices=sorted(MODES),
+                      help="which sandbox bank (and mode) to link (default %(default)s)")
     demo.set_defaults(handler=run)
 
 
@@ -87,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
     out: Out = lambda line: print(line, flush=True)  # noqa: E731
     if args.headless:
         try:
-            return asyncio.run(asyncio.wait_for(_headless(settings, out), HEADLESS_TIMEOUT))
+            return asyncio.run(asyncio.wait_for(_headless(settings, out, args.bank),
+                                                HEADLESS_TIMEOUT))
         except TimeoutError:
             print(f"aggregator demo: gave up after {HEADLESS_TIMEOUT:.0f} s", file=sys.stderr)
             return 1
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_interactive(settings, out))
+        asyncio.run(_interactive(settings, out, args.bank))
     return 0
 
 
@@ -111,13 +111,8 @@ class Demo:
     api: httpx.AsyncClient
     app_id: str
     api_key: str = field(repr=False)
+    bank_id: str = "sandbox-eu"
     issued_refresh_digests: list[str] = field(default_factory=list)
-
-
-def _gateway_client() -> SandboxClient:
-    # The sandbox's published development client, with the gateway's one callback path.
-    return SandboxClient(client_id=DEV_CLIENT_ID, client_secret=DEV_CLIENT_SECRET,
-                         redirect_uris=("http://127.0.0.1/link/callback",))
 
 
 async def _prepare(settings: Settings, router: RegionRouter, out: Out) -> None:
@@ -148,7 +143,8 @@ def _bind(port: int) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
+async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
+                   ) -> AsyncIterator[Demo]:
     # The demo's bank is the sandbox on 127.0.0.1: the development opt-in of the egress
     # policy, for this process only (the rest of the policy stays as configured).
     settings = replace(settings, egress=replace(settings.egress, allow_http_loopback=True))
@@ -160,7 +156,7 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
         custody = await open_custody(router, settings)
         for keys in custody.values():
             stack.callback(keys.close)
-        bank = SandboxBank(SandboxConfig(clients=[_gateway_client()]))
+        bank = MODES[bank_id](("http://127.0.0.1/link/callback",))
         try:
             bank_url = await stack.enter_async_context(bank.serve("127.0.0.1", BANK_PORT))
         except OSError:  # taken: any free port will do
@@ -170,7 +166,7 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
             settings.egress, timeout=10, event_hooks={"response": [_token_watch(digests)]},
         ))
         profiles = load_profiles(settings.bank_dirs,
-                                 {b: {"issuer": bank_url} for b in SANDBOX_BANKS})
+                                 {b: {"issuer": bank_url} for b in {*SANDBOX_BANKS, bank_id}})
         banks = BankDirectory(profiles, http, policy=settings.egress)
         stack.push_async_callback(banks.aclose)
         services = Services(settings, router, custody, banks)
@@ -189,7 +185,8 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
             + ", ".join(f"{u} / {p}" for u, p in TEST_USERS.items()) + ")")
         out(f"  gateway:      {gateway_url}  (API docs: {gateway_url}/openapi.json)")
         out(f"  application:  {app_id}, redirect URI {gateway_url}{DONE_PATH}")
-        yield Demo(settings, bank, bank_url, gateway_url, services, api, app_id, key, digests)
+        yield Demo(settings, bank, bank_url, gateway_url, services, api, app_id, key, bank_id,
+                   digests)
 
 
 def _token_watch(digests: list[str]) -> Callable[[httpx.Response], Any]:
@@ -237,8 +234,8 @@ async def _new_link(demo: Demo, out: Out) -> str:
 # -- the two modes -----------------------------------------------------------------
 
 
-async def _interactive(settings: Settings, out: Out) -> None:
-    async with _running(settings, out) as demo:
+async def _interactive(settings: Settings, out: Out, bank_id: str = "sandbox-eu") -> None:
+    async with _running(settings, out, bank_id) as demo:
         link_url = await _new_link(demo, out)
         out(f"  API key:      {demo.api_key}  (shown once; for curl against the API)")
         out("")
@@ -252,14 +249,16 @@ async def _interactive(settings: Settings, out: Out) -> None:
         await stop.wait()
 
 
-async def _headless(settings: Settings, out: Out) -> int:
-    async with _running(settings, out) as demo, httpx.AsyncClient(timeout=30) as browser:
+async def _headless(settings: Settings, out: Out, bank_id: str = "sandbox-eu") -> int:
+    async with _running(settings, out, bank_id) as demo, \
+            httpx.AsyncClient(timeout=30) as browser:
         link_url = await _new_link(demo, out)
         out(f"  Link URL:     {_short(link_url)}")
         out("")
         out("Walking the Link flow as a person would (plain HTTP, the pages' own forms):")
         user, password = "alice", TEST_USERS["alice"]
-        walk = await link_as_person(browser, link_url, username=user, password=password)
+        walk = await link_as_person(browser, link_url, username=user, password=password,
+                                    bank_id=demo.bank_id)
         for line in _hops(walk, demo):
             out(line)
         query = walk.landed_query
