@@ -31,6 +31,7 @@ from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link.errors import LinkNotFound, LinkUsed
 from aggregator.link.grants import SavedGrant, save_grant
+from aggregator.link.picking import LIST_STEP, AccountChoice, offer_accounts
 from aggregator.link.sessions import OpenedLink, check_form
 from aggregator.models import LinkSession, LinkStatus
 from aggregator.models.base import table_of, utcnow
@@ -69,6 +70,8 @@ class Outcome:
     redirect_to: str
     outcome: str
     connection_id: ConnectionId | None
+    #: A two-step consent's account list: the callback shows it instead of redirecting.
+    choice: AccountChoice | None = None
 
 
 def app_redirect(redirect_uri: str, connection_id: str | None, outcome: str) -> str:
@@ -146,7 +149,8 @@ class LinkFlow:
         return url
 
     async def _start(
-        self, bank_id: str, callback_url: str, state: str, client_ip: str | None
+        self, bank_id: str, callback_url: str, state: str, client_ip: str | None,
+        *, account_ids: tuple[str, ...] = (),
     ) -> tuple[CreatedConsent | None, PendingAuthorization, str]:
         """The consent resource first, where the bank's standard has one, then OAuth."""
         oauth = self.banks.oauth(bank_id)
@@ -159,7 +163,7 @@ class LinkFlow:
         created = await manager.create(ConsentRequest(
             callback_url=callback_url, state=state,
             valid_until=profile.consent.expires_at(now),
-            presence=UserPresence(client_ip, now),
+            presence=UserPresence(client_ip, now), account_ids=account_ids,
         ))
         if created.redirect_url is not None:  # the bank's SCA page replaces OAuth
             pending = PendingAuthorization.new(bank_id, callback_url, with_nonce=False,
@@ -206,6 +210,9 @@ class LinkFlow:
             log.warning("link %s: callback failed: %s", link.id, exc.code)
             await self._discard(manager, created, link)
             return await self._fail(region, link, ERROR, request_id)
+        if created is not None and created.data.get("step") == LIST_STEP:
+            return await offer_accounts(self, region, link, pending, created, tokens,
+                                        client_ip, request_id)
         now = utcnow()
         consent = self.banks.profile(pending.bank_id).consent
         expires = consent.expires_at(
@@ -270,6 +277,8 @@ class LinkFlow:
         if kept is None:
             raise LinkNotFound(_NO_LINK)
         data = json.loads(kept)
+        if "offered" in data:  # a two-step link awaiting its account choice (picking.py)
+            raise LinkUsed("Choose your accounts on the page your bank sent you back to.")
         consent = data.pop("consent", None)
         data.update(state=state, nonce=nonce)
         created = CreatedConsent.from_dict(consent) if isinstance(consent, dict) else None

@@ -111,11 +111,14 @@ class BerlinGroupConsents:
 
     async def create(self, request: ConsentRequest) -> CreatedConsent:
         valid_until = request.valid_until or (datetime.now(UTC) + timedelta(days=180))
+        # Two-step, first step: one-off and list-only ("Consent Request on Account List
+        # of Available Accounts": recurringIndicator false, frequencyPerDay 1).
+        listing = self._options.access is BerlinAccess.TWO_STEP and not request.account_ids
         body = {
             "access": self._access(request.account_ids),
-            "recurringIndicator": True,
+            "recurringIndicator": not listing,
             "validUntil": valid_until.astimezone(UTC).date().isoformat(),
-            "frequencyPerDay": self._profile.sync.daily_budget,
+            "frequencyPerDay": 1 if listing else self._profile.sync.daily_budget,
             "combinedServiceIndicator": False,
         }
         headers = {"TPP-Redirect-Preferred": "true"}
@@ -147,9 +150,9 @@ class BerlinGroupConsents:
             # another authorization server would be authorised where we never look.
             raise BankProtocolError("POST consents: scaOAuth names another server than "
                                     "the profile's issuer")
+        data = {"request_id": rid, **({"step": "list"} if listing else {})}
         return CreatedConsent(id=consent_id, state=state,
-                              redirect_url=href if redirect else None,
-                              data={"request_id": rid})
+                              redirect_url=href if redirect else None, data=data)
 
     async def authorization_params(
         self, created: CreatedConsent, params: Mapping[str, str]
@@ -206,7 +209,7 @@ class BerlinGroupConsents:
             refs = [{"iban": iban} for iban in account_ids]
             return {"accounts": refs, "balances": refs, "transactions": refs}
         access = self._options.access
-        if access is BerlinAccess.AVAILABLE_ACCOUNTS:
+        if access in (BerlinAccess.AVAILABLE_ACCOUNTS, BerlinAccess.TWO_STEP):
             return {"availableAccounts": "allAccounts"}
         if access is BerlinAccess.BANK_OFFERED:
             return {"accounts": [], "balances": [], "transactions": []}

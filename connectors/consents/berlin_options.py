@@ -7,7 +7,8 @@ before the first user is sent there, naming the file and the key::
 
     [berlin_group]
     sca_approach = "redirect"        # or "oauth" (_links.scaOAuth, scope AIS:{consentId})
-    access = "all_accounts"          # allPsd2; or "available_accounts", "bank_offered"
+    access = "all_accounts"          # allPsd2; or "available_accounts", "bank_offered",
+                                     # "two_step" (list, pick on the Link page, detailed)
     consents_url = "/psd2/v1/consents"   # default: the API base + "/v1/consents"
     status_poll_attempts = 5         # after the user returns: reads of a `received` status
     status_poll_interval_ms = 500
@@ -43,6 +44,8 @@ class BerlinAccess(enum.StrEnum):
     AVAILABLE_ACCOUNTS = "available_accounts"  # {"availableAccounts": "allAccounts"}: list only
     BANK_OFFERED = "bank_offered"  # empty accounts/balances/transactions: the user picks at
     # the bank ("bank-offered consent")
+    TWO_STEP = "two_step"  # a one-off availableAccounts consent lists the accounts; the
+    # user picks on the Link page; a detailed consent on those IBANs follows
 
 
 #: Approaches the guidelines define that the gateway refuses, and why.

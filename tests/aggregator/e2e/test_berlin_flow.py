@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -20,10 +21,11 @@ from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
 from aggregator.http import Services, create_app
 from aggregator.http.serving import base_url, bind, serving
+from aggregator.link.walk import Walk, follow, forms_of, submit
 from aggregator.link.wiring import install
 from aggregator.models import Connection, OutboundEvent
 from aggregator.sandbox import SandboxBank, SandboxConfig
-from aggregator.sandbox.berlin import Consent
+from aggregator.sandbox.berlin import Consent, iban_of
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory
@@ -43,14 +45,21 @@ def approach(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def access(request: pytest.FixtureRequest) -> str:
+    """The profile's ``[berlin_group] access``; parametrize indirectly to change it."""
+    return str(getattr(request, "param", "all_accounts"))
+
+
+@pytest.fixture
 async def berlin(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
-    approach: str,
+    approach: str, access: str,
 ) -> AsyncIterator[Gateway]:
     bank = SandboxBank(SandboxConfig(clients=[gateway_client()]))
     async with bank.serve() as bank_url, httpx.AsyncClient(timeout=10) as http:
         overrides = {BANK: {"issuer": bank_url, **APPROACHES[approach],
-                            "berlin_group.status_poll_interval_ms": 50}}
+                            "berlin_group.status_poll_interval_ms": 50,
+                            "berlin_group.access": access}}
         services = Services(settings, region_router, custody,
                             BankDirectory(load_profiles([], overrides), http))
         sock = bind("127.0.0.1", 0)
@@ -213,3 +222,75 @@ async def test_received_after_the_redirect_is_polled_until_valid(berlin: Gateway
     berlin.bank.berlin.status_lag = 2
     _, query = await _link(berlin)
     assert query["outcome"] == "success", query
+
+
+async def _sign_in_at_bank(gateway: Gateway, page: httpx.Response, walk: Walk,
+                           decision: str = "approve") -> httpx.Response:
+    http = gateway.browser
+    page = await follow(http, await submit(http, page, {
+        "username": "alice", "password": "alice-pass"}), walk)
+    return await follow(http, await submit(http, page, {}, button=("decision", decision)),
+                        walk)
+
+
+@pytest.mark.parametrize("access", ["two_step"], indirect=True)
+async def test_two_step_consent_shares_only_the_accounts_picked(berlin: Gateway) -> None:
+    http = berlin.browser
+    user_id = await berlin.user("eu")
+    walk = Walk(APP_REDIRECT)
+    page = await follow(http, await http.get(
+        await berlin.link_url(user_id, bank_id=BANK), follow_redirects=False), walk)
+    page = await follow(http, await submit(http, page, {"bank_id": BANK}), walk)
+    page = await _sign_in_at_bank(berlin, page, walk)
+    # Back at the gateway: the accounts the one-off list consent showed, to pick from.
+    assert page.status_code == 200, walk.hops
+    assert "Choose your accounts" in page.text
+    listing = [c for c in berlin.bank.berlin.all().values() if c.access.available]
+    assert len(listing) == 1
+    assert (listing[0].recurring, listing[0].frequency_per_day) == (False, 1)
+    assert listing[0].status == "terminatedByTpp"  # its one use is spent
+    (form,) = forms_of(page.text)
+    ibans = [iban_of(a) for a in berlin.bank.ledger.accounts_of("alice")]
+    assert ibans
+    assert not any(iban in page.text for iban in ibans)  # masked; the IBANs stay sealed
+    state = form.fields["state"]
+    picked = await http.post(urljoin(str(page.url), form.action),
+                             data={"state": state, "account": ["0"]}, follow_redirects=False)
+    page = await follow(http, picked, walk)
+    await _sign_in_at_bank(berlin, page, walk)
+    assert walk.landed is not None, walk.hops
+    query = walk.landed_query
+    assert query["outcome"] == "success", walk.hops
+    connection = await _connection(berlin, query["connection_id"])
+    assert connection.consent_id is not None
+    detailed = _consent(berlin, connection.consent_id)
+    assert detailed.recurring
+    assert len(detailed.access.accounts) == 1
+    accounts = (await berlin.api.get(f"/v1/connections/{connection.id}/accounts")).json()
+    assert len(accounts["data"]) == 1
+    # The form cannot be posted twice.
+    again = await http.post(urljoin(str(page.url), form.action),
+                            data={"state": state, "account": ["0"]}, follow_redirects=False)
+    assert again.status_code in (404, 409)
+
+
+@pytest.mark.parametrize("access", ["two_step"], indirect=True)
+@pytest.mark.parametrize("approach", ["redirect"], indirect=True)
+async def test_two_step_choice_outside_the_offer_is_refused(berlin: Gateway) -> None:
+    http = berlin.browser
+    walk = Walk(APP_REDIRECT)
+    page = await follow(http, await http.get(
+        await berlin.link_url(await berlin.user("eu"), bank_id=BANK),
+        follow_redirects=False), walk)
+    page = await follow(http, await submit(http, page, {"bank_id": BANK}), walk)
+    page = await _sign_in_at_bank(berlin, page, walk)
+    (form,) = forms_of(page.text)
+    action = urljoin(str(page.url), form.action)
+    for bad in (["99"], ["x"], []):
+        refused = await http.post(action, data={"state": form.fields["state"], "account": bad},
+                                  follow_redirects=False)
+        assert refused.status_code == 400, bad
+    # The page can still be used after a refused choice.
+    ok = await http.post(action, data={"state": form.fields["state"], "account": ["1"]},
+                         follow_redirects=False)
+    assert ok.status_code == 303
