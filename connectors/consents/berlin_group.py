@@ -179,6 +179,7 @@ class BerlinGroupConsents:
                 f"{self._profile.id}: the consent is still awaiting authorisation after "
                 f"{attempts} status reads")
         details, _ = await self._call("GET", self._consent_url(created.id))
+        self._check_frequency(details)
         return GrantedConsent(id=created.id, expires_at=self._expiry(details))
 
     async def status(self, consent_id: str) -> ConsentState:
@@ -218,6 +219,15 @@ class BerlinGroupConsents:
     def _consent_url(self, consent_id: str, *rest: str) -> str:
         return "/".join([self._options.consents_url.rstrip("/"), quote(consent_id, safe=""),
                          *rest])
+
+    def _check_frequency(self, response: httpx.Response) -> None:
+        # A bank may grant fewer unattended reads than asked; the ledger would then spend
+        # more than the bank allows and meet 429 ACCESS_EXCEEDED (handled, but late).
+        granted = _object(response, "GET consent").get("frequencyPerDay")
+        budget = self._profile.sync.daily_budget
+        if isinstance(granted, int) and not isinstance(granted, bool) and 0 < granted < budget:
+            log.warning("bank %s granted frequencyPerDay %d below [sync] daily_budget %d; "
+                        "lower the profile's daily_budget", self._profile.id, granted, budget)
 
     def _expiry(self, response: httpx.Response) -> datetime | None:
         raw = _object(response, "GET consent").get("validUntil")
