@@ -9,7 +9,12 @@ import signal
 import sys
 from typing import Any
 
+import httpx
+
 from aggregator.sandbox import DEV_CLIENT_ID, TEST_USERS, SandboxBank
+from aggregator.sandbox.config import DEV_REDIRECT_URIS
+from aggregator.sandbox.modes import MODES
+from connectors import load_profiles
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -22,13 +27,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="loopback address (default %(default)s)"
     )
-    parser.add_argument("--port", type=int, default=8600, help="TCP port (default %(default)s)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="TCP port (default: the port of the bank's built-in profile, "
+                             "8600 for sandbox-eu)")
+    parser.add_argument("--bank", default="sandbox-eu", choices=sorted(MODES),
+                        help="the mode, named by the built-in profile that links to it "
+                             "(default %(default)s; sandbox-obie: UK Open Banking)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    port = args.port
+    if port is None:  # where the built-in profile expects the bank
+        port = httpx.URL(load_profiles([])[args.bank].issuer).port or 8600
+    bank = MODES[args.bank](DEV_REDIRECT_URIS)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_serve(SandboxBank(), args.host, args.port))
+        asyncio.run(_serve(bank, args.host, port))
     return 0
 
 

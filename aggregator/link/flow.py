@@ -173,8 +173,12 @@ class LinkFlow:
         async def customize(params: dict[str, str]) -> dict[str, str]:
             return await manager.authorization_params(created, params)
 
-        pending, url = await oauth.start_authorization(
-            callback_url, state=state, customize=customize)
+        try:
+            pending, url = await oauth.start_authorization(
+                callback_url, state=state, customize=customize)
+        except ConnectorError:  # e.g. the bank refused the request object at PAR
+            await self._discard(manager, created, None)
+            raise
         return created, pending, url
 
     async def complete(
@@ -286,7 +290,7 @@ class LinkFlow:
 
     async def _discard(
         self, manager: ConsentManager | None, created: CreatedConsent | None,
-        link: LinkSession,
+        link: LinkSession | None,
     ) -> None:
         # A consent the user never completed is deleted, not left to expire at the bank.
         if manager is None or created is None:
@@ -294,7 +298,8 @@ class LinkFlow:
         try:
             await manager.revoke(created.id)
         except ConnectorError as exc:
-            log.warning("link %s: unused consent not deleted: %s", link.id, exc.code)
+            log.warning("link %s: unused consent not deleted: %s",
+                        link.id if link else "(starting)", exc.code)
 
     async def _fail(
         self, region: str, link: LinkSession, outcome: str, request_id: str | None

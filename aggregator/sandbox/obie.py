@@ -58,7 +58,7 @@ from aggregator.sandbox.config import (
 from aggregator.sandbox.discovery import CONSENT_PATH, LOGIN_PATH, server_metadata
 from aggregator.sandbox.ledger import Account
 from aggregator.sandbox.middleware import FapiInteractionId, LoopbackOnly, current_issuer
-from aggregator.sandbox.models import ClientModel, TokenRecord
+from aggregator.sandbox.models import ClientModel, TokenRecord, load_public_keys
 from aggregator.sandbox.obie_consents import (
     AccessConsent,
     ConsentStore,
@@ -158,7 +158,8 @@ def checked_request_object(
     """The verified request object's parameters; its intent must await this client."""
     if client is None:
         raise InvalidRequestObjectError(description="Unknown client.")
-    params = unpack(client, outer, current_issuer())
+    params = unpack(client, outer, current_issuer(),
+                    consents.request_object_keys.get(client.get_client_id()))
     consent = consents.get(intent_of(params) or "")
     if consent is None or consent.client_id != client.get_client_id():
         raise InvalidRequestObjectError(description="openbanking_intent_id names no consent "
@@ -377,9 +378,19 @@ def _filtered(response: Response, key: str, consent: AccessConsent, *, detail: s
 
 
 class ObieSandboxBank(SandboxBank):
-    """The sandbox bank in its UK Open Banking mode (see the module docstring)."""
+    """The sandbox bank in its UK Open Banking mode (see the module docstring).
+
+    ``request_object_keys`` (client id → JWK set) makes the bank verify that client's
+    request objects with other keys than its registered ones: a TPP whose request-object
+    key the bank does not know, so every request object it signs is refused.
+    """
 
     consents: ConsentStore
+
+    def __init__(self, config: SandboxConfig | None = None, *,
+                 request_object_keys: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._request_object_keys = dict(request_object_keys or {})
+        super().__init__(config)
 
     def revoke_consent(self, consent_id: str) -> bool:
         """The user revokes the consent at the bank (their consent dashboard)."""
@@ -387,6 +398,9 @@ class ObieSandboxBank(SandboxBank):
 
     def _create_server(self, signing_key: ECKey) -> SandboxAuthorizationServer:
         self.consents = ConsentStore(self.clock)
+        self.consents.request_object_keys = {
+            client_id: load_public_keys(client_id, jwks)
+            for client_id, jwks in self._request_object_keys.items()}
         return ObieAuthorizationServer(
             self.config, [ObieClientModel(c) for c in self.config.clients], self.store,
             self.clock, signing_key, self.consents)

@@ -102,6 +102,8 @@ class ConsentStore:
         self._client_tokens: dict[str, ClientToken] = {}
         self._by_code: dict[str, str] = {}
         self._by_grant: dict[str, str] = {}
+        #: Keys that verify a client's request objects instead of its registered ones.
+        self.request_object_keys: dict[str, Any] = {}
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), UTC)

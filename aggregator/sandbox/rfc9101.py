@@ -40,15 +40,21 @@ class InvalidRequestObjectError(OAuth2Error):  # type: ignore[misc]
     error = "invalid_request_object"
 
 
-def unpack(client: ClientModel, outer: Mapping[str, str], issuer: str) -> dict[str, str]:
-    """The authorization parameters of the verified request object in ``outer``."""
+def unpack(client: ClientModel, outer: Mapping[str, str], issuer: str,
+           keys: Any = None) -> dict[str, str]:
+    """The authorization parameters of the verified request object in ``outer``.
+
+    ``keys`` replaces the client's registered keys (a bank that holds a separate
+    request-object key for the client).
+    """
     jws = outer.get("request")
     if not jws:
         raise InvalidRequestObjectError(description="A signed request object is required.")
-    if client.public_keys is None:
+    keys = keys if keys is not None else client.public_keys
+    if keys is None:
         raise InvalidRequestObjectError(description="The client has no registered keys.")
     try:
-        token = jwt.decode(jws, client.public_keys, algorithms=list(ALGORITHMS))
+        token = jwt.decode(jws, keys, algorithms=list(ALGORITHMS))
     except (JoseError, ValueError) as exc:
         raise InvalidRequestObjectError(
             description="The request object's signature does not verify.") from exc

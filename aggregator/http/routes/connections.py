@@ -9,6 +9,7 @@ the reserve included) before it calls the bank; over budget it answers 429 with
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from datetime import datetime
 
@@ -17,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
 from aggregator import audit
-from aggregator.http.problems import Conflict, NotImplementedYet, SyncBudgetExhausted
+from aggregator.http.problems import (
+    Conflict,
+    FieldError,
+    NotImplementedYet,
+    SyncBudgetExhausted,
+    ValidationFailed,
+)
 from aggregator.http.routes.owned import connection_view, owned_connection, owned_user
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.services import Services
@@ -33,7 +40,7 @@ from aggregator.sync import (
     spend_for_sync,
 )
 from aggregator.sync import next_allowed_at as budget_allows_at
-from connectors import BankUnsupported, SyncPolicy
+from connectors import BankUnsupported, SyncPolicy, UserPresence
 from vault import Secret
 
 log = logging.getLogger(__name__)
@@ -157,8 +164,31 @@ async def _delete_consent(banks: object, connection: Connection) -> bool:
     return True
 
 
+#: The app forwards its user's address on an on-demand sync to say "the user is here".
+CUSTOMER_IP_HEADER = "X-Customer-IP-Address"
+
+
+def _presence(call: Call) -> UserPresence | None:
+    """User-present when the app forwards the user's IP address (connectors/consents)."""
+    raw = call.request.headers.get(CUSTOMER_IP_HEADER)
+    if raw is None:
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        raise ValidationFailed([FieldError(
+            f"{CUSTOMER_IP_HEADER} must be an IPv4 or IPv6 address",
+            parameter=CUSTOMER_IP_HEADER)]) from None
+    return UserPresence(str(address), None)
+
+
 async def post_sync(call: Call) -> SyncOut:
     """Sync now, spending one unit of the bank's rate budget per data type.
+
+    An app whose user is at the screen forwards the user's address in
+    ``X-Customer-IP-Address``: the call is then user-present, and banks that ask for it
+    see the address (UK Open Banking ``x-fapi-customer-ip-address``, Berlin Group
+    ``PSU-IP-Address``).
 
     Over budget the answer is 429 with ``Retry-After`` and ``next_sync_allowed_at``; the
     unit is not refunded when the bank call fails (the bank may have counted it).
@@ -186,7 +216,8 @@ async def post_sync(call: Call) -> SyncOut:
             headers={"Retry-After": str(exc.retry_after)},
         ) from exc
     summary = await services.sync(
-        ConnectionId(connection_id), request_id=call.request_id, actor=call.caller
+        ConnectionId(connection_id), request_id=call.request_id, actor=call.caller,
+        presence=_presence(call),
     )
     return SyncOut(connection_id, summary.accounts, summary.added, summary.modified,
                    summary.removed)
