@@ -294,3 +294,13 @@ async def test_two_step_choice_outside_the_offer_is_refused(berlin: Gateway) -> 
     ok = await http.post(action, data={"state": form.fields["state"], "account": ["1"]},
                          follow_redirects=False)
     assert ok.status_code == 303
+
+
+async def test_on_demand_sync_with_the_users_address_is_not_counted(berlin: Gateway) -> None:
+    _, query = await _link(berlin)
+    connection_id = query["connection_id"]
+    answer = await berlin.api.post(f"/v1/connections/{connection_id}/sync",
+                                   headers={"X-Customer-IP-Address": "203.0.113.7"})
+    assert answer.status_code == 200, answer.text
+    consent = _consent(berlin, str((await _connection(berlin, connection_id)).consent_id))
+    assert consent.usage == {}  # PSU-IP-Address sent: the user is present
