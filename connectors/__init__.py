@@ -26,6 +26,7 @@ from connectors.dialects import (
     parse_retry_after,
 )
 from connectors.dialects.berlin_errors import AccessExceeded
+from connectors.dialects.berlin_signing import request_hooks as bank_request_hooks
 from connectors.egress import EgressPolicy, Resolver, check_destination, egress_client
 from connectors.errors import (
     AuthorizationExpired,
@@ -151,6 +152,7 @@ __all__ = [
     "WebhookKeys",
     "WebhookRejected",
     "WebhookVerifier",
+    "bank_request_hooks",
     "bank_ssl_context",
     "build_client_assertion",
     "check_compatibility",

@@ -376,7 +376,7 @@ def _parse(t: Table, path: Path) -> BankProfile:
         hooks=t.hooks("hooks"),
         api=api,
         standard=standard,
-        **standard_options(t, standard, api.base_url),
+        **standard_options(t, standard, api.base_url, base=path.parent),
         logo=t.logo("logo", base=path.parent),
         sync=_sync(t.table("sync", {"interval_hours", "daily_budget", "reserve"})),
         consent=_consent(t.table("consent", {"max_days", "expiry_field"}),

@@ -156,7 +156,8 @@ class Consent:
 
 
 class BerlinConsents:
-    """Every consent of one sandbox bank, thread-safe; ``status_lag`` delays ``valid``.
+    """Every consent of one sandbox bank, thread-safe; ``status_lag`` delays ``valid``;
+    ``require_signatures`` refuses requests not sealed with a QSealC.
 
     ``status_lag = N`` makes the first N status reads after an authorisation still say
     ``received``, as a bank whose SCA back end is slower than its redirect does.
@@ -166,6 +167,9 @@ class BerlinConsents:
         self.lock = threading.RLock()
         self._items: dict[str, Consent] = {}
         self.status_lag = 0
+        #: Refuse any XS2A request not sealed with a QSealC (guidelines §12);
+        #: :mod:`aggregator.sandbox.berlin_seal` checks it.
+        self.require_signatures = False
 
     def create(self, access: Access, *, recurring: bool, valid_until: date,
                frequency_per_day: int, approach: str, today: date,

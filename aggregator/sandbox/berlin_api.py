@@ -164,7 +164,16 @@ class BerlinViews:
 
     # -- consents ------------------------------------------------------------------------
 
+    async def _sealed(self, request: Request) -> Response | None:
+        if not self.consents.require_signatures:
+            return None
+        from aggregator.sandbox.berlin_seal import seal_refused  # imports this module
+
+        return await seal_refused(request, _request_id(request))
+
     async def create(self, request: Request) -> Response:
+        if (refused := await self._sealed(request)) is not None:
+            return refused
         rid = _request_id(request)
         if rid is None:
             return tpp_error(400, "FORMAT_ERROR", "X-Request-ID must be a UUID.")
@@ -212,6 +221,8 @@ class BerlinViews:
         })
 
     async def read(self, request: Request) -> Response:
+        if (refused := await self._sealed(request)) is not None:
+            return refused
         found = self._own_consent(request)
         if isinstance(found, Response):
             return found
@@ -225,6 +236,8 @@ class BerlinViews:
         }, headers={"X-Request-ID": rid})
 
     async def status(self, request: Request) -> Response:
+        if (refused := await self._sealed(request)) is not None:
+            return refused
         found = self._own_consent(request)
         if isinstance(found, Response):
             return found
@@ -233,6 +246,8 @@ class BerlinViews:
                             headers={"X-Request-ID": rid})
 
     async def delete(self, request: Request) -> Response:
+        if (refused := await self._sealed(request)) is not None:
+            return refused
         found = self._own_consent(request)
         if isinstance(found, Response):
             return found
@@ -260,6 +275,8 @@ class BerlinViews:
     # -- account information ---------------------------------------------------------------
 
     async def accounts(self, request: Request) -> Response:
+        if (refused := await self._sealed(request)) is not None:
+            return refused
         checked = self._authorised(request, LIST, None)
         if isinstance(checked, Response):
             return checked
@@ -279,6 +296,8 @@ class BerlinViews:
         return await self._per_account(request, TRANSACTIONS)
 
     async def _per_account(self, request: Request, resource: str) -> Response:
+        if (refused := await self._sealed(request)) is not None:
+            return refused
         checked = self._authorised(request, resource, request.path_params["account_id"])
         if isinstance(checked, Response):
             return checked

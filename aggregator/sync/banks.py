@@ -30,6 +30,7 @@ from connectors import (
     EgressPolicy,
     PlaidConnector,
     SyncPolicy,
+    bank_request_hooks,
     bank_ssl_context,
     consent_manager,
     egress_client,
@@ -99,10 +100,13 @@ class BankDirectory:
         client = self._bank_http.get(bank_id)
         if client is not None:
             return client
-        context = bank_ssl_context(self.profile(bank_id))
-        if context is None:
+        profile = self.profile(bank_id)
+        context = bank_ssl_context(profile)
+        hooks = bank_request_hooks(profile, self._environ)  # a QSealC seal (Berlin Group)
+        if context is None and not hooks:
             return self._http
-        client = egress_client(self._policy, ssl_context=context)
+        client = egress_client(self._policy, ssl_context=context,
+                               event_hooks={"request": hooks} if hooks else None)
         self._bank_http[bank_id] = client
         return client
 

@@ -12,6 +12,10 @@ before the first user is sent there, naming the file and the key::
     consents_url = "/psd2/v1/consents"   # default: the API base + "/v1/consents"
     status_poll_attempts = 5         # after the user returns: reads of a `received` status
     status_poll_interval_ms = 500
+    # Where the bank demands sealed requests (guidelines §12; connectors/dialects/
+    # berlin_signing.py): the QSealC and its RSA key (a file, mode 0600, or a variable).
+    signing_certificate_file = "qsealc.pem"
+    signing_key_file = "qsealc.key"    # or signing_key_pem_env = "EXAMPLEBANK_QSEALC_KEY"
 
 ``frequencyPerDay`` is not a key: it is always the profile's ``[sync] daily_budget``, so
 the gateway's budget ledger and the bank's count of unattended reads agree (NextGenPSD2
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from connectors._schema import Table
@@ -57,7 +62,8 @@ _REFUSED: Final = {
 }
 
 _KEYS: Final = frozenset({"sca_approach", "access", "consents_url", "status_poll_attempts",
-                          "status_poll_interval_ms"})
+                          "status_poll_interval_ms", "signing_certificate_file",
+                          "signing_key_file", "signing_key_pem_env"})
 
 
 @dataclass(frozen=True)
@@ -69,10 +75,23 @@ class BerlinGroupOptions:
     access: BerlinAccess = BerlinAccess.ALL_ACCOUNTS
     status_poll_attempts: int = 5
     status_poll_interval: float = 0.5
+    #: QSealC request signing: the certificate, and its key's file or variable name.
+    signing_certificate_file: Path | None = None
+    signing_key_file: Path | None = None
+    signing_key_pem_env: str | None = None
 
 
-def parse_berlin_options(t: Table, api_base: str) -> BerlinGroupOptions:
-    """Read ``[berlin_group]`` (``t``); ``api_base`` is the profile's ``[api] base_url``."""
+def parse_berlin_options(t: Table, api_base: str, *, base: Path) -> BerlinGroupOptions:
+    """Read ``[berlin_group]`` (``t``); ``api_base`` is the profile's ``[api] base_url``,
+    ``base`` the profile's directory (relative file names start there)."""
+    certificate = t.path("signing_certificate_file", base=base)
+    key_file = t.path("signing_key_file", base=base)
+    key_env = t.env_name("signing_key_pem_env")
+    if certificate is not None and (key_file is None) == (key_env is None):
+        raise t.error("signing_key_file", "a signing certificate needs exactly one of "
+                                          "signing_key_file and signing_key_pem_env")
+    if certificate is None and (key_file or key_env):
+        raise t.error("signing_certificate_file", "a signing key needs its certificate")
     approach = t.get("sca_approach", ScaApproach.REDIRECT.value)
     if approach in _REFUSED:
         raise t.error("sca_approach", _REFUSED[approach])
@@ -80,16 +99,19 @@ def parse_berlin_options(t: Table, api_base: str) -> BerlinGroupOptions:
         if "sca_approach" in t.names() else approach
     access = t.choice("access", [a.value for a in BerlinAccess]) \
         if "access" in t.names() else BerlinAccess.ALL_ACCOUNTS.value
-    base = api_base.rstrip("/")
+    api = api_base.rstrip("/")
     return BerlinGroupOptions(
-        consents_url=t.url("consents_url", base=base + "/") if "consents_url" in t.names()
-        else base + "/v1/consents",
+        consents_url=t.url("consents_url", base=api + "/") if "consents_url" in t.names()
+        else api + "/v1/consents",
         sca_approach=ScaApproach(approach),
         access=BerlinAccess(access),
         status_poll_attempts=t.integer("status_poll_attempts", default=5, minimum=1,
                                        maximum=30),
         status_poll_interval=t.integer("status_poll_interval_ms", default=500, minimum=0,
                                        maximum=5000) / 1000,
+        signing_certificate_file=certificate,
+        signing_key_file=key_file,
+        signing_key_pem_env=key_env,
     )
 
 

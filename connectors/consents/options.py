@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from connectors._schema import Table
@@ -69,7 +70,8 @@ _OBIE_KEYS = frozenset({"permissions", "acr_values", "response_type",
                         "transaction_history_days", "consents_url", "financial_id"})
 
 
-def standard_options(t: Table, standard: Standard, api_base: str) -> Mapping[str, Any]:
+def standard_options(t: Table, standard: Standard, api_base: str, *,
+                     base: Path | None = None) -> Mapping[str, Any]:
     """The :class:`~connectors.BankProfile` fields of the profile's standard.
 
     Each standard adds its table here (``[obie]``, ``[berlin_group]``).
@@ -82,7 +84,7 @@ def standard_options(t: Table, standard: Standard, api_base: str) -> Mapping[str
         return {"obie": _obie(t.table("obie", _OBIE_KEYS), api_base)}
     if standard is Standard.BERLIN_GROUP:
         return {"berlin_group": parse_berlin_options(
-            t.table("berlin_group", berlin_keys()), api_base)}
+            t.table("berlin_group", berlin_keys()), api_base, base=base or Path("."))}
     return {}
 
 
