@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def _profile(url: str, cert: Path | None = None, key: Path | None = None) -> Ban
 async def test_sealed_requests_pass_and_unsealed_ones_are_refused(
     bank: tuple[SandboxBank, str], tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     served, url = bank
     cert, key = make_qsealc(tmp_path)
     profile = _profile(url, cert, key)
