@@ -202,6 +202,9 @@ class LinkFlow:
                 tokens = _consent_only()
             else:
                 code = parse_callback(pending, query, await oauth.metadata())
+                expected = created.id_token_claims if created is not None else {}
+                if expected or "id_token" in query:  # the hybrid flow: believe nothing unsigned
+                    await oauth.check_front_channel(pending, query, expected)
                 tokens = await oauth.exchange_code(pending, code)
             granted: GrantedConsent | None = None
             if manager is not None and created is not None:

@@ -214,6 +214,23 @@ async def pick_accounts(call: Call) -> Response:
     return RedirectResponse(url, status_code=303, headers=HEADERS)
 
 
+async def callback_form(call: Call) -> Response:
+    """The same callback, answered by form post (OIDC Form Post Response Mode): how the
+    hybrid flow's code and ID token reach us without a fragment or a script of ours."""
+    try:
+        async with call.request.form(max_files=0, max_fields=12) as form:
+            fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
+    except HTTPException:
+        raise LinkFormInvalid("Your bank's answer could not be read.") from None
+    parts = components(call.services)
+    outcome = await parts.flow.complete(fields, client_ip=call.client_ip,
+                                        request_id=call.request_id)
+    if outcome.choice is not None:  # a two-step consent: the user picks accounts first
+        return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
+                             request_id=call.request_id)
+    return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
+
+
 def _bank_trouble(request_id: str) -> Response:
     return message_page(
         "Your bank is not reachable", "We could not reach your bank just now.",
@@ -279,6 +296,14 @@ def routes() -> list[BaseRoute]:
                 "state": "The value the accounts page's form carries.",
                 "account": "The position of a chosen account on the page (repeated).",
             },
+        )),
+        ApiRoute(CALLBACK_PATH, _for_people(callback_form), "POST", Operation(
+            summary="OAuth redirect URI, form post response mode (the hybrid flow)",
+            response=None, status=303, auth=False, media_type="text/html", tags=("link",),
+            errors=_PAGE_ERRORS, form={**_CALLBACK_QUERY, "id_token": (
+                "The ID token of a `code id_token` response, checked as a detached "
+                "signature (c_hash, s_hash, nonce) before the code is used.")},
+            description="As the GET callback, for banks answering by form post.",
         )),
         Route("/link/static/link.css", stylesheet_file, methods=["GET"],
               include_in_schema=False),

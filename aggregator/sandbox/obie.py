@@ -15,6 +15,10 @@ Security Profile ask of a bank before it serves account data:
   permissions (``ReadAccountsBasic`` hides identifiers, ``ReadBalances``, the
   transaction permissions and their credits/debits split), answers ``403`` once the
   consent is revoked or expired, and a refresh then fails with ``invalid_grant``;
+- ``response_type = "code id_token"`` behind the client's switch (FAPI 1 Advanced
+  hybrid flow): an ES256 ID token beside the code with ``c_hash``, ``s_hash``, ``nonce``
+  and ``openbanking_intent_id``, answered by form post (``response_mode=form_post``)
+  with ``iss`` (RFC 9207) and a no-script button;
 - ``POST /_sandbox/consents/{ConsentId}/revoke`` (loopback only): the user revokes the
   consent at the bank, as from their banking app's consent dashboard.
 
@@ -27,14 +31,18 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
 
-from authlib.oauth2.rfc6749 import OAuth2Error, grants
+from authlib.oauth2.rfc6749 import AccessDeniedError, OAuth2Error, grants
+from authlib.oidc.core import OpenIDHybridGrant, UserInfo
 from joserfc.jwk import ECKey
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -45,6 +53,7 @@ from aggregator.sandbox.aisp import AISP_PREFIX, AccountViews, obie_error
 from aggregator.sandbox.authorization_server import (
     AuthorizationCodeGrant,
     RotatingRefreshTokenGrant,
+    S256CodeChallenge,
     SandboxAuthorizationServer,
 )
 from aggregator.sandbox.authorize import AuthorizeViews, Interactions, _form, check_password
@@ -55,7 +64,12 @@ from aggregator.sandbox.config import (
     SandboxClient,
     SandboxConfig,
 )
-from aggregator.sandbox.discovery import CONSENT_PATH, LOGIN_PATH, server_metadata
+from aggregator.sandbox.discovery import (
+    CONSENT_PATH,
+    ID_TOKEN_ALGORITHM,
+    LOGIN_PATH,
+    server_metadata,
+)
 from aggregator.sandbox.ledger import Account
 from aggregator.sandbox.middleware import FapiInteractionId, LoopbackOnly, current_issuer
 from aggregator.sandbox.models import ClientModel, TokenRecord, load_public_keys
@@ -117,6 +131,79 @@ class ObieClientModel(ClientModel):
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in ("authorization_code", "refresh_token", "client_credentials")
 
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type in ("code", "code id_token")
+
+
+class ObieHybridGrant(OpenIDHybridGrant):  # type: ignore[misc]
+    """``code id_token`` (FAPI 1 Advanced §5.2.2): an ID token beside the code, with
+    ``c_hash``, ``s_hash`` and ``openbanking_intent_id``, answered by form post."""
+
+    def save_authorization_code(self, code: str, request: SandboxOAuth2Request) -> None:
+        AuthorizationCodeGrant.save_authorization_code(self, code, request)
+        intent = intent_of(request.payload.data)
+        if intent is not None:
+            self.server.consents.bind_code(code, intent)
+
+    def exists_nonce(self, nonce: str, request: SandboxOAuth2Request) -> bool:
+        return bool(self.server.store.nonce_seen(request.payload.client_id, nonce))
+
+    def resolve_client_private_key(self, client: ClientModel) -> ECKey:
+        key: ECKey = self.server.signing_key
+        return key
+
+    def get_client_algorithm(self, client: ClientModel) -> str:
+        return ID_TOKEN_ALGORITHM
+
+    def get_encode_header(self, client: ClientModel) -> dict[str, str]:
+        return {"alg": ID_TOKEN_ALGORITHM, "kid": self.server.signing_key.kid or ""}
+
+    def get_client_claims(self, client: ClientModel) -> dict[str, Any]:
+        now = int(time.time())
+        return {"iss": current_issuer(), "aud": [client.get_client_id()], "iat": now,
+                "exp": now + 300}
+
+    def generate_user_info(self, user: str, scope: str) -> UserInfo:
+        data = self.request.payload.data
+        info = UserInfo(sub=user, acr=ACR_VALUES[0])
+        if data.get("state"):
+            info["s_hash"] = _half_hash(data["state"])
+        intent = intent_of(data)
+        if intent is not None:
+            info["openbanking_intent_id"] = intent
+        return info
+
+    def create_authorization_response(self, redirect_uri: str, grant_user: str | None
+                                      ) -> tuple[int, str, list[tuple[str, str]]]:
+        if self.request.payload.data.get("response_mode") != "form_post":
+            result: tuple[int, str, list[tuple[str, str]]] = super(
+                ).create_authorization_response(redirect_uri, grant_user)
+            return result
+        if grant_user:
+            params = self.create_granted_params(grant_user)
+        else:
+            params = list(AccessDeniedError().get_body())
+        if self.request.payload.state:
+            params.append(("state", self.request.payload.state))
+        params.append(("iss", current_issuer()))  # RFC 9207 §2, in every response mode
+        return 200, form_post_page(redirect_uri, params), [
+            ("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")]
+
+
+def form_post_page(action: str, params: Sequence[tuple[str, str]]) -> str:
+    """OIDC Form Post Response Mode §2: hidden fields, sent at once; a button without JS."""
+    fields = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(str(v))}">'
+                     for k, v in params)
+    return ("<!doctype html><html><head><title>Returning to the app</title></head><body>"
+            f'<form method="post" action="{escape(action)}">{fields}'
+            '<noscript><button type="submit">Continue</button></noscript></form>'
+            "<script>document.forms[0].submit()</script></body></html>")
+
+
+def _half_hash(value: str) -> str:
+    digest = hashlib.sha256(value.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)
@@ -177,6 +264,7 @@ class ObieAuthorizationServer(SandboxAuthorizationServer):
                  store: TokenStore, clock: Any, signing_key: ECKey,
                  consents: ConsentStore) -> None:
         self.consents = consents
+        self.signing_key = signing_key
         super().__init__(config, clients, store, clock, signing_key)
         swap: dict[type, type] = {AuthorizationCodeGrant: ObieCodeGrant,
                                   RotatingRefreshTokenGrant: ObieRefreshGrant}
@@ -184,6 +272,7 @@ class ObieAuthorizationServer(SandboxAuthorizationServer):
             registered: list[tuple[type, Any]] = getattr(self, name)
             setattr(self, name, [(swap.get(g, g), e) for g, e in registered])
         self.register_grant(ClientCredentialsGrant)
+        self.register_grant(ObieHybridGrant, [S256CodeChallenge(required=True)])
         self._endpoints["pushed_authorization_request"] = [
             ObiePushedEndpoint(self, self.pushed)]
 
@@ -436,6 +525,8 @@ class ObieSandboxBank(SandboxBank):
         metadata.update({
             "grant_types_supported": ["authorization_code", "refresh_token",
                                       "client_credentials"],
+            "response_types_supported": ["code", "code id_token"],
+            "response_modes_supported": ["query", "form_post"],
             "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth"],
             "request_parameter_supported": True,
             "request_uri_parameter_supported": False,

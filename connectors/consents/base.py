@@ -135,15 +135,24 @@ class CreatedConsent:
     """A consent resource at the bank, awaiting the user.
 
     ``data`` is whatever the standard must remember until the callback (plain strings,
-    no secrets: it is stored, sealed, with the link session). ``redirect_url`` set means
-    the bank's own SCA page replaces the OAuth authorization request (Berlin
-    ``scaRedirect``); the callback then carries no code.
+    no secrets: it is stored, sealed, with the link session). A key ``id_token.<claim>``
+    demands an ID token in the authorization response (the hybrid flow) carrying that
+    claim with that value, checked as a detached signature (connectors/oauth/hybrid.py;
+    OBIE: ``id_token.openbanking_intent_id``). ``redirect_url`` set means the bank's own
+    SCA page replaces the OAuth authorization request (Berlin ``scaRedirect``); the
+    callback then carries no code.
     """
 
     id: str
     state: ConsentState
     redirect_url: str | None = None
     data: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def id_token_claims(self) -> dict[str, str]:
+        """Claims the front channel's ID token must carry (empty: none is required)."""
+        prefix = "id_token."
+        return {k.removeprefix(prefix): v for k, v in self.data.items() if k.startswith(prefix)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state.value, "redirect_url": self.redirect_url,

@@ -107,7 +107,9 @@ class ObieConsents:
         if state is not ConsentState.AWAITING:
             raise BankProtocolError(f"{self._profile.id}: a new consent is {state.value}, "
                                     "not AwaitingAuthorisation")
-        return CreatedConsent(id=consent_id, state=state)
+        # The hybrid flow's ID token must name this consent (OBIE Security Profile §5.2.2).
+        data = {"id_token.openbanking_intent_id": consent_id} if self._options.hybrid else {}
+        return CreatedConsent(id=consent_id, state=state, data=data)
 
     async def authorization_params(
         self, created: CreatedConsent, params: Mapping[str, str]
@@ -120,6 +122,10 @@ class ObieConsents:
             claims["acr"] = {"essential": True, "values": list(self._options.acr_values)}
         inner: dict[str, Any] = dict(params)
         inner["response_type"] = self._options.response_type
+        if self._options.hybrid:
+            # OIDC Form Post Response Mode: the answer arrives as a POST the gateway
+            # reads, not in a fragment only a script could read.
+            inner["response_mode"] = "form_post"
         inner["claims"] = {"id_token": claims, "userinfo": {"openbanking_intent_id": intent}}
         metadata = await self._oauth.metadata()
         signer = self._oauth.signer

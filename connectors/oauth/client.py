@@ -28,6 +28,7 @@ from connectors.oauth._authlib import AuthlibClient, ResponseHook
 from connectors.oauth.boundary import error_code, map_bank_errors, raise_for_unavailable
 from connectors.oauth.compat import Compatibility, Severity, check_compatibility
 from connectors.oauth.credentials import load_client_credentials
+from connectors.oauth.hybrid import BankKeys, check_detached_id_token
 from connectors.oauth.oidc import check_id_token
 from connectors.oauth.pending import PendingAuthorization
 from connectors.oauth.rfc7523 import ASSERTION_TYPE, Signer, build_client_assertion
@@ -94,6 +95,7 @@ class BankOAuthClient:
         self._plan: Compatibility | None = None
         self._discovery_lock = asyncio.Lock()
         self._refresher: AuthlibClient | None = None
+        self._keys: BankKeys | None = None
         install_redaction()
 
     @classmethod
@@ -218,6 +220,23 @@ class BankOAuthClient:
             {"client_id": profile.client_id, "request_uri": pushed.request_uri},
         )
         return pending, url
+
+    async def check_front_channel(
+        self, pending: PendingAuthorization, response: Mapping[str, str],
+        expected: Mapping[str, str] | None = None,
+    ) -> None:
+        """Verify the hybrid response's ID token before its code is used
+        (:mod:`connectors.oauth.hybrid`; FAPI 1 Advanced §5.2.2.1)."""
+        metadata = await self.metadata()
+        if metadata.jwks_uri is None:
+            raise BankUnsupported(f"{self._profile.id}: no jwks_uri to verify ID tokens")
+        if self._keys is None:
+            self._keys = BankKeys(self._http, metadata.jwks_uri, self._profile.id)
+        await check_detached_id_token(
+            response, keys=self._keys, issuer=metadata.issuer,
+            client_id=self._profile.client_id, nonce=pending.nonce, now=self._clock(),
+            expected=expected,
+        )
 
     async def exchange_code(self, pending: PendingAuthorization, code: str) -> TokenSet:
         """Trade the callback's code for tokens (RFC 6749 §4.1.3, RFC 7636 §4.5).

@@ -26,7 +26,7 @@ from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
 from aggregator.http import Services, create_app
 from aggregator.http.serving import base_url, bind, serving
-from aggregator.link.walk import Walk, link_as_person
+from aggregator.link.walk import Walk, follow, forms_of, link_as_person, submit
 from aggregator.link.wiring import install
 from aggregator.models import Connection, ConnectionStatus, Credential, OutboundEvent
 from aggregator.models.base import utcnow
@@ -103,7 +103,7 @@ def _calls(recorded: list[tuple[str, dict[str, str]]], pushed: list[str]
 @contextlib.asynccontextmanager
 async def running(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
-    bank: ObieSandboxBank,
+    bank: ObieSandboxBank, **profile: Any,
 ) -> AsyncIterator[Obie]:
     calls: list[tuple[str, dict[str, str]]] = []
     pushed: list[str] = []
@@ -112,7 +112,7 @@ async def running(
         httpx.AsyncClient(timeout=10, event_hooks={"request": [_calls(calls, pushed)]}
                           ) as http,
     ):
-        profiles = load_profiles([], {BANK: {"issuer": bank_url}})
+        profiles = load_profiles([], {BANK: {"issuer": bank_url, **profile}})
         banks = BankDirectory(profiles, http)
         services = Services(settings, region_router, custody, banks)
         sock = bind("127.0.0.1", 0)
@@ -325,3 +325,36 @@ async def test_no_key_or_request_object_signing_input_reaches_the_logs(
         assert claims[claim] not in text
     assert "openbanking_intent_id" not in text
     assert "x-fapi-interaction-id" in text  # logged: it is the support ticket's handle
+
+
+@pytest.mark.parametrize("tamper", [None, "code"])
+async def test_the_hybrid_flow_checks_the_front_channel_id_token(
+    settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
+    tamper: str | None,
+) -> None:
+    bank = ObieSandboxBank(SandboxConfig(clients=[dev_obie_client(CALLBACK)]))
+    hybrid = {"obie": {"response_type": "code id_token"}}
+    async with running(settings, region_router, custody, bank, **hybrid) as obie:
+        walk = await obie.link()
+        # The bank answered by form post (OIDC Form Post Response Mode), not a redirect.
+        page = walk.final
+        assert page is not None
+        assert walk.landed is None
+        [form] = forms_of(page.text)
+        assert form.action.endswith("/link/callback")
+        assert {"code", "id_token", "state", "iss"} <= set(form.fields)
+        values = {"code": form.fields["code"][::-1]} if tamper else {}
+        answer = await submit(obie.browser, page, values)
+        await follow(obie.browser, answer, walk)
+
+        if tamper is None:
+            assert walk.landed_query.get("outcome") == "success", walk.hops
+            connection = await obie.connection(walk.landed_query["connection_id"])
+            assert obie.consent_status(connection.consent_id) == "Authorised"
+        else:
+            # c_hash no longer matches: the code is never sent to the token endpoint.
+            assert walk.landed_query == {"outcome": "error"}
+            async with region_router.reader("eu") as session:
+                count = (await session.execute(select(func.count(Connection.id)))).scalar_one()
+            assert count == 0
+            assert [c.status for c in bank.consents._consents.values()] == ["Revoked"]
