@@ -197,8 +197,9 @@ class SandboxBank:
                 routes=accounts.routes(),
                 middleware=[Middleware(FapiInteractionId), obie_faults],
             ),
-            Mount("/_sandbox", routes=admin.routes(), middleware=[Middleware(LoopbackOnly)]),
+            # Before /_sandbox: the Berlin Group interface adds /_sandbox/xs2a.
             *berlin_routes(self.berlin, self.ledger, self.store, list(self.server.clients.values()),
                            self.config.page_size),
+            Mount("/_sandbox", routes=admin.routes(), middleware=[Middleware(LoopbackOnly)]),
         ]
         return routes

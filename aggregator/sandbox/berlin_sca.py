@@ -19,14 +19,16 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from starlette.datastructures import UploadFile
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from aggregator.sandbox.authorize import check_password
 from aggregator.sandbox.berlin import OAUTH, RECEIVED, REDIRECT, BerlinConsents
 from aggregator.sandbox.berlin_api import PROVIDERS, SCA_PATH, SCOPE_PREFIX, BerlinViews
 from aggregator.sandbox.ledger import Ledger
+from aggregator.sandbox.middleware import LoopbackOnly
 from aggregator.sandbox.models import ClientModel
 from aggregator.sandbox.pages import consent_page, error_page, login_page
 from aggregator.sandbox.store import TokenStore
@@ -134,4 +136,42 @@ def berlin_routes(consents: BerlinConsents, ledger: Ledger, store: TokenStore,
         for approach in (OAUTH, REDIRECT)
     ]
     mounts.append(Mount(SCA_PATH, routes=RedirectSca(consents, ledger).routes()))
+    mounts.append(Mount("/_sandbox/xs2a", routes=BerlinAdmin(consents).routes(),
+                        middleware=[Middleware(LoopbackOnly)]))
     return mounts
+
+
+class BerlinAdmin:
+    """``/_sandbox/xs2a/...`` (loopback peers only): what a test or a person at the
+    terminal does to the bank's consents from outside — revoke one as its user would at
+    the bank, or switch ``require_signatures`` and ``status_lag``."""
+
+    def __init__(self, consents: BerlinConsents) -> None:
+        self.consents = consents
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/consents/{consent_id}/revoke", self.revoke, methods=["POST"]),
+            Route("/settings", self.settings, methods=["POST"]),
+        ]
+
+    async def revoke(self, request: Request) -> Response:
+        consent_id = request.path_params["consent_id"]
+        if consent_id not in self.consents.all():
+            return JSONResponse({"error": "not_found"}, 404)
+        self.consents.revoke_by_psu(consent_id)
+        return JSONResponse({"consentStatus": "revokedByPsu"})
+
+    async def settings(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or set(body) - {"require_signatures", "status_lag"}:
+            return JSONResponse({"error": "invalid_request"}, 400)
+        lag, sign = body.get("status_lag", 0), body.get("require_signatures", False)
+        if not (isinstance(lag, int) and not isinstance(lag, bool) and 0 <= lag <= 10) \
+                or not isinstance(sign, bool):
+            return JSONResponse({"error": "invalid_request"}, 400)
+        self.consents.status_lag, self.consents.require_signatures = lag, sign
+        return JSONResponse({"status_lag": lag, "require_signatures": sign})

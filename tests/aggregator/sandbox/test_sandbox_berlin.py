@@ -227,3 +227,21 @@ async def test_status_lag_reports_received_then_valid(served: Served, lag: int) 
                                    headers=_headers())).json()["consentStatus"]
             for _ in range(lag + 1)]
     assert seen == ["received"] * lag + ["valid"]
+
+
+async def test_admin_revokes_a_consent_and_switches_settings(served: Served) -> None:
+    consent_id = await _redirect_consent(served)
+    answer = await served.http.post(f"/_sandbox/xs2a/consents/{consent_id}/revoke")
+    assert answer.status_code == 200
+    assert served.bank.berlin.all()[consent_id].status == "revokedByPsu"
+    assert (await served.http.post("/_sandbox/xs2a/consents/nope/revoke")).status_code == 404
+    switched = await served.http.post("/_sandbox/xs2a/settings",
+                                      json={"require_signatures": True, "status_lag": 1})
+    assert switched.status_code == 200
+    assert served.bank.berlin.require_signatures
+    unsealed = await served.http.get(f"{REDIRECT}/consents/{consent_id}", headers=_headers())
+    assert unsealed.status_code == 401
+    assert _codes(unsealed) == ["SIGNATURE_MISSING"]
+    refused = await served.http.post("/_sandbox/xs2a/settings", json={"status_lag": "x"})
+    assert refused.status_code == 400
+    assert (await served.http.get("/_sandbox/faults")).status_code == 200  # still reachable
