@@ -6,11 +6,14 @@ on loopback (ports 8600 and 8000, or free ones when those are taken), registers 
 application whose redirect URI is the gateway's own ``/demo/done`` page, creates a user
 homed in ``eu``, and prints the Link URL to open in a browser. Ctrl-C stops it.
 
-``--headless`` walks the flow itself, as a person would (the Link page, the bank's
-sign-in and consent forms, every redirect), then prints what was linked, which region's
-database holds it, and the sealed refresh token as stored next to proof that it opens
-to the token the bank issued — proof by SHA-256 prefix; no token is ever printed. It
-stops its servers and exits 0 within :data:`HEADLESS_TIMEOUT` seconds.
+``--bank`` picks the sandbox mode to link (``sandbox-eu``, the default: plain OAuth2 +
+PKCE + PAR; ``sandbox-fapi2``: FAPI 2.0 with DPoP-bound tokens, PAR and
+``private_key_jwt``). ``--headless`` walks the flow itself, as a person would (the Link
+page, the bank's sign-in and consent forms, every redirect), then prints what was
+linked, which region's database holds it, and the sealed refresh token as stored next
+to proof that it opens to the token the bank issued — proof by SHA-256 prefix; no
+token is ever printed (at a DPoP bank, also the sealed DPoP key and the bank's binding
+of the tokens to it). It stops its servers and exits 0 within :data:`HEADLESS_TIMEOUT` seconds.
 """
 
 from __future__ import annotations
@@ -48,15 +51,21 @@ from aggregator.link.wiring import install
 from aggregator.models import Account, Connection, Credential, Transaction
 from aggregator.pepper import load_pepper
 from aggregator.sandbox import (
+    DEV_CLIENT_ID,
+    DEV_CLIENT_SECRET,
     TEST_USERS,
     SandboxBank,
+    SandboxClient,
+    SandboxConfig,
 )
+from aggregator.sandbox.fapi2 import Fapi2SandboxBank, fapi2_client
 from aggregator.sandbox.modes import MODES
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.sync import BankDirectory
+from aggregator.sync.tokens import open_dpop_key
 from connectors import egress_client, load_profiles
-from vault import data_key_id
+from vault import WrappedKey, data_key_id
 
 BANK_PORT, GATEWAY_PORT = 8600, 8000
 HEADLESS_TIMEOUT = 90.0
@@ -76,23 +85,24 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument("--headless", action="store_true",
                       help="link alice's sandbox accounts without a browser, show, exit")
-    demo.add_argument("--bank", default="sandbox-eu", choices=sorted(MODES),
-                      help="which sandbox bank (and mode) to link (default %(default)s)")
+    demo.add_argument("--bank", choices=sorted(DEMO_BANKS), default="sandbox-eu",
+                      help="the sandbox bank (mode) to link (default %(default)s)")
     demo.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config) if args.config else None)
     out: Out = lambda line: print(line, flush=True)  # noqa: E731
+    bank_id = getattr(args, "bank", "sandbox-eu")
     if args.headless:
         try:
-            return asyncio.run(asyncio.wait_for(_headless(settings, out, args.bank),
+            return asyncio.run(asyncio.wait_for(_headless(settings, out, bank_id),
                                                 HEADLESS_TIMEOUT))
         except TimeoutError:
             print(f"aggregator demo: gave up after {HEADLESS_TIMEOUT:.0f} s", file=sys.stderr)
             return 1
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_interactive(settings, out, args.bank))
+        asyncio.run(_interactive(settings, out, bank_id))
     return 0
 
 
@@ -111,8 +121,41 @@ class Demo:
     api: httpx.AsyncClient
     app_id: str
     api_key: str = field(repr=False)
-    bank_id: str = "sandbox-eu"
     issued_refresh_digests: list[str] = field(default_factory=list)
+    bank_id: str = "sandbox-eu"
+
+
+CALLBACK_URIS = ("http://127.0.0.1/link/callback",)
+
+
+def _gateway_client() -> SandboxClient:
+    # The sandbox's published development client, with the gateway's one callback path.
+    return SandboxClient(client_id=DEV_CLIENT_ID, client_secret=DEV_CLIENT_SECRET,
+                         redirect_uris=CALLBACK_URIS)
+
+
+def _plain_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    return SandboxBank(SandboxConfig(clients=[_gateway_client()])), SANDBOX_BANKS
+
+
+def _fapi2_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    # The FAPI 2.0 development client signs with the key the sandbox-fapi2 profile names.
+    config = SandboxConfig(clients=[fapi2_client(CALLBACK_URIS)], require_par=True)
+    return Fapi2SandboxBank(config), ("sandbox-fapi2",)
+
+
+#: ``--bank`` → the sandbox to run and the profiles pointed at it.
+def _obie_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    # UK Open Banking (aggregator/sandbox/obie.py); its client holds the public half of
+    # the development key the sandbox-obie profile names.
+    return MODES["sandbox-obie"](CALLBACK_URIS), ("sandbox-obie",)
+
+
+DEMO_BANKS: dict[str, Callable[[], tuple[SandboxBank, tuple[str, ...]]]] = {
+    "sandbox-eu": _plain_bank,
+    "sandbox-fapi2": _fapi2_bank,
+    "sandbox-obie": _obie_bank,
+}
 
 
 async def _prepare(settings: Settings, router: RegionRouter, out: Out) -> None:
@@ -156,7 +199,7 @@ async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
         custody = await open_custody(router, settings)
         for keys in custody.values():
             stack.callback(keys.close)
-        bank = MODES[bank_id](("http://127.0.0.1/link/callback",))
+        bank, served = DEMO_BANKS[bank_id]()
         try:
             bank_url = await stack.enter_async_context(bank.serve("127.0.0.1", BANK_PORT))
         except OSError:  # taken: any free port will do
@@ -165,8 +208,7 @@ async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
         http = await stack.enter_async_context(egress_client(
             settings.egress, timeout=10, event_hooks={"response": [_token_watch(digests)]},
         ))
-        profiles = load_profiles(settings.bank_dirs,
-                                 {b: {"issuer": bank_url} for b in {*SANDBOX_BANKS, bank_id}})
+        profiles = load_profiles(settings.bank_dirs, {b: {"issuer": bank_url} for b in served})
         banks = BankDirectory(profiles, http, policy=settings.egress)
         stack.push_async_callback(banks.aclose)
         services = Services(settings, router, custody, banks)
@@ -185,8 +227,8 @@ async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
             + ", ".join(f"{u} / {p}" for u, p in TEST_USERS.items()) + ")")
         out(f"  gateway:      {gateway_url}  (API docs: {gateway_url}/openapi.json)")
         out(f"  application:  {app_id}, redirect URI {gateway_url}{DONE_PATH}")
-        yield Demo(settings, bank, bank_url, gateway_url, services, api, app_id, key, bank_id,
-                   digests)
+        yield Demo(settings, bank, bank_url, gateway_url, services, api, app_id, key, digests,
+                   bank_id)
 
 
 def _token_watch(digests: list[str]) -> Callable[[httpx.Response], Any]:
@@ -360,6 +402,25 @@ async def _sealed_token(demo: Demo, connection_id: str, out: Out) -> None:
     out("  (the token itself is never printed; the blob opens only in this row and column)")
     if issued != digest:
         raise SystemExit("the sealed refresh token did not open to the bank's token")
+    if credential.dpop_key_sealed is not None:
+        await _dpop_key(demo, credential, key, out)
+
+
+async def _dpop_key(demo: Demo, credential: Credential, key: WrappedKey, out: Out) -> None:
+    """Show that the tokens are bound to the connection's sealed DPoP key (RFC 9449)."""
+    custody = demo.services.custody[demo.services.router.region_of(credential.connection_id)]
+    dpop = await open_dpop_key(custody, key, credential)
+    access = await custody.sealer.open_from(key, credential, "access_token_sealed") or ""
+    assert dpop is not None
+    bound = demo.bank.gate.bound_key(access) if isinstance(demo.bank, Fapi2SandboxBank) else None
+    out("")
+    out(f"The connection's DPoP key (credentials.dpop_key_sealed, "
+        f"{len(bytes(credential.dpop_key_sealed or b''))} bytes sealed, {dpop.algorithm}):")
+    out(f"  JWK thumbprint (RFC 7638): {dpop.thumbprint}")
+    out(f"  the bank bound the access token to: {bound}  "
+        + ("MATCH" if bound == dpop.thumbprint else "MISMATCH"))
+    if bound != dpop.thumbprint:
+        raise SystemExit("the bank's tokens are not bound to the connection's DPoP key")
 
 
 if __name__ == "__main__":  # pragma: no cover

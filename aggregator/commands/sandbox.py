@@ -7,14 +7,10 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from aggregator.sandbox import DEV_CLIENT_ID, TEST_USERS, SandboxBank
-from aggregator.sandbox.config import DEV_REDIRECT_URIS
-from aggregator.sandbox.modes import MODES
-from connectors import load_profiles
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -28,21 +24,42 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--host", default="127.0.0.1", help="loopback address (default %(default)s)"
     )
     parser.add_argument("--port", type=int, default=None,
-                        help="TCP port (default: the port of the bank's built-in profile, "
-                             "8600 for sandbox-eu)")
-    parser.add_argument("--bank", default="sandbox-eu", choices=sorted(MODES),
-                        help="the mode, named by the built-in profile that links to it "
-                             "(default %(default)s; sandbox-obie: UK Open Banking)")
+                        help="TCP port (default: where the mode's profile expects it: "
+                             "8600, fapi2 8610, obie 8601)")
+    parser.add_argument(
+        "--mode", choices=sorted(MODES), default="oauth2",
+        help="oauth2: the plain bank (profiles sandbox-eu/-us); fapi2: FAPI 2.0 with DPoP, "
+             "PAR and private_key_jwt (profile sandbox-fapi2, port 8610); obie: UK Open "
+             "Banking consents and request objects (profile sandbox-obie, port 8601)",
+    )
     parser.set_defaults(handler=run)
 
 
+def _fapi2() -> SandboxBank:
+    from aggregator.sandbox.fapi2 import Fapi2SandboxBank
+
+    return Fapi2SandboxBank()
+
+
+def _obie() -> SandboxBank:
+    from aggregator.sandbox.config import DEV_REDIRECT_URIS
+    from aggregator.sandbox.modes import MODES as BANKS
+
+    return BANKS["sandbox-obie"](DEV_REDIRECT_URIS)
+
+
+#: The bank each ``--mode`` serves.
+MODES: dict[str, Callable[[], SandboxBank]] = {
+    "oauth2": SandboxBank, "fapi2": _fapi2, "obie": _obie,
+}
+#: Each mode's default port: where its built-in profile's issuer points.
+PORTS = {"oauth2": 8600, "fapi2": 8610, "obie": 8601}
+
+
 def run(args: argparse.Namespace) -> int:
-    port = args.port
-    if port is None:  # where the built-in profile expects the bank
-        port = httpx.URL(load_profiles([])[args.bank].issuer).port or 8600
-    bank = MODES[args.bank](DEV_REDIRECT_URIS)
+    port = PORTS[args.mode] if args.port is None else args.port
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_serve(bank, args.host, port))
+        asyncio.run(_serve(MODES[args.mode](), args.host, port))
     return 0
 
 

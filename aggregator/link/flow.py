@@ -228,7 +228,8 @@ class LinkFlow:
             key = await custody.data_keys.load(session, link.user_id)
             saved = await save_grant(session, custody, key, link, pending.bank_id, tokens, now,
                                      consent_expires_at=expires,
-                                     consent_id=granted.id if granted else None)
+                                     consent_id=granted.id if granted else None,
+                                     dpop_key=pending.dpop_key)
             await session.execute(update(_links).where(_links.c.id == link.id).values(
                 status=LinkStatus.COMPLETED, connection_id=saved.connection.id,
             ))

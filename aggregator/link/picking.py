@@ -85,7 +85,7 @@ async def offer_accounts(
     headers = manager.resource_headers(created.id, UserPresence(client_ip))
     try:
         listed = await flow.banks.dialect(pending.bank_id, tokens.access_token,
-                                          headers).accounts()
+                                          headers=headers).accounts()
     except ConnectorError as exc:
         log.warning("link %s: account list failed: %s", link.id, exc.code)
         await flow._discard(manager, created, link)

@@ -27,6 +27,7 @@ from connectors import (
     BankProfile,
     ConsentManager,
     Dialect,
+    DPoPKey,
     EgressPolicy,
     PlaidConnector,
     SyncPolicy,
@@ -132,12 +133,18 @@ class BankDirectory:
                 self.profile(bank_id), self.oauth(bank_id), self.http_for(bank_id))
         return self._consents[bank_id]
 
-    def dialect(self, bank_id: str, access_token: str,
-                headers: Mapping[str, str] | None = None) -> Dialect:
-        """The bank's API dialect for one token; ``headers`` from its consent manager."""
+    def dialect(
+        self, bank_id: str, access_token: str, dpop_key: DPoPKey | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Dialect:
+        """The bank's API for one connection; with its DPoP key, every call carries a
+        proof bound to the token (RFC 9449 §7) and the bank's nonces are shared;
+        ``headers`` come from its consent manager (connectors/consents)."""
         profile = self.profile(bank_id)
         cls = get_dialect(profile.api.dialect)
-        return cls(self.http_for(bank_id), profile.api.base_url, access_token, headers)
+        auth = self.oauth(bank_id).dpop_auth(dpop_key, access_token) if dpop_key else None
+        return cls(self.http_for(bank_id), profile.api.base_url, access_token, headers,
+                   auth=auth)
 
     def attach_plaid(self, region: str, connector: PlaidConnector, policy: SyncPolicy) -> None:
         """Serve ``region``'s Plaid connections through ``connector`` (one per region)."""

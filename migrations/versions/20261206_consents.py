@@ -1,7 +1,7 @@
 """consent resources of regulated banks
 
 Revision ID: s3_consents
-Revises: a60b14cfbf0e
+Revises: s3_plaid_redelivery
 Create Date: 2026-12-06 13:30:00.000000
 
 ``connections.consent_id``: the bank's consent resource id (OBIE ``ConsentId``, Berlin
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s3_consents"
-down_revision: str | None = "a60b14cfbf0e"
+down_revision: str | None = "s3_plaid_redelivery"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
