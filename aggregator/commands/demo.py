@@ -151,7 +151,13 @@ def _obie_bank() -> tuple[SandboxBank, tuple[str, ...]]:
     return MODES["sandbox-obie"](CALLBACK_URIS), ("sandbox-obie",)
 
 
+def _berlin_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    # Berlin Group NextGenPSD2 (aggregator/sandbox/berlin_api.py), OAuth2 SCA approach.
+    return MODES["sandbox-berlin"](CALLBACK_URIS), ("sandbox-berlin",)
+
+
 DEMO_BANKS: dict[str, Callable[[], tuple[SandboxBank, tuple[str, ...]]]] = {
+    "sandbox-berlin": _berlin_bank,
     "sandbox-eu": _plain_bank,
     "sandbox-fapi2": _fapi2_bank,
     "sandbox-obie": _obie_bank,
