@@ -359,7 +359,7 @@ class ObieSandboxBank(SandboxBank):
                                       "client_credentials"],
             "response_types_supported": ["code", "code id_token"],
             "response_modes_supported": ["query", "form_post"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "request_parameter_supported": True,
             "request_uri_parameter_supported": False,
             "require_signed_request_object": True,
