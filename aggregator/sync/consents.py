@@ -77,9 +77,7 @@ async def consent_dead(
     """``reauth_required`` with reason ``consent_<state>`` and exactly one event.
 
     The status change is a compare-and-set from ``active``: a second sync that finds
-    the same dead consent changes nothing and sends nothing. (The same contract as the
-    gateway's single re-auth function, ``aggregator.reauth.require_reauth``, which this
-    calls once both are in one tree.)
+    the same dead consent changes nothing and sends nothing.
     """
     reason = f"consent_{exc.state}"[:64]
     c = _connections.c
