@@ -15,6 +15,7 @@ from connectors.consents import (
     consent_manager,
 )
 from connectors.consents.options import ObieOptions
+from connectors.consents.readiness import obie_readiness
 from connectors.dialects import (
     DEFAULT_MAX_PAGES,
     DIALECTS,
@@ -176,6 +177,7 @@ __all__ = [
     "load_client_credentials",
     "load_profiles",
     "map_plaid_errors",
+    "obie_readiness",
     "parse_callback",
     "parse_retry_after",
     "redact",

@@ -48,7 +48,6 @@ from connectors import (
     ConsentRequest,
     CreatedConsent,
     GrantedConsent,
-    GrantRevoked,
     PendingAuthorization,
     TokenSet,
     UserPresence,
@@ -209,10 +208,9 @@ class LinkFlow:
             granted: GrantedConsent | None = None
             if manager is not None and created is not None:
                 granted = await manager.confirm(created)  # ConsentInvalid unless authorised
-        except (ConsentRejected, GrantRevoked) as exc:
+        except (ConsentRejected, ConsentInvalid):  # the user (or the bank) said no
             await self._discard(manager, created, link)
-            outcome = DENIED if isinstance(exc, (ConsentRejected, ConsentInvalid)) else ERROR
-            return await self._fail(region, link, outcome, request_id)
+            return await self._fail(region, link, DENIED, request_id)
         except ConnectorError as exc:
             log.warning("link %s: callback failed: %s", link.id, exc.code)
             await self._discard(manager, created, link)

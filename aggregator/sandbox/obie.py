@@ -31,25 +31,19 @@ Example::
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from html import escape
 from typing import Any
 
-from authlib.oauth2.rfc6749 import AccessDeniedError, OAuth2Error, grants
-from authlib.oidc.core import OpenIDHybridGrant, UserInfo
+from authlib.oauth2.rfc6749 import OAuth2Error, grants
 from joserfc.jwk import ECKey
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from aggregator.sandbox.aisp import AISP_PREFIX, AccountViews, obie_error
+from aggregator.sandbox.aisp import AISP_PREFIX, AccountViews
 from aggregator.sandbox.authorization_server import (
     AuthorizationCodeGrant,
     RotatingRefreshTokenGrant,
@@ -66,18 +60,21 @@ from aggregator.sandbox.config import (
 )
 from aggregator.sandbox.discovery import (
     CONSENT_PATH,
-    ID_TOKEN_ALGORITHM,
     LOGIN_PATH,
     server_metadata,
 )
 from aggregator.sandbox.ledger import Account
 from aggregator.sandbox.middleware import FapiInteractionId, LoopbackOnly, current_issuer
 from aggregator.sandbox.models import ClientModel, TokenRecord, load_public_keys
+from aggregator.sandbox.obie_aisp import ObieAccountViews
 from aggregator.sandbox.obie_consents import (
+    ACR_VALUES,
     AccessConsent,
     ConsentStore,
     ConsentViews,
+    intent_of,
 )
+from aggregator.sandbox.obie_hybrid import ObieHybridGrant
 from aggregator.sandbox.pages import _page, error_page, login_page
 from aggregator.sandbox.requests import SandboxOAuth2Request, read_oauth2_request
 from aggregator.sandbox.rfc9101 import InvalidRequestObjectError, unpack
@@ -91,7 +88,6 @@ log = logging.getLogger(__name__)
 #: The sandbox OBIE mode's development client (``connectors/banks/sandbox-obie.toml``).
 OBIE_CLIENT_ID = "sandbox-obie-client"
 DEV_KEY_FILE, DEV_KEY_ID = "sandbox-obie-client.key.pem", "sandbox-obie-dev"
-ACR_VALUES = ("urn:openbanking:psd2:sca", "urn:openbanking:psd2:ca")
 
 for _name in ("client_credentials",):
     # authlib logs whole token responses at DEBUG ("Issue token %r"); dropped like the
@@ -117,92 +113,12 @@ def dev_obie_client(redirect_uris: Sequence[str] = DEV_REDIRECT_URIS) -> Sandbox
     return obie_client({"keys": [signer.public_jwk()]}, redirect_uris=redirect_uris)
 
 
-def intent_of(params: Mapping[str, str]) -> str | None:
-    """``claims.id_token.openbanking_intent_id.value`` of an authorization request."""
-    try:
-        claims = json.loads(params.get("claims") or "{}")
-        value = claims["id_token"]["openbanking_intent_id"]["value"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
 class ObieClientModel(ClientModel):
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in ("authorization_code", "refresh_token", "client_credentials")
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type in ("code", "code id_token")
-
-
-class ObieHybridGrant(OpenIDHybridGrant):  # type: ignore[misc]
-    """``code id_token`` (FAPI 1 Advanced §5.2.2): an ID token beside the code, with
-    ``c_hash``, ``s_hash`` and ``openbanking_intent_id``, answered by form post."""
-
-    def save_authorization_code(self, code: str, request: SandboxOAuth2Request) -> None:
-        AuthorizationCodeGrant.save_authorization_code(self, code, request)
-        intent = intent_of(request.payload.data)
-        if intent is not None:
-            self.server.consents.bind_code(code, intent)
-
-    def exists_nonce(self, nonce: str, request: SandboxOAuth2Request) -> bool:
-        return bool(self.server.store.nonce_seen(request.payload.client_id, nonce))
-
-    def resolve_client_private_key(self, client: ClientModel) -> ECKey:
-        key: ECKey = self.server.signing_key
-        return key
-
-    def get_client_algorithm(self, client: ClientModel) -> str:
-        return ID_TOKEN_ALGORITHM
-
-    def get_encode_header(self, client: ClientModel) -> dict[str, str]:
-        return {"alg": ID_TOKEN_ALGORITHM, "kid": self.server.signing_key.kid or ""}
-
-    def get_client_claims(self, client: ClientModel) -> dict[str, Any]:
-        now = int(time.time())
-        return {"iss": current_issuer(), "aud": [client.get_client_id()], "iat": now,
-                "exp": now + 300}
-
-    def generate_user_info(self, user: str, scope: str) -> UserInfo:
-        data = self.request.payload.data
-        info = UserInfo(sub=user, acr=ACR_VALUES[0])
-        if data.get("state"):
-            info["s_hash"] = _half_hash(data["state"])
-        intent = intent_of(data)
-        if intent is not None:
-            info["openbanking_intent_id"] = intent
-        return info
-
-    def create_authorization_response(self, redirect_uri: str, grant_user: str | None
-                                      ) -> tuple[int, str, list[tuple[str, str]]]:
-        if self.request.payload.data.get("response_mode") != "form_post":
-            result: tuple[int, str, list[tuple[str, str]]] = super(
-                ).create_authorization_response(redirect_uri, grant_user)
-            return result
-        if grant_user:
-            params = self.create_granted_params(grant_user)
-        else:
-            params = list(AccessDeniedError().get_body())
-        if self.request.payload.state:
-            params.append(("state", self.request.payload.state))
-        params.append(("iss", current_issuer()))  # RFC 9207 §2, in every response mode
-        return 200, form_post_page(redirect_uri, params), [
-            ("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")]
-
-
-def form_post_page(action: str, params: Sequence[tuple[str, str]]) -> str:
-    """OIDC Form Post Response Mode §2: hidden fields, sent at once; a button without JS."""
-    fields = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(str(v))}">'
-                     for k, v in params)
-    return ("<!doctype html><html><head><title>Returning to the app</title></head><body>"
-            f'<form method="post" action="{escape(action)}">{fields}'
-            '<noscript><button type="submit">Continue</button></noscript></form>'
-            "<script>document.forms[0].submit()</script></body></html>")
-
-
-def _half_hash(value: str) -> str:
-    digest = hashlib.sha256(value.encode()).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
@@ -382,90 +298,6 @@ def consent_page(interaction_id: str, client_id: str, user: str, consent: Access
     return _page("Allow access?", body)
 
 
-class ObieAccountViews(AccountViews):
-    """The account API, serving what the token's consent allows and nothing more."""
-
-    def __init__(self, store: TokenStore, ledger: Any, page_size: int,
-                 consents: ConsentStore) -> None:
-        super().__init__(store, ledger, page_size)
-        self.consents = consents
-
-    async def accounts(self, request: Request) -> Response:
-        consent = self._consent(request, "ReadAccountsBasic", "ReadAccountsDetail")
-        if isinstance(consent, Response):
-            return consent
-        response = await super().accounts(request)
-        return _filtered(response, "Account", consent, detail="ReadAccountsDetail")
-
-    async def account(self, request: Request) -> Response:
-        consent = self._consent(request, "ReadAccountsBasic", "ReadAccountsDetail")
-        if isinstance(consent, Response):
-            return consent
-        response = await super().account(request)
-        return _filtered(response, "Account", consent, detail="ReadAccountsDetail")
-
-    async def balances(self, request: Request) -> Response:
-        consent = self._consent(request, "ReadBalances")
-        return consent if isinstance(consent, Response) else await super().balances(request)
-
-    async def transactions(self, request: Request) -> Response:
-        consent = self._consent(request, "ReadTransactionsBasic", "ReadTransactionsDetail")
-        if isinstance(consent, Response):
-            return consent
-        response = await super().transactions(request)
-        return _filtered(response, "Transaction", consent, detail="ReadTransactionsDetail")
-
-    def _account(self, request: Request) -> Account | Response:
-        consent = self._consent(request)
-        if isinstance(consent, Response):
-            return consent
-        if request.path_params["account_id"] not in consent.account_ids:
-            return obie_error(403, "UK.OBIE.Resource.ConsentMismatch",
-                              "The consent does not cover this account.")
-        return super()._account(request)
-
-    def _consent(self, request: Request, *needs: str) -> AccessConsent | Response:
-        token = self._token(request)
-        if isinstance(token, Response):
-            return token
-        consent = self.consents.for_grant(token.grant_id)
-        if consent is None or not consent.usable(self.consents.now()):
-            return obie_error(403, "UK.OBIE.Resource.ConsentMismatch",
-                              "The consent is not authorised.")
-        if needs and not consent.allows(*needs):
-            return obie_error(403, "UK.OBIE.Resource.ConsentMismatch",
-                              "The consent does not grant this resource.")
-        return consent
-
-
-def _filtered(response: Response, key: str, consent: AccessConsent, *, detail: str) -> Response:
-    if response.status_code != 200:
-        return response
-    body = json.loads(bytes(response.body))
-    items = body["Data"].get(key, [])
-    if key == "Account":
-        items = [a for a in items if a["AccountId"] in consent.account_ids]
-    else:
-        credits = consent.allows("ReadTransactionsCredits")
-        debits = consent.allows("ReadTransactionsDebits")
-        items = [t for t in items if (credits if t["CreditDebitIndicator"] == "Credit"
-                                      else debits)]
-        if consent.transactions_from is not None:
-            since = consent.transactions_from
-            items = [t for t in items
-                     if datetime.fromisoformat(t["BookingDateTime"]) >= since]
-    if not consent.allows(detail):
-        # *Basic: no identifiers, names, descriptions or counterparties (OBIE
-        # "Permission Codes").
-        for item in items:
-            for field in ("Account", "TransactionInformation", "MerchantDetails",
-                          "DebtorAccount", "CreditorAccount", "TransactionReference"):
-                item.pop(field, None)
-    body["Data"][key] = items
-    return JSONResponse(body, headers={k: v for k, v in response.headers.items()
-                                       if k.lower() not in ("content-length", "content-type")})
-
-
 class ObieSandboxBank(SandboxBank):
     """The sandbox bank in its UK Open Banking mode (see the module docstring).
 
@@ -527,7 +359,7 @@ class ObieSandboxBank(SandboxBank):
                                       "client_credentials"],
             "response_types_supported": ["code", "code id_token"],
             "response_modes_supported": ["query", "form_post"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "request_parameter_supported": True,
             "request_uri_parameter_supported": False,
             "require_signed_request_object": True,

@@ -18,9 +18,11 @@ API serves exactly what it allows, and refreshing ends when it ends.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +47,18 @@ PERMISSIONS = frozenset({
 _TXN_KIND = {"ReadTransactionsBasic", "ReadTransactionsDetail"}
 _TXN_DIRECTION = {"ReadTransactionsCredits", "ReadTransactionsDebits"}
 CONSENTS_PATH = "/account-access-consents"
+#: The ``acr`` values the bank asserts (OBIE Security Profile: SCA, or CA alone).
+ACR_VALUES = ("urn:openbanking:psd2:sca", "urn:openbanking:psd2:ca")
+
+
+def intent_of(params: Mapping[str, str]) -> str | None:
+    """``claims.id_token.openbanking_intent_id.value`` of an authorization request."""
+    try:
+        claims = json.loads(params.get("claims") or "{}")
+        value = claims["id_token"]["openbanking_intent_id"]["value"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 @dataclass

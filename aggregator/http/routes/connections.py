@@ -237,7 +237,7 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/v1/connections/{id}/sync", post_sync, "POST", Operation(
             summary="Sync a connection's accounts and transactions now",
             description=post_sync.__doc__, response=SyncOut,
-            errors=(409, 429, 501, 502, 503), tags=("connections",),
+            errors=(409, 422, 429, 501, 502, 503), tags=("connections",),
             path_params=CONNECTION_ID,
         )),
     ]

@@ -56,7 +56,8 @@ class Obie:
     #: Every request object the gateway pushed (RFC 9126), compact JWS.
     pushed: list[str] = field(default_factory=list)
 
-    async def link(self, external_id: str = "customer-1", **extra: str) -> Walk:
+    async def link(self, external_id: str = "customer-1", decision: str = "approve",
+                   **extra: str) -> Walk:
         user_id = extra.pop("user_id", None)
         if user_id is None:
             answer = await self.api.post("/v1/users", json={"external_id": external_id,
@@ -67,7 +68,7 @@ class Obie:
         assert session.status_code == 201, session.text
         walk = await link_as_person(self.browser, session.json()["link_url"],
                                     username="alice", password="alice-pass",
-                                    bank_id=BANK, stop_at=APP_REDIRECT)
+                                    bank_id=BANK, stop_at=APP_REDIRECT, decision=decision)
         walk.user_id = user_id  # type: ignore[attr-defined]
         return walk
 
@@ -358,3 +359,15 @@ async def test_the_hybrid_flow_checks_the_front_channel_id_token(
                 count = (await session.execute(select(func.count(Connection.id)))).scalar_one()
             assert count == 0
             assert [c.status for c in bank.consents._consents.values()] == ["Revoked"]
+
+
+async def test_a_user_who_says_no_at_the_bank_links_nothing(obie: Obie) -> None:
+    walk = await obie.link(decision="deny")
+
+    assert walk.landed_query == {"outcome": "denied"}
+    async with obie.services.router.reader("eu") as session:
+        assert (await session.execute(select(func.count(Connection.id)))).scalar_one() == 0
+    [consent] = obie.bank.consents._consents.values()
+    # Rejected by the user, then deleted by the gateway: nothing is left awaiting.
+    assert consent.status == "Revoked"
+    assert consent.user is None
