@@ -18,7 +18,8 @@ planting a value of its choosing, ``Lax`` still sends it on the bank's top-level
 redirect back. A ``Secure`` cookie never comes back over plain http, so when the
 gateway's base URL is ``http://`` (allowed only on loopback and for local development,
 ``aggregator demo`` and the tests) the cookie is ``aggregator-link`` without ``Secure``
-and without the prefix: nothing crosses a network there.
+and without the prefix: nothing crosses a network there (and a bank on another port of
+the same loopback host is the same site, so even its form post carries the cookie).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from aggregator.store import RegionRouter
 
 SECURE_NAME = "__Host-aggregator-link"
 LOOPBACK_NAME = "aggregator-link"
+POST_NAME = "__Host-aggregator-link-post"
 _VALUE = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32)
 
 
@@ -68,11 +70,25 @@ def matches(expected: bytes | None, value: str | None) -> bool:
 
 
 def set_cookie(response: Response, base_url: str, value: str) -> None:
-    """A browser-session cookie (no ``Max-Age``): the flow ends when the browser does."""
-    response.set_cookie(
-        cookie_name(base_url), value, path="/", httponly=True, samesite="lax",
-        secure=base_url.startswith("https://"),
-    )
+    """A browser-session cookie (no ``Max-Age``): the flow ends when the browser does.
+
+    Over https a twin, ``__Host-aggregator-link-post`` with ``SameSite=None``, carries the
+    same value for banks that answer by form post (OIDC Form Post Response Mode): a
+    cross-site POST never carries a ``Lax`` cookie. The twin binds no less: it must still
+    equal the value the session's digest names.
+    """
+    secure = base_url.startswith("https://")
+    response.set_cookie(cookie_name(base_url), value, path="/", httponly=True,
+                        samesite="lax", secure=secure)
+    if secure:
+        response.set_cookie(POST_NAME, value, path="/", httponly=True, samesite="none",
+                            secure=True)
+
+
+def presented_by_post(request: Request, base_url: str) -> str | None:
+    """The binding cookie on a bank's form-post callback (the twin, else the Lax one)."""
+    value = request.cookies.get(POST_NAME, "") if base_url.startswith("https://") else ""
+    return value if _VALUE.fullmatch(value) else presented(request, base_url)
 
 
 async def bind(router: RegionRouter, region: str, link_id: str, value: str) -> bool:
