@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from aggregator.http import Services, create_app
-from aggregator.link.browser import LOOPBACK_NAME, SECURE_NAME
+from aggregator.link.browser import LOOPBACK_NAME, POST_NAME, SECURE_NAME
 from aggregator.link.walk import link_as_person
 from aggregator.link.wiring import install
 from aggregator.models import Connection, LinkSession, LinkStatus
@@ -107,10 +107,17 @@ async def test_over_https_the_cookie_is_host_prefixed_secure_httponly_lax(
                                  base_url="https://gateway.example") as secure_browser:
         opened = await secure_browser.get(f"/link/{path}")
     assert opened.status_code == 200, opened.text
-    header = opened.headers["set-cookie"]
-    cookie = SimpleCookie(header)[SECURE_NAME]
+    cookies: SimpleCookie = SimpleCookie()
+    for header in opened.headers.get_list("set-cookie"):
+        cookies.load(header)
+    cookie = cookies[SECURE_NAME]
     assert cookie["secure"]
     assert cookie["httponly"]
     assert cookie["samesite"].lower() == "lax"
     assert cookie["path"] == "/"
-    assert not cookie["domain"]
+    assert not cookie["domain"]  # __Host-: no Domain, Path=/
+    # Its twin for banks answering by form post: the same value, sent cross-site.
+    twin = cookies[POST_NAME]
+    assert twin.value == cookie.value
+    assert twin["secure"]
+    assert twin["samesite"].lower() == "none"
