@@ -88,13 +88,20 @@ def field_of(obj: Base, column: str) -> Field:
     table, sealed, attributes = _layout(type(obj))
     if column not in sealed:
         raise ValueError(f"{table}.{column} is not a sealed column")
-    keys = [getattr(obj, a) for a in attributes]
-    if any(k is None for k in keys):
-        raise ValueError(f"assign {table}'s id before sealing into it")
+    if len(attributes) == 1:  # the common case, without building a list
+        key = getattr(obj, attributes[0])
+        if key is None:
+            raise ValueError(f"assign {table}'s id before sealing into it")
+        row_id = str(key)
+    else:
+        keys = [getattr(obj, a) for a in attributes]
+        if any(k is None for k in keys):
+            raise ValueError(f"assign {table}'s id before sealing into it")
+        row_id = "/".join(str(k) for k in keys)
     subject = obj.id if isinstance(obj, User) else getattr(obj, "user_id", None)
     if not isinstance(subject, str):
         raise ValueError(f"{table} rows name no user to seal for")
-    return Field(table, column, "/".join(str(k) for k in keys), subject)
+    return Field(table, column, row_id, subject)
 
 
 class Sealer:

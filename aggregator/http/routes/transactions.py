@@ -69,7 +69,7 @@ async def _allowed_at(session: AsyncSession, services: Services, connection: Con
         # Plaid's calls are item-level: the accounts share the connection's ledgers.
         at = await next_allowed_at(session, connection.id, policy, now, accounts=())
         return dict.fromkeys(accounts, at)
-    return await account_allowed_at(session, connection.id, policy, now)
+    return await account_allowed_at(session, connection.id, policy, now, accounts)
 
 
 def _account(account: Account, balance: Balance | None, allowed: datetime | None
