@@ -420,7 +420,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="per wrk run")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                        help="uvicorn's HTTP implementation for both servers")
     args = parser.parse_args()
+    if args.http != "auto":
+        import aggregator.http.serving as serving
+
+        serving.http_implementation = lambda: args.http  # both servers fork after this
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install -y wrk")
     scales = (1_000, 10_000, 40_000) if args.quick else (1_000, 50_000, 200_000)
@@ -468,6 +474,9 @@ def main() -> None:
             m = statistics.median(rates[(name, "minimal")])
             ratios[name] = o / m
             print(f"{name:<10} {o:>11.0f} {m:>14.0f} {o / m:>6.2f}")
+        from aggregator.http.serving import http_implementation
+
+        print(f"uvicorn HTTP implementation: {http_implementation()}")
         print(f"wrk CPU: median {statistics.median(cpus):.0%} of one core, "
               f"max {max(cpus):.0%} (below 100 %: the generator is not the limit)")
 
