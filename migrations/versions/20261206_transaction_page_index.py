@@ -1,7 +1,7 @@
 """transaction page index
 
 Revision ID: s3_transaction_page_index
-Revises: s3_plaid_redelivery
+Revises: s3_consents
 Create Date: 2026-12-06 14:00:00.000000
 
 ``GET /v1/accounts/{id}/transactions`` pages newest first by
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s3_transaction_page_index"
-down_revision: str | None = "s3_plaid_redelivery"
+down_revision: str | None = "s3_consents"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
