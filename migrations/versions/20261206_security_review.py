@@ -1,7 +1,7 @@
 """security review (issue 16)
 
 Revision ID: s3_security_review
-Revises: s3_consents
+Revises: s3_transaction_page_index
 Create Date: 2026-12-06 13:30:00.000000
 
 - ``link_sessions.browser_digest``: the SHA-256 of the cookie binding a Link flow to the
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s3_security_review"
-down_revision: str | None = "s3_consents"
+down_revision: str | None = "s3_transaction_page_index"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
