@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aggregator.applications import create_application
+from aggregator.bank_profiles import gateway_profiles
 from aggregator.custody import open_custody
 from aggregator.http import Services, create_app
 from aggregator.http.serving import base_url, bind, serving
@@ -58,7 +59,7 @@ from aggregator.sandbox import (
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.sync import BankDirectory
-from connectors import egress_client, load_profiles
+from connectors import egress_client
 from vault import data_key_id
 
 BANK_PORT, GATEWAY_PORT = 8600, 8000
@@ -149,9 +150,11 @@ def _bind(port: int) -> Any:
 
 @contextlib.asynccontextmanager
 async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
-    # The demo's bank is the sandbox on 127.0.0.1: the development opt-in of the egress
-    # policy, for this process only (the rest of the policy stays as configured).
-    settings = replace(settings, egress=replace(settings.egress, allow_http_loopback=True))
+    # The demo's bank is the sandbox on 127.0.0.1: the sandbox banks' opt-in and the
+    # development opt-in of the egress policy, for this process only (the rest of the
+    # policy stays as configured).
+    settings = replace(settings, sandbox_banks=True,
+                       egress=replace(settings.egress, allow_http_loopback=True))
     async with AsyncExitStack() as stack:
         out("aggregator demo: the embedded default, on this machine only")
         router = RegionRouter(settings)
@@ -169,8 +172,7 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
         http = await stack.enter_async_context(egress_client(
             settings.egress, timeout=10, event_hooks={"response": [_token_watch(digests)]},
         ))
-        profiles = load_profiles(settings.bank_dirs,
-                                 {b: {"issuer": bank_url} for b in SANDBOX_BANKS})
+        profiles = gateway_profiles(settings, {b: {"issuer": bank_url} for b in SANDBOX_BANKS})
         banks = BankDirectory(profiles, http, policy=settings.egress)
         stack.push_async_callback(banks.aclose)
         services = Services(settings, router, custody, banks)

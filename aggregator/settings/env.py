@@ -25,6 +25,7 @@ Kind = Literal["text", "flag", "list", "whole", "number"]
 ENV_VARIABLES: Mapping[str, tuple[tuple[str, ...], Kind]] = {
     "AGGREGATOR_DATA_DIR": (("data_dir",), "text"),
     "AGGREGATOR_PUBLIC_URL": (("http", "public_url"), "text"),
+    "AGGREGATOR_BANKS_SANDBOX": (("banks", "sandbox"), "flag"),
     "AGGREGATOR_KEYS_ROTATE_EVERY": (("keys", "rotate_every"), "text"),
     "AGGREGATOR_ERASURE_DEADLINE_DAYS": (("erasure", "deadline_days"), "whole"),
     "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": (("worker", "consent_warning_days"), "whole"),
