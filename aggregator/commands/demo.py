@@ -127,7 +127,7 @@ async def _prepare(settings: Settings, router: RegionRouter, out: Out) -> None:
         provider = envelope_for(region, settings).provider
         try:
             provider.ensure_kek()
-            revision = await upgrade(router.engine(name))
+            revision = await upgrade(router.engine(name), region=name)
             await load_pepper(router, name, provider)
         finally:
             provider.close()

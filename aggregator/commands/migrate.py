@@ -35,7 +35,7 @@ async def _run(settings: Settings, names: list[str]) -> int:
     head = head_revision()
     async with RegionRouter(settings) as router:
         for name in names:
-            revision = await upgrade(router.engine(name))
+            revision = await upgrade(router.engine(name), region=name)
             provider = envelope_for(settings.region(name), settings).provider
             try:
                 await load_pepper(router, name, provider)

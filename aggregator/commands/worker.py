@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)")
     add("--owner", default=None, help="lease owner name (default host:pid)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("--log-format", choices=["console", "json"], default=None,
+        help="console (readable) or json (one object per line); default: console on a "
+        "terminal, json otherwise")
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -58,7 +61,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None and not 0 < args.metrics_port <= 65535:
         raise ConfigError(f"--metrics-port {args.metrics_port} is not a TCP port")
     settings = load_settings(Path(args.config) if args.config else None)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, log_format=args.log_format)
     config = WorkerConfig(
         concurrency=args.concurrency, batch=args.batch, lease_seconds=args.lease_seconds,
         poll_seconds=args.poll_seconds, shutdown_timeout=args.shutdown_timeout,

@@ -20,6 +20,8 @@ need); read-only sessions begin ``DEFERRED``. PostgreSQL needs none of this.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +42,7 @@ def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(parsed.database))
         engine = create_async_engine(parsed, **options)
         _tune_sqlite(engine)
     else:
@@ -48,6 +50,24 @@ def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(parsed, **options)
     install_engine_guard(engine.sync_engine, region)
     return engine
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` 0600 in a 0700 directory, as the local keyring is, if it is new.
+
+    The file holds sealed data, digests and the audit trail: not readable in clear, but
+    not for other local users either. SQLite gives its ``-wal`` and ``-shm`` files the
+    main file's mode, so creating the file first covers them. An existing file or
+    directory keeps the mode the operator gave it.
+    """
+    for directory in reversed(path.parents):
+        if not directory.exists():
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+                os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def with_begin(engine: AsyncEngine, mode: BeginMode) -> AsyncEngine:
