@@ -150,8 +150,9 @@ async def _max_rate(url: str, load: list[tuple[bytes, str]], concurrency: int) -
 
 
 async def _latencies(url: str, load: list[tuple[bytes, str]], rate: float) -> list[float]:
-    # Few keep-alive connections: httpx scans its whole pool per request (FINDINGS.md), so
-    # a large pool would make the load generator, not the gateway, the queue measured.
+    # Few keep-alive connections: httpx scans its whole pool per request
+    # (docs/architecture.md, "Performance notes"), so a large pool would make the load
+    # generator, not the gateway, the queue measured.
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32), timeout=60) as client:
         start = time.perf_counter()
         tasks = []

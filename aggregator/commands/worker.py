@@ -1,4 +1,4 @@
-"""`aggregator worker`: keep every connection's tokens fresh (DESIGN: Refreshing).
+"""`aggregator worker`: keep every connection's tokens fresh (docs/architecture.md, "Refreshing").
 
 Run any number of these, on any machines, against the same region databases: row leases
 are the only coordination. Stops gracefully on SIGTERM/SIGINT within

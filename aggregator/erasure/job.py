@@ -1,6 +1,6 @@
 """The erasure job: runs a request's remaining steps, resumable by any process.
 
-Steps (DESIGN "Who uses it" 3; :mod:`.steps`)::
+Steps (docs/architecture.md, "Erasure"; :mod:`.steps`)::
 
     requested ─stop─▶ stopped ─revoke, then delete + shred + finish─▶ completed
 

@@ -228,7 +228,7 @@ class BankOAuthClient:
         A bank that rotates sends a new refresh token, and the old one is dead from now
         on: persist the result before anything else. A bank that does not rotate sends
         none, and the old one is kept in the result. Never retry with a token a bank may
-        already have retired (FINDINGS.md "OpenID Connect servers").
+        already have retired (docs/architecture.md, "Refreshing").
         """
         metadata = await self.metadata()
         oauth = self._refresher
