@@ -205,3 +205,17 @@ async def test_an_endpoint_whose_name_rebinds_to_loopback_is_refused_at_delivery
     assert event.last_error == "unsafe_url"
     assert event.delivered_at is None
     assert receiver.requests == []  # no connection reached the loopback receiver
+
+
+async def test_an_event_without_an_endpoint_says_no_endpoint_not_failed(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], emit_erased: Emit,
+) -> None:
+    from aggregator.http.routes.events import event_view
+
+    event_id = await emit_erased("eu")
+    async with egress_client(DEV) as http:
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
+    event = await _event(region_router, event_id)
+    assert event.delivered_at is None
+    assert event.next_attempt_at is None
+    assert event_view(event).delivery == "no_endpoint"
