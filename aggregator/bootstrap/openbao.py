@@ -13,7 +13,8 @@ again at any time, and after every OpenBao restart (a restarted server is sealed
    written to ``$BAO_SECRET_ID_FILE`` (0600) when that file does not exist yet.
 
 Settings: ``BAO_ADDR``, ``BAO_CACERT``, ``BAO_INIT_FILE``, ``BAO_SECRET_ID_FILE``,
-``BAO_ROLE_ID`` (default ``aggregator-gateway``), ``AGGREGATOR_REGIONS`` (default ``eu,us``).
+``BAO_ROLE_ID`` (default ``aggregator-gateway``), ``BAO_SECRET_ID_OWNER`` (``uid:gid``),
+``AGGREGATOR_REGIONS`` (default ``eu,us``).
 Errors name the address and the step; no key or token is printed.
 """
 
@@ -47,6 +48,9 @@ class Plan:
     secret_id_file: Path
     role_id: str
     regions: tuple[str, ...]
+    #: ``uid:gid`` to own the secret id file: the gateway's user reads Compose secrets
+    #: with the host file's owner and mode.
+    secret_id_owner: tuple[int, int] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Plan:
@@ -58,7 +62,18 @@ class Plan:
             role_id=env.get("BAO_ROLE_ID", DEFAULT_ROLE_ID),
             regions=tuple(r.strip() for r in env.get("AGGREGATOR_REGIONS", "eu,us").split(",")
                           if r.strip()),
+            secret_id_owner=_owner(env.get("BAO_SECRET_ID_OWNER", "")),
         )
+
+
+def _owner(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    uid, _, gid = text.partition(":")
+    try:
+        return int(uid), int(gid or uid)
+    except ValueError:
+        raise BootstrapError(f"BAO_SECRET_ID_OWNER {text!r} is not UID:GID") from None
 
 
 def policy(regions: Sequence[str]) -> str:
@@ -128,6 +143,8 @@ def bootstrap(plan: Plan, say: Any = print) -> None:
             step = "issue the gateway's secret id"
             secret_id = client.auth.approle.generate_secret_id(role_name=ROLE_NAME)
             _private_write(plan.secret_id_file, secret_id["data"]["secret_id"].encode())
+            if plan.secret_id_owner is not None:
+                os.chown(plan.secret_id_file, *plan.secret_id_owner)
             say(f"{plan.address}: AppRole secret id written to {plan.secret_id_file}")
     except BootstrapError:
         raise

@@ -42,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds before a half-open probe (default %(default)s)")
     add("--backoff-base", type=float, default=1.0, help="first retry delay (default %(default)s)")
     add("--metrics-port", type=int, default=None,
-        help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)")
+        help="serve Prometheus /metrics on METRICS_HOST:PORT (default: off)")
+    add("--metrics-host", default="127.0.0.1",
+        help="address for /metrics (default %(default)s; 0.0.0.0 in a container, so that "
+        "Prometheus on the container network can scrape it)")
     add("--owner", default=None, help="lease owner name (default host:pid)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add("--log-format", choices=["console", "json"], default=None,
@@ -69,7 +72,8 @@ def _worker(args: argparse.Namespace) -> int:
     options = WorkerOptions(
         per_bank=args.per_bank, max_interval=timedelta(hours=args.max_interval_hours),
         breaker_threshold=args.breaker_threshold, breaker_cool_down=args.breaker_cool_down,
-        backoff_base=args.backoff_base, metrics_port=args.metrics_port, owner=args.owner,
+        backoff_base=args.backoff_base, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, owner=args.owner,
     )
     asyncio.run(run_worker(settings, config, options))
     return 0
