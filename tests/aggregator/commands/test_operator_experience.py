@@ -136,3 +136,15 @@ def test_data_files_and_directories_are_private(workdir: Path) -> None:
     for path in (workdir / "data" / "gw").glob("*.sqlite3*"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert "Context impl" not in done.stderr
+
+
+def test_keys_status_reads_as_words_and_never_claims_a_rotation(workdir: Path) -> None:
+    for step in (["keys", "init"], ["migrate"]):
+        assert cli(*step).returncode == 0
+    done = cli("keys", "status")
+    assert done.returncode == 0, done.stderr
+    assert "None" not in done.stdout
+    assert "{}" not in done.stdout
+    assert "[1]" not in done.stdout
+    assert "last rotation            never (still the first KEK version)" in done.stdout
+    assert json.loads(cli("keys", "status", "--json").stdout)["eu"]["last_rotation"] is None
