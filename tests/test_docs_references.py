@@ -48,3 +48,13 @@ def test_every_cited_doc_and_section_exists() -> None:
             if section and section not in headings:
                 missing.append(f"{path.relative_to(ROOT)}: docs/{match.group(1)} {section!r}")
     assert missing == []
+
+
+def test_the_licence_the_package_declares_is_in_the_repository() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'license = { text = "Apache-2.0" }' in pyproject
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text
+    assert "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert "Apache License, Version 2.0" in (ROOT / "NOTICE").read_text()
