@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,9 +42,9 @@ def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
     """The engine of ``region``'s database, with the residency guard installed."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            private_file(Path(parsed.database))
         engine = create_async_engine(parsed, **options)
+        if parsed.database and parsed.database != ":memory:":
+            private_file(engine, Path(parsed.database))
         _tune_sqlite(engine)
     else:
         options.setdefault("pool_pre_ping", True)
@@ -52,12 +53,14 @@ def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
     return engine
 
 
-def private_file(path: Path) -> None:
-    """Create ``path`` 0600 in a 0700 directory, as the local keyring is, if it is new.
+def private_file(engine: AsyncEngine, path: Path) -> None:
+    """Make ``path`` 0600 in a 0700 directory, as the local keyring is, when SQLite creates it.
 
     The file holds sealed data, digests and the audit trail: not readable in clear, but
-    not for other local users either. SQLite gives its ``-wal`` and ``-shm`` files the
-    main file's mode, so creating the file first covers them. An existing file or
+    not for other local users either. Missing directories are created 0700 now; the file
+    itself is left for SQLite to create at the first connection (its absence means "not
+    migrated yet" to ``aggregator keys``), then set to 0600 before anything is written.
+    SQLite gives its ``-wal`` and ``-shm`` files the main file's mode. An existing file or
     directory keeps the mode the operator gave it.
     """
     for directory in reversed(path.parents):
@@ -65,9 +68,20 @@ def private_file(path: Path) -> None:
             with contextlib.suppress(FileExistsError):
                 directory.mkdir(mode=0o700)
                 os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    if not path.exists():
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    if path.exists():
+        return
+
+    done: list[bool] = []
+
+    def tighten(_dbapi_connection: Any, _record: Any) -> None:
+        if done:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                os.chmod(path, 0o600)
+            done.append(True)
+
+    event.listen(engine.sync_engine, "connect", tighten)
 
 
 def with_begin(engine: AsyncEngine, mode: BeginMode) -> AsyncEngine:
