@@ -43,7 +43,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "banks": ("aggregator banks list", "aggregator banks check sandbox-eu"),
     "banks check": ("aggregator banks check sandbox-eu",
                     "aggregator banks check my-bank --timeout 30"),
-    "sandbox-bank": ("aggregator sandbox-bank", "aggregator sandbox-bank --port 8601"),
+    "sandbox-bank": ("aggregator sandbox-bank", "aggregator sandbox-bank --port 8601",
+                     "aggregator sandbox-bank --mode fapi2 --port 8610"),
     "audit": ("aggregator audit verify",),
     "audit verify": ("aggregator audit verify", "aggregator audit verify --region eu"),
 }

@@ -1,15 +1,17 @@
-"""``aggregator dev``: gateway, worker and sandbox bank in one terminal, for development.
+"""``aggregator dev``: gateway, worker and sandbox banks in one terminal, for development.
 
-It prepares the regions (``keys init``, ``migrate``), then runs ``sandbox-bank``,
-``serve`` and ``worker`` as child processes with the two development opt-ins set for
-them only (``AGGREGATOR_BANKS_SANDBOX=true``: the built-in sandbox banks are offered;
-``AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK=true``: the gateway may call a bank over plain
-http on 127.0.0.1). Every line a child writes is shown with its name in front, logs in
-the readable console format. Ctrl-C (or SIGTERM) stops all three; if one of them exits,
-the others are stopped too and ``dev`` exits with its status.
+It prepares the regions (``keys init``, ``migrate``), then runs the sandbox banks
+(``sandbox-bank``: the plain one on 8600, the FAPI 2.0 one on 8610, as the built-in
+profiles name them), ``serve`` and ``worker`` as child processes, with the two
+development opt-ins set for them only: ``AGGREGATOR_BANKS_SANDBOX=true`` (the built-in
+sandbox banks are offered) and ``AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK=true`` (the
+gateway may call a bank over plain http on 127.0.0.1). Every line a child writes is
+shown with its name in front, logs in the readable console format. Ctrl-C (or SIGTERM)
+stops them all; if one of them exits, the others are stopped too and ``dev`` exits with
+its status.
 
 Children rather than one event loop: each is exactly the process a deployment runs, so
-what works under ``dev`` works with three terminals or three containers.
+what works under ``dev`` works with one terminal or one container per process.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from aggregator.errors import ConfigError
 
 #: The port the built-in sandbox profiles name in their issuer (connectors/banks/).
 BANK_PORT = 8600
+#: Every sandbox bank a built-in profile names: child name -> (``--mode``, port). A new
+#: sandbox profile whose bank needs another mode or port is added here.
+SANDBOX_BANKS = {"bank": ("oauth2", BANK_PORT), "fapi2": ("fapi2", 8610)}
 #: What ``dev`` sets for its children (and nothing else): the development opt-ins.
 DEV_ENVIRONMENT = {
     "AGGREGATOR_BANKS_SANDBOX": "true",
@@ -39,7 +44,7 @@ DEV_ENVIRONMENT = {
 }
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-_COLOURS = {"bank": "35", "gateway": "36", "worker": "33"}
+_COLOURS = {"bank": "35", "fapi2": "35", "gateway": "36", "worker": "33"}
 
 
 def register(subparsers: Any) -> None:
@@ -57,9 +62,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 < args.port <= 65535 or args.port == BANK_PORT:
+    taken = {port for _, port in SANDBOX_BANKS.values()}
+    if not 0 < args.port <= 65535 or args.port in taken:
         raise ConfigError(f"--port {args.port} is not a free TCP port for the gateway "
-                          f"({BANK_PORT} is the sandbox bank's)")
+                          f"({', '.join(map(str, sorted(taken)))} are the sandbox banks')")
     env = {**os.environ, **DEV_ENVIRONMENT, "PYTHONUNBUFFERED": "1"}
     base = [sys.executable, "-m", "aggregator", *(["--config", args.config] if args.config
                                                    else [])]
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         if done.returncode != 0:
             return done.returncode
     children = {
-        "bank": [*base, "sandbox-bank", "--port", str(BANK_PORT)],
+        **{name: [*base, "sandbox-bank", "--mode", mode, "--port", str(port)]
+           for name, (mode, port) in SANDBOX_BANKS.items()},
         "gateway": [*base, "serve", "--port", str(args.port), "--log-format", "console",
                     "--log-level", args.log_level],
         "worker": [*base, "worker", "--log-format", "console", "--log-level", args.log_level],
@@ -145,7 +152,8 @@ def _next_steps(gateway: str) -> str:
     return "\n".join([
         "",
         f"aggregator dev: ready. Gateway {gateway} (API docs {gateway}/openapi.json), "
-        f"sandbox bank http://127.0.0.1:{BANK_PORT} (alice / alice-pass).",
+        f"sandbox banks http://127.0.0.1:{BANK_PORT} and :{SANDBOX_BANKS['fapi2'][1]} "
+        "(FAPI 2.0); user alice / alice-pass.",
         "  In another terminal: .venv/bin/aggregator apps create MyApp --redirect-uri "
         "http://127.0.0.1:3000/linked",
         "  Ctrl-C stops everything.",
