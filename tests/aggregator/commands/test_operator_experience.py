@@ -148,3 +148,8 @@ def test_keys_status_reads_as_words_and_never_claims_a_rotation(workdir: Path) -
     assert "[1]" not in done.stdout
     assert "last rotation            never (still the first KEK version)" in done.stdout
     assert json.loads(cli("keys", "status", "--json").stdout)["eu"]["last_rotation"] is None
+
+
+def test_dev_refuses_a_gateway_port_a_sandbox_bank_needs(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--port 8610 is not a free TCP port .*8600, 8610"):
+        main(["dev", "--port", "8610"])
