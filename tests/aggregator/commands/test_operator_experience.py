@@ -150,6 +150,10 @@ def test_keys_status_reads_as_words_and_never_claims_a_rotation(workdir: Path) -
     assert json.loads(cli("keys", "status", "--json").stdout)["eu"]["last_rotation"] is None
 
 
-def test_dev_refuses_a_gateway_port_a_sandbox_bank_needs(workdir: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--port 8610 is not a free TCP port .*8600, 8610"):
-        main(["dev", "--port", "8610"])
+def test_dev_refuses_a_gateway_port_a_sandbox_bank_needs(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["dev", "--port", "8610"]) == 2
+    assert "--port 8610 is not a free TCP port for the gateway (8600, 8610" in \
+        capsys.readouterr().err
+    assert not (workdir / "var").exists()  # refused before preparing anything
