@@ -1,8 +1,8 @@
 """``aggregator dev``: gateway, worker and sandbox banks in one terminal, for development.
 
 It prepares the regions (``keys init``, ``migrate``), then runs the sandbox banks
-(``sandbox-bank``: the plain one on 8600, the FAPI 2.0 one on 8610, as the built-in
-profiles name them), ``serve`` and ``worker`` as child processes, with the two
+(``sandbox-bank``: the plain one on 8600, UK Open Banking on 8601, FAPI 2.0 on 8610,
+as the built-in profiles name them), ``serve`` and ``worker`` as child processes, with the two
 development opt-ins set for them only: ``AGGREGATOR_BANKS_SANDBOX=true`` (the built-in
 sandbox banks are offered) and ``AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK=true`` (the
 gateway may call a bank over plain http on 127.0.0.1). Every line a child writes is
@@ -36,7 +36,7 @@ from aggregator.errors import ConfigError
 BANK_PORT = 8600
 #: Every sandbox bank a built-in profile names: child name -> (``--mode``, port). A new
 #: sandbox profile whose bank needs another mode or port is added here.
-SANDBOX_BANKS = {"bank": ("oauth2", BANK_PORT), "fapi2": ("fapi2", 8610)}
+SANDBOX_BANKS = {"bank": ("oauth2", BANK_PORT), "obie": ("obie", 8601), "fapi2": ("fapi2", 8610)}
 #: What ``dev`` sets for its children (and nothing else): the development opt-ins.
 DEV_ENVIRONMENT = {
     "AGGREGATOR_BANKS_SANDBOX": "true",
@@ -44,7 +44,7 @@ DEV_ENVIRONMENT = {
 }
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-_COLOURS = {"bank": "35", "fapi2": "35", "gateway": "36", "worker": "33"}
+_COLOURS = {"bank": "35", "obie": "35", "fapi2": "35", "gateway": "36", "worker": "33"}
 
 
 def register(subparsers: Any) -> None:
@@ -152,8 +152,8 @@ def _next_steps(gateway: str) -> str:
     return "\n".join([
         "",
         f"aggregator dev: ready. Gateway {gateway} (API docs {gateway}/openapi.json), "
-        f"sandbox banks http://127.0.0.1:{BANK_PORT} and :{SANDBOX_BANKS['fapi2'][1]} "
-        "(FAPI 2.0); user alice / alice-pass.",
+        f"sandbox banks http://127.0.0.1:{BANK_PORT}, :{SANDBOX_BANKS['obie'][1]} (UK Open "
+        f"Banking) and :{SANDBOX_BANKS['fapi2'][1]} (FAPI 2.0); user alice / alice-pass.",
         "  In another terminal: .venv/bin/aggregator apps create MyApp --redirect-uri "
         "http://127.0.0.1:3000/linked",
         "  Ctrl-C stops everything.",

@@ -154,6 +154,6 @@ def test_dev_refuses_a_gateway_port_a_sandbox_bank_needs(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["dev", "--port", "8610"]) == 2
-    assert "--port 8610 is not a free TCP port for the gateway (8600, 8610" in \
+    assert "--port 8610 is not a free TCP port for the gateway (8600, 8601, 8610" in \
         capsys.readouterr().err
     assert not (workdir / "var").exists()  # refused before preparing anything
