@@ -47,15 +47,19 @@ async def sync_completed(
     })
 
 
-async def user_erased(session: AsyncSession, request_id: str) -> None:
-    """``user.erased`` names the erasure request only: by now the user id is forgotten
-    (the receipt must not hold it), and the app got the request id from
-    ``DELETE /v1/users/{id}``."""
+async def user_erased(session: AsyncSession, request_id: str, user_id: str | None) -> None:
+    """``user.erased`` names the erased user and the erasure request (docs/api.md, "Events").
+
+    The receipt forgets the user id; the event carries it because the application must
+    match the event to its own user, and the id is the gateway's random id, not personal
+    data (the audit trail keeps it too). It is in the payload only: the event row's
+    ``user_id`` column points at users, and that row is gone.
+    """
     request = await session.get(ErasureRequest, request_id)
     if request is None:
         raise LookupError(f"no erasure request {request_id}")
     await emit(session, request.application_id, "user.erased",
-               {"erasure_request_id": request.id, "status": "completed"})
+               {"user_id": user_id, "erasure_request_id": request.id, "status": "completed"})
 
 
 class OutboxPlaidHooks:

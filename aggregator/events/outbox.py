@@ -121,7 +121,8 @@ async def emit(
         raise RuntimeError("emit needs a session of RegionRouter.session()")  # a wiring bug
     event_id = new_id("msg", region)
     created = now or utcnow()
-    user = checked.get("user_id")
+    # ``user.erased`` names a user whose row is gone: payload only, no reference to users.
+    user = checked.get("user_id") if type != "user.erased" else None
     session.add(OutboundEvent(
         id=event_id, application_id=application_id, type=type, data=checked,
         user_id=UserId(user) if isinstance(user, str) else None,

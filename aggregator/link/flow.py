@@ -259,7 +259,7 @@ class LinkFlow:
 
     async def _find(self, state: str) -> tuple[str, LinkSession]:
         # Our `state` names its region (`sta_eu_…`): one region's store is asked, as
-        # DESIGN's routing-without-a-global-lookup requires.
+        # routing without a global lookup requires (docs/architecture.md, "Data residency").
         try:
             region = parse_secret(state, kind="sta", regions=self.router.regions)
         except InvalidId:

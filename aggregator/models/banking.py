@@ -1,9 +1,9 @@
 """What a connection syncs: accounts, their balances and transactions, and sync state.
 
 Amounts, dates, currencies and statuses stay in clear so they can be queried; account
-identifiers, holder names, descriptions and counterparties are sealed (DESIGN: Secrets
-at rest). Signs follow the account holder, as in :mod:`connectors.models`: negative is
-money leaving the account.
+identifiers, holder names, descriptions and counterparties are sealed
+(docs/architecture.md, "Secrets at rest"). Signs follow the account holder, as in
+:mod:`connectors.models`: negative is money leaving the account.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ with the user present, which PSD2 RTS Art. 36(5) does not limit, and books nothi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from aggregator.sync.snapshot import read_snapshot, window_start
 from aggregator.sync.tokens import fresh_grant
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts
 from connectors import AccessExceeded, ConnectorError, ConsentInvalid, UserPresence
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,10 @@ class Syncer:
         except ConnectorError as exc:
             error = await explain_refusal(self.banks, connection, exc)
             await self._failed(region, connection, error.code)
+            log.warning("sync of %s at %s failed: %s", connection_id, connection.bank_id,
+                        error.code, extra={"fields": {
+                            "connection_id": connection_id, "bank": connection.bank_id,
+                            "outcome": error.code}})
             if isinstance(error, AccessExceeded):  # the bank's frequencyPerDay is spent
                 await exhaust_until(self.router, region, connection, error.reset_at,
                                     self.banks.profile(connection.bank_id).sync)
@@ -119,6 +126,12 @@ class Syncer:
             )
             await sync_completed(session, locked, accounts=counts.accounts, added=counts.added,
                                  modified=counts.modified, removed=counts.removed)
+        # One line per sync, naming ids, bank and outcome (docs/operations.md, "What runs").
+        log.info("sync of %s at %s: %d accounts, +%d ~%d -%d transactions", connection_id,
+                 connection.bank_id, counts.accounts, counts.added, counts.modified,
+                 counts.removed, extra={"fields": {
+                     "connection_id": connection_id, "bank": connection.bank_id,
+                     "outcome": "ok", "actor": actor}})
         return SyncResult(connection_id, counts, now)
 
     async def _through_plaid(self, region: str, connection_id: ConnectionId) -> bool:

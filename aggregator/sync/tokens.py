@@ -1,7 +1,7 @@
 """A connection's access token, fresh: opened from its sealed column, refreshed when due.
 
 Refreshing rotates the refresh token at strict banks, and presenting a retired one
-revokes the whole grant (FINDINGS.md, "OpenID Connect servers"), so two processes must
+revokes the whole grant (docs/architecture.md, "Refreshing"), so two processes must
 never refresh one credential at once and a refresh must never be retried blindly. The
 protocol, all on the ``credentials`` row:
 
@@ -15,7 +15,7 @@ protocol, all on the ``credentials`` row:
 A claim that loses (another process holds the lease) waits briefly for that process's
 result instead of refreshing again. A row whose ``refresh_started_at`` is set under an
 expired lease crashed mid-refresh: the bank may already have rotated, so it is left to
-the refresh worker's resolution rather than retried here (DESIGN: Refreshing).
+the refresh worker's resolution rather than retried here (docs/architecture.md, "Refreshing").
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ each exactly once. What counts as what:
 
 PII (account names, identifiers, holder names, descriptions, counterparties) is sealed under the
 user's data key with its place as AAD; the identifier also gets a keyed hash for lookups.
-Transactions go through Core statements (FINDINGS: bulk paths avoid the ORM).
+Transactions go through Core statements (docs/architecture.md, "Syncing": bulk paths avoid the ORM).
 """
 
 from __future__ import annotations
@@ -246,7 +246,8 @@ class SnapshotWriter:
 
 
 def _clear(entry: BankTransaction) -> dict[str, Any]:
-    """The columns kept in clear (DESIGN: amounts, dates, currencies, statuses)."""
+    """The columns kept in clear: amounts, dates, currencies, statuses
+    (docs/architecture.md, "Secrets at rest")."""
     return {
         "amount": entry.amount,
         "currency": entry.currency,

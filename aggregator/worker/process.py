@@ -54,6 +54,7 @@ class WorkerOptions:
     backoff_base: float = 1.0
     backoff_cap: float = 900.0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     owner: str | None = None
     #: How long a failed revocation's token is kept for retries after an erasure.
     escrow_for: timedelta = DEFAULT_ESCROW
@@ -63,7 +64,7 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
     """Run until SIGTERM/SIGINT, then drain within ``config.shutdown_timeout``."""
     metrics = WorkerMetrics()
     if options.metrics_port is not None:
-        metrics.serve(options.metrics_port)
+        metrics.serve(options.metrics_port, options.metrics_host)
     profiles = check_profiles(settings)
     # Every refresh in flight may hold a database connection: a pool smaller than the
     # concurrency opens and closes overflow connections all the time, and a PostgreSQL

@@ -233,16 +233,23 @@ async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
             await release(ctx.router, region, lease.credential.id, lease.claimed,
                           due_at=utcnow() + timedelta(seconds=wait * ctx.rng.uniform(1, 1.5)),
                           keep_in_flight=lease.in_flight_before, failed=False)
-            return _done(ctx, bank, "breaker_open")
+            return _done(ctx, bank, "breaker_open", lease)
         outcome = await _call(ctx, region, lease, breaker, slot)
     finally:
         slot.release()
         ctx.queued[bank] -= 1
-    return _done(ctx, bank, outcome)
+    return _done(ctx, bank, outcome, lease)
 
 
-def _done(ctx: RefreshContext, bank: str, outcome: str) -> str:
+def _done(ctx: RefreshContext, bank: str, outcome: str, lease: Lease | None = None) -> str:
     ctx.metrics.outcome(bank, outcome)
+    if lease is not None:
+        # One line per refresh (docs/operations.md, "What runs"): ids, bank, outcome.
+        log.log(logging.INFO if outcome == "ok" else logging.WARNING,
+                "refresh of %s at %s: %s", lease.credential.connection_id, bank, outcome,
+                extra={"fields": {"credential_id": lease.credential.id,
+                                  "connection_id": lease.credential.connection_id,
+                                  "bank": bank, "outcome": outcome}})
     ctx.metrics.breaker.labels(bank).set(ctx.breaker(bank).state.value)
     return outcome
 

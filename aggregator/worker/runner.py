@@ -54,7 +54,9 @@ def default_owner() -> str:
 class WorkerConfig:
     """How one worker process paces itself; every duration in seconds."""
 
-    concurrency: int = 16  # FINDINGS: one httpx client tops out near 1,000 round trips/s
+    #: One httpx client tops out near 1,000 round trips/s (docs/architecture.md,
+    #: "Performance notes").
+    concurrency: int = 16
     #: Credentials per lease transaction; up to one batch is leased ahead of free slots.
     batch: int = 32
     lease_seconds: float = 60.0  # far above the OAuth client's 10 s timeout

@@ -308,7 +308,7 @@ class BankOAuthClient:
         A bank that rotates sends a new refresh token, and the old one is dead from now
         on: persist the result before anything else. A bank that does not rotate sends
         none, and the old one is kept in the result. Never retry with a token a bank may
-        already have retired (FINDINGS.md "OpenID Connect servers"); the one DPoP nonce
+        already have retired (docs/architecture.md, "Refreshing"); the one DPoP nonce
         retry is safe, as a refused proof never reaches the grant (RFC 9449 §8).
 
         At a DPoP bank, `dpop_key` is the connection's key: the new access token is bound

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from aggregator.custody import RegionCustody
@@ -201,3 +203,24 @@ async def test_a_stale_lease_never_persists_over_newer_tokens(
     assert await refresh_leased(_ctx(region_router, custody, bank), "eu", lease) == "lease_lost"
     assert bank.presented == []
     await asyncio.sleep(0)
+
+
+async def test_each_refresh_logs_one_line_with_ids_bank_and_outcome_never_a_token(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    linked = await make_linked("eu", refresh_token="rt-old-secret")
+    lease = await _lease(region_router, linked)
+    caplog.set_level(logging.INFO, logger="aggregator.worker.refresh")
+
+    assert await refresh_leased(_ctx(region_router, custody, StubOAuth()), "eu", lease) == "ok"
+
+    lines = [r for r in caplog.records if r.name == "aggregator.worker.refresh"]
+    assert len(lines) == 1
+    fields = lines[0].fields  # type: ignore[attr-defined]
+    assert fields == {"credential_id": linked.credential.id,
+                      "connection_id": linked.connection.id,
+                      "bank": linked.connection.bank_id, "outcome": "ok"}
+    assert linked.connection.id in lines[0].getMessage()
+    assert "rt-" not in caplog.text
+    assert "at-new" not in caplog.text
