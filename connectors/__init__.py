@@ -27,6 +27,8 @@ from connectors.errors import (
     IssuerMismatch,
     ItemLoginRequired,
     ProfileError,
+    ResourceNotOffered,
+    ResourceNotPermitted,
     ResponseTooLarge,
     StateMismatch,
 )
@@ -56,6 +58,7 @@ from connectors.plaid.keys import VerificationKey, WebhookKeys
 from connectors.plaid.reasons import RejectReason, WebhookRejected
 from connectors.plaid.webhooks import PlaidWebhook, WebhookVerifier
 from connectors.profiles import (
+    ACCOUNT_RESOURCES,
     BUILTIN_PROFILES_DIR,
     ApiConfig,
     BankProfile,
@@ -68,6 +71,7 @@ from connectors.profiles import (
 )
 
 __all__ = [
+    "ACCOUNT_RESOURCES",
     "BUILTIN_PROFILES_DIR",
     "DEFAULT_MAX_PAGES",
     "DIALECTS",
@@ -114,6 +118,8 @@ __all__ = [
     "RejectReason",
     "RemovedTransaction",
     "Resolver",
+    "ResourceNotOffered",
+    "ResourceNotPermitted",
     "ResponseTooLarge",
     "ServerMetadata",
     "Severity",

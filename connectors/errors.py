@@ -6,6 +6,8 @@
     ├── ProfileError            a bank profile file is invalid (names file, key, problem)
     ├── BankProtocolError       the bank answered something malformed or non-conforming
     │   ├── ResponseTooLarge    an answer passed the egress policy's size or time limit
+    │   ├── ResourceNotPermitted  403 on one resource: the consent lacks that permission
+    │   ├── ResourceNotOffered  404/501 on one resource: the bank does not offer it
     │   ├── StateMismatch       callback `state` missing, replayed or foreign
     │   │   └── AuthorizationExpired  the pending authorization outlived its 10 minutes
     │   └── IssuerMismatch      RFC 9207 `iss` wrong or missing (mix-up attack)
@@ -118,3 +120,18 @@ class ResponseTooLarge(BankProtocolError):
     the request was sent and may have had its effect (a rotated refresh token)."""
 
     code = "response_too_large"
+
+
+class ResourceNotPermitted(BankProtocolError):
+    """The bank answered 403 for one resource (balances, transactions…) of an account: the
+    consent does not cover it. A sync records it and reads the other resources."""
+
+    code = "not_permitted"
+
+
+class ResourceNotOffered(BankProtocolError):
+    """The bank answered 404 or 501 for one resource of an account: it does not offer it
+    (RFC 9110 §15.6.2: 501, the method is not supported for any resource). A sync records
+    it and reads the other resources."""
+
+    code = "not_offered"

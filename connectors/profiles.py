@@ -114,12 +114,23 @@ class Endpoints:
     revocation: str | None = None
 
 
+#: The per-account resources a sync can read besides the (required) account list.
+ACCOUNT_RESOURCES: tuple[str, ...] = ("balances", "transactions")
+
+
 @dataclass(frozen=True)
 class ApiConfig:
-    """Where the bank's account API lives and which dialect it speaks."""
+    """Where the bank's account API lives, which dialect it speaks, what it offers.
+
+    ``resources`` (``api.resources`` in the file, default all of
+    :data:`ACCOUNT_RESOURCES`) lists the per-account resources the bank offers; a sync
+    does not ask for the others and reports them ``not_offered``. The account list is
+    always read: without it there is nothing to sync.
+    """
 
     dialect: str
     base_url: str
+    resources: tuple[str, ...] = ACCOUNT_RESOURCES
 
 
 @dataclass(frozen=True)
@@ -360,7 +371,7 @@ def _parse(t: Table, path: Path) -> BankProfile:
         allow_plain_pkce=t.boolean("allow_plain_pkce", default=False),
         extra_authorize_params=MappingProxyType(_authorize_params(t)),
         hooks=t.hooks("hooks"),
-        api=_api(t.table("api", {"dialect", "base_url"}, required=True), issuer),
+        api=_api(t.table("api", {"dialect", "base_url", "resources"}, required=True), issuer),
         logo=t.logo("logo", base=path.parent),
         sync=_sync(t.table("sync", {"interval_hours", "daily_budget", "reserve"})),
         consent=_consent(t.table("consent", {"max_days", "expiry_field"}),
@@ -381,7 +392,14 @@ def _endpoints(t: Table, *, discovery: bool, par: ParMode) -> Endpoints:
 
 
 def _api(t: Table, issuer: str) -> ApiConfig:
-    return ApiConfig(dialect=t.dialect("dialect"), base_url=t.url("base_url", base=issuer))
+    resources = t.get("resources", default=list(ACCOUNT_RESOURCES))
+    if not isinstance(resources, list) or not all(
+            isinstance(r, str) and r in ACCOUNT_RESOURCES for r in resources):
+        raise t.error("resources", f"must be an array of {', '.join(ACCOUNT_RESOURCES)}")
+    if len(set(resources)) != len(resources):
+        raise t.error("resources", "lists a resource twice")
+    return ApiConfig(dialect=t.dialect("dialect"), base_url=t.url("base_url", base=issuer),
+                     resources=tuple(resources))
 
 
 def _sync(t: Table) -> SyncPolicy:

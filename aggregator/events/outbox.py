@@ -34,6 +34,8 @@ EVENT_TYPES = frozenset({
     "connection.consent_expiring",
     "connection.reauthorized",
     "sync.completed",
+    "sync.partial",
+    "sync.failed",
     "user.erased",
 })
 

@@ -162,6 +162,8 @@ class SyncState(Base):
     synced_through: Mapped[date | None] = mapped_column(Date)
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(64))
+    #: ``complete``, ``partial`` or ``failed`` (:class:`aggregator.models.syncs.SyncOutcome`).
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
 
     connection: Mapped[Connection] = relationship(lazy="raise")
     user: Mapped[User] = relationship(lazy="raise")
