@@ -54,6 +54,8 @@ class SyncSummary:
     added: int
     modified: int
     removed: int
+    outcome: str = "complete"  # or "partial"
+    sync_id: str | None = None
 
 
 class SyncJob(Protocol):

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from aggregator.events import UnsafeUrl, configure
+from aggregator.events import EVENT_TYPES, UnsafeUrl, configure
 from aggregator.events.replay import list_events, redeliver
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import FieldError, InvalidCursor, NotFound, ValidationFailed
@@ -72,7 +72,14 @@ class EventData:
 @dataclass(frozen=True)
 class EventOut:
     id: str
-    type: str
+    type: str = field(metadata=rules(
+        description="One of " + ", ".join(f"`{t}`" for t in sorted(EVENT_TYPES)) + ". "
+                    "`sync.completed`: every resource the bank offers was read; "
+                    "`sync.partial`: the account list was read and committed with what "
+                    "else was, some resource was refused (`reason` `not_permitted`) or "
+                    "missing (`not_offered`); `sync.failed`: nothing was committed, "
+                    "`reason` is the error code. `GET /v1/connections/{id}/syncs` has "
+                    "the details of each run."))
     created_at: datetime
     data: EventData
     delivery: str = field(metadata=rules(description="`pending`, `delivered` or `failed`."))

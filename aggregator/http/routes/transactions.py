@@ -12,6 +12,7 @@ from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import InvalidCursor
 from aggregator.http.routes.connections import sync_policy
 from aggregator.http.routes.owned import owned_account, owned_connection, transaction_view
+from aggregator.http.routes.syncs import freshness_view
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.services import Services
 from aggregator.http.views import (
@@ -24,10 +25,18 @@ from aggregator.http.views import (
     TransactionPage,
     TransactionSync,
 )
-from aggregator.models import Account, Balance, Connection, ConnectionStatus, Transaction
+from aggregator.models import (
+    Account,
+    AccountResource,
+    Balance,
+    Connection,
+    ConnectionStatus,
+    Transaction,
+)
 from aggregator.models.base import utcnow
 from aggregator.store import changes_since
 from aggregator.sync import BankDirectory, account_allowed_at, next_allowed_at
+from aggregator.sync.runs import freshness_of
 
 CONNECTION_ID = {"id": "A connection id (`con_<region>_…`)."}
 ACCOUNT_ID = {"id": "An account id (`acc_<region>_…`)."}
@@ -47,7 +56,9 @@ async def get_accounts(call: Call) -> AccountList:
         )).all()
         allowed = await _allowed_at(session, call.services, connection, region,
                                     [account.id for account, _ in rows])
-    return AccountList([_account(account, balance, allowed.get(account.id))
+        fresh = await freshness_of(session, [account.id for account, _ in rows])
+    return AccountList([_account(account, balance, allowed.get(account.id),
+                                 fresh.get(account.id, []))
                         for account, balance in rows])
 
 
@@ -65,8 +76,8 @@ async def _allowed_at(session: AsyncSession, services: Services, connection: Con
     return await account_allowed_at(session, connection.id, policy, now)
 
 
-def _account(account: Account, balance: Balance | None, allowed: datetime | None
-             ) -> AccountOut:
+def _account(account: Account, balance: Balance | None, allowed: datetime | None,
+             fresh: list[AccountResource]) -> AccountOut:
     return AccountOut(
         id=account.id, connection_id=account.connection_id, name=account.name,
         type=account.type, currency=account.currency, mask=account.masked_identifier,
@@ -74,7 +85,7 @@ def _account(account: Account, balance: Balance | None, allowed: datetime | None
             current=balance.current, available=balance.available,
             credit_limit=balance.credit_limit, currency=balance.currency, as_of=balance.as_of,
         ),
-        next_sync_allowed_at=allowed,
+        next_sync_allowed_at=allowed, freshness=freshness_view(fresh),
     )
 
 
