@@ -90,8 +90,8 @@ class OutboxPlaidHooks:
         return None
 
     async def reauth_required(self, session: AsyncSession, connection: Connection) -> None:
-        await emit(session, connection.application_id, "connection.reauth_required",
-                   {**_connection_data(connection), "reason": "item_login_required"})
+        # aggregator.reauth.require_reauth already wrote the one connection.reauth_required.
+        return None
 
     async def consent_expiring(self, session: AsyncSession, connection: Connection) -> None:
         expires = connection.consent_expires_at

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aggregator import audit
 from aggregator.events.hooks import OutboxPlaidHooks, connection_event
 from aggregator.models import Connection, ConnectionStatus, PlaidWebhookEvent, WebhookStatus
+from aggregator.reauth import require_reauth
 from aggregator.sync.budget import BudgetExhausted, spend
 from connectors import SyncPolicy
 
@@ -179,8 +180,8 @@ async def _act(
     error = payload.get("error")
     if code == "ERROR" and isinstance(error, dict) and error.get("error_code") == (
             "ITEM_LOGIN_REQUIRED"):
-        await _set_status(session, connection, ConnectionStatus.REAUTH_REQUIRED,
-                          "item_login_required", "connection.reauth_required")
+        await require_reauth(session, connection.id, reason="item_login_required",
+                             actor="webhook")
         await hooks.reauth_required(session, connection)
         return "reauth_required"
     if code == "LOGIN_REPAIRED":

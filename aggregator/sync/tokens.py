@@ -31,12 +31,12 @@ import httpx
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.errors import GatewayError
 from aggregator.ids import ConnectionId
 from aggregator.models import Connection, ConnectionStatus, Credential
 from aggregator.models.base import table_of, utcnow
+from aggregator.reauth import require_reauth
 from aggregator.sealing import Field
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
@@ -374,18 +374,4 @@ async def _needs_reauth(
                 refresh_due_at=None, version=claimed + 1,
             )
         )
-        await mark_reauth_required(session, connection.id)
-        await audit.record(
-            session, actor="gateway", action="connection.reauth_required",
-            target_id=connection.id,
-        )
-
-
-async def mark_reauth_required(session: AsyncSession, connection_id: ConnectionId) -> None:
-    conn = table_of(Connection)
-    await session.execute(
-        update(conn).where(conn.c.id == connection_id).values(
-            status=ConnectionStatus.REAUTH_REQUIRED, status_reason="invalid_grant",
-            updated_at=utcnow(),
-        )
-    )
+        await require_reauth(session, connection.id, reason="invalid_grant", actor="gateway")

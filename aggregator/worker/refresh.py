@@ -48,15 +48,14 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator import audit
 from aggregator.custody import RegionCustody
-from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId
 from aggregator.models import Credential
 from aggregator.models.base import table_of, utcnow
+from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.tokens import Rotation, mark_reauth_required
+from aggregator.sync.tokens import Rotation
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
 from aggregator.worker.commit import Committer
 from aggregator.worker.egress import refresh_refused
@@ -194,16 +193,9 @@ class _Slot:
 async def on_reauth_required(
     session: AsyncSession, connection_id: ConnectionId, *, reason: str
 ) -> None:
-    """Record that only the user can revive the connection, in the caller's transaction.
-
-    The seam for outbound events: the outbox writes ``connection.reauth_required`` here,
-    in the same transaction as the status change it describes.
-    """
-    await mark_reauth_required(session, connection_id)
-    await audit.record(session, actor="worker", action="connection.reauth_required",
-                       target_id=connection_id)
-    await connection_event(session, connection_id, "connection.reauth_required", reason=reason)
-    log.info("connection %s needs re-consent (%s)", connection_id, reason)
+    """Record that only the user can revive the connection, in the caller's transaction
+    (:func:`aggregator.reauth.require_reauth`: status, audit and one event)."""
+    await require_reauth(session, connection_id, reason=reason, actor="worker")
 
 
 async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
