@@ -66,6 +66,7 @@ from connectors.profiles import (
     ConsentPolicy,
     Endpoints,
     ParMode,
+    RefreshPolicy,
     SyncPolicy,
     load_profiles,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "PlaidWebhook",
     "ProfileError",
     "RedactingFilter",
+    "RefreshPolicy",
     "RejectReason",
     "RemovedTransaction",
     "Resolver",

@@ -152,6 +152,21 @@ class SyncPolicy:
     reserve: int = 1
 
 
+@dataclass(frozen=True)
+class RefreshPolicy:
+    """How soon after a refresh the next may come: the floor under the refresh cadence.
+
+    A token is refreshed ahead of expiry by a fraction of its lifetime, but never sooner
+    than ``min_lifetime_percent`` of that lifetime after the last refresh, nor sooner
+    than ``min_interval_seconds``: a bank issuing 15-second access tokens is not asked
+    for one every few seconds. A sync that finds the access token expired refreshes on
+    demand, under the same lease (``[refresh]`` in the profile file).
+    """
+
+    min_interval_seconds: int = 60
+    min_lifetime_percent: int = 50
+
+
 #: Countries of the European Economic Area (EU 27, Iceland, Liechtenstein, Norway).
 EEA: frozenset[str] = frozenset({
     "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU",
@@ -223,6 +238,7 @@ class BankProfile:
     hooks: tuple[Hook, ...] = ()
     logo: str | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
+    refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
     consent: ConsentPolicy = field(default_factory=ConsentPolicy)
     #: RFC 8705 transport certificate presented on every call to the bank, and its key.
     tls_client_cert_file: Path | None = None
@@ -282,6 +298,7 @@ _TOP_KEYS = frozenset(
         "api",
         "logo",
         "sync",
+        "refresh",
         "consent",
         "tls_client_cert_file",
         "tls_client_key_file",
@@ -374,6 +391,7 @@ def _parse(t: Table, path: Path) -> BankProfile:
         api=_api(t.table("api", {"dialect", "base_url", "resources"}, required=True), issuer),
         logo=t.logo("logo", base=path.parent),
         sync=_sync(t.table("sync", {"interval_hours", "daily_budget", "reserve"})),
+        refresh=_refresh(t.table("refresh", {"min_interval_seconds", "min_lifetime_percent"})),
         consent=_consent(t.table("consent", {"max_days", "expiry_field"}),
                          default_consent_days(t.string("country", pattern=_schema.COUNTRY))),
         source=path,
@@ -413,6 +431,18 @@ def _sync(t: Table) -> SyncPolicy:
         # reserve must leave scheduled syncs at least one unit.
         reserve=t.integer("reserve", default=min(default.reserve, budget - 1),
                           minimum=0, maximum=budget - 1),
+    )
+
+
+def _refresh(t: Table) -> RefreshPolicy:
+    default = RefreshPolicy()
+    return RefreshPolicy(
+        min_interval_seconds=t.integer("min_interval_seconds",
+                                       default=default.min_interval_seconds,
+                                       minimum=1, maximum=24 * 3600),
+        min_lifetime_percent=t.integer("min_lifetime_percent",
+                                       default=default.min_lifetime_percent,
+                                       minimum=0, maximum=90),
     )
 
 

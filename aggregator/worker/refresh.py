@@ -55,7 +55,7 @@ from aggregator.models.base import table_of, utcnow
 from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.tokens import Rotation
+from aggregator.sync.tokens import Rotation, refresh_policy
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
 from aggregator.worker.commit import Committer
 from aggregator.worker.egress import refresh_refused
@@ -292,7 +292,8 @@ async def _persist(
     key: WrappedKey, breaker: Breaker,
 ) -> str:
     breaker.success()
-    if not await ctx.committer.persist(region, Rotation(lease.credential, claimed, tokens, key)):
+    if not await ctx.committer.persist(region, Rotation(lease.credential, claimed, tokens, key,
+                                                      refresh_policy(ctx.banks, lease.bank_id))):
         return "lease_lost"
     ctx.crash.reached("after_commit")
     return "ok"

@@ -94,10 +94,17 @@ class Gateway:
 
 
 @pytest.fixture
+def bank_config() -> SandboxConfig:
+    """The sandbox bank's settings; a test module overrides this fixture to change them."""
+    return SandboxConfig(clients=[gateway_client()])
+
+
+@pytest.fixture
 async def gateway(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
+    bank_config: SandboxConfig,
 ) -> AsyncIterator[Gateway]:
-    bank = SandboxBank(SandboxConfig(clients=[gateway_client()]))
+    bank = SandboxBank(bank_config)
     issued: list[str] = []
     async with (
         bank.serve() as bank_url,
