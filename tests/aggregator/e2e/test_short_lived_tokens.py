@@ -30,7 +30,8 @@ async def test_a_15_second_token_is_not_refreshed_more_than_once_a_minute(
 ) -> None:
     _, connection_id = await gateway.link("eu")
     credential = await _credential(gateway)
-    assert credential.access_expires_at is not None and credential.refresh_due_at is not None
+    assert credential.access_expires_at is not None
+    assert credential.refresh_due_at is not None
     assert credential.access_expires_at - utcnow() <= timedelta(seconds=15)
     assert credential.refresh_due_at - utcnow() >= timedelta(seconds=55)
     # The refresh worker finds nothing due although the access token is about to expire.
@@ -51,6 +52,7 @@ async def test_a_15_second_token_is_not_refreshed_more_than_once_a_minute(
     assert len(gateway.issued_tokens) - issued == 2  # one access + one refresh token
     after = await _credential(gateway)
     assert after.version == credential.version + 2  # claimed, persisted: one refresh
-    assert after.lease_owner is None and after.refresh_started_at is None
+    assert after.lease_owner is None
+    assert after.refresh_started_at is None
     assert after.refresh_due_at is not None
     assert after.refresh_due_at - utcnow() >= timedelta(seconds=55)

@@ -52,7 +52,8 @@ async def test_a_bank_without_balances_still_gives_accounts_and_transactions(
     assert connection["in_flight"] is None
 
     (run,) = (await _get(gateway, f"/v1/connections/{connection_id}/syncs"))["data"]
-    assert run["outcome"] == "partial" and run["trigger"] == "link"
+    assert run["outcome"] == "partial"
+    assert run["trigger"] == "link"
     assert run["request_id"]  # the bank's x-fapi-interaction-id of the account list
     balances = [r for r in run["resources"] if r["resource"] == "balances"]
     assert {r["outcome"] for r in balances} == {"not_offered"}
@@ -87,7 +88,8 @@ async def test_a_403_on_transactions_keeps_what_was_read_and_removes_nothing(
     assert account["balance"] is not None
     runs = (await _get(gateway, f"/v1/connections/{connection_id}/syncs"))["data"]
     assert [r["outcome"] for r in runs] == ["partial", "complete"]  # newest first
-    assert runs[0]["trigger"] == "on_demand" and runs[0]["id"] == synced.json()["sync_id"]
+    assert runs[0]["trigger"] == "on_demand"
+    assert runs[0]["id"] == synced.json()["sync_id"]
     assert runs[0]["error"]["code"] == "not_permitted"
 
 
