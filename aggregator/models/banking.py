@@ -12,7 +12,17 @@ import enum
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from aggregator.ids import AccountId, ConnectionId, TransactionId, UserId
@@ -164,6 +174,11 @@ class SyncState(Base):
     last_error: Mapped[str | None] = mapped_column(String(64))
     #: ``complete``, ``partial`` or ``failed`` (:class:`aggregator.models.syncs.SyncOutcome`).
     last_outcome: Mapped[str | None] = mapped_column(String(16))
+    #: When the worker retries a scheduled sync that failed transiently (5xx, 429, a
+    #: timeout), and how many retries ran since the last success (worker/sync_schedule.py).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_attempts: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0"))
 
     connection: Mapped[Connection] = relationship(lazy="raise")
     user: Mapped[User] = relationship(lazy="raise")

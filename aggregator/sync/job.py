@@ -27,17 +27,26 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.ids import ConnectionId
-from aggregator.models import Account, Connection, SyncState, Transaction, TransactionStatus
+from aggregator.models import (
+    Account,
+    Connection,
+    DataType,
+    SyncState,
+    Transaction,
+    TransactionStatus,
+)
 from aggregator.models.base import utcnow
+from aggregator.models.budgets import CONNECTION_LEVEL
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.budget import record_first_reads
+from aggregator.sync.budget import Ledger, record_first_reads, refund
 from aggregator.sync.runs import RunStart, record_failure, record_success, trigger_of
-from aggregator.sync.snapshot import read_snapshot, window_start
+from aggregator.sync.snapshot import CallLog, read_snapshot, window_start
 from aggregator.sync.tokens import CredentialBusy, fresh_grant
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts
 from connectors import ConnectorError
@@ -72,7 +81,13 @@ class Syncer:
     async def sync(
         self, connection_id: ConnectionId, *, actor: str = "gateway",
         request_id: str | None = None, budgeted: bool = True,
+        spent_at: datetime | None = None,
     ) -> SyncResult:
+        """Sync ``connection_id`` now; raises what failed it (after recording the run).
+
+        ``spent_at``: when the caller spent this sync's budget units; the units of calls
+        that never reached the bank are then refunded (:func:`~aggregator.sync.refund`).
+        """
         region = self.router.region_of(connection_id)
         if await self._through_plaid(region, connection_id):
             from aggregator.plaid.sync import PlaidSyncer  # the Plaid layer builds on this one
@@ -82,13 +97,14 @@ class Syncer:
             return SyncResult(connection_id, counts, at)
         custody = self.custody[region]
         started = utcnow()
+        calls = CallLog()
         try:
             grant = await fresh_grant(
                 self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}"
             )
         except (ConnectorError, CredentialBusy) as exc:
             await self._failed(region, connection_id, trigger_of(actor, budgeted), started,
-                               exc.code, None)
+                               exc.code, None, calls, spent_at)
             raise
         start = RunStart(grant.connection, trigger_of(actor, budgeted), started)
         connection = grant.connection
@@ -97,10 +113,11 @@ class Syncer:
         try:
             dialect = self.banks.dialect(connection.bank_id, grant.access_token)
             resources = self.banks.profile(connection.bank_id).api.resources
-            snapshot = await read_snapshot(dialect, since, resources)
+            snapshot = await read_snapshot(dialect, since, resources, calls)
         except ConnectorError as exc:
             await self._failed(region, connection_id, start.trigger, started, exc.code,
-                               dialect.last_request_id if dialect is not None else None)
+                               dialect.last_request_id if dialect is not None else None,
+                               calls, spent_at)
             raise
         now = utcnow()
         async with self.router.session(region) as session, session.begin():
@@ -115,6 +132,9 @@ class Syncer:
             counts = await writer.apply(snapshot)
             if budgeted:
                 await record_first_reads(session, locked, known, now=now)
+            if spent_at is not None:
+                await refund(session, connection_id, spent_at,
+                             await _sent_ledgers(session, connection_id, calls))
             run = await record_success(session, RunStart(locked, start.trigger, started),
                                        snapshot, writer.account_ids, counts, now)
             await audit.record(
@@ -147,10 +167,30 @@ class Syncer:
         return window_start(synced, oldest, bool(undated))
 
     async def _failed(self, region: str, connection_id: ConnectionId, trigger: str,
-                      started: datetime, code: str, request_id: str | None) -> None:
+                      started: datetime, code: str, request_id: str | None,
+                      calls: CallLog, spent_at: datetime | None) -> None:
         async with self.router.session(region) as session, session.begin():
             connection = await session.get(Connection, connection_id)
             if connection is None:
                 return  # erased meanwhile: nothing to record about
+            if spent_at is not None:
+                await refund(session, connection_id, spent_at,
+                             await _sent_ledgers(session, connection_id, calls))
             await record_failure(session, RunStart(connection, trigger, started), code,
                                  request_id, utcnow())
+
+
+async def _sent_ledgers(session: AsyncSession, connection_id: ConnectionId, calls: CallLog
+                        ) -> set[Ledger]:
+    """The budget ledgers (:mod:`aggregator.sync.budget`) of the calls that reached the bank."""
+    ours = {bank_id: ours_id for bank_id, ours_id in await session.execute(
+        select(Account.bank_account_id, Account.id).where(Account.connection_id == connection_id)
+    )}
+    found: set[Ledger] = set()
+    for bank_account_id, resource in calls.sent:
+        if resource == "accounts":
+            found.add((CONNECTION_LEVEL, DataType.ACCOUNTS))
+        elif bank_account_id in ours:
+            found.add((ours[bank_account_id], DataType.ACCOUNTS if resource == "balances"
+                       else DataType.TRANSACTIONS))
+    return found

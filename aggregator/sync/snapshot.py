@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TypeVar
 
+import httpx
+
 from connectors import (
     ACCOUNT_RESOURCES,
     Account,
     Balance,
     BankProtocolError,
-    BankUnavailable,
+    ConnectorError,
     Dialect,
+    EgressRefused,
     ResourceNotOffered,
     ResourceNotPermitted,
     Transaction,
@@ -93,6 +96,32 @@ class Snapshot:
 OK, NOT_PERMITTED, NOT_OFFERED, FAILED = "ok", "not_permitted", "not_offered", "failed"
 
 
+@dataclass(slots=True)
+class CallLog:
+    """Which bank calls of a sync may have counted against the bank's limit.
+
+    ``sent`` holds ``(bank_account_id or None, resource)`` of every call that reached the
+    bank, answered or not (a 5xx, a 429, a read timeout: the bank may have counted it).
+    A call that provably never left (the connection was refused or timed out while
+    connecting, the egress policy refused it) or that was never made is not in it: its
+    budget unit can be refunded (:func:`aggregator.sync.budget.refund`).
+    """
+
+    sent: set[tuple[str | None, str]] = field(default_factory=set)
+
+    def record(self, account_id: str | None, resource: str, exc: BaseException | None) -> None:
+        if exc is None or reached_bank(exc):
+            self.sent.add((account_id, resource))
+
+
+def reached_bank(exc: BaseException) -> bool:
+    """Whether a failed call may have reached the bank (and been counted by it)."""
+    if isinstance(exc, EgressRefused):
+        return False
+    cause = exc.__cause__
+    return not isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout)
+
+
 def window_start(synced_through: date | None, oldest_pending: date | None,
                  has_undated_pending: bool) -> date | None:
     """The first day to fetch: ``None`` (everything) on the first sync.
@@ -107,17 +136,25 @@ def window_start(synced_through: date | None, oldest_pending: date | None,
 
 
 async def read_snapshot(
-    dialect: Dialect, since: date | None, resources: Collection[str] = ACCOUNT_RESOURCES
+    dialect: Dialect, since: date | None, resources: Collection[str] = ACCOUNT_RESOURCES,
+    calls: CallLog | None = None,
 ) -> Snapshot:
     """The account list (required: its failure fails the sync), then per account each
     resource of ``resources`` (the bank profile's ``api.resources``).
 
     A resource the bank refuses (403), does not have (404, 501) or answers malformed is
     recorded and the next one read; an outage (:class:`~connectors.BankUnavailable`)
-    stops the reads at once and propagates: a failing bank gets no more calls.
+    stops the reads at once and propagates: a failing bank gets no more calls. ``calls``
+    learns which calls reached the bank, for the budget's refunds.
     """
+    calls = calls if calls is not None else CallLog()
     found = []
-    accounts = await dialect.accounts()
+    try:
+        accounts = await dialect.accounts()
+    except ConnectorError as exc:
+        calls.record(None, "accounts", exc)
+        raise
+    calls.record(None, "accounts", None)
     listing = ResourceRead("accounts", None, OK, request_id=dialect.last_request_id)
     for account in accounts:
         account_id = account.bank_account_id
@@ -126,11 +163,12 @@ async def read_snapshot(
         entries: list[Transaction] = []
         if "balances" in resources:
             reads["balances"], balances = await _read(
-                dialect, "balances", account_id, dialect.balances(account_id))
+                dialect, "balances", account_id, dialect.balances(account_id), calls)
             balance = _pick(account, balances or [])
         if "transactions" in resources:
             reads["transactions"], got = await _read(
-                dialect, "transactions", account_id, dialect.transactions(account_id, since))
+                dialect, "transactions", account_id, dialect.transactions(account_id, since),
+                calls)
             entries = got or []
         for resource in ACCOUNT_RESOURCES:
             reads.setdefault(resource, ResourceRead(resource, account_id, NOT_OFFERED))
@@ -139,18 +177,18 @@ async def read_snapshot(
 
 
 async def _read(
-    dialect: Dialect, resource: str, account_id: str, call: Awaitable[T]
+    dialect: Dialect, resource: str, account_id: str, call: Awaitable[T], calls: CallLog
 ) -> tuple[ResourceRead, T | None]:
     try:
         value = await call
-    except (ResourceNotPermitted, ResourceNotOffered) as exc:
-        return ResourceRead(resource, account_id, exc.code, exc.code,
+    except ConnectorError as exc:
+        calls.record(account_id, resource, exc)
+        if not isinstance(exc, BankProtocolError):
+            raise  # an outage or a dead grant stops the sync: no more calls
+        outcome = exc.code if isinstance(exc, ResourceNotPermitted | ResourceNotOffered) else FAILED
+        return ResourceRead(resource, account_id, outcome, exc.code,
                             dialect.last_request_id), None
-    except BankUnavailable:
-        raise
-    except BankProtocolError as exc:
-        return ResourceRead(resource, account_id, FAILED, exc.code,
-                            dialect.last_request_id), None
+    calls.record(account_id, resource, None)
     return ResourceRead(resource, account_id, OK, None, dialect.last_request_id), value
 
 

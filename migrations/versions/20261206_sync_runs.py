@@ -8,7 +8,9 @@ Create Date: 2026-12-06 13:20:00.000000
 resource what the bank answered, the bank's request id). ``account_resources``: per
 account and resource, the latest outcome and the last successful read.
 ``sync_states.last_outcome``: the outcome of the connection's latest sync, backfilled
-``complete`` where a sync already succeeded and ``failed`` where the last one failed.
+``complete`` where a sync already succeeded and ``failed`` where the last one failed;
+``sync_states.retry_at``/``retry_attempts``: the scheduled sync's retry after a
+transient failure (none pending: NULL and 0).
 
 COMPATIBILITY: during a rolling deploy the previous release runs against this schema.
 Every migration must therefore stay compatible with the previous release's code: add
@@ -89,6 +91,9 @@ def upgrade() -> None:
             batch_op.f("ix_account_resources_user_id"), ["user_id"], unique=False)
     with op.batch_alter_table("sync_states", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_outcome", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("retry_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("retry_attempts", sa.Integer(),
+                                      server_default=sa.text("0"), nullable=False))
     op.execute(
         "UPDATE sync_states SET last_outcome = CASE WHEN last_error IS NULL "
         "THEN 'complete' ELSE 'failed' END WHERE last_synced_at IS NOT NULL "
@@ -98,6 +103,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("sync_states", schema=None) as batch_op:
+        batch_op.drop_column("retry_attempts")
+        batch_op.drop_column("retry_at")
         batch_op.drop_column("last_outcome")
     op.drop_table("account_resources")
     op.drop_table("sync_runs")
