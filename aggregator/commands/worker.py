@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--per-bank", type=int, default=8,
         help="refreshes in flight per bank (default %(default)s)")
     add("--batch", type=int, default=32, help="credentials per lease query (default %(default)s)")
-    add("--lease-seconds", type=float, default=60.0, help="lease length (default %(default)s)")
+    add("--lease-seconds", type=float, default=15.0,
+        help="lease length, kept alive by a heartbeat (default %(default)s)")
     add("--poll-seconds", type=float, default=1.0,
         help="pause when nothing is due (default %(default)s)")
     add("--max-interval-hours", type=float, default=24.0,

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 from aggregator.models.base import utcnow
 from aggregator.worker.jobs import PeriodicJob, run_periodically
-from aggregator.worker.lease import Lease, backlog, lease_batch
+from aggregator.worker.lease import Lease, backlog, heartbeat, lease_batch
 from aggregator.worker.outbox import pending
 from aggregator.worker.refresh import RefreshContext, refresh_leased
 
@@ -57,7 +57,11 @@ class WorkerConfig:
     concurrency: int = 16  # FINDINGS: one httpx client tops out near 1,000 round trips/s
     #: Credentials per lease transaction; up to one batch is leased ahead of free slots.
     batch: int = 32
-    lease_seconds: float = 60.0  # far above the OAuth client's 10 s timeout
+    #: Above the OAuth client's 10 s timeout; kept alive by a heartbeat every
+    #: ``heartbeat_seconds`` while the worker lives, so a dead worker's leases come back
+    #: within this many seconds (docs: issue 14, "shorter blind spots after a crash").
+    lease_seconds: float = 15.0
+    heartbeat_seconds: float = 4.0
     poll_seconds: float = 1.0
     shutdown_timeout: float = 10.0
     stats_seconds: float = 5.0
@@ -93,12 +97,13 @@ class Worker:
         loops = [asyncio.create_task(self._lease_loop(r, stop), name=f"lease-{r}")
                  for r in regions]
         stats = asyncio.create_task(self._stats_loop(regions, stop), name="worker-stats")
+        beats = asyncio.create_task(self._heartbeat_loop(regions, stop), name="heartbeat")
         jobs = [asyncio.create_task(run_periodically(job, stop), name=f"job-{job.name}")
                 for job in self.jobs]
         try:
             await stop.wait()
         finally:
-            await self._shutdown([*loops, stats], jobs)
+            await self._shutdown([*loops, stats, beats], jobs)
             # Refreshes cancelled while their rotation waited still get it committed.
             await self.ctx.committer.drain()
 
@@ -209,6 +214,20 @@ class Worker:
                 except Exception:
                     log.warning("worker: stats query in region %s failed", region, exc_info=True)
             await self._sleep(stop, self.config.stats_seconds)
+
+    async def _heartbeat_loop(self, regions: tuple[str, ...], stop: asyncio.Event) -> None:
+        """Extend this worker's leases every ``heartbeat_seconds`` while it has any."""
+        every = min(self.config.heartbeat_seconds, self.config.lease_seconds / 3)
+        while not stop.is_set():
+            await self._sleep(stop, every)
+            if not self._tasks:
+                continue
+            for region in regions:
+                try:
+                    await heartbeat(self.ctx.router, region, self.ctx.owner, now=utcnow(),
+                                    lease_for=self.config.lease_for)
+                except Exception:
+                    log.warning("worker: heartbeat in region %s failed", region, exc_info=True)
 
     @staticmethod
     async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -3,8 +3,13 @@ outcomes, what the API shows about them, and the events (sandbox fault switches)
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import update
+
+from aggregator.models import Credential
+from aggregator.models.base import utcnow
 from aggregator.sandbox import Faults
 from tests.aggregator.e2e.conftest import Gateway
 
@@ -136,3 +141,23 @@ async def test_sync_runs_are_paged_newest_first(gateway: Gateway) -> None:
     other = await gateway.api.get(f"/v1/connections/{connection_id}/syncs",
                                   params={"limit": "101"})
     assert other.status_code == 422  # bounded
+
+
+async def test_a_refresh_cut_off_by_a_dead_worker_is_reported_not_plain_active(
+    gateway: Gateway,
+) -> None:
+    _, connection_id = await gateway.link("eu")
+    router = gateway.services.router
+    async with router.session("eu") as session, session.begin():
+        await session.execute(update(Credential).values(
+            refresh_started_at=utcnow() - timedelta(seconds=20), lease_owner="dead:1",
+            lease_expires_at=utcnow() + timedelta(seconds=10)))
+    live = await _get(gateway, f"/v1/connections/{connection_id}")
+    assert live["in_flight"] is None  # a refresh under a live lease is just running
+
+    async with router.session("eu") as session, session.begin():
+        await session.execute(update(Credential).values(
+            lease_expires_at=utcnow() - timedelta(seconds=1)))
+    stale = await _get(gateway, f"/v1/connections/{connection_id}")
+    assert stale["status"] == "active"
+    assert stale["in_flight"] == "refresh_unresolved"
