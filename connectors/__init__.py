@@ -17,6 +17,7 @@ from connectors.dialects import (
 from connectors.egress import EgressPolicy, Resolver, check_destination, egress_client
 from connectors.errors import (
     AuthorizationExpired,
+    BankMisconfigured,
     BankProtocolError,
     BankUnavailable,
     BankUnsupported,
@@ -82,6 +83,7 @@ __all__ = [
     "ApiConfig",
     "AuthorizationExpired",
     "Balance",
+    "BankMisconfigured",
     "BankOAuthClient",
     "BankProfile",
     "BankProtocolError",

@@ -12,6 +12,8 @@
     │   │   └── AuthorizationExpired  the pending authorization outlived its 10 minutes
     │   └── IssuerMismatch      RFC 9207 `iss` wrong or missing (mix-up attack)
     ├── BankUnsupported         the bank lacks what the profile needs (PKCE S256, PAR, auth method)
+    │   └── BankMisconfigured   the bank refuses our configuration (invalid_client, PAR required,
+    │                           redirect_uri, invalid_scope); `reason` and `setting` name it
     ├── ConsentRejected         the user (or the bank) denied the authorization request
     ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
     │   └── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
@@ -74,6 +76,34 @@ class BankUnsupported(ConnectorError):
     """The bank's metadata lacks a feature the profile requires; found at discovery time."""
 
     code = "bank_unsupported"
+
+
+class BankMisconfigured(BankUnsupported):
+    """The bank refused how we are set up to talk to it, not the user and not an outage:
+    ``invalid_client``, ``unauthorized_client``, ``invalid_scope``, a redirect URI it does
+    not know, PAR it requires but the profile turns off. Only an operator can fix it.
+
+    ``reason`` is one of :data:`MISCONFIGURATIONS`; ``setting`` the bank profile key (or
+    gateway setting) to look at. Both are codes, safe to log and count.
+    """
+
+    code = "bank_misconfigured"
+
+    def __init__(self, message: str, *, reason: str, setting: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.setting = setting
+
+
+#: ``reason`` of a :class:`BankMisconfigured` → the profile setting it points at.
+MISCONFIGURATIONS: dict[str, str] = {
+    "invalid_client": "client_auth_method",  # or the secret/key it names
+    "unauthorized_client": "client_id",
+    "invalid_scope": "scopes",
+    "redirect_uri_mismatch": "redirect_uri",
+    "par_required": "use_par",
+    "unsupported": "profile",
+}
 
 
 class ConsentRejected(ConnectorError):

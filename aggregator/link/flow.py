@@ -16,6 +16,7 @@ then does it sync, inline, and answer with the app's redirect URI carrying
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link.errors import LinkNotFound, LinkUsed
 from aggregator.link.grants import save_grant
+from aggregator.link.misconfiguration import BankNotLinkable, link_failed, report
 from aggregator.link.sessions import OpenedLink, check_form
 from aggregator.models import LinkSession, LinkStatus
 from aggregator.models.base import table_of, utcnow
@@ -38,7 +40,13 @@ from aggregator.sealing import Field
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.job import Syncer
-from connectors import ConnectorError, ConsentRejected, PendingAuthorization, parse_callback
+from connectors import (
+    BankMisconfigured,
+    ConnectorError,
+    ConsentRejected,
+    PendingAuthorization,
+    parse_callback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,9 @@ class Outcome:
     redirect_to: str
     outcome: str
     connection_id: ConnectionId | None
+    #: Set when the bank refused our configuration: the route counts it for operators.
+    misconfigured: BankMisconfigured | None = None
+    misconfigured_bank: str | None = None
 
 
 def app_redirect(redirect_uri: str, connection_id: str | None, outcome: str) -> str:
@@ -93,10 +104,16 @@ class LinkFlow:
         """Start the bank's authorization; returns the URL to send the browser to."""
         custody = self.custody[opened.region]
         bank_id = check_form(opened, custody, nonce, bank_id)
-        pending, url = await self.banks.oauth(bank_id).start_authorization(
-            callback_url, state=new_secret("sta", opened.region)
-        )
         link = opened.session
+        try:
+            pending, url = await self.banks.oauth(bank_id).start_authorization(
+                callback_url, state=new_secret("sta", opened.region)
+            )
+        except BankMisconfigured as exc:
+            report(exc, bank_id)
+            await self._fail(opened.region, link, ERROR, None, reason=exc.reason,
+                             bank_id=bank_id)
+            raise BankNotLinkable(exc, bank_id) from None
         kept = pending.to_dict()
         nonce_value = kept.pop("nonce")
         del kept["state"]  # stored only as a digest; the callback brings it back
@@ -144,10 +161,15 @@ class LinkFlow:
             code = parse_callback(pending, query, await oauth.metadata())
             tokens = await oauth.exchange_code(pending, code)
         except ConsentRejected:
-            return await self._fail(region, link, DENIED, request_id)
+            return await self._fail(region, link, DENIED, request_id, reason="access_denied")
+        except BankMisconfigured as exc:
+            report(exc, link.bank_id or "?")
+            failed = await self._fail(region, link, ERROR, request_id, reason=exc.reason)
+            return dataclasses.replace(failed, misconfigured=exc,
+                                       misconfigured_bank=link.bank_id)
         except ConnectorError as exc:
             log.warning("link %s: callback failed: %s", link.id, exc.code)
-            return await self._fail(region, link, ERROR, request_id)
+            return await self._fail(region, link, ERROR, request_id, reason=exc.code)
         now = utcnow()
         consent = self.banks.profile(pending.bank_id).consent
         expires = consent.expires_at(now, tokens.consent_expires_at)
@@ -213,12 +235,18 @@ class LinkFlow:
         return PendingAuthorization.from_dict(data)
 
     async def _fail(
-        self, region: str, link: LinkSession, outcome: str, request_id: str | None
+        self, region: str, link: LinkSession, outcome: str, request_id: str | None, *,
+        reason: str, bank_id: str | None = None,
     ) -> Outcome:
+        """Mark the session failed, audited, and tell the app (``link.failed``, ``reason``)."""
         async with self.router.session(region) as session, session.begin():
-            await session.execute(update(_links).where(_links.c.id == link.id).values(
-                status=LinkStatus.FAILED,
-            ))
+            values: dict[str, object] = {"status": LinkStatus.FAILED}
+            if bank_id is not None:
+                values["bank_id"] = bank_id
+            await session.execute(update(_links).where(_links.c.id == link.id).values(**values))
+            row = await session.get(LinkSession, link.id, populate_existing=True)
+            if row is not None:
+                await link_failed(session, row, reason)
             await audit.record(
                 session, actor=link.user_id, action=f"link_session.{outcome}",
                 target_id=link.id, request_id=request_id,

@@ -31,6 +31,7 @@ from aggregator.http.schema import rules
 from aggregator.http.services import services_of
 from aggregator.http.views import ID
 from aggregator.link.errors import LinkError, LinkFormInvalid, LinkNotFound, LinkRequestInvalid
+from aggregator.link.misconfiguration import BankNotLinkable, count
 from aggregator.link.pages import (
     HEADERS,
     error_page,
@@ -138,6 +139,9 @@ def _for_people(handler: Handler) -> Handler:
     async def page(call: Call) -> Any:
         try:
             return await handler(call)
+        except BankNotLinkable as exc:
+            count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
+            return error_page(exc, request_id=call.request_id)
         except LinkError as exc:
             return error_page(exc, request_id=call.request_id)
         except (ConnectorError, UnknownBank) as exc:
@@ -191,6 +195,9 @@ async def callback(call: Call) -> Response:
     outcome = await parts.flow.complete(
         dict(request.query_params), client_ip=call.client_ip, request_id=call.request_id,
     )
+    if outcome.misconfigured is not None:
+        count(outcome.misconfigured, outcome.misconfigured_bank or "?",
+              request.app.state.metrics.registry)
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 

@@ -59,6 +59,7 @@ class EventData:
     connection_id: str | None = None
     user_id: str | None = None
     erasure_request_id: str | None = None
+    link_session_id: str | None = None
     bank_id: str | None = None
     status: str | None = None
     reason: str | None = None
@@ -79,7 +80,11 @@ class EventOut:
                     "else was, some resource was refused (`reason` `not_permitted`) or "
                     "missing (`not_offered`); `sync.failed`: nothing was committed, "
                     "`reason` is the error code. `GET /v1/connections/{id}/syncs` has "
-                    "the details of each run."))
+                    "the details of each run. `link.failed`: a link session ended without "
+                    "a connection; `reason` is `access_denied` (the user), a bank "
+                    "misconfiguration (`invalid_client`, `unauthorized_client`, "
+                    "`invalid_scope`, `redirect_uri_mismatch`, `par_required`: only the "
+                    "operator can fix it) or another error code."))
     created_at: datetime
     data: EventData
     delivery: str = field(metadata=rules(description="`pending`, `delivered` or `failed`."))
