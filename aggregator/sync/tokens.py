@@ -218,9 +218,10 @@ async def _refresh(
 
 def refresh_policy(banks: BankDirectory, bank_id: str) -> RefreshPolicy:
     """The bank profile's refresh floor; the default for a bank without a profile."""
+    profile = getattr(banks, "profile", None)  # a directory without profiles: the default
     try:
-        return banks.profile(bank_id).refresh
-    except UnknownBank:
+        return profile(bank_id).refresh if profile is not None else RefreshPolicy()
+    except (UnknownBank, AttributeError):
         return RefreshPolicy()
 
 
