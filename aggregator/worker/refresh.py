@@ -283,8 +283,11 @@ async def _call(
     finally:
         ctx.metrics.latency.labels(lease.bank_id).observe(time.perf_counter() - started)
     slot.release_gate()  # the bank answered: its next call may go while this one commits
+    answered = time.perf_counter()
     ctx.crash.reached("after_bank")
-    return await _persist(ctx, region, lease, claimed, tokens, key, breaker)
+    outcome = await _persist(ctx, region, lease, claimed, tokens, key, breaker)
+    ctx.metrics.uncommitted.observe(time.perf_counter() - answered)
+    return outcome
 
 
 async def _persist(
