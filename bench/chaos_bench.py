@@ -139,7 +139,7 @@ async def run_chaos(
 ) -> ChaosResult:
     """Run the chaos scenario on ``router``'s database; bounded by ``duration`` plus a
     settle phase of at most ``4 * lease_seconds + 30`` seconds."""
-    rng = random.Random(seed)  # noqa: S311 - kill times, not security
+    rng = random.Random(seed)  # kill times, not security
     # A refresh falls due ~77 % into the token's life (a fifth ahead, jitter up to 10 %).
     n = max(8, round(rate * ttl * 0.77))
     scraper, ports = Scraper(), {}
