@@ -190,6 +190,7 @@ class PlaidSyncer:
             state.synced_through = now.date()
             state.last_synced_at = now
             state.last_error = None
+            state.last_outcome = "complete"  # the API's last_sync_outcome
             await audit.record(session, actor=actor, action="connection.synced",
                                target_id=connection_id, request_id=request_id)
             await sync_completed(session, locked, accounts=counts.accounts, added=counts.added,
@@ -200,6 +201,7 @@ class PlaidSyncer:
         async with self.router.session(region) as session, session.begin():
             state = await _state(session, connection)
             state.last_error = code[:64]
+            state.last_outcome = "failed"
 
     async def _login_required(self, region: str, connection_id: ConnectionId, actor: str,
                               request_id: str | None) -> None:
@@ -212,6 +214,7 @@ class PlaidSyncer:
                 return
             state = await _state(session, locked)
             state.last_error = ItemLoginRequired.code
+            state.last_outcome = "failed"
             await session.flush()
             await require_reauth(session, connection_id, reason="item_login_required",
                                  actor=actor, request_id=request_id)
