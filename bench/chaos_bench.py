@@ -135,7 +135,7 @@ async def run_chaos(
     router: RegionRouter, custody: RegionCustody, app_id: ApplicationId, settings: Settings,
     directory: Path, *, workers: int = 4, rate: float = 80.0, ttl: int = 3,
     duration: float = 120.0, kill_every: float = 3.5, seed: int = 1, concurrency: int = 8,
-    lease_seconds: float = 3.0,
+    lease_seconds: float = 3.0, worker_args: tuple[str, ...] = (),
 ) -> ChaosResult:
     """Run the chaos scenario on ``router``'s database; bounded by ``duration`` plus a
     settle phase of at most ``4 * lease_seconds + 30`` seconds."""
@@ -150,7 +150,8 @@ async def run_chaos(
         profile = directory / "banks" / f"{BANK}.toml"
         profile.write_text(profile.read_text()
                            + "[refresh]\nmin_interval_seconds = 1\nmin_lifetime_percent = 0\n")
-        args = ("--concurrency", str(concurrency), "--lease-seconds", str(lease_seconds))
+        args = ("--concurrency", str(concurrency), "--lease-seconds", str(lease_seconds),
+                *worker_args)
         kills = 0
         async with httpx.AsyncClient() as http:
             with Workers(config) as fleet:
@@ -260,7 +261,8 @@ async def _main(args: argparse.Namespace) -> None:
         result = await run_chaos(
             router, custody, app_id, settings, directory, workers=args.workers,
             rate=args.rate, ttl=args.ttl, duration=args.duration, kill_every=args.kill_every,
-            seed=args.seed)
+            seed=args.seed,
+            worker_args=() if args.commit_before_send else ("--no-commit-before-send",))
         print(report(result))
     finally:
         await router.dispose()
@@ -275,6 +277,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--kill-every", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--commit-before-send", action=argparse.BooleanOptionalAction,
+                        default=True, help="the workers' setting (compare both)")
     asyncio.run(_main(parser.parse_args()))
 
 

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--metrics-port", type=int, default=None,
         help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)")
     add("--owner", default=None, help="lease owner name (default host:pid)")
+    add("--commit-before-send", action=argparse.BooleanOptionalAction, default=True,
+        help="commit answered rotations before sending more refreshes: a smaller window "
+             "for a killed worker to lose grants in (default %(default)s)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -68,6 +71,7 @@ def _worker(args: argparse.Namespace) -> int:
         per_bank=args.per_bank, max_interval=timedelta(hours=args.max_interval_hours),
         breaker_threshold=args.breaker_threshold, breaker_cool_down=args.breaker_cool_down,
         backoff_base=args.backoff_base, metrics_port=args.metrics_port, owner=args.owner,
+        commit_before_send=args.commit_before_send,
     )
     asyncio.run(run_worker(settings, config, options))
     return 0

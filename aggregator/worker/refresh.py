@@ -74,6 +74,8 @@ _credentials = table_of(Credential)
 #: transaction not committed), ``after_commit`` (one credential's tokens committed).
 #: Never set in production.
 CRASH_ENV = "AGGREGATOR_WORKER_CRASH_AT"
+#: The longest a refresh waits for earlier answers' commit (commit_before_send).
+COMMIT_FIRST_WAIT = 0.5
 
 
 class CrashPoints:
@@ -118,6 +120,10 @@ class RefreshContext:
     gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     calling: dict[str, int] = field(default_factory=dict)  # holding the bank's gate
     queued: dict[str, int] = field(default_factory=dict)  # leased, not yet finished
+    #: Hold a new refresh back while answered rotations wait for their commit (at most
+    #: :data:`COMMIT_FIRST_WAIT`): the commit then gets the event loop before new
+    #: answers compete with it, which keeps the answered-but-uncommitted window short.
+    commit_before_send: bool = False
     #: The process-wide bound on bank calls in flight (set by the Worker; None: none).
     slots: asyncio.Semaphore | None = None
     #: Refreshes waiting for a slot: nothing sent yet (shutdown hands them back).
@@ -261,6 +267,8 @@ async def _call(
     try:
         if refresh_token is None:
             raise GrantRevoked(f"{lease.bank_id}: the grant holds no refresh token")
+        if ctx.commit_before_send:
+            await ctx.committer.settled(COMMIT_FIRST_WAIT)
         sent = True
         tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token)
     except GrantRevoked:
