@@ -7,8 +7,7 @@ when it started and ended, its outcome, and per account and resource (``balances
 resource* row keeps the latest outcome of one resource of one account and when it was
 last read successfully: what the API calls the account's freshness.
 
-Nothing here is personal data, so it stays in clear (docs/architecture.md, "Secrets at
-rest"): our own ids, short error codes of our own vocabulary, counts, instants and the
+Nothing here is personal data, so it stays in clear: our own ids, short error codes of our own vocabulary, counts, instants and the
 bank's request ids (opaque, at most 64 characters). Both tables reach the user through
 ``ON DELETE CASCADE``, so erasure takes them along.
 """

@@ -59,7 +59,7 @@ class WorkerConfig:
     batch: int = 32
     #: Above the OAuth client's 10 s timeout; kept alive by a heartbeat every
     #: ``heartbeat_seconds`` while the worker lives, so a dead worker's leases come back
-    #: within this many seconds (docs: issue 14, "shorter blind spots after a crash").
+    #: within this many seconds instead of a minute.
     lease_seconds: float = 15.0
     heartbeat_seconds: float = 4.0
     poll_seconds: float = 1.0
