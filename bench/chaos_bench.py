@@ -261,7 +261,7 @@ async def _main(args: argparse.Namespace) -> None:
         result = await run_chaos(
             router, custody, app_id, settings, directory, workers=args.workers,
             rate=args.rate, ttl=args.ttl, duration=args.duration, kill_every=args.kill_every,
-            seed=args.seed,
+            seed=args.seed, lease_seconds=args.lease_seconds,
             worker_args=() if args.commit_before_send else ("--no-commit-before-send",))
         print(report(result))
     finally:
@@ -277,6 +277,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--kill-every", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lease-seconds", type=float, default=15.0,
+                        help="the workers' lease (a killed worker's rows return after it)")
     parser.add_argument("--commit-before-send", action=argparse.BooleanOptionalAction,
                         default=True, help="the workers' setting (compare both)")
     asyncio.run(_main(parser.parse_args()))

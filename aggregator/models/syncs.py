@@ -7,9 +7,10 @@ when it started and ended, its outcome, and per account and resource (``balances
 resource* row keeps the latest outcome of one resource of one account and when it was
 last read successfully: what the API calls the account's freshness.
 
-Nothing here is personal data, so it stays in clear: our own ids, short error codes of our own vocabulary, counts, instants and the
-bank's request ids (opaque, at most 64 characters). Both tables reach the user through
-``ON DELETE CASCADE``, so erasure takes them along.
+Nothing here is personal data, so it stays in clear: our own ids, short error codes of
+our own vocabulary, counts, instants and the bank's request ids (opaque, at most 64
+characters). Both tables reach the user through ``ON DELETE CASCADE``, so erasure takes
+them along.
 """
 
 from __future__ import annotations

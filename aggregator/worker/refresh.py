@@ -124,6 +124,13 @@ class RefreshContext:
     #: :data:`COMMIT_FIRST_WAIT`): the commit then gets the event loop before new
     #: answers compete with it, which keeps the answered-but-uncommitted window short.
     commit_before_send: bool = False
+    #: Per leased credential, the monotonic time its lease surely lasts until (the
+    #: Worker sets it at lease time and moves it at each heartbeat). A refresh is never
+    #: sent within :attr:`lease_margin` of it: after that another worker may take the
+    #: row over and present the same refresh token, which a strict bank answers by
+    #: revoking the grant (unseen by either worker). Absent: not checked.
+    lease_deadlines: dict[str, float] = field(default_factory=dict)
+    lease_margin: float = 1.0
     #: The process-wide bound on bank calls in flight (set by the Worker; None: none).
     slots: asyncio.Semaphore | None = None
     #: Refreshes waiting for a slot: nothing sent yet (shutdown hands them back).
@@ -269,6 +276,13 @@ async def _call(
             raise GrantRevoked(f"{lease.bank_id}: the grant holds no refresh token")
         if ctx.commit_before_send:
             await ctx.committer.settled(COMMIT_FIRST_WAIT)
+        deadline = ctx.lease_deadlines.get(credential.id)
+        if deadline is not None and time.monotonic() > deadline - ctx.lease_margin:
+            log.warning("credential %s: lease about to lapse before sending; handed back",
+                        credential.id)
+            await release(ctx.router, region, credential.id, claimed, due_at=utcnow(),
+                          keep_in_flight=lease.in_flight_before, failed=False)
+            return "lease_lost"
         sent = True
         tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token)
     except GrantRevoked:

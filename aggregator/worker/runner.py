@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,6 +92,7 @@ class Worker:
         self._tasks: set[asyncio.Task[str]] = set()
         self._slot_freed = asyncio.Event()
         ctx.slots = asyncio.Semaphore(config.concurrency)
+        ctx.lease_margin = min(2.0, config.lease_seconds / 3)
 
     async def run(self, stop: asyncio.Event) -> None:
         regions = self.ctx.router.regions
@@ -141,6 +143,7 @@ class Worker:
                 await self._wait(stop, self._slot_freed)
                 continue
             limit = min(self.config.batch, free)
+            leased_at = time.monotonic()  # before the lease: a conservative deadline
             try:
                 leases = await lease_batch(
                     self.ctx.router, region, self.ctx.owner, now=utcnow(), limit=limit,
@@ -154,6 +157,8 @@ class Worker:
             if leases:
                 self.ctx.crash.reached("after_lease")
             for lease in leases:
+                self.ctx.lease_deadlines[lease.credential.id] = (
+                    leased_at + self.config.lease_seconds)
                 self._start(region, lease)
             if len(leases) < limit:
                 await self._wait(stop, None)
@@ -191,6 +196,8 @@ class Worker:
             log.exception("credential %s: refresh failed unexpectedly", lease.credential.id)
             self.ctx.metrics.outcome(lease.bank_id, "error")
             return "error"
+        finally:
+            self.ctx.lease_deadlines.pop(lease.credential.id, None)
 
     def _finished(self, task: asyncio.Task[str]) -> None:
         self._tasks.discard(task)
@@ -223,11 +230,20 @@ class Worker:
             if not self._tasks:
                 continue
             for region in regions:
+                beat = time.monotonic()  # before the update: a conservative new deadline
                 try:
                     await heartbeat(self.ctx.router, region, self.ctx.owner, now=utcnow(),
                                     lease_for=self.config.lease_for)
+                    self._extended(region, beat)
                 except Exception:
                     log.warning("worker: heartbeat in region %s failed", region, exc_info=True)
+
+    def _extended(self, region: str, beat: float) -> None:
+        """Move the deadlines a heartbeat at ``beat`` extended: those still live then."""
+        deadlines = self.ctx.lease_deadlines
+        for credential_id, deadline in list(deadlines.items()):
+            if deadline > beat and credential_id.split("_")[1] == region:
+                deadlines[credential_id] = beat + self.config.lease_seconds
 
     @staticmethod
     async def _sleep(stop: asyncio.Event, seconds: float) -> None:
