@@ -262,7 +262,7 @@ async def _main(args: argparse.Namespace) -> None:
             router, custody, app_id, settings, directory, workers=args.workers,
             rate=args.rate, ttl=args.ttl, duration=args.duration, kill_every=args.kill_every,
             seed=args.seed, lease_seconds=args.lease_seconds,
-            worker_args=() if args.commit_before_send else ("--no-commit-before-send",))
+            worker_args=("--commit-before-send",) if args.commit_before_send else ())
         print(report(result))
     finally:
         await router.dispose()
@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--lease-seconds", type=float, default=15.0,
                         help="the workers' lease (a killed worker's rows return after it)")
     parser.add_argument("--commit-before-send", action=argparse.BooleanOptionalAction,
-                        default=True, help="the workers' setting (compare both)")
+                        default=False, help="the workers' setting (compare both)")
     asyncio.run(_main(parser.parse_args()))
 
 

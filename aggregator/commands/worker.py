@@ -45,9 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--metrics-port", type=int, default=None,
         help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)")
     add("--owner", default=None, help="lease owner name (default host:pid)")
-    add("--commit-before-send", action=argparse.BooleanOptionalAction, default=True,
+    add("--commit-before-send", action=argparse.BooleanOptionalAction, default=False,
         help="commit answered rotations before sending more refreshes: a smaller window "
-             "for a killed worker to lose grants in (default %(default)s)")
+             "for a killed worker to lose grants in, fewer sends overlapping commits "
+             "(default %(default)s)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 

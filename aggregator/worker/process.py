@@ -57,7 +57,7 @@ class WorkerOptions:
     owner: str | None = None
     #: Commit answered rotations before sending the next refresh (shrinks the window in
     #: which a killed worker loses grants; :class:`~aggregator.worker.commit.Committer`).
-    commit_before_send: bool = True
+    commit_before_send: bool = False
     #: How long a failed revocation's token is kept for retries after an erasure.
     escrow_for: timedelta = DEFAULT_ESCROW
 
