@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -201,3 +202,22 @@ async def test_a_stale_lease_never_persists_over_newer_tokens(
     assert await refresh_leased(_ctx(region_router, custody, bank), "eu", lease) == "lease_lost"
     assert bank.presented == []
     await asyncio.sleep(0)
+
+
+async def test_a_refresh_is_not_sent_when_its_lease_may_have_lapsed(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+) -> None:
+    """Sent after the lease's end, it could race a worker that took the row over with the
+    same refresh token: a strict bank then revokes the grant and neither worker sees it."""
+    linked = await make_linked("eu")
+    bank = StubOAuth()
+    lease = await _lease(region_router, linked)
+    ctx = _ctx(region_router, custody, bank)
+    ctx.lease_deadlines[lease.credential.id] = time.monotonic() - 1.0  # long past
+
+    outcome = await refresh_leased(ctx, "eu", lease)
+
+    credential, _ = await _row(region_router)
+    assert outcome == "lease_lost"
+    assert bank.presented == []  # nothing left for the bank
+    assert credential.lease_owner is None  # handed back, due again
