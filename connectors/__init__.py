@@ -40,11 +40,13 @@ from connectors.oauth.callback import parse_callback
 from connectors.oauth.client import BankOAuthClient
 from connectors.oauth.compat import Compatibility, Finding, Severity, check_compatibility
 from connectors.oauth.credentials import load_client_credentials
+from connectors.oauth.fapi2 import fapi2_readiness
 from connectors.oauth.pending import PENDING_LIFETIME, PendingAuthorization
 from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
 from connectors.oauth.rfc8705 import bank_ssl_context
 from connectors.oauth.rfc9207 import check_issuer
+from connectors.oauth.rfc9449 import DPoPAuth, DPoPKey, DPoPNonces
 from connectors.oauth.tokens import TokenSet
 from connectors.plaid.boundary import MutationDuringPagination, map_plaid_errors
 from connectors.plaid.client import (
@@ -68,6 +70,7 @@ from connectors.profiles import (
     Endpoints,
     ParMode,
     RefreshPolicy,
+    SenderConstraint,
     SyncPolicy,
     load_profiles,
 )
@@ -95,6 +98,9 @@ __all__ = [
     "ConnectorError",
     "ConsentPolicy",
     "ConsentRejected",
+    "DPoPAuth",
+    "DPoPKey",
+    "DPoPNonces",
     "Dialect",
     "EgressPolicy",
     "EgressRefused",
@@ -125,6 +131,7 @@ __all__ = [
     "ResourceNotOffered",
     "ResourceNotPermitted",
     "ResponseTooLarge",
+    "SenderConstraint",
     "ServerMetadata",
     "Severity",
     "Signer",
@@ -144,6 +151,7 @@ __all__ = [
     "check_destination",
     "check_issuer",
     "egress_client",
+    "fapi2_readiness",
     "fetch_metadata",
     "get_dialect",
     "get_hook",

@@ -111,7 +111,7 @@ class Syncer:
         since = await self._window(region, connection_id)
         dialect = None
         try:
-            dialect = self.banks.dialect(connection.bank_id, grant.access_token)
+            dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key)
             resources = self.banks.profile(connection.bank_id).api.resources
             snapshot = await read_snapshot(dialect, since, resources, calls)
         except ConnectorError as exc:

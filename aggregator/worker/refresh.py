@@ -55,7 +55,7 @@ from aggregator.models.base import table_of, utcnow
 from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.tokens import Rotation, refresh_policy
+from aggregator.sync.tokens import Rotation, open_dpop_key, refresh_policy
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
 from aggregator.worker.commit import Committer
 from aggregator.worker.egress import refresh_refused
@@ -268,6 +268,7 @@ async def _call(
     if claimed is None:
         return "lease_lost"
     refresh_token = await custody.sealer.open_from(key, credential, "refresh_token_sealed")
+    dpop_key = await open_dpop_key(custody, key, credential)
     ctx.crash.reached("after_mark")
     sent = False
     started = time.perf_counter()
@@ -284,7 +285,7 @@ async def _call(
                           keep_in_flight=lease.in_flight_before, failed=False)
             return "lease_lost"
         sent = True
-        tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token)
+        tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
         breaker.success()  # the bank answered properly: it is up
         return await _grant_refused(ctx, region, lease, claimed)

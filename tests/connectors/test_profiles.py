@@ -14,6 +14,7 @@ from connectors import (
     ParMode,
     ProfileError,
     RefreshPolicy,
+    SenderConstraint,
     SyncPolicy,
     load_profiles,
 )
@@ -139,6 +140,8 @@ def test_invalid_value_names_file_and_key(
         ("[refresh]\nmin_lifetime_percent = 95", "refresh.min_lifetime_percent",
          "between 0 and 90"),
         ("[refresh]\nevery = 3", "refresh.every", "unknown key"),
+        ('sender_constraint = "bearer"', "sender_constraint", "unknown value 'bearer'"),
+        ('sender_constraint = "mtls"', "sender_constraint", "tls_client_cert_file"),
     ],
 )
 def test_invalid_addition_names_file_and_key(
@@ -374,3 +377,32 @@ def test_api_resources_outside_the_known_ones_fail_at_start_up(
 
     assert (error.file, error.key) == (str(path), "api.resources")
     assert problem in error.problem
+def test_sender_constraint_defaults_to_none_and_the_shipped_key_stays_on_loopback(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile()
+    assert load_profiles([profile_dir], include_builtin=False)["example"].sender_constraint \
+        is SenderConstraint.NONE
+    assert load_profiles([])["sandbox-fapi2"].sender_constraint is SenderConstraint.DPOP
+    shipped = BUILTIN_PROFILES_DIR / "sandbox-fapi2-client.pem"
+    text = VALID_PROFILE.format(id="example").replace(
+        'client_auth_method = "client_secret_basic"\nclient_secret_env = "EXAMPLE_SECRET"\n',
+        f'client_auth_method = "private_key_jwt"\nprivate_key_file = "{shipped}"\n',
+    )
+    path = write_profile(text)
+    error = _error([profile_dir])
+    assert (error.file, error.key) == (str(path), "private_key_file")
+    assert "public" in error.problem
+
+
+def test_the_readme_fapi2_profile_example_loads(profile_dir: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### A FAPI 2.0 bank", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (profile_dir / "examplebank-fapi2.toml").write_text(example, encoding="utf-8")
+
+    profile = load_profiles([profile_dir], include_builtin=False)["examplebank-fapi2"]
+
+    assert profile.sender_constraint is SenderConstraint.DPOP
+    assert profile.use_par is ParMode.ALWAYS
+    assert profile.client_auth_method is ClientAuthMethod.PRIVATE_KEY_JWT
