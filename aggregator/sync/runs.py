@@ -157,6 +157,7 @@ async def save_state(
     if outcome is not SyncOutcome.FAILED:
         state.synced_through = synced_through
         state.last_synced_at = now
+        state.retry_at, state.retry_attempts = None, 0  # no scheduled retry owed any more
 
 
 async def freshness_of(
