@@ -77,6 +77,8 @@ class ChaosResult:
     refreshes: int
     window_sum: float
     window_count: int
+    latency_sum: float  # the token endpoint's round trips: sent, not yet answered
+    latency_count: int
     lost: int  # flagged reauth_required: detected losses
     unflagged: int  # active with a dead grant: undetected losses (must be 0)
     leases_left: int
@@ -90,6 +92,16 @@ class ChaosResult:
     @property
     def window(self) -> float:
         return self.window_sum / self.window_count if self.window_count else 0.0
+
+    @property
+    def latency(self) -> float:
+        return self.latency_sum / self.latency_count if self.latency_count else 0.0
+
+    @property
+    def lower_bound_sent(self) -> float:
+        """With the round trip too: a request the bank received rotates even if the
+        worker dies before the answer arrives."""
+        return self.rate / self.workers * (self.latency + self.window)
 
     @property
     def lost_per_kill(self) -> float:
@@ -204,6 +216,8 @@ async def run_chaos(
         refreshes=int(scraper.total("aggregator_worker_refreshes_total")),
         window_sum=scraper.total("aggregator_worker_uncommitted_seconds_sum"),
         window_count=int(scraper.total("aggregator_worker_uncommitted_seconds_count")),
+        latency_sum=scraper.total("aggregator_worker_refresh_duration_seconds_sum"),
+        latency_count=int(scraper.total("aggregator_worker_refresh_duration_seconds_count")),
         lost=sum(s.status is ConnectionStatus.REAUTH_REQUIRED for s in final.values()),
         unflagged=sum(s.status is ConnectionStatus.ACTIVE and not s.refresh_live
                       for s in final.values()),
@@ -223,10 +237,14 @@ def report(result: ChaosResult) -> str:
     print(f"lost grants: {result.lost} (flagged reauth_required), "
           f"{result.lost_per_kill:.2f} per kill; lower bound rate/worker x window = "
           f"{result.lower_bound:.3f} per kill (ratio {ratio:.2f})")
+    print(f"with the token round trip ({result.latency * 1000:.1f} ms mean): "
+          f"{result.lower_bound_sent:.3f} per kill")
     print(f"unflagged losses: {result.unflagged}; leases left: {result.leases_left}")
     return (f"RESULT lost_per_kill={result.lost_per_kill:.3f} "
             f"window_ms={result.window * 1000:.3f} lower_bound_per_kill={result.lower_bound:.3f} "
-            f"lost_vs_lower_bound={ratio:.2f} refreshes_per_s={result.rate:.1f} "
+            f"lost_vs_lower_bound={ratio:.2f} "
+            f"lower_bound_with_round_trip={result.lower_bound_sent:.3f} "
+            f"refreshes_per_s={result.rate:.1f} "
             f"kills={result.kills} unflagged_losses={result.unflagged} "
             f"leases_left={result.leases_left}")
 
