@@ -16,7 +16,9 @@
     │                           redirect_uri, invalid_scope); `reason` and `setting` name it
     ├── ConsentRejected         the user (or the bank) denied the authorization request
     ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
-    │   └── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
+    │   ├── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
+    │   └── ConsentInvalid      the bank's consent resource is rejected, revoked, expired
+    │                           or unknown (connectors/consents)
     ├── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
     │   ├── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
     │   └── EgressRefused       the outbound policy refused the destination (SSRF guard);
@@ -165,3 +167,18 @@ class ResourceNotOffered(BankProtocolError):
     it and reads the other resources."""
 
     code = "not_offered"
+
+
+class ConsentInvalid(GrantRevoked):
+    """The bank reports the consent resource dead: rejected, revoked, expired or unknown.
+
+    OBIE ``Status`` Rejected/Revoked or an ``ExpirationDateTime`` passed; Berlin Group
+    ``CONSENT_EXPIRED``/``CONSENT_INVALID``/``CONSENT_UNKNOWN``. A ``GrantRevoked``, so
+    the connection becomes ``reauth_required`` like any dead grant; ``state`` says which.
+    """
+
+    code = "consent_invalid"
+
+    def __init__(self, message: str, state: str = "unknown") -> None:
+        self.state = state
+        super().__init__(message)

@@ -43,13 +43,15 @@ from aggregator.models import (
 from aggregator.models.base import utcnow
 from aggregator.models.budgets import CONNECTION_LEVEL
 from aggregator.store import RegionRouter
+from aggregator.sync.bank_limits import exhaust_until
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.budget import Ledger, record_first_reads, refund
+from aggregator.sync.consents import consent_dead, explain_refusal, resource_headers
 from aggregator.sync.runs import RunStart, record_failure, record_success, trigger_of
 from aggregator.sync.snapshot import CallLog, read_snapshot, window_start
 from aggregator.sync.tokens import CredentialBusy, fresh_grant
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts
-from connectors import ConnectorError
+from connectors import AccessExceeded, ConnectorError, ConsentInvalid, UserPresence
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +83,14 @@ class Syncer:
     async def sync(
         self, connection_id: ConnectionId, *, actor: str = "gateway",
         request_id: str | None = None, budgeted: bool = True,
-        spent_at: datetime | None = None,
+        spent_at: datetime | None = None, presence: UserPresence | None = None,
     ) -> SyncResult:
         """Sync ``connection_id`` now; raises what failed it (after recording the run).
 
         ``spent_at``: when the caller spent this sync's budget units; the units of calls
         that never reached the bank are then refunded (:func:`~aggregator.sync.refund`).
+        ``presence`` with an address marks the user present (connectors/consents/base.py,
+        ``UserPresence``).
         """
         region = self.router.region_of(connection_id)
         if await self._through_plaid(region, connection_id):
@@ -111,14 +115,23 @@ class Syncer:
         since = await self._window(region, connection_id)
         dialect = None
         try:
-            dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key)
+            dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key,
+                                         resource_headers(self.banks, connection, presence))
             resources = self.banks.profile(connection.bank_id).api.resources
             snapshot = await read_snapshot(dialect, since, resources, calls)
         except ConnectorError as exc:
-            await self._failed(region, connection_id, start.trigger, started, exc.code,
+            error = await explain_refusal(self.banks, connection, exc)
+            await self._failed(region, connection_id, start.trigger, started, error.code,
                                dialect.last_request_id if dialect is not None else None,
                                calls, spent_at)
-            raise
+            if isinstance(error, AccessExceeded):  # the bank's frequencyPerDay is spent
+                await exhaust_until(self.router, region, connection, error.reset_at,
+                                    self.banks.profile(connection.bank_id).sync)
+            if isinstance(error, ConsentInvalid):
+                await consent_dead(self.router, region, connection, error, actor=actor)
+            if error is exc:
+                raise
+            raise error from exc
         now = utcnow()
         async with self.router.session(region) as session, session.begin():
             locked = (await session.execute(
