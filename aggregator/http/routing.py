@@ -25,12 +25,12 @@ Example, for a route of the Link colleague::
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -40,6 +40,7 @@ from aggregator.http.auth import authenticate
 from aggregator.http.idempotency import applies, idempotency_key, run_idempotently
 from aggregator.http.problems import MalformedJson, UnsupportedMediaType
 from aggregator.http.ratelimit import admit_application
+from aggregator.http.ratelimit.clientip import CLIENT_ADDRESS
 from aggregator.http.schema import decode, decode_query, encode
 from aggregator.http.services import Services, services_of
 from aggregator.ids import ApplicationId, parse_id
@@ -103,12 +104,13 @@ class Call:
 
     @property
     def client_ip(self) -> str | None:
-        """The peer's IP address for the audit trail (test transports may send a name)."""
-        host = self.request.client.host if self.request.client else None
-        try:
-            return str(ipaddress.ip_address(host)) if host else None
-        except ValueError:
-            return None
+        """The client's address for the audit trail, as the rate limiter sees it.
+
+        :class:`~aggregator.http.ratelimit.clientip.ClientAddressMiddleware` parsed it:
+        the socket peer, or what a trusted proxy forwarded; never a header from anyone else.
+        """
+        address = getattr(self.request.state, CLIENT_ADDRESS, None)
+        return str(address) if address is not None else None
 
     def body_as(self, cls: type[T]) -> T:
         if not isinstance(self.body, cls):
@@ -169,13 +171,22 @@ async def _run(request: Request, handler: Handler, op: Operation,
     return await _respond(call, handler, op)
 
 
+class OrjsonResponse(JSONResponse):
+    """JSON rendered by orjson: compact UTF-8 like Starlette's, 20x faster on a page of
+    500 transactions (1.46 ms to 0.06 ms, bench/read_api_bench.py). ``encode`` has
+    already made every value a str, number, bool, None, list or dict."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 async def _respond(call: Call, handler: Handler, op: Operation) -> Response:
     result = await handler(call)
     if isinstance(result, Response):
         return result
     if op.response is None:
         return Response(status_code=op.status)
-    return JSONResponse(encode(result), status_code=op.status)
+    return OrjsonResponse(encode(result), status_code=op.status)
 
 
 def _region_hint(request: Request, services: Services) -> str | None:

@@ -50,6 +50,12 @@ class AccountType(enum.Enum):
     OTHER = "other"  # e-money, prepaid cards and anything the bank does not classify
 
 
+#: The newest-first page order of an account's transactions: undated entries (some
+#: pending ones) sort as the newest. A SQL constant, so the page query and the index
+#: ``ix_transactions_account_page`` are the same expression and the planner matches them.
+PAGE_ORDER = "coalesce(booked_on, value_on, '9999-12-31')"
+
+
 class TransactionStatus(enum.Enum):
     """Whether the bank has posted the entry."""
 
@@ -80,7 +86,12 @@ class Account(Base):
     user_id: Mapped[UserId] = ref_column("users.id")
     #: The bank's resource id for the account: opaque, used to match on re-sync.
     bank_account_id: Mapped[str] = mapped_column(String(255))
+    #: Legacy clear name: written as "" since the name is sealed (``name_sealed``); rows
+    #: from before are sealed and cleared by ``aggregator migrate`` (aggregator.account_names).
     name: Mapped[str] = mapped_column(String(255))
+    #: The bank's account name (Berlin Group ``name``/``displayName``, OBIE ``Nickname``,
+    #: Plaid ``name``): often the holder's name, so personal data, sealed.
+    name_sealed: Mapped[bytes | None] = sealed_column()
     type: Mapped[AccountType] = mapped_column(_enum(AccountType, "account_type"))
     currency: Mapped[str] = mapped_column(String(3))
     masked_identifier: Mapped[str | None] = mapped_column(String(34))
@@ -125,6 +136,11 @@ class Transaction(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "bank_transaction_id"),
         Index(None, "connection_id", "change_seq"),
+        # The order of GET /v1/accounts/{id}/transactions among live rows (migration
+        # s3_transaction_page_index): a page is an index range scan at any depth.
+        Index("ix_transactions_account_page", "account_id", text(PAGE_ORDER), "id",
+              postgresql_where=text("removed_at IS NULL"),
+              sqlite_where=text("removed_at IS NULL")),
         _currency("currency"),
     )
 

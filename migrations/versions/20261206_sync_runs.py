@@ -1,7 +1,7 @@
 """sync runs and account resource freshness
 
 Revision ID: s3_sync_runs
-Revises: s3_consents
+Revises: s3_security_review
 Create Date: 2026-12-06 13:20:00.000000
 
 ``sync_runs``: one row per sync of a connection (start, end, outcome, per account and
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s3_sync_runs"
-down_revision: str | None = "s3_consents"
+down_revision: str | None = "s3_security_review"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
