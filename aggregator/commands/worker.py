@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--per-bank", type=int, default=8,
         help="refreshes in flight per bank (default %(default)s)")
     add("--batch", type=int, default=32, help="credentials per lease query (default %(default)s)")
-    add("--lease-seconds", type=float, default=60.0, help="lease length (default %(default)s)")
+    add("--lease-seconds", type=float, default=15.0,
+        help="lease length, kept alive by a heartbeat (default %(default)s)")
     add("--poll-seconds", type=float, default=1.0,
         help="pause when nothing is due (default %(default)s)")
     add("--max-interval-hours", type=float, default=24.0,
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address for /metrics (default %(default)s; 0.0.0.0 in a container, so that "
         "Prometheus on the container network can scrape it)")
     add("--owner", default=None, help="lease owner name (default host:pid)")
+    add("--commit-before-send", action=argparse.BooleanOptionalAction, default=False,
+        help="commit answered rotations before sending more refreshes: a smaller window "
+             "for a killed worker to lose grants in, fewer sends overlapping commits "
+             "(default %(default)s)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add("--log-format", choices=["console", "json"], default=None,
         help="console (readable) or json (one object per line); default: console on a "
@@ -74,6 +79,7 @@ def _worker(args: argparse.Namespace) -> int:
         breaker_threshold=args.breaker_threshold, breaker_cool_down=args.breaker_cool_down,
         backoff_base=args.backoff_base, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, owner=args.owner,
+        commit_before_send=args.commit_before_send,
     )
     asyncio.run(run_worker(settings, config, options))
     return 0

@@ -2,7 +2,8 @@
 
 - :func:`connection_event`: the Link flow (``connection.created`` /
   ``connection.reauthorized``), the refresh worker (``connection.reauth_required``);
-- :func:`sync_completed`: the sync job;
+- :func:`sync_completed`, :func:`sync_finished`, :func:`sync_failed`: the sync job
+  (``sync.completed``, ``sync.partial``, ``sync.failed``);
 - :func:`user_erased`: an :data:`aggregator.erasure.ERASED_LISTENERS` entry;
 - :class:`OutboxPlaidHooks`: :class:`aggregator.plaid.apply.PlaidHooks` for Plaid's
   ``ITEM`` webhooks.
@@ -47,6 +48,30 @@ async def sync_completed(
     })
 
 
+async def sync_finished(
+    session: AsyncSession, connection: Connection, outcome: str, *, reason: str | None,
+    accounts: int, added: int, modified: int, removed: int,
+) -> OutboundEventId:
+    """``sync.completed``, or ``sync.partial`` with the first resource error as ``reason``:
+    the data that was read is committed either way (``GET /v1/connections/{id}/syncs``
+    has the details)."""
+    if outcome == "complete":
+        return await sync_completed(session, connection, accounts=accounts, added=added,
+                                    modified=modified, removed=removed)
+    return await emit(session, connection.application_id, "sync.partial", {
+        "connection_id": connection.id, "user_id": connection.user_id, "reason": reason,
+        "accounts": accounts, "added": added, "modified": modified, "removed": removed,
+    })
+
+
+async def sync_failed(session: AsyncSession, connection: Connection, *, reason: str
+                      ) -> OutboundEventId:
+    """``sync.failed``: nothing was committed; ``reason`` is the error code."""
+    return await emit(session, connection.application_id, "sync.failed", {
+        "connection_id": connection.id, "user_id": connection.user_id, "reason": reason,
+    })
+
+
 async def user_erased(session: AsyncSession, request_id: str, user_id: str | None) -> None:
     """``user.erased`` names the erased user and the erasure request (docs/api.md, "Events").
 
@@ -69,8 +94,8 @@ class OutboxPlaidHooks:
         return None
 
     async def reauth_required(self, session: AsyncSession, connection: Connection) -> None:
-        await emit(session, connection.application_id, "connection.reauth_required",
-                   {**_connection_data(connection), "reason": "item_login_required"})
+        # aggregator.reauth.require_reauth already wrote the one connection.reauth_required.
+        return None
 
     async def consent_expiring(self, session: AsyncSession, connection: Connection) -> None:
         expires = connection.consent_expires_at

@@ -33,7 +33,10 @@ EVENT_TYPES = frozenset({
     "connection.reauth_required",
     "connection.consent_expiring",
     "connection.reauthorized",
+    "link.failed",
     "sync.completed",
+    "sync.partial",
+    "sync.failed",
     "user.erased",
 })
 
@@ -73,6 +76,7 @@ FIELDS: Mapping[str, Callable[[Any], bool]] = {
     "connection_id": _id_of("con"),
     "user_id": _id_of("usr"),
     "erasure_request_id": _id_of("era"),
+    "link_session_id": _id_of("lnk"),
     "bank_id": _code,
     "status": _code,
     "reason": _code,

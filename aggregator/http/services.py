@@ -55,6 +55,8 @@ class SyncSummary:
     added: int
     modified: int
     removed: int
+    outcome: str = "complete"  # or "partial"
+    sync_id: str | None = None
 
 
 class SyncJob(Protocol):

@@ -40,6 +40,8 @@ from aggregator.link.errors import (
     LinkOtherBrowser,
     LinkRequestInvalid,
 )
+from aggregator.link.flow import Outcome
+from aggregator.link.misconfiguration import BankNotLinkable, count
 from aggregator.link.pages import (
     HEADERS,
     error_page,
@@ -176,6 +178,9 @@ def _for_people(handler: Handler) -> Handler:
     async def page(call: Call) -> Any:
         try:
             return await handler(call)
+        except BankNotLinkable as exc:
+            count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
+            return error_page(exc, request_id=call.request_id)
         except LinkError as exc:
             return error_page(exc, request_id=call.request_id)
         except (ConnectorError, UnknownBank) as exc:
@@ -247,10 +252,18 @@ async def callback(call: Call) -> Response:
         dict(request.query_params), client_ip=call.client_ip, request_id=call.request_id,
         browser=browser.presented(request, base),
     )
+    _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
                              request_id=call.request_id)
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
+
+
+def _count_misconfigured(call: Call, outcome: Outcome) -> None:
+    """The operator's metric when the bank refused our configuration at the callback."""
+    if outcome.misconfigured is not None:
+        count(outcome.misconfigured, outcome.misconfigured_bank or "?",
+              call.request.app.state.metrics.registry)
 
 
 async def pick_accounts(call: Call) -> Response:
@@ -285,6 +298,7 @@ async def callback_form(call: Call) -> Response:
     outcome = await parts.flow.complete(fields, client_ip=call.client_ip,
                                         request_id=call.request_id,
                                         browser=browser.presented_by_post(call.request, base))
+    _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
                              request_id=call.request_id)

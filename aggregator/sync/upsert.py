@@ -77,14 +77,18 @@ class SnapshotWriter:
         self.key = key
         self.connection = connection
         self.now = now
+        #: Our account id of each bank account id the snapshot held, once applied.
+        self.account_ids: dict[str, str] = {}
 
     async def apply(self, snapshot: Snapshot) -> SyncCounts:
         counts = SyncCounts(accounts=len(snapshot.accounts))
         plan = _Plan()
         for item in snapshot.accounts:
             account = await self._account(item.account)
+            self.account_ids[item.account.bank_account_id] = account.id
             await self._balance(account, item)
-            await self._plan_transactions(plan, account, item, snapshot.since)
+            if item.read("transactions"):  # unread, absence would look like removal
+                await self._plan_transactions(plan, account, item, snapshot.since)
         await self._write(plan, counts)
         return counts
 

@@ -56,6 +56,9 @@ class WorkerOptions:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     owner: str | None = None
+    #: Commit answered rotations before sending the next refresh (shrinks the window in
+    #: which a killed worker loses grants; :class:`~aggregator.worker.commit.Committer`).
+    commit_before_send: bool = False
     #: How long a failed revocation's token is kept for retries after an erasure.
     escrow_for: timedelta = DEFAULT_ESCROW
 
@@ -93,6 +96,7 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
             backoff=Backoff(options.backoff_base, options.backoff_cap),
             breaker_threshold=options.breaker_threshold,
             breaker_cool_down=options.breaker_cool_down, crash=CrashPoints.from_env(),
+            commit_before_send=options.commit_before_send,
         )
         attach_plaid(ctx.banks, settings)
         stop = asyncio.Event()

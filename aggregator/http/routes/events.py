@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from aggregator.events import UnsafeUrl, configure
+from aggregator.events import EVENT_TYPES, UnsafeUrl, configure
 from aggregator.events.replay import list_events, redeliver
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import FieldError, InvalidCursor, NotFound, ValidationFailed
@@ -59,6 +59,7 @@ class EventData:
     connection_id: str | None = None
     user_id: str | None = None
     erasure_request_id: str | None = None
+    link_session_id: str | None = None
     bank_id: str | None = None
     status: str | None = None
     reason: str | None = None
@@ -147,7 +148,18 @@ _PAYLOAD_DOC = "; ".join(f"`{t}`: `{c.__name__}`" for t, c in EVENT_PAYLOADS.ite
 @dataclass(frozen=True)
 class EventOut:
     id: str
-    type: str
+    type: str = field(metadata=rules(
+        description="One of " + ", ".join(f"`{t}`" for t in sorted(EVENT_TYPES)) + ". "
+                    "`sync.completed`: every resource the bank offers was read; "
+                    "`sync.partial`: the account list was read and committed with what "
+                    "else was, some resource was refused (`reason` `not_permitted`) or "
+                    "missing (`not_offered`); `sync.failed`: nothing was committed, "
+                    "`reason` is the error code. `GET /v1/connections/{id}/syncs` has "
+                    "the details of each run. `link.failed`: a link session ended without "
+                    "a connection; `reason` is `access_denied` (the user), a bank "
+                    "misconfiguration (`invalid_client`, `unauthorized_client`, "
+                    "`invalid_scope`, `redirect_uri_mismatch`, `par_required`: only the "
+                    "operator can fix it) or another error code."))
     created_at: datetime
     data: EventData = field(metadata=rules(
         description="The payload; its fields depend on `type` (see the schema of each): "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -224,3 +225,22 @@ async def test_each_refresh_logs_one_line_with_ids_bank_and_outcome_never_a_toke
     assert linked.connection.id in lines[0].getMessage()
     assert "rt-" not in caplog.text
     assert "at-new" not in caplog.text
+
+
+async def test_a_refresh_is_not_sent_when_its_lease_may_have_lapsed(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+) -> None:
+    """Sent after the lease's end, it could race a worker that took the row over with the
+    same refresh token: a strict bank then revokes the grant and neither worker sees it."""
+    linked = await make_linked("eu")
+    bank = StubOAuth()
+    lease = await _lease(region_router, linked)
+    ctx = _ctx(region_router, custody, bank)
+    ctx.lease_deadlines[lease.credential.id] = time.monotonic() - 1.0  # long past
+
+    outcome = await refresh_leased(ctx, "eu", lease)
+
+    credential, _ = await _row(region_router)
+    assert outcome == "lease_lost"
+    assert bank.presented == []  # nothing left for the bank
+    assert credential.lease_owner is None  # handed back, due again
