@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aggregator import audit
 from aggregator.errors import GatewayError, InvalidApiKey
 from aggregator.ids import ApplicationId, new_id, secret_digest
+from aggregator.link import branding
 from aggregator.models import ApiKey, Application
 from aggregator.models.base import utcnow
 from aggregator.store.router import RegionRouter
@@ -158,6 +159,10 @@ class ApplicationInfo:
     created_at: datetime
     disabled_at: datetime | None
     keys: tuple[KeyInfo, ...]
+    #: The Link page's branding (aggregator/link/branding.py); None: not set.
+    brand_name: str | None = None
+    brand_accent: str | None = None
+    brand_logo: bool = False
 
     @property
     def state(self) -> str:
@@ -178,7 +183,8 @@ async def list_applications(router: RegionRouter) -> list[ApplicationInfo]:
             KeyInfo(k.prefix, k.created_at, k.revoked_at))
     return [
         ApplicationInfo(ApplicationId(a.id), a.name, tuple(a.redirect_uris), a.created_at,
-                        a.disabled_at, tuple(by_app.get(a.id, ())))
+                        a.disabled_at, tuple(by_app.get(a.id, ())), a.brand_name,
+                        a.brand_accent, a.brand_logo is not None)
         for a in apps
     ]
 
@@ -218,14 +224,25 @@ async def _everywhere(router: RegionRouter, app_id: str, change: Change, *,
 async def update_application(
     router: RegionRouter, app_id: str, *, name: str | None = None,
     redirect_uris: Sequence[str] | None = None, actor: str = "operator",
+    brand_name: str | None = None, brand_logo: str | None = None,
+    brand_accent: str | None = None,
 ) -> ApplicationInfo:
-    """Rename an application or replace its redirect URIs (validated by the caller).
+    """Rename an application, replace its redirect URIs (validated by the caller) or
+    change its Link page branding (validated here; ``""`` clears a brand value).
 
     Redirect URIs are an exact-match allow-list (RFC 9700 §4.1.3), so the new list takes
     effect for the next link session; sessions already started keep the URI they checked.
+    A brand value is refused with :class:`BrandInvalid` naming the option (an accent
+    colour below WCAG AA contrast, a logo that is not a small raster image).
     """
     if redirect_uris is not None and not redirect_uris:
         raise GatewayError("an application needs at least one redirect URI")
+    brand: dict[str, str | None] = {}
+    for column, value, check in (("brand_name", brand_name, branding.check_name),
+                                 ("brand_logo", brand_logo, branding.check_logo),
+                                 ("brand_accent", brand_accent, branding.check_accent)):
+        if value is not None:
+            brand[column] = check(value) if value else None
 
     async def change(session: AsyncSession, now: datetime) -> None:
         app = await session.get(Application, app_id)
@@ -234,6 +251,8 @@ async def update_application(
             app.name = name
         if redirect_uris is not None:
             app.redirect_uris = list(redirect_uris)
+        for column, kept in brand.items():
+            setattr(app, column, kept)
 
     await _everywhere(router, app_id, change, actor=actor, action="application.updated")
     return await show_application(router, app_id)

@@ -19,6 +19,7 @@ from aggregator import applications as lifecycle
 from aggregator.applications import ApplicationInfo, create_application
 from aggregator.commands.output import console, examples, print_json, print_table, when
 from aggregator.errors import ConfigError
+from aggregator.link import branding
 from aggregator.redirect_uris import redirect_uri_problem
 from aggregator.settings import load_settings
 from aggregator.store import RegionRouter, require_head
@@ -76,11 +77,21 @@ def register(subparsers: Any) -> None:
         epilog=examples("aggregator apps update app_01j… --redirect-uri "
                         "https://budgetly.example/linked --redirect-uri "
                         "https://budgetly.example/relinked",
-                        "aggregator apps update app_01j… --name 'Budgetly EU'"),
+                        "aggregator apps update app_01j… --name 'Budgetly EU'",
+                        "aggregator apps update app_01j… --brand-name Budgetly "
+                        "--brand-accent '#0b57d0' --brand-logo budgetly.png"),
         formatter_class=_RAW,
     )
     update.add_argument("app_id", metavar="APP_ID")
     update.add_argument("--name", help="a new display name")
+    update.add_argument("--brand-name", metavar="NAME",
+                        help="the name the Link page shows ('' clears it)")
+    update.add_argument("--brand-logo", metavar="FILE",
+                        help="a PNG, JPEG or WebP file of at most 16 KiB, stored as a "
+                             "data: URL ('' clears it)")
+    update.add_argument("--brand-accent", metavar="#RRGGBB",
+                        help="the Link page's button colour; refused below WCAG AA "
+                             "contrast with white ('' clears it)")
     _redirect_option(update, required=False)
     _json_option(update)
     update.set_defaults(handler=_update)
@@ -178,6 +189,8 @@ def _as_dict(app: ApplicationInfo) -> dict[str, Any]:
         "id": app.id, "name": app.name, "state": app.state,
         "redirect_uris": list(app.redirect_uris), "created_at": app.created_at,
         "disabled_at": app.disabled_at,
+        "brand": {"name": app.brand_name, "accent": app.brand_accent,
+                  "logo": app.brand_logo},
         "keys": [{"prefix": k.prefix, "state": k.state(now), "created_at": k.created_at,
                   "revoked_at": k.revoked_at} for k in app.keys],
     }
@@ -234,6 +247,10 @@ def _print_app(app: ApplicationInfo) -> None:
         until = f", until {when(key.revoked_at)}" if state == "expiring" else (
             f", since {when(key.revoked_at)}" if state == "revoked" else "")
         out.print(f"  key           agk_{key.prefix}_…  {state}{until}", markup=False)
+    if app.brand_name or app.brand_accent or app.brand_logo:
+        out.print(f"  brand         {app.brand_name or app.name}  accent "
+                  f"{app.brand_accent or 'default'}  logo {'yes' if app.brand_logo else 'no'}",
+                  markup=False)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -245,13 +262,37 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _brand(args: argparse.Namespace) -> dict[str, str | None]:
+    """The --brand-* options, checked before anything is written (errors name the option)."""
+    logo = args.brand_logo
+    if logo:
+        try:
+            raw = Path(logo).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--brand-logo {logo}: {exc.strerror}") from None
+        logo = branding.data_url(raw)
+    brand = {"brand_name": args.brand_name, "brand_logo": logo,
+             "brand_accent": args.brand_accent}
+    try:
+        for value, check in ((args.brand_name, branding.check_name),
+                             (logo, branding.check_logo),
+                             (args.brand_accent, branding.check_accent)):
+            if value:
+                check(value)
+    except branding.BrandInvalid as exc:
+        raise ConfigError(f"--{exc}") from None
+    return brand
+
+
 def _update(args: argparse.Namespace) -> int:
     name = _check_name(args.name) if args.name is not None else None
     uris = [check_redirect_uri(u) for u in args.redirect_uri] or None
-    if name is None and uris is None:
-        raise ConfigError("nothing to change: give --name and/or --redirect-uri")
+    brand = _brand(args)
+    if name is None and uris is None and all(v is None for v in brand.values()):
+        raise ConfigError("nothing to change: give --name, --redirect-uri or --brand-*")
     app = _with_router(args, lambda r: lifecycle.update_application(
-        r, args.app_id, name=name, redirect_uris=uris))
+        r, args.app_id, name=name, redirect_uris=uris, brand_name=brand["brand_name"],
+        brand_logo=brand["brand_logo"], brand_accent=brand["brand_accent"]))
     if args.json:
         print_json(_as_dict(app))
     else:

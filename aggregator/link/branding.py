@@ -7,9 +7,10 @@ request leaks the user's visit, the page's CSP widens only to ``img-src data:``,
 there is no server-side fetch to abuse (SSRF). SVG is refused: it is a document that can
 carry script and external references.
 
-The accent colours the primary button; it must reach WCAG 2.2 contrast AA (SC 1.4.3,
-4.5:1 for text; SC 1.4.11, 3:1 for the button against the page) with white button text
-and against the white page, so an app cannot make the page unreadable.
+The accent colours the primary button and the "Selected" mark on a chosen bank (text on
+the white page), so it must reach WCAG 2.2 AA text contrast (SC 1.4.3, 4.5:1) both with
+the button's white text and against the white page: an app cannot make the page
+unreadable.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Brand:
 
     def css(self) -> str | None:
         """The inline style block the accent needs (its hash goes into the CSP)."""
-        if not self.accent:
+        if not self.accent or not _HEX.match(self.accent):  # checked on write; again here
             return None
         return f":root {{ --accent: {self.accent}; --accent-ink: {BUTTON_TEXT}; }}"
 
@@ -103,6 +104,12 @@ def check_logo(value: str) -> str:
         raise BrandInvalid("brand-logo", f"{len(raw)} bytes; at most {MAX_LOGO_BYTES}")
     if not raw.startswith(_MAGIC[kind]) or (kind == "image/webp" and raw[8:12] != b"WEBP"):
         raise BrandInvalid("brand-logo", f"the data is not a {kind} image")
+    return f"data:{kind};base64,{base64.b64encode(raw).decode()}"
+
+
+def data_url(raw: bytes) -> str:
+    """``raw`` as a ``data:`` URL, its type told by its magic bytes (checked after)."""
+    kind = next((k for k, magics in _MAGIC.items() if raw.startswith(magics)), "image/png")
     return f"data:{kind};base64,{base64.b64encode(raw).decode()}"
 
 

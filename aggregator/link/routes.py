@@ -32,6 +32,7 @@ from aggregator.http.services import services_of
 from aggregator.http.views import ID
 from aggregator.link import browser
 from aggregator.link.accounts_page import accounts_page
+from aggregator.link.cancel import cancel_link
 from aggregator.link.errors import (
     LinkError,
     LinkFormInvalid,
@@ -50,6 +51,7 @@ from aggregator.link.pages import (
     stylesheet,
 )
 from aggregator.link.picking import ACCOUNTS_PATH, choose_accounts
+from aggregator.link.rendering import negotiate
 from aggregator.link.sessions import LinkRequest, create_link_session, open_link
 from aggregator.link.wiring import LinkComponents, components
 from aggregator.plaid.link import plaid_link_token
@@ -60,6 +62,7 @@ from connectors import ConnectorError
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/link/callback"
+CANCEL_SUFFIX = "/cancel"
 _OTHER_BROWSER = "This link was opened in another browser, so it cannot continue here."
 #: Names the region of the session in flight, so the callback asks that region first.
 
@@ -73,7 +76,8 @@ class CreateLinkSession:
         min_length=1, max_length=2048,
         description="Where the user returns; must be on the application's allow-list, "
                     "exactly. It receives `connection_id` and `outcome` "
-                    "(`success`, `denied` or `error`) and nothing else.",
+                    "(`success`, `denied`, `error`, or `cancelled` when the user chose "
+                    "\"Cancel and return\" on the Link page) and nothing else.",
     ))
     bank_id: str | None = field(default=None, metadata=rules(
         pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
@@ -82,6 +86,12 @@ class CreateLinkSession:
     connection_id: str | None = field(default=None, metadata=rules(
         pattern=ID, description="Update mode: re-consent this connection; it keeps its "
                                 "id and data.",
+    ))
+    locale: str | None = field(default=None, metadata=rules(
+        pattern=r"^(en|de|fr|es)(-[A-Za-z0-9]{1,8})*$",
+        description="The Link page's language (`en`, `de`, `fr`, `es`, optionally with a "
+                    "region, e.g. `de-AT`); without it the browser's `Accept-Language` "
+                    "chooses, then English.",
     ))
 
 
@@ -143,7 +153,7 @@ async def create_session(call: Call) -> LinkSessionOut:
         issued = await create_link_session(
             call.services.router, parts.banks,
             LinkRequest(call.caller, body.user_id, body.redirect_uri, body.bank_id,
-                        body.connection_id),
+                        body.connection_id, body.locale),
             request_id=call.request_id, client_ip=call.client_ip,
         )
     except LinkNotFound as exc:
@@ -176,21 +186,22 @@ def _for_people(handler: Handler) -> Handler:
     """
 
     async def page(call: Call) -> Any:
+        locale = negotiate(None, call.request.headers.get("accept-language"))
         try:
             return await handler(call)
         except BankNotLinkable as exc:
             count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
-            return error_page(exc, request_id=call.request_id)
+            return error_page(exc, request_id=call.request_id, locale=locale)
         except LinkError as exc:
-            return error_page(exc, request_id=call.request_id)
+            return error_page(exc, request_id=call.request_id, locale=locale)
         except (ConnectorError, UnknownBank) as exc:
             log.warning("link: the bank step failed: %s", exc.code)
-            return _bank_trouble(call.request_id)
+            return _bank_trouble(call.request_id, locale)
         except Exception:
             log.exception("link: unexpected failure on %s", handler.__name__)
             return message_page(
                 "Something went wrong", "The gateway failed to handle this step.",
-                status=500, request_id=call.request_id,
+                status=500, request_id=call.request_id, locale=locale,
             )
 
     page.__name__ = handler.__name__
@@ -212,14 +223,45 @@ async def show_page(call: Call) -> Response:
     elif not browser.matches(opened.session.browser_digest, given):
         raise LinkOtherBrowser(_OTHER_BROWSER)
     # Relative without public_url: the browser resolves it against the URL it used.
+    action = f"{parts.public_url or ''}/link/{token}"
     page = picker_page(
-        action=f"{parts.public_url or ''}/link/{token}", form_nonce=opened.form_nonce,
+        action=action, form_nonce=opened.form_nonce,
         banks=opened.banks, app_name=opened.app_name,
         update=opened.session.update_connection_id is not None, request_id=call.request_id,
+        locale=_locale(call, opened.session.locale), brand=opened.brand,
+        query=call.request.query_params.get("q", ""), cancel_action=action + CANCEL_SUFFIX,
     )
     if fresh is not None and fresh != given:
         browser.set_cookie(page, base, fresh)
     return page
+
+
+def _locale(call: Call, session_locale: str | None) -> str:
+    return negotiate(session_locale, call.request.headers.get("accept-language"))
+
+
+async def cancel(call: Call) -> Response:
+    """"Cancel and return to the app" (:mod:`aggregator.link.cancel`)."""
+    request = call.request
+    parts = components(call.services)
+    try:
+        async with request.form(max_files=0, max_fields=4) as form:
+            nonce = form.get("form_nonce")
+    except HTTPException:
+        raise LinkFormInvalid("The form could not be read. Please go back and try "
+                              "again.") from None
+    base = _base_url(request, parts)
+    opened = await open_link(
+        call.services.router, call.services.custody, parts.banks, request.path_params["token"],
+    )
+    if not browser.matches(opened.session.browser_digest, browser.presented(request, base)):
+        raise LinkOtherBrowser(_OTHER_BROWSER)
+    url = await cancel_link(
+        call.services.router, call.services.custody[opened.region], opened,
+        nonce if isinstance(nonce, str) else "", request_id=call.request_id,
+        client_ip=call.client_ip,
+    )
+    return RedirectResponse(url, status_code=303, headers=HEADERS)
 
 
 async def choose_bank(call: Call) -> Response:
@@ -305,10 +347,10 @@ async def callback_form(call: Call) -> Response:
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
-def _bank_trouble(request_id: str) -> Response:
+def _bank_trouble(request_id: str, locale: str) -> Response:
     return message_page(
         "Your bank is not reachable", "We could not reach your bank just now.",
-        status=502, request_id=request_id,
+        status=502, request_id=request_id, locale=locale,
         advice="Please go back to the app and try again in a few minutes.",
     )
 
@@ -388,6 +430,13 @@ def routes() -> list[BaseRoute]:
             summary="The hosted Link page: the bank picker", response=None,
             auth=False, media_type="text/html", tags=("link",), path_params=_PAGE,
             errors=_PAGE_ERRORS,
+        )),
+        ApiRoute("/link/{token}" + CANCEL_SUFFIX, _for_people(cancel), "POST", Operation(
+            summary="Cancel and return to the app: closes the link session; answered with "
+                    "a redirect to the app's redirect URI with `outcome=cancelled`",
+            response=None, status=303, auth=False, media_type="text/html", tags=("link",),
+            path_params=_PAGE, errors=_PAGE_ERRORS,
+            form={"form_nonce": "The nonce the page's form carries."},
         )),
         ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
             summary="Pick a bank; answered with a redirect to the bank", response=None,

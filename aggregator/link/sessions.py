@@ -33,6 +33,7 @@ from aggregator.ids import (
     parse_secret,
     secret_digest,
 )
+from aggregator.link.branding import Brand
 from aggregator.link.errors import (
     LinkExpired,
     LinkFormInvalid,
@@ -68,6 +69,9 @@ class LinkRequest:
     redirect_uri: str
     bank_id: str | None = None
     connection_id: str | None = None
+    #: The Link page's language (a BCP 47 tag the page speaks, e.g. ``de``); None: the
+    #: browser's ``Accept-Language``.
+    locale: str | None = None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -126,6 +130,7 @@ async def create_link_session(
             token_digest=secret_digest(token), bank_id=bank_id,
             redirect_uri=request.redirect_uri, status=LinkStatus.PENDING,
             update_connection_id=update_id, created_at=now, expires_at=now + LINK_TTL,
+            locale=request.locale,
         )
         session.add(link)
         await session.flush()
@@ -185,6 +190,7 @@ class OpenedLink:
     banks: Sequence[BankProfile]
     form_nonce: str
     app_name: str
+    brand: Brand | None = None
 
 
 async def open_link(
@@ -198,13 +204,16 @@ async def open_link(
         raise LinkNotFound(_UNKNOWN) from None
     async with router.reader(region) as session:
         found = (await session.execute(
-            select(LinkSession, Application.name)
+            select(LinkSession, Application.name, Application.brand_name,
+                   Application.brand_logo, Application.brand_accent)
             .join(Application, Application.id == LinkSession.application_id)
             .where(LinkSession.token_digest == secret_digest(token))
         )).one_or_none()
     if found is None:
         raise LinkNotFound(_UNKNOWN)
-    link, app_name = found
+    link, app_name, brand_name, brand_logo, brand_accent = found
+    brand = (Brand(brand_name or app_name, brand_logo, brand_accent)
+             if brand_name or brand_logo or brand_accent else None)
     if link.bank_id is not None and banks.is_plaid(link.bank_id):
         raise LinkNotFound("This link continues in the app, through Plaid Link.")
     check_pending(link)
@@ -213,7 +222,7 @@ async def open_link(
         [banks.profile(link.bank_id, region=region)] if link.bank_id
         else banks.in_region(region)
     )
-    return OpenedLink(link, region, offered, form_nonce(keys, link.id), app_name)
+    return OpenedLink(link, region, offered, form_nonce(keys, link.id), app_name, brand)
 
 
 def check_pending(link: LinkSession) -> None:

@@ -84,6 +84,8 @@ class LinkSession(Base):
     created_at: Mapped[datetime] = created_column()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The Link page's language as the app asked (``de``, ``fr-CA``…); NULL: the browser's.
+    locale: Mapped[str | None] = mapped_column(String(16))
 
     # Many-to-one links, never loaded implicitly (async code must not lazy-load); they
     # also tell the unit of work to insert parents before children.

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from aggregator.ids import ApplicationId, UserId
@@ -54,6 +63,11 @@ class Application(Base):
     #: The secret before the last rotation, still signed with until it expires.
     webhook_previous_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     webhook_previous_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: What the Link page shows of the app (aggregator/link/branding.py); NULL: its name
+    #: and the gateway's look. The logo is a size-capped ``data:`` image URL.
+    brand_name: Mapped[str | None] = mapped_column(String(80))
+    brand_logo: Mapped[str | None] = mapped_column(Text)
+    brand_accent: Mapped[str | None] = mapped_column(String(7))
 
 
 class ApiKey(Base):
