@@ -71,8 +71,11 @@ async def submit(
     http: httpx.AsyncClient, page: httpx.Response, values: Mapping[str, str],
     *, button: tuple[str, str] | None = None,
 ) -> httpx.Response:
-    """Fill the page's only form with ``values`` and submit it, not following redirects."""
+    """Fill the page's form that has ``values``' fields and submit it, not following
+    redirects (the Link picker also carries a search form and a cancel form)."""
     forms = forms_of(page.text)
+    if len(forms) > 1:
+        forms = [f for f in forms if all(n in f.inputs for n in values)]
     if len(forms) != 1:
         raise AssertionError(f"expected one form on {page.url.path}, found {len(forms)}")
     form = forms[0]
