@@ -18,7 +18,8 @@ from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway
 async def test_cancel_returns_to_the_app_and_closes_the_session(gateway: Gateway) -> None:
     link_url = await gateway.link_url(await gateway.user("eu"), locale="de")
     page = await gateway.browser.get(link_url)
-    assert page.status_code == 200 and '<html lang="de">' in page.text
+    assert page.status_code == 200
+    assert '<html lang="de">' in page.text
     [cancel] = [f for f in forms_of(page.text) if f.action.endswith("/cancel")]
     assert "Abbrechen und zurück zu Budgetly" in page.text
 
@@ -44,7 +45,8 @@ async def test_cancel_returns_to_the_app_and_closes_the_session(gateway: Gateway
         actions = (await session.execute(
             select(AuditEvent.action).where(AuditEvent.target_id == link.id)
             .order_by(AuditEvent.seq))).scalars().all()
-    assert link.status is LinkStatus.FAILED and link.locale == "de"
+    assert link.status is LinkStatus.FAILED
+    assert link.locale == "de"
     assert actions == ["link_session.created", "link_session.cancelled"]
 
 
