@@ -8,6 +8,7 @@ import struct
 import zlib
 
 import pytest
+from starlette.responses import HTMLResponse
 
 from aggregator.link.branding import (
     MAX_LOGO_BYTES,
@@ -38,7 +39,7 @@ def png(width: int = 4, height: int = 4) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
-def html_of(response: object) -> str:
+def html_of(response: HTMLResponse) -> str:
     return bytes(response.body).decode()
 
 
