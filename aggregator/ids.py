@@ -44,7 +44,11 @@ RequestId = NewType("RequestId", str)
 ErasureRequestId = NewType("ErasureRequestId", str)
 OutboundEventId = NewType("OutboundEventId", str)
 
-Kind = Literal["app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era", "msg"]
+OperatorId = NewType("OperatorId", str)
+
+Kind = Literal[
+    "app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era", "msg", "opr",
+]
 
 #: What each kind names; global kinds carry no region.
 KINDS: dict[str, str] = {
@@ -59,8 +63,9 @@ KINDS: dict[str, str] = {
     "req": "request (global)",
     "era": "erasure request",
     "msg": "outbound event",  # a webhook message; Standard Webhooks ids read msg_…
+    "opr": "console operator (global)",  # replicated like applications: aggregator.operators
 }
-GLOBAL_KINDS = frozenset({"app", "req"})
+GLOBAL_KINDS = frozenset({"app", "req", "opr"})
 
 _RANDOM = r"[a-z2-7]{26}"
 _REGION = r"[a-z]{2,8}"
@@ -90,6 +95,8 @@ def _check_region(region: str) -> None:
 def new_id(kind: Literal["app"], region: None = None) -> ApplicationId: ...
 @overload
 def new_id(kind: Literal["req"], region: None = None) -> RequestId: ...
+@overload
+def new_id(kind: Literal["opr"], region: None = None) -> OperatorId: ...
 @overload
 def new_id(kind: Literal["usr"], region: str) -> UserId: ...
 @overload

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from aggregator.http.docs import problem_page, wants_html
 from aggregator.http.metrics import HttpMetrics
 from aggregator.http.problems import PROBLEM_TYPES, NotFound, problem
 from aggregator.http.routing import ApiRoute, Call, Operation
@@ -101,10 +102,13 @@ async def openapi(call: Call) -> Response:
     return JSONResponse(document, media_type="application/vnd.oai.openapi+json")
 
 
-async def problem_type(call: Call) -> ProblemTypeOut:
+async def problem_type(call: Call) -> ProblemTypeOut | Response:
+    """The problem type as JSON, or as a page for a browser (``Accept: text/html``)."""
     kind = PROBLEM_TYPES.get(call.request.path_params["code"])
     if kind is None:
         raise NotFound("no problem type with this code")
+    if wants_html(call.request):
+        return problem_page(kind)
     return ProblemTypeOut(f"/problems/{kind.code}", kind.title, kind.status, kind.description)
 
 
