@@ -8,8 +8,9 @@ cookie jar keeps and sends the ``__Host-`` (``Secure``) cookies, as a browser wo
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -19,14 +20,16 @@ from aggregator.events.outbox import emit
 from aggregator.models import OperatorRole
 from aggregator.operators import create_operator
 from aggregator.store import RegionRouter
+from aggregator.store.engines import create_region_engine
 from tests.aggregator._factories import Linked, LinkFactory
-from tests.aggregator.http.conftest import (  # noqa: F401 - fixtures used by name
-    bank,
-    bank_http,
-    bank_switch,
-    make_app,
-    services,
-)
+from tests.aggregator.http import conftest as http_fixtures
+
+# The HTTP layer's gateway over the test stores, reused by name.
+bank = http_fixtures.bank
+bank_switch = http_fixtures.bank_switch
+bank_http = http_fixtures.bank_http
+services = http_fixtures.services
+make_app = http_fixtures.make_app
 
 ORIGIN = "https://console.test"
 PASSWORDS = {"ada": "correct horse battery staple", "vic": "viewer-password-42"}
@@ -62,10 +65,25 @@ class Console:
 ConsoleFactory = Callable[[], Awaitable[Console]]
 
 
+@contextlib.contextmanager
+def region_down(router: RegionRouter, region: str) -> Iterator[None]:
+    """Point ``region``'s engine at a closed port, as if its database were down."""
+    down = create_region_engine(region, "postgresql+psycopg://postgres@127.0.0.1:9/none"
+                                "?connect_timeout=1")
+    saved = router._engines[region], router._readers[region], router._writers[region]
+    router._engines[region] = down
+    router._readers[region] = router._maker(region, down, writes=False)
+    router._writers[region] = router._maker(region, down, writes=True)
+    try:
+        yield
+    finally:
+        router._engines[region], router._readers[region], router._writers[region] = saved
+
+
 @pytest.fixture
 async def operators(region_router: RegionRouter) -> dict[str, str]:
     """``ada`` (admin) and ``vic`` (viewer), in every region."""
-    ids = {}
+    ids: dict[str, str] = {}
     for name, role in (("ada", OperatorRole.ADMIN), ("vic", OperatorRole.VIEWER)):
         ids[name] = await create_operator(region_router, name, role, PASSWORDS[name])
     return ids
