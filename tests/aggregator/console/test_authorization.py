@@ -52,7 +52,7 @@ async def _event_id(router: RegionRouter) -> str:
     async with router.reader("eu") as session:
         found = await session.scalar(select(OutboundEvent.id))
     assert found is not None
-    return found
+    return str(found)
 
 
 async def _audit_count(router: RegionRouter) -> int:
