@@ -2,8 +2,8 @@
 
 One stacked bar per day (oldest left) of a bank's outcomes from the audit trail: syncs
 that succeeded, connections that needed re-consent, new links. The SVG carries a
-``<title>`` and ``role="img"`` with a text summary, and each bar segment a ``<title>`` with its day and
-count, so the numbers are there for a screen reader too (WCAG 2.2, 1.1.1).
+``<title>`` and ``role="img"`` with a text summary, and each bar segment a ``<title>``
+with its day and count, so the numbers reach a screen reader too (WCAG 2.2, 1.1.1).
 """
 
 from __future__ import annotations
