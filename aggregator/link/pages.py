@@ -113,6 +113,15 @@ def message_page(
     return _page(title, body, status=status, request_id=request_id)
 
 
+def success_page(title: str, message: str, *, advice: str | None = None) -> HTMLResponse:
+    """A page that reports something that went well: announced politely
+    (``role="status"``), not as an alert, and drawn as a success."""
+    body = _template("success.html").substitute(
+        heading=escape(title), message=escape(message), advice=escape(advice or ""),
+    )
+    return _page(title, body)
+
+
 @cache
 def stylesheet() -> bytes:
     return files("aggregator.link").joinpath("static", "link.css").read_bytes()

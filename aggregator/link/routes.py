@@ -59,7 +59,7 @@ class CreateLinkSession:
         min_length=1, max_length=2048,
         description="Where the user returns; must be on the application's allow-list, "
                     "exactly. It receives `connection_id` and `outcome` "
-                    "(`success`, `denied` or `error`) and nothing else.",
+                    "(`success`, `denied`, `cancelled` or `error`) and nothing else.",
     ))
     bank_id: str | None = field(default=None, metadata=rules(
         pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
@@ -178,6 +178,11 @@ async def choose_bank(call: Call) -> Response:
     opened = await open_link(
         call.services.router, call.services.custody, parts.banks, request.path_params["token"],
     )
+    if "cancel" in fields:  # "Cancel and return to the app"
+        outcome = await parts.flow.cancel(opened, fields.get("form_nonce", ""),
+                                          client_ip=call.client_ip,
+                                          request_id=call.request_id)
+        return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
     url = await parts.flow.authorize(
         opened, fields.get("form_nonce", ""), fields.get("bank_id", ""),
         _base_url(request, parts) + CALLBACK_PATH, client_ip=call.client_ip,
@@ -263,6 +268,9 @@ def routes() -> list[BaseRoute]:
         )),
         ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
             summary="Pick a bank; answered with a redirect to the bank", response=None,
+            description="A form with `cancel` (the page's \"Cancel and return\" button) "
+                        "instead ends the session and redirects to the application's "
+                        "redirect URI with `outcome=cancelled`.",
             status=303, auth=False, media_type="text/html", tags=("link",),
             path_params=_PAGE, errors=_PAGE_ERRORS, form={
                 "form_nonce": "The nonce the page's form carries.",
