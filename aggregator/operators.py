@@ -5,7 +5,7 @@ one, so an operator account is replicated to every region exactly like an applic
 (:mod:`aggregator.applications`): the same row with the same global id (``opr_…``) is
 written to every configured region, and sessions are too. Why not a designated home
 region: the console must keep working, showing the other regions, while any one region's
-database is down (docs: the operator console), and a home region would be the one outage
+database is down (README: Operator console), and a home region would be the one outage
 that locks every operator out. Replication is allowed because these rows hold no personal
 data of end users (a handle, a role, an argon2id hash, a token digest) and no region's
 user data; each region's audit chain records the sign-ins it saw.
