@@ -4,12 +4,16 @@ shows a sealed value; a region whose database is down shows as unavailable."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
 
+from aggregator.console.chart import outcomes_chart
+from aggregator.models import AuditEvent
 from aggregator.store import RegionRouter
 from tests.aggregator._factories import Linked
-from tests.aggregator.console.conftest import Console, region_down
+from tests.aggregator.console.conftest import Console, ConsoleFactory, region_down
 
 PAGES = ("/console", "/console/applications", "/console/connections", "/console/banks",
          "/console/expiries", "/console/erasures", "/console/keys", "/console/audit")
@@ -85,3 +89,37 @@ async def test_docs_and_problem_pages_are_html(admin: Console, path: str) -> Non
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "cdn" not in page.text.lower()
+
+
+@pytest.mark.parametrize("down", ["eu", "us"])
+async def test_operators_sign_in_and_work_while_either_region_is_down(
+    console_factory: ConsoleFactory, region_router: RegionRouter, operators: dict[str, str],
+    down: str,
+) -> None:
+    """Operator accounts and sessions live in every region: losing one, even the first
+    configured, locks nobody out; the sign-in is in the trail of the region that is up."""
+    up = "us" if down == "eu" else "eu"
+    browser = await console_factory()
+    with region_down(region_router, down):
+        answer = await browser.sign_in("ada")
+        assert answer.status_code == 303
+        page = await browser.http.get("/console")
+        assert page.status_code == 200
+        assert f"Region <strong>{down}</strong> is unavailable" in page.text
+        assert f'id="ov-{up}">Region {up}</h2>' in page.text
+    async with region_router.reader(up) as session:
+        signed = (await session.execute(select(AuditEvent.actor).where(
+            AuditEvent.action == "operator.signed_in"))).scalars().all()
+    assert signed == [operators["ada"]]
+
+
+def test_the_chart_escapes_its_labels_and_scales_its_bars() -> None:
+    now = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    svg = str(outcomes_chart({"2026-12-06": {"connection.synced": 4,
+                                             "connection.reauth_required": 2}},
+                             now, title="<script>bank</script>"))
+    assert "<script>" not in svg
+    assert "&lt;script&gt;" in svg
+    assert svg.count("<rect") == 2
+    assert "2026-12-06: 4 synced" in svg
+    assert "6 outcomes in 14 days, at most 6 a day" in svg
