@@ -20,7 +20,8 @@ Consequences, accepted and bounded:
   (the touch, at most once a minute, reaches every region that answers), and never past
   the absolute lifetime;
 - reads (sign-in, resuming a session) ask the regions in configured order and take the
-  first that answers.
+  first that answers. A session opened while an earlier region was down is unknown to
+  that region, so once it answers again the operator signs in again: it fails closed.
 
 Passwords are hashed with argon2id through ``argon2-cffi`` (RFC 9106 §4's second
 recommended parameter set, the library's default); a hash made with older parameters is
