@@ -16,6 +16,12 @@ from aggregator.models import AccountType, ConnectionStatus, TransactionStatus
 
 ID = r"^[a-z]{3}_[a-z]{2,8}_[a-z2-7]{26}$"
 
+#: Example ids for the OpenAPI document (Swagger UI builds its sample bodies from them).
+EXAMPLE_CON = "con_eu_7u67ztg3wonvlflnxte242dddm"
+EXAMPLE_USR = "usr_eu_4kq3ajxmvzd2tq5w6n7ypc3e2a"
+EXAMPLE_ACC = "acc_eu_775eazj22nnogakcfha6za4sem"
+EXAMPLE_TXN = "txn_eu_q2dm3wz5lfz6x7uvrkcbjqyhye"
+
 
 # -- requests -------------------------------------------------------------------------
 
@@ -63,7 +69,7 @@ class SyncQuery:
 class UserOut:
     """A user of the calling application."""
 
-    id: str = field(metadata=rules(pattern=ID, example="usr_eu_4kq3ajxmvzd2tq5w6n7ypc3e2a"))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_USR))
     external_id: str
     region: str
     created_at: datetime
@@ -73,8 +79,8 @@ class UserOut:
 class ConnectionOut:
     """A user's grant at one bank."""
 
-    id: str = field(metadata=rules(pattern=ID))
-    user_id: str = field(metadata=rules(pattern=ID))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_CON))
+    user_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_USR))
     bank_id: str
     status: ConnectionStatus
     status_reason: str | None
@@ -113,8 +119,8 @@ class BalanceOut:
 class AccountOut:
     """An account and its latest balance (``null`` before the first sync fetched one)."""
 
-    id: str = field(metadata=rules(pattern=ID))
-    connection_id: str = field(metadata=rules(pattern=ID))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_ACC))
+    connection_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_CON))
     name: str
     type: AccountType
     currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
@@ -139,8 +145,8 @@ class AccountList:
 class TransactionOut:
     """A statement entry; ``amount`` is negative for money leaving the account."""
 
-    id: str = field(metadata=rules(pattern=ID))
-    account_id: str = field(metadata=rules(pattern=ID))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_TXN))
+    account_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_ACC))
     amount: Decimal
     currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
     status: TransactionStatus
@@ -161,7 +167,7 @@ class TransactionPage:
 
 @dataclass(frozen=True)
 class RemovedTransaction:
-    transaction_id: str = field(metadata=rules(pattern=ID))
+    transaction_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_TXN))
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,7 @@ class TransactionSync:
 class SyncOut:
     """What a sync run changed."""
 
-    connection_id: str = field(metadata=rules(pattern=ID))
+    connection_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_CON))
     accounts: int
     added: int
     modified: int

@@ -18,3 +18,25 @@ def test_every_api_operation_has_a_summary_and_a_description() -> None:
         if not op.summary or not (op.description or "").strip():
             missing.append(f"{sorted(route.methods or ())} {route.path}")
     assert missing == []
+
+
+def test_every_example_in_the_schemas_satisfies_its_own_property() -> None:
+    """Swagger UI builds sample requests and responses from these; a sample that the API
+    itself would refuse would teach the wrong thing."""
+    import re
+
+    from aggregator.http.openapi import build_openapi
+
+    document = build_openapi(api_routes(), title="t", version="0")
+    checked = 0
+    for schema in document["components"]["schemas"].values():
+        for name, prop in schema.get("properties", {}).items():
+            for example in prop.get("examples", []):
+                checked += 1
+                if "pattern" in prop:
+                    assert re.search(prop["pattern"], example), (name, example)
+                if "enum" in prop:
+                    assert example in prop["enum"], (name, example)
+                if "maxLength" in prop:
+                    assert len(example) <= prop["maxLength"], (name, example)
+    assert checked >= 15
