@@ -24,13 +24,13 @@ from functools import cache
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from aggregator.console.needs import ConsoleNeeds, needs_of
 from aggregator.operators import SignedIn, csrf_matches, csrf_token, resume
+from aggregator.templating import environment
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,7 @@ NAV = (
 
 @cache
 def templates() -> Jinja2Templates:
-    env = Environment(
-        loader=PackageLoader("aggregator.console", "templates"),
-        autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-    )
-    return Jinja2Templates(env=env)
+    return Jinja2Templates(env=environment("aggregator.console"))
 
 
 def render(request: Request, name: str, *, status: int = 200, **context: Any) -> Response:

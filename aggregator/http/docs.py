@@ -13,12 +13,13 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-from jinja2 import Environment, PackageLoader
+from jinja2 import Environment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aggregator.http.problems import PROBLEM_TYPES, ProblemType
+from aggregator.templating import environment
 
 SWAGGER_UI = "swagger-ui"  # 5.36.0, see static/swagger-ui/README.md
 _ASSETS = {
@@ -46,7 +47,7 @@ PAGE_HEADERS = {
 
 @cache
 def _env() -> Environment:
-    return Environment(loader=PackageLoader("aggregator.http", "templates"), autoescape=True)
+    return environment("aggregator.http")
 
 
 @cache

@@ -1,9 +1,10 @@
 """Server-rendered pages of the Link flow: the bank picker and the error pages.
 
 Plain HTML forms and one stylesheet, no script: they work with a keyboard, a screen
-reader, a headless browser and an ``httpx`` client alike. Templates are
-:class:`string.Template` files next to this module; every value is escaped here, before
-substitution, so a template cannot forget to. The response headers keep the page out of
+reader, a headless browser and an ``httpx`` client alike. Templates are Jinja2 files next
+to this module, loaded through :func:`aggregator.templating.environment` like the
+operator console's: every value is escaped by the template engine, so no page can forget
+to. The response headers keep the page out of
 frames (a consent click is worth hijacking) and caches, and ``Referrer-Policy:
 no-referrer`` keeps the link token in the page's URL from reaching the bank.
 """
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from html import escape
 from importlib.resources import files
-from string import Template
 
+from jinja2 import Environment
 from starlette.responses import HTMLResponse
 
 from aggregator.link.errors import LinkError
+from aggregator.templating import environment
 from connectors import BankProfile
 
 STYLESHEET = "/link/static/link.css"
@@ -45,18 +46,18 @@ _GENERIC_ADVICE = "Please go back to the app and try again in a few minutes."
 
 
 @cache
-def _template(name: str) -> Template:
-    return Template(files("aggregator.link").joinpath("templates", name).read_text("utf-8"))
+def _env() -> Environment:
+    env = environment("aggregator.link")
+    env.globals["logo_url"] = logo_url
+    return env
 
 
 def _page(
-    title: str, body: str, *, status: int = 200, request_id: str | None = None
+    template: str, title: str, *, status: int = 200, request_id: str | None = None,
+    **context: object,
 ) -> HTMLResponse:
-    reference = (
-        f" Reference for support: <code>{escape(request_id)}</code>." if request_id else ""
-    )
-    html = _template("page.html").substitute(
-        title=escape(title), stylesheet=STYLESHEET, body=body, reference=reference,
+    html = _env().get_template(template).render(
+        title=title, stylesheet=STYLESHEET, request_id=request_id, **context,
     )
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
@@ -72,27 +73,11 @@ def picker_page(
     """The bank picker; one bank is preselected when the app named it."""
     heading = "Reconnect your bank" if update else "Connect your bank"
     if not banks:
-        body = _template("empty.html").substitute(
-            heading=escape(heading), app_name=escape(app_name)
-        )
-        return _page(heading, body, request_id=request_id)
-    options = "\n".join(
-        _template("bank.html").substitute(
-            bank_id=escape(p.id), name=escape(p.display_name), country=escape(p.country),
-            logo=escape(logo_url(p)), checked=" checked" if len(banks) == 1 else "",
-        )
-        for p in banks
-    )
-    verb = "renew its access to" if update else "see"
-    lead = (
-        f"{escape(app_name)} asks to {verb} your accounts, balances and transactions "
-        "through this secure connection."
-    )
-    body = _template("picker.html").substitute(
-        heading=escape(heading), lead=lead, action=escape(action),
-        form_nonce=escape(form_nonce), options=options, app_name=escape(app_name),
-    )
-    return _page(heading, body, request_id=request_id)
+        return _page("empty.html", heading, request_id=request_id, heading=heading,
+                     app_name=app_name)
+    return _page("picker.html", heading, request_id=request_id, heading=heading,
+                 app_name=app_name, update=update, action=action, form_nonce=form_nonce,
+                 banks=list(banks))
 
 
 def error_page(error: LinkError, *, request_id: str | None) -> HTMLResponse:
@@ -106,20 +91,14 @@ def error_page(error: LinkError, *, request_id: str | None) -> HTMLResponse:
 def message_page(
     title: str, message: str, *, status: int, request_id: str | None, advice: str | None = None,
 ) -> HTMLResponse:
-    body = _template("error.html").substitute(
-        heading=escape(title), message=escape(message),
-        advice=escape(advice or _GENERIC_ADVICE),
-    )
-    return _page(title, body, status=status, request_id=request_id)
+    return _page("error.html", title, status=status, request_id=request_id, heading=title,
+                 message=message, advice=advice or _GENERIC_ADVICE)
 
 
 def success_page(title: str, message: str, *, advice: str | None = None) -> HTMLResponse:
     """A page that reports something that went well: announced politely
     (``role="status"``), not as an alert, and drawn as a success."""
-    body = _template("success.html").substitute(
-        heading=escape(title), message=escape(message), advice=escape(advice or ""),
-    )
-    return _page(title, body)
+    return _page("success.html", title, heading=title, message=message, advice=advice or "")
 
 
 @cache
