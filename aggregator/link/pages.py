@@ -66,18 +66,33 @@ def logo_url(profile: BankProfile) -> str:
     return f"/link/banks/{profile.id}/logo"
 
 
+#: From this many banks on, the picker offers a search (a plain GET form, no script).
+SEARCH_FROM = 7
+
+
+def matching(banks: Sequence[BankProfile], query: str) -> list[BankProfile]:
+    """The banks whose name, id or country contains every word of ``query``."""
+    words = query.casefold().split()
+    return [b for b in banks
+            if all(w in f"{b.display_name} {b.id} {b.country}".casefold() for w in words)]
+
+
 def picker_page(
     *, action: str, form_nonce: str, banks: Sequence[BankProfile], app_name: str,
-    update: bool, request_id: str | None = None,
+    update: bool, request_id: str | None = None, query: str = "",
 ) -> HTMLResponse:
-    """The bank picker; one bank is preselected when the app named it."""
+    """The bank picker; one bank is preselected when the app named it. With many banks,
+    a search narrows the list (``query``, from the page's own search form)."""
     heading = "Reconnect your bank" if update else "Connect your bank"
     if not banks:
         return _page("empty.html", heading, request_id=request_id, heading=heading,
                      app_name=app_name)
+    searchable = len(banks) >= SEARCH_FROM
+    query = query.strip()[:64] if searchable else ""
+    shown = matching(banks, query) if query else list(banks)
     return _page("picker.html", heading, request_id=request_id, heading=heading,
                  app_name=app_name, update=update, action=action, form_nonce=form_nonce,
-                 banks=list(banks))
+                 banks=shown, searchable=searchable, query=query, total=len(banks))
 
 
 def error_page(error: LinkError, *, request_id: str | None) -> HTMLResponse:

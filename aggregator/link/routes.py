@@ -163,6 +163,7 @@ async def show_page(call: Call) -> Response:
         action=f"{parts.public_url or ''}/link/{token}", form_nonce=opened.form_nonce,
         banks=opened.banks, app_name=opened.app_name,
         update=opened.session.update_connection_id is not None, request_id=call.request_id,
+        query=call.request.query_params.get("q", ""),
     )
 
 
@@ -264,7 +265,10 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/link/{token}", _for_people(show_page), "GET", Operation(
             summary="The hosted Link page: the bank picker", response=None,
             auth=False, media_type="text/html", tags=("link",), path_params=_PAGE,
-            errors=_PAGE_ERRORS,
+            errors=_PAGE_ERRORS, query_params={
+                "q": "Narrows the list to banks whose name, id or country contains "
+                     "every word (the page's search form, shown from 7 banks on).",
+            },
         )),
         ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
             summary="Pick a bank; answered with a redirect to the bank", response=None,
