@@ -37,11 +37,13 @@ from connectors.oauth.callback import parse_callback
 from connectors.oauth.client import BankOAuthClient
 from connectors.oauth.compat import Compatibility, Finding, Severity, check_compatibility
 from connectors.oauth.credentials import load_client_credentials
+from connectors.oauth.fapi2 import fapi2_readiness
 from connectors.oauth.pending import PENDING_LIFETIME, PendingAuthorization
 from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
 from connectors.oauth.rfc8705 import bank_ssl_context
 from connectors.oauth.rfc9207 import check_issuer
+from connectors.oauth.rfc9449 import DPoPAuth, DPoPKey, DPoPNonces
 from connectors.oauth.tokens import TokenSet
 from connectors.plaid.boundary import MutationDuringPagination, map_plaid_errors
 from connectors.plaid.client import (
@@ -63,6 +65,7 @@ from connectors.profiles import (
     ConsentPolicy,
     Endpoints,
     ParMode,
+    SenderConstraint,
     SyncPolicy,
     load_profiles,
 )
@@ -88,6 +91,9 @@ __all__ = [
     "ConnectorError",
     "ConsentPolicy",
     "ConsentRejected",
+    "DPoPAuth",
+    "DPoPKey",
+    "DPoPNonces",
     "Dialect",
     "EgressPolicy",
     "EgressRefused",
@@ -115,6 +121,7 @@ __all__ = [
     "RemovedTransaction",
     "Resolver",
     "ResponseTooLarge",
+    "SenderConstraint",
     "ServerMetadata",
     "Severity",
     "Signer",
@@ -134,6 +141,7 @@ __all__ = [
     "check_destination",
     "check_issuer",
     "egress_client",
+    "fapi2_readiness",
     "fetch_metadata",
     "get_dialect",
     "get_hook",

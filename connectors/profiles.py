@@ -15,6 +15,11 @@ with ``tls_client_cert_file`` and ``tls_client_key_file`` (the key file mode 060
 is presented on every call to that bank. ``client_auth_method = "tls_client_auth"`` (or
 ``"self_signed_tls_client_auth"``) makes the certificate the client's only credential.
 
+A FAPI 2.0 bank (Security Profile §5.3.2.2) sender-constrains its tokens:
+``sender_constraint = "dpop"`` binds them to a per-connection key (RFC 9449),
+``"mtls"`` to the transport certificate (RFC 8705 §3; needs ``tls_client_cert_file``);
+``"none"`` (the default) accepts bearer tokens.
+
 A minimal profile::
 
     id = "examplebank-de"
@@ -67,6 +72,7 @@ __all__ = [
     "ConsentPolicy",
     "Endpoints",
     "ParMode",
+    "SenderConstraint",
     "SyncPolicy",
     "load_profiles",
 ]
@@ -102,6 +108,14 @@ class ParMode(enum.StrEnum):
     ALWAYS = "always"  # `use_par = true`: fail at discovery if the bank has no PAR endpoint
     NEVER = "never"  # `use_par = false`: unless the bank requires PAR, then it is an error
     AUTO = "auto"  # `use_par = "auto"`: whenever the bank advertises a PAR endpoint
+
+
+class SenderConstraint(enum.StrEnum):
+    """How the bank binds access tokens to the client (FAPI 2.0 Security Profile §5.3.2.2)."""
+
+    DPOP = "dpop"  # RFC 9449: a proof JWT per request, signed with the connection's key
+    MTLS = "mtls"  # RFC 8705 §3: tokens bound to the transport certificate
+    NONE = "none"  # bearer tokens (RFC 6750): whoever holds one may use it
 
 
 @dataclass(frozen=True)
@@ -218,6 +232,8 @@ class BankProfile:
     tls_client_key_file: Path | None = None
     #: The roots the bank's server certificate chains to, when not a public CA's.
     tls_ca_file: Path | None = None
+    #: How tokens are sender-constrained; DPoP keys are made per connection at link.
+    sender_constraint: SenderConstraint = SenderConstraint.NONE
 
     @property
     def mutual_tls(self) -> bool:
@@ -275,6 +291,7 @@ _TOP_KEYS = frozenset(
         "tls_client_cert_file",
         "tls_client_key_file",
         "tls_ca_file",
+        "sender_constraint",
     }
 )
 
@@ -368,7 +385,17 @@ def _parse(t: Table, path: Path) -> BankProfile:
         source=path,
         **_credentials(t, method, loopback=loopback, base=path.parent),
         **_transport_certificate(t, method, base=path.parent),
+        sender_constraint=_sender_constraint(t),
     )
+
+
+def _sender_constraint(t: Table) -> SenderConstraint:
+    options = [c.value for c in SenderConstraint]
+    value = SenderConstraint(t.optional_choice("sender_constraint", options) or "none")
+    if value is SenderConstraint.MTLS and "tls_client_cert_file" not in t.names():
+        raise t.error("sender_constraint", '"mtls" binds tokens to the transport certificate '
+                      "(RFC 8705 §3): set tls_client_cert_file and tls_client_key_file")
+    return value
 
 
 def _endpoints(t: Table, *, discovery: bool, par: ParMode) -> Endpoints:
@@ -428,6 +455,10 @@ def _credentials(
     key_file = t.path("private_key_file", base=base)
     alg = t.optional_choice("signing_alg", ["PS256", "ES256"])
     kid = t.optional_string("client_key_id")
+    if key_file is not None and key_file.parent == BUILTIN_PROFILES_DIR and not loopback:
+        # The package ships one published key, for its loopback FAPI 2.0 sandbox only.
+        raise t.error("private_key_file", "the key shipped with the package is public; "
+                      "use your own key (private_key_pem_env or a file of yours)")
     if dev_default is not None and not loopback:
         raise t.error(
             "client_secret_dev_default",

@@ -20,6 +20,7 @@ from connectors import (
     bank_ssl_context,
     check_compatibility,
     egress_client,
+    fapi2_readiness,
     fetch_metadata,
     load_client_credentials,
     load_profiles,
@@ -120,6 +121,13 @@ async def _inspect(profile: BankProfile, http_timeout: float, settings: Settings
     for finding in compatibility.findings:
         print(f"  {labels[finding.severity]:<8} {finding.topic}: {finding.message}")
     problems += len(compatibility.problems)
+    print("  FAPI 2.0 readiness"
+          + (f" (sender_constraint = {profile.sender_constraint.value!r}):"
+             if profile.sender_constraint.value != "none" else " (informational):"))
+    readiness = fapi2_readiness(profile, metadata)
+    for finding in readiness:
+        print(f"    {labels[finding.severity]:<8} {finding.message}")
+    problems += sum(1 for f in readiness if f.severity is Severity.PROBLEM)
     print("compatible" if problems == 0 else f"{problems} problem(s)")
     return 0 if problems == 0 else 1
 

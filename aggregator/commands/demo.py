@@ -6,11 +6,14 @@ on loopback (ports 8600 and 8000, or free ones when those are taken), registers 
 application whose redirect URI is the gateway's own ``/demo/done`` page, creates a user
 homed in ``eu``, and prints the Link URL to open in a browser. Ctrl-C stops it.
 
-``--headless`` walks the flow itself, as a person would (the Link page, the bank's
-sign-in and consent forms, every redirect), then prints what was linked, which region's
-database holds it, and the sealed refresh token as stored next to proof that it opens
-to the token the bank issued — proof by SHA-256 prefix; no token is ever printed. It
-stops its servers and exits 0 within :data:`HEADLESS_TIMEOUT` seconds.
+``--bank`` picks the sandbox mode to link (``sandbox-eu``, the default: plain OAuth2 +
+PKCE + PAR; ``sandbox-fapi2``: FAPI 2.0 with DPoP-bound tokens, PAR and
+``private_key_jwt``). ``--headless`` walks the flow itself, as a person would (the Link
+page, the bank's sign-in and consent forms, every redirect), then prints what was
+linked, which region's database holds it, and the sealed refresh token as stored next
+to proof that it opens to the token the bank issued — proof by SHA-256 prefix; no
+token is ever printed (at a DPoP bank, also the sealed DPoP key and the bank's binding
+of the tokens to it). It stops its servers and exits 0 within :data:`HEADLESS_TIMEOUT` seconds.
 """
 
 from __future__ import annotations
@@ -55,11 +58,13 @@ from aggregator.sandbox import (
     SandboxClient,
     SandboxConfig,
 )
+from aggregator.sandbox.fapi2 import Fapi2SandboxBank, fapi2_client
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.sync import BankDirectory
+from aggregator.sync.tokens import open_dpop_key
 from connectors import egress_client, load_profiles
-from vault import data_key_id
+from vault import WrappedKey, data_key_id
 
 BANK_PORT, GATEWAY_PORT = 8600, 8000
 HEADLESS_TIMEOUT = 90.0
@@ -79,20 +84,24 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument("--headless", action="store_true",
                       help="link alice's sandbox accounts without a browser, show, exit")
+    demo.add_argument("--bank", choices=sorted(DEMO_BANKS), default="sandbox-eu",
+                      help="the sandbox bank (mode) to link (default %(default)s)")
     demo.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config) if args.config else None)
     out: Out = lambda line: print(line, flush=True)  # noqa: E731
+    bank_id = getattr(args, "bank", "sandbox-eu")
     if args.headless:
         try:
-            return asyncio.run(asyncio.wait_for(_headless(settings, out), HEADLESS_TIMEOUT))
+            return asyncio.run(asyncio.wait_for(_headless(settings, out, bank_id),
+                                                HEADLESS_TIMEOUT))
         except TimeoutError:
             print(f"aggregator demo: gave up after {HEADLESS_TIMEOUT:.0f} s", file=sys.stderr)
             return 1
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_interactive(settings, out))
+        asyncio.run(_interactive(settings, out, bank_id))
     return 0
 
 
@@ -112,12 +121,33 @@ class Demo:
     app_id: str
     api_key: str = field(repr=False)
     issued_refresh_digests: list[str] = field(default_factory=list)
+    bank_id: str = "sandbox-eu"
+
+
+CALLBACK_URIS = ("http://127.0.0.1/link/callback",)
 
 
 def _gateway_client() -> SandboxClient:
     # The sandbox's published development client, with the gateway's one callback path.
     return SandboxClient(client_id=DEV_CLIENT_ID, client_secret=DEV_CLIENT_SECRET,
-                         redirect_uris=("http://127.0.0.1/link/callback",))
+                         redirect_uris=CALLBACK_URIS)
+
+
+def _plain_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    return SandboxBank(SandboxConfig(clients=[_gateway_client()])), SANDBOX_BANKS
+
+
+def _fapi2_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    # The FAPI 2.0 development client signs with the key the sandbox-fapi2 profile names.
+    config = SandboxConfig(clients=[fapi2_client(CALLBACK_URIS)], require_par=True)
+    return Fapi2SandboxBank(config), ("sandbox-fapi2",)
+
+
+#: ``--bank`` → the sandbox to run and the profiles pointed at it.
+DEMO_BANKS: dict[str, Callable[[], tuple[SandboxBank, tuple[str, ...]]]] = {
+    "sandbox-eu": _plain_bank,
+    "sandbox-fapi2": _fapi2_bank,
+}
 
 
 async def _prepare(settings: Settings, router: RegionRouter, out: Out) -> None:
@@ -148,7 +178,8 @@ def _bind(port: int) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
+async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
+                   ) -> AsyncIterator[Demo]:
     # The demo's bank is the sandbox on 127.0.0.1: the development opt-in of the egress
     # policy, for this process only (the rest of the policy stays as configured).
     settings = replace(settings, egress=replace(settings.egress, allow_http_loopback=True))
@@ -160,7 +191,7 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
         custody = await open_custody(router, settings)
         for keys in custody.values():
             stack.callback(keys.close)
-        bank = SandboxBank(SandboxConfig(clients=[_gateway_client()]))
+        bank, served = DEMO_BANKS[bank_id]()
         try:
             bank_url = await stack.enter_async_context(bank.serve("127.0.0.1", BANK_PORT))
         except OSError:  # taken: any free port will do
@@ -169,8 +200,7 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
         http = await stack.enter_async_context(egress_client(
             settings.egress, timeout=10, event_hooks={"response": [_token_watch(digests)]},
         ))
-        profiles = load_profiles(settings.bank_dirs,
-                                 {b: {"issuer": bank_url} for b in SANDBOX_BANKS})
+        profiles = load_profiles(settings.bank_dirs, {b: {"issuer": bank_url} for b in served})
         banks = BankDirectory(profiles, http, policy=settings.egress)
         stack.push_async_callback(banks.aclose)
         services = Services(settings, router, custody, banks)
@@ -189,7 +219,8 @@ async def _running(settings: Settings, out: Out) -> AsyncIterator[Demo]:
             + ", ".join(f"{u} / {p}" for u, p in TEST_USERS.items()) + ")")
         out(f"  gateway:      {gateway_url}  (API docs: {gateway_url}/openapi.json)")
         out(f"  application:  {app_id}, redirect URI {gateway_url}{DONE_PATH}")
-        yield Demo(settings, bank, bank_url, gateway_url, services, api, app_id, key, digests)
+        yield Demo(settings, bank, bank_url, gateway_url, services, api, app_id, key, digests,
+                   bank_id)
 
 
 def _token_watch(digests: list[str]) -> Callable[[httpx.Response], Any]:
@@ -237,8 +268,8 @@ async def _new_link(demo: Demo, out: Out) -> str:
 # -- the two modes -----------------------------------------------------------------
 
 
-async def _interactive(settings: Settings, out: Out) -> None:
-    async with _running(settings, out) as demo:
+async def _interactive(settings: Settings, out: Out, bank_id: str = "sandbox-eu") -> None:
+    async with _running(settings, out, bank_id) as demo:
         link_url = await _new_link(demo, out)
         out(f"  API key:      {demo.api_key}  (shown once; for curl against the API)")
         out("")
@@ -252,14 +283,16 @@ async def _interactive(settings: Settings, out: Out) -> None:
         await stop.wait()
 
 
-async def _headless(settings: Settings, out: Out) -> int:
-    async with _running(settings, out) as demo, httpx.AsyncClient(timeout=30) as browser:
+async def _headless(settings: Settings, out: Out, bank_id: str = "sandbox-eu") -> int:
+    async with _running(settings, out, bank_id) as demo, \
+            httpx.AsyncClient(timeout=30) as browser:
         link_url = await _new_link(demo, out)
         out(f"  Link URL:     {_short(link_url)}")
         out("")
         out("Walking the Link flow as a person would (plain HTTP, the pages' own forms):")
         user, password = "alice", TEST_USERS["alice"]
-        walk = await link_as_person(browser, link_url, username=user, password=password)
+        walk = await link_as_person(browser, link_url, username=user, password=password,
+                                    bank_id=demo.bank_id)
         for line in _hops(walk, demo):
             out(line)
         query = walk.landed_query
@@ -361,6 +394,25 @@ async def _sealed_token(demo: Demo, connection_id: str, out: Out) -> None:
     out("  (the token itself is never printed; the blob opens only in this row and column)")
     if issued != digest:
         raise SystemExit("the sealed refresh token did not open to the bank's token")
+    if credential.dpop_key_sealed is not None:
+        await _dpop_key(demo, credential, key, out)
+
+
+async def _dpop_key(demo: Demo, credential: Credential, key: WrappedKey, out: Out) -> None:
+    """Show that the tokens are bound to the connection's sealed DPoP key (RFC 9449)."""
+    custody = demo.services.custody[demo.services.router.region_of(credential.connection_id)]
+    dpop = await open_dpop_key(custody, key, credential)
+    access = await custody.sealer.open_from(key, credential, "access_token_sealed") or ""
+    assert dpop is not None
+    bound = demo.bank.gate.bound_key(access) if isinstance(demo.bank, Fapi2SandboxBank) else None
+    out("")
+    out(f"The connection's DPoP key (credentials.dpop_key_sealed, "
+        f"{len(bytes(credential.dpop_key_sealed or b''))} bytes sealed, {dpop.algorithm}):")
+    out(f"  JWK thumbprint (RFC 7638): {dpop.thumbprint}")
+    out(f"  the bank bound the access token to: {bound}  "
+        + ("MATCH" if bound == dpop.thumbprint else "MISMATCH"))
+    if bound != dpop.thumbprint:
+        raise SystemExit("the bank's tokens are not bound to the connection's DPoP key")
 
 
 if __name__ == "__main__":  # pragma: no cover

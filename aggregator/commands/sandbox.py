@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from aggregator.sandbox import DEV_CLIENT_ID, TEST_USERS, SandboxBank
@@ -23,12 +24,27 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--host", default="127.0.0.1", help="loopback address (default %(default)s)"
     )
     parser.add_argument("--port", type=int, default=8600, help="TCP port (default %(default)s)")
+    parser.add_argument(
+        "--mode", choices=sorted(MODES), default="oauth2",
+        help="oauth2: the plain bank (profiles sandbox-eu/-us); fapi2: FAPI 2.0 with DPoP, "
+             "PAR and private_key_jwt (profile sandbox-fapi2, port 8610)",
+    )
     parser.set_defaults(handler=run)
+
+
+def _fapi2() -> SandboxBank:
+    from aggregator.sandbox.fapi2 import Fapi2SandboxBank
+
+    return Fapi2SandboxBank()
+
+
+#: The bank each ``--mode`` serves.
+MODES: dict[str, Callable[[], SandboxBank]] = {"oauth2": SandboxBank, "fapi2": _fapi2}
 
 
 def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_serve(SandboxBank(), args.host, args.port))
+        asyncio.run(_serve(MODES[args.mode](), args.host, args.port))
     return 0
 
 

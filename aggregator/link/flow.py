@@ -179,7 +179,7 @@ class LinkFlow:
         async with self.router.session(region) as session, session.begin():
             key = await custody.data_keys.load(session, link.user_id)
             saved = await save_grant(session, custody, key, link, pending.bank_id, tokens, now,
-                                     consent_expires_at=expires)
+                                     consent_expires_at=expires, dpop_key=pending.dpop_key)
             await session.execute(update(_links).where(_links.c.id == link.id).values(
                 status=LinkStatus.COMPLETED, connection_id=saved.connection.id,
             ))

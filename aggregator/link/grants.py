@@ -46,10 +46,14 @@ async def save_grant(
     now: datetime,
     *,
     consent_expires_at: datetime | None = None,
+    dpop_key: str | None = None,
 ) -> SavedGrant:
     """Create or update the connection of ``link`` with ``tokens``, in ``session``.
 
-    ``consent_expires_at`` is the new consent's end (``None``: not known).
+    ``consent_expires_at`` is the new consent's end (``None``: not known). ``dpop_key``
+    is the grant's DPoP private key (RFC 9449; PKCS#8 PEM) at a bank that binds tokens
+    to one: sealed with the tokens under the user's data key, so it lives exactly as
+    long as the grant and erasure kills it. A re-consent brings a new key.
     """
     superseded = None
     if link.update_connection_id is None:
@@ -85,6 +89,7 @@ async def save_grant(
     await custody.sealer.seal_into(
         key, credential, "refresh_token_sealed", tokens.refresh_token, session=session
     )
+    await custody.sealer.seal_into(key, credential, "dpop_key_sealed", dpop_key, session=session)
     credential.scope = tokens.scope[:1024] if tokens.scope else None
     credential.access_expires_at = tokens.expires_at
     credential.refresh_due_at = refresh_due_at(tokens.expires_at, now)

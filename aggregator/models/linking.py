@@ -148,6 +148,9 @@ class Credential(Base):
     user_id: Mapped[UserId] = ref_column("users.id")
     access_token_sealed: Mapped[bytes] = sealed_column(nullable=False)
     refresh_token_sealed: Mapped[bytes | None] = sealed_column()
+    #: The connection's DPoP private key (RFC 9449), PKCS#8 PEM, for banks whose profile
+    #: says ``sender_constraint = "dpop"``; dies with the user's data key on erasure.
+    dpop_key_sealed: Mapped[bytes | None] = sealed_column()
     scope: Mapped[str | None] = mapped_column(String(1024))
     access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refresh_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

@@ -100,6 +100,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 nonce=data.get("nonce"),
                 auth_time=int(time.time()),
                 expires_at=now + server.config.code_ttl,
+                dpop_jkt=data.get("dpop_jkt"),
             )
         )
 

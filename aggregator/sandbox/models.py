@@ -130,6 +130,8 @@ class AuthorizationCode(AuthorizationCodeMixin):  # type: ignore[misc]
     expires_at: float
     used: bool = False
     grant_id: str | None = None
+    #: RFC 9449 §10: the thumbprint of the DPoP key the code is bound to, if one was sent.
+    dpop_jkt: str | None = None
 
     def get_redirect_uri(self) -> str | None:
         return self.redirect_uri

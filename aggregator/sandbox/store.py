@@ -77,6 +77,12 @@ class TokenStore:
                 return None
             return record
 
+    def code_dpop_jkt(self, code: str) -> str | None:
+        """The DPoP key thumbprint a code is bound to (RFC 9449 §10), without using it."""
+        with self.lock:
+            record = self._codes.get(digest(code))
+            return record.dpop_jkt if record is not None else None
+
     def nonce_seen(self, client_id: str, nonce: str) -> bool:
         with self.lock:
             return any(c.client_id == client_id and c.nonce == nonce for c in self._codes.values())

@@ -26,6 +26,7 @@ from connectors import (
     BankOAuthClient,
     BankProfile,
     Dialect,
+    DPoPKey,
     EgressPolicy,
     PlaidConnector,
     SyncPolicy,
@@ -118,10 +119,15 @@ class BankDirectory:
             self._clients[bank_id] = client
         return client
 
-    def dialect(self, bank_id: str, access_token: str) -> Dialect:
+    def dialect(
+        self, bank_id: str, access_token: str, dpop_key: DPoPKey | None = None
+    ) -> Dialect:
+        """The bank's API for one connection; with its DPoP key, every call carries a
+        proof bound to the token (RFC 9449 §7) and the bank's nonces are shared."""
         profile = self.profile(bank_id)
         cls = get_dialect(profile.api.dialect)
-        return cls(self.http_for(bank_id), profile.api.base_url, access_token)
+        auth = self.oauth(bank_id).dpop_auth(dpop_key, access_token) if dpop_key else None
+        return cls(self.http_for(bank_id), profile.api.base_url, access_token, auth=auth)
 
     def attach_plaid(self, region: str, connector: PlaidConnector, policy: SyncPolicy) -> None:
         """Serve ``region``'s Plaid connections through ``connector`` (one per region)."""

@@ -81,7 +81,7 @@ class Syncer:
         connection = grant.connection
         since = await self._window(region, connection_id)
         try:
-            dialect = self.banks.dialect(connection.bank_id, grant.access_token)
+            dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key)
             snapshot = await read_snapshot(dialect, since)
         except ConnectorError as exc:
             await self._failed(region, connection, exc.code)

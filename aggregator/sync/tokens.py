@@ -40,7 +40,7 @@ from aggregator.models.base import table_of, utcnow
 from aggregator.sealing import Field
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from connectors import BankUnavailable, GrantRevoked, TokenSet
+from connectors import BankUnavailable, DPoPKey, GrantRevoked, TokenSet
 from vault import DataKeyDestroyed, WrappedKey
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ class Grant:
 
     connection: Connection
     access_token: str
+    #: The connection's DPoP key (RFC 9449) where its bank binds tokens to one.
+    dpop_key: DPoPKey | None = None
 
     def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
         return f"Grant(connection={self.connection.id!r}, access_token='***')"
@@ -108,6 +110,14 @@ async def open_token(
     custody: RegionCustody, key: WrappedKey, credential: Credential, column: str
 ) -> str | None:
     return await custody.sealer.open_from(key, credential, column)
+
+
+async def open_dpop_key(
+    custody: RegionCustody, key: WrappedKey, credential: Credential
+) -> DPoPKey | None:
+    """The credential's DPoP key (RFC 9449), or None for a bearer-token grant."""
+    pem = await custody.sealer.open_from(key, credential, "dpop_key_sealed")
+    return DPoPKey.from_private_bytes(pem) if pem is not None else None
 
 
 async def fresh_grant(
@@ -132,7 +142,7 @@ async def fresh_grant(
         expires = credential.access_expires_at
         if expires is None or expires > now + EXPIRY_SKEW:
             token = await open_token(custody, key, credential, "access_token_sealed")
-            return Grant(connection, token or "")
+            return Grant(connection, token or "", await open_dpop_key(custody, key, credential))
         if credential.refresh_started_at is not None and _lease_over(credential, now):
             raise CredentialBusy(
                 f"credential {credential.id}: an earlier refresh did not finish; the refresh "
@@ -176,10 +186,11 @@ async def _refresh(
 ) -> Grant:
     claimed = credential.version + 1
     refresh_token = await open_token(custody, key, credential, "refresh_token_sealed")
+    dpop_key = await open_dpop_key(custody, key, credential)
     try:
         if refresh_token is None:
             raise GrantRevoked(f"{connection.bank_id}: the grant holds no refresh token")
-        tokens = await banks.oauth(connection.bank_id).refresh(refresh_token)
+        tokens = await banks.oauth(connection.bank_id).refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
         await _needs_reauth(router, custody.region, connection, credential.id, claimed)
         raise
@@ -192,7 +203,7 @@ async def _refresh(
         await _release(router, custody.region, credential.id, claimed, keep_started=True)
         raise
     await persist_refresh(router, custody, key, credential, claimed, tokens)
-    return Grant(connection, tokens.access_token)
+    return Grant(connection, tokens.access_token, dpop_key)
 
 
 def _maybe_sent(exc: BaseException) -> bool:

@@ -56,7 +56,7 @@ from aggregator.models import Credential
 from aggregator.models.base import table_of, utcnow
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.tokens import Rotation, mark_reauth_required
+from aggregator.sync.tokens import Rotation, mark_reauth_required, open_dpop_key
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
 from aggregator.worker.commit import Committer
 from aggregator.worker.egress import refresh_refused
@@ -263,6 +263,7 @@ async def _call(
     if claimed is None:
         return "lease_lost"
     refresh_token = await custody.sealer.open_from(key, credential, "refresh_token_sealed")
+    dpop_key = await open_dpop_key(custody, key, credential)
     ctx.crash.reached("after_mark")
     sent = False
     started = time.perf_counter()
@@ -270,7 +271,7 @@ async def _call(
         if refresh_token is None:
             raise GrantRevoked(f"{lease.bank_id}: the grant holds no refresh token")
         sent = True
-        tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token)
+        tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
         breaker.success()  # the bank answered properly: it is up
         return await _grant_refused(ctx, region, lease, claimed)

@@ -3,7 +3,10 @@
 A dialect turns one family of bank APIs (UK Open Banking, Berlin Group NextGenPSD2…) into
 :mod:`connectors.models` values. Shared here, so each dialect only maps JSON:
 
-- one GET with a fresh request id, the bearer token and the profile's extra headers;
+- one GET with a fresh request id, the profile's extra headers and the access token,
+  presented by an ``httpx.Auth`` (:class:`BearerAuth` by default; a sender-constrained
+  bank's, e.g. :class:`~connectors.oauth.rfc9449.DPoPAuth`, passed as ``auth=``), the
+  one hook through which a request's credentials are added;
 - error mapping (timeouts, 429 and 5xx → :class:`BankUnavailable` with ``Retry-After``;
   other statuses and malformed JSON → :class:`BankProtocolError`), messages that name the
   method, path, status and request id, never a header or a body;
@@ -19,7 +22,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -70,6 +73,8 @@ class Dialect(Protocol):
         base_url: str,
         access_token: str,
         extra_headers: Mapping[str, str] | None = None,
+        *,
+        auth: httpx.Auth | None = None,
     ) -> None: ...
 
     async def accounts(self) -> list[Account]:
@@ -123,6 +128,27 @@ def map_httpx_errors(where: str) -> Iterator[None]:
         raise BankProtocolError(f"{where}: broken HTTP exchange ({type(exc).__name__})") from exc
 
 
+class BearerAuth(httpx.Auth):
+    """``Authorization: Bearer`` (RFC 6750 §2.1): the default credential of a dialect.
+
+    The hook for sender-constrained tokens: a dialect call's credentials come from one
+    ``httpx.Auth``, so DPoP (RFC 9449) or any other scheme replaces this class without
+    touching the headers the dialects and profiles add.
+    """
+
+    def __init__(self, access_token: str) -> None:
+        if not _BEARER_TOKEN.fullmatch(access_token):
+            raise ValueError("access_token is not an RFC 6750 bearer token")
+        self._authorization = f"Bearer {access_token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._authorization
+        yield request
+
+    def __repr__(self) -> str:
+        return "BearerAuth('***')"
+
+
 class HttpDialect(abc.ABC):
     """Shared GET, error mapping and paging; subclasses set the class attributes and map JSON.
 
@@ -142,6 +168,7 @@ class HttpDialect(abc.ABC):
         extra_headers: Mapping[str, str] | None = None,
         *,
         max_pages: int = DEFAULT_MAX_PAGES,
+        auth: httpx.Auth | None = None,
     ) -> None:
         base = httpx.URL(base_url.rstrip("/"))
         if base.scheme not in ("http", "https") or not base.host:
@@ -156,12 +183,10 @@ class HttpDialect(abc.ABC):
             raise ValueError(f"{self.name} dialect needs headers {sorted(missing)}")
         if max_pages < 1:
             raise ValueError("max_pages must be at least 1")
-        if not _BEARER_TOKEN.fullmatch(access_token):
-            raise ValueError("access_token is not an RFC 6750 bearer token")
         self._client = client
         self._base = base
         self._headers = headers
-        self._authorization = f"Bearer {access_token}"
+        self._auth = auth if auth is not None else BearerAuth(access_token)
         self.max_pages = max_pages
         self.last_request_id: str | None = None
 
@@ -190,7 +215,6 @@ class HttpDialect(abc.ABC):
         headers = {
             **self._headers,
             "Accept": "application/json",
-            "Authorization": self._authorization,
             self.request_id_header: request_id,
         }
         path = httpx.URL(url).path
@@ -198,7 +222,7 @@ class HttpDialect(abc.ABC):
             # Explicit even if the shared client follows redirects: a 3xx from the bank
             # must not carry the bearer token to wherever it points.
             response = await self._client.get(
-                url, params=params, headers=headers, follow_redirects=False
+                url, params=params, headers=headers, auth=self._auth, follow_redirects=False
             )
         echoed = response.headers.get(self.request_id_header, "")[:_MAX_REQUEST_ID]
         self.last_request_id = echoed or request_id

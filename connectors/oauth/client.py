@@ -2,8 +2,8 @@
 
 Built on authlib's client for the token calls and PKCE; discovery (RFC 8414), pushed
 requests (RFC 9126), the ``iss`` check (RFC 9207) and the ``private_key_jwt`` assertion
-(RFC 7523) and mutual-TLS client authentication with its endpoint aliases (RFC 8705)
-are ours, in the modules named after them. Every outbound call goes through
+(RFC 7523), mutual-TLS client authentication with its endpoint aliases (RFC 8705) and
+DPoP proofs (RFC 9449) are ours, in the modules named after them. Every outbound call goes through
 the injected ``httpx.AsyncClient`` with a timeout, inside :func:`map_bank_errors`.
 """
 
@@ -19,10 +19,12 @@ from typing import Any, Literal
 from urllib.parse import quote_plus
 
 import httpx
+from authlib.integrations.base_client import OAuthError
+from authlib.oauth2.client import DEFAULT_HEADERS
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from connectors._schema import url_problem
-from connectors.errors import BankProtocolError, BankUnsupported
+from connectors.errors import BankProtocolError, BankUnsupported, GrantRevoked
 from connectors.logging import install_redaction
 from connectors.oauth._authlib import AuthlibClient, ResponseHook
 from connectors.oauth.boundary import error_code, map_bank_errors, raise_for_unavailable
@@ -34,8 +36,15 @@ from connectors.oauth.rfc7523 import ASSERTION_TYPE, Signer, build_client_assert
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
 from connectors.oauth.rfc8705 import apply_mtls_aliases, tls_client_auth
 from connectors.oauth.rfc9126 import authorization_url, push_authorization_request
+from connectors.oauth.rfc9449 import (
+    TOKEN_TYPE,
+    DPoPAuth,
+    DPoPKey,
+    DPoPNonces,
+    choose_algorithm,
+)
 from connectors.oauth.tokens import TokenSet
-from connectors.profiles import BankProfile, ClientAuthMethod
+from connectors.profiles import BankProfile, ClientAuthMethod, SenderConstraint
 from vault import Secret
 
 __all__ = ["BankOAuthClient"]
@@ -62,6 +71,12 @@ class BankOAuthClient:
         tokens = await client.exchange_code(pending, code)
         tokens = await client.refresh(tokens.refresh_token)
         await client.revoke(tokens.refresh_token, "refresh_token")
+
+    With ``sender_constraint = "dpop"`` (RFC 9449) :meth:`start_authorization` makes the
+    connection's key (``pending.dpop_key``, sent as ``dpop_jkt``), the code exchange
+    proves it, and :meth:`refresh` needs it back (``dpop_key=``); resource calls use
+    :meth:`dpop_auth`. A token endpoint demanding a nonce (``use_dpop_nonce``, §8) gets
+    exactly one retry with the nonce it sent; nonces are kept per bank in :attr:`nonces`.
 
     Errors are :class:`~connectors.errors.ConnectorError` subclasses only: ``invalid_grant``
     → ``GrantRevoked``; timeouts, network errors, 5xx and 429 → ``BankUnavailable``
@@ -94,6 +109,8 @@ class BankOAuthClient:
         self._plan: Compatibility | None = None
         self._discovery_lock = asyncio.Lock()
         self._refresher: AuthlibClient | None = None
+        #: The bank's DPoP nonces (RFC 9449 §8, §9), shared by all its connections.
+        self.nonces = DPoPNonces()
         install_redaction()
 
     @classmethod
@@ -159,6 +176,14 @@ class BankOAuthClient:
             state=state,
         )
         params = self._authorization_params(redirect_uri)
+        if profile.sender_constraint is SenderConstraint.DPOP:
+            # RFC 9449 §10: `dpop_jkt` binds the code to this connection's key, so a
+            # stolen code cannot be redeemed with another key.
+            key = DPoPKey.generate(
+                choose_algorithm(_algs(metadata.raw.get("dpop_signing_alg_values_supported")))
+            )
+            pending = dataclasses.replace(pending, dpop_key=key.private_bytes().decode("ascii"))
+            params["dpop_jkt"] = key.thumbprint
         params["state"] = pending.state
         params["code_challenge_method"] = plan.pkce_method
         params["code_challenge"] = (
@@ -197,20 +222,25 @@ class BankOAuthClient:
         if pending.bank_id != self._profile.id:
             raise ValueError(f"pending authorization of {pending.bank_id}, not {self._profile.id}")
         metadata = await self.metadata()
-        oauth = await self._authlib(metadata)
-        with map_bank_errors(self._profile.id, "code exchange"):
-            data = await oauth.fetch_token(
+        dpop = DPoPKey.from_private_bytes(pending.dpop_key) if pending.dpop_key else None
+
+        async def call(oauth: AuthlibClient, headers: dict[str, str]) -> Any:
+            return await oauth.fetch_token(
                 metadata.token_endpoint,
                 grant_type="authorization_code",
                 code=code,
                 redirect_uri=pending.redirect_uri,
                 code_verifier=pending.code_verifier,
+                headers=headers,
                 timeout=self._timeout,
             )
+
+        data = await self._token_request(metadata, "code exchange", call, dpop)
         now = self._clock()
         tokens = TokenSet.from_response(
             data, now=now, requested_scope=self._profile.scope,
             consent_expiry_field=self._profile.consent.expiry_field,
+            token_type=TOKEN_TYPE if dpop else "Bearer",
         )
         if tokens.id_token is not None:
             check_id_token(
@@ -222,30 +252,81 @@ class BankOAuthClient:
             )
         return tokens
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
+    async def refresh(self, refresh_token: str, *, dpop_key: DPoPKey | None = None) -> TokenSet:
         """Use `refresh_token` once (RFC 6749 §6) and return the new tokens.
 
         A bank that rotates sends a new refresh token, and the old one is dead from now
         on: persist the result before anything else. A bank that does not rotate sends
         none, and the old one is kept in the result. Never retry with a token a bank may
-        already have retired (FINDINGS.md "OpenID Connect servers").
+        already have retired (FINDINGS.md "OpenID Connect servers"); the one DPoP nonce
+        retry is safe, as a refused proof never reaches the grant (RFC 9449 §8).
+
+        At a DPoP bank, `dpop_key` is the connection's key: the new access token is bound
+        to the same key as the grant (§5). A connection linked before its profile asked
+        for DPoP holds none, and only the user can fix that (:class:`GrantRevoked`).
         """
         metadata = await self.metadata()
+        if self._profile.sender_constraint is SenderConstraint.DPOP and dpop_key is None:
+            raise GrantRevoked(f"{self._profile.id}: the grant holds no DPoP key; re-link")
+
+        async def call(oauth: AuthlibClient, headers: dict[str, str]) -> Any:
+            return await oauth.refresh_token(
+                metadata.token_endpoint, refresh_token=refresh_token, headers=headers,
+                timeout=self._timeout,
+            )
+
+        data = await self._token_request(metadata, "refresh", call, dpop_key)
+        return TokenSet.from_response(
+            data, now=self._clock(), previous_refresh_token=refresh_token,
+            token_type=TOKEN_TYPE if dpop_key else "Bearer",
+        )
+
+    def dpop_auth(self, key: DPoPKey, access_token: str) -> DPoPAuth:
+        """The ``httpx.Auth`` of one connection's resource calls (RFC 9449 §7, §9)."""
+        return DPoPAuth(key, access_token, self.nonces, clock=self._clock)
+
+    async def _token_request(
+        self,
+        metadata: ServerMetadata,
+        operation: str,
+        call: Callable[[AuthlibClient, dict[str, str]], Any],
+        dpop: DPoPKey | None,
+    ) -> Any:
+        """One token endpoint call; with DPoP, a proof and at most one nonce retry (§8)."""
+        endpoint = metadata.token_endpoint
+        used: str | None = None
+        for attempt in (1, 2):
+            oauth = await self._client_for_token(metadata)
+            headers = dict(DEFAULT_HEADERS)
+            if dpop is not None:
+                used = self.nonces.get("token", endpoint)
+                headers["DPoP"] = dpop.proof("POST", endpoint, nonce=used, now=self._clock())
+            with map_bank_errors(self._profile.id, operation):
+                try:
+                    data = await call(oauth, headers)
+                except OAuthError as exc:
+                    fresh = self.nonces.get("token", endpoint)
+                    if (dpop is not None and attempt == 1 and exc.error == "use_dpop_nonce"
+                            and fresh is not None and fresh != used):
+                        log.info("bank %s: %s: DPoP nonce required; retrying once",
+                                 self._profile.id, operation)
+                        continue
+                    raise
+            # authlib sets and returns ``oauth.token`` with no await in between, so
+            # concurrent calls each get their own answer; a shared client keeps none.
+            oauth.token = None
+            return data
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _client_for_token(self, metadata: ServerMetadata) -> AuthlibClient:
         oauth = self._refresher
         if oauth is None or self._signer is not None:
             # A private_key_jwt assertion is single-use (RFC 7523 §3 "jti"): a client per
-            # call. Otherwise one client serves every refresh: building one per call took
+            # call. Otherwise one client serves every call: building one per call took
             # ~7 % of a refresh's CPU in the worker (bench/refresh_bench.py).
             oauth = await self._authlib(metadata)
             self._refresher = oauth if self._signer is None else None
-        with map_bank_errors(self._profile.id, "refresh"):
-            data = await oauth.refresh_token(
-                metadata.token_endpoint, refresh_token=refresh_token, timeout=self._timeout
-            )
-        # authlib sets and returns ``oauth.token`` with no await in between, so concurrent
-        # refreshes each get their own answer; the shared client then keeps none of them.
-        oauth.token = None
-        return TokenSet.from_response(data, now=self._clock(), previous_refresh_token=refresh_token)
+        return oauth
 
     async def revoke(
         self,
@@ -341,7 +422,7 @@ class BankOAuthClient:
         else:
             oauth.register_client_auth_method(("client_secret_basic", _encoded_basic_auth))
             oauth.register_client_auth_method(("client_secret_post", _post_auth))
-        hook = _token_response_hook(profile)
+        hook = _token_response_hook(profile, self.nonces, metadata.token_endpoint)
         oauth.register_compliance_hook("access_token_response", hook)
         oauth.register_compliance_hook("refresh_token_response", hook)
         return oauth
@@ -388,11 +469,13 @@ class _AssertionAuth:
         return "_AssertionAuth('***')"
 
 
-def _token_response_hook(profile: BankProfile) -> ResponseHook:
-    """One authlib compliance hook: 429/5xx first, then the profile's hooks in order."""
+def _token_response_hook(profile: BankProfile, nonces: DPoPNonces, endpoint: str) -> ResponseHook:
+    """One authlib compliance hook: the DPoP nonce (RFC 9449 §8.2), 429/5xx, then the
+    profile's hooks in order."""
     hooks = [h.token_response for h in profile.hooks if h.token_response is not None]
 
     def hook(response: httpx.Response) -> httpx.Response:
+        nonces.learn("token", endpoint, response)
         raise_for_unavailable(response, profile.id, "token request")
         if not hooks:
             return response
@@ -407,6 +490,12 @@ def _token_response_hook(profile: BankProfile) -> ResponseHook:
         return httpx.Response(response.status_code, json=data, request=response.request)
 
     return hook
+
+
+def _algs(value: object) -> list[str] | None:
+    if not isinstance(value, list):
+        return None
+    return [a for a in value if isinstance(a, str)]
 
 
 def _error_of(response: httpx.Response) -> str:

@@ -10,7 +10,8 @@ import enum
 from dataclasses import dataclass
 
 from connectors.oauth.rfc8414 import ServerMetadata
-from connectors.profiles import BankProfile, ClientAuthMethod, ParMode
+from connectors.oauth.rfc9449 import DPOP_ALGORITHMS
+from connectors.profiles import BankProfile, ClientAuthMethod, ParMode, SenderConstraint
 
 __all__ = ["Compatibility", "Finding", "Severity", "check_compatibility"]
 
@@ -56,6 +57,7 @@ def check_compatibility(
     _client_auth(profile, metadata, findings, signing_alg or profile.signing_alg)
     _revocation(profile, metadata, findings)
     _scopes(profile, metadata, findings)
+    _sender_constraint(profile, metadata, findings)
     return Compatibility(pkce_method=pkce, use_par=use_par, findings=tuple(findings))
 
 
@@ -180,3 +182,23 @@ def _scopes(profile: BankProfile, md: ServerMetadata, out: list[Finding]) -> Non
                 "offline_access without prompt=consent: OIDC servers drop it (OIDC Core §11); "
                 "add the prompt_consent_for_offline_access hook",
             )
+
+
+def _sender_constraint(profile: BankProfile, md: ServerMetadata, out: list[Finding]) -> None:
+    """RFC 9449 §5.1 / RFC 8705 §3.3: does the bank announce the binding the profile asks?"""
+    if profile.sender_constraint is SenderConstraint.DPOP:
+        algs = md.raw.get("dpop_signing_alg_values_supported")
+        if not isinstance(algs, list):
+            _add(out, Severity.WARNING, "dpop", "the bank does not advertise DPoP "
+                 "(dpop_signing_alg_values_supported); proofs are sent as ES256")
+        elif not [a for a in DPOP_ALGORITHMS if a in algs]:
+            _add(out, Severity.PROBLEM, "dpop", "no DPoP signing algorithm in common "
+                 f"(we sign {', '.join(DPOP_ALGORITHMS)})")
+        else:
+            _add(out, Severity.INFO, "dpop", "DPoP-bound tokens (RFC 9449)")
+    elif profile.sender_constraint is SenderConstraint.MTLS:
+        if md.raw.get("tls_client_certificate_bound_access_tokens") is not True:
+            _add(out, Severity.WARNING, "mtls", "the bank does not advertise "
+                 "tls_client_certificate_bound_access_tokens (RFC 8705 §3.3)")
+        else:
+            _add(out, Severity.INFO, "mtls", "certificate-bound tokens (RFC 8705)")

@@ -27,6 +27,9 @@ class PendingAuthorization:
     single-use, so a replayed callback finds nothing and fails as
     :class:`~connectors.errors.StateMismatch`. `repr` masks `state` and the verifier.
     :meth:`to_dict` / :meth:`from_dict` give a JSON-ready form for sealing.
+    `dpop_key` is the connection's DPoP private key (PKCS#8 PEM, RFC 9449) for a bank
+    that sender-constrains with DPoP: made here, bound to the code by ``dpop_jkt``, and
+    kept with the grant afterwards; masked in `repr` like the verifier.
     """
 
     bank_id: str
@@ -36,6 +39,7 @@ class PendingAuthorization:
     redirect_uri: str
     created_at: datetime
     expires_at: datetime
+    dpop_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("created_at", "expires_at"):
@@ -79,6 +83,7 @@ class PendingAuthorization:
             "redirect_uri": self.redirect_uri,
             "created_at": self.created_at.isoformat(),
             "expires_at": self.expires_at.isoformat(),
+            "dpop_key": self.dpop_key,
         }
 
     @classmethod
@@ -89,7 +94,7 @@ class PendingAuthorization:
                 raise ValueError(f"pending authorization: {name} is missing")
             return value
 
-        nonce = data.get("nonce")
+        nonce, dpop_key = data.get("nonce"), data.get("dpop_key")
         return cls(
             bank_id=text("bank_id"),
             state=text("state"),
@@ -98,6 +103,7 @@ class PendingAuthorization:
             redirect_uri=text("redirect_uri"),
             created_at=datetime.fromisoformat(text("created_at")),
             expires_at=datetime.fromisoformat(text("expires_at")),
+            dpop_key=dpop_key if isinstance(dpop_key, str) else None,
         )
 
     def __repr__(self) -> str:
@@ -105,5 +111,6 @@ class PendingAuthorization:
             f"PendingAuthorization(bank_id={self.bank_id!r}, state='***', "
             f"code_verifier='***', nonce={'None' if self.nonce is None else repr('***')}, "
             f"redirect_uri={self.redirect_uri!r}, created_at={self.created_at!r}, "
-            f"expires_at={self.expires_at!r})"
+            f"expires_at={self.expires_at!r}, "
+            f"dpop_key={'None' if self.dpop_key is None else repr('***')})"
         )

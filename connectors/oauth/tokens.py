@@ -24,7 +24,9 @@ class TokenSet:
     `expires_at` is timezone-aware UTC, or None when the bank gave no ``expires_in``.
     `scope` is what the bank granted, or the requested scope when it did not say
     (§5.1: omitted means "as requested"); after a refresh, None means "unchanged".
-    `token_type` is always ``"Bearer"``: other types are refused. `repr` masks tokens.
+    `token_type` is ``"Bearer"``, or ``"DPoP"`` where the client sent a DPoP proof (RFC
+    9449 §5): any other type, or a Bearer token where DPoP was asked for, is refused.
+    `repr` masks tokens.
     `consent_expires_at` is the end of the user's consent when the bank names it in a
     token response field (the profile's ``[consent] expiry_field``), else None.
     """
@@ -59,6 +61,7 @@ class TokenSet:
         requested_scope: str | None = None,
         previous_refresh_token: str | None = None,
         consent_expiry_field: str | None = None,
+        token_type: str = "Bearer",  # noqa: S107 - a token type name, not a secret
     ) -> TokenSet:
         """Validate a successful token response; raise :class:`BankProtocolError` if bad.
 
@@ -68,11 +71,13 @@ class TokenSet:
         access_token = data.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise BankProtocolError("token response has no access_token")
-        token_type = data.get("token_type")
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            # RFC 6749 §7.1: a client must not use a token whose type it does not know.
+        answered = data.get("token_type")
+        if not isinstance(answered, str) or answered.lower() != token_type.lower():
+            # RFC 6749 §7.1: a client must not use a token whose type it does not know;
+            # RFC 9449 §5: a Bearer answer to a DPoP request is an unbound token, which
+            # a sender-constrained profile must not accept.
             raise BankProtocolError(
-                f"token response has token_type {_safe(token_type)}, not Bearer"
+                f"token response has token_type {_safe(answered)}, not {token_type}"
             )
         refresh_token = _optional_str(data, "refresh_token") or previous_refresh_token
         scope = _optional_str(data, "scope")
@@ -81,7 +86,7 @@ class TokenSet:
             refresh_token=refresh_token,
             expires_at=_expiry(data.get("expires_in"), now),
             scope=scope if scope is not None else requested_scope,
-            token_type="Bearer",  # noqa: S106 - a token type name, not a secret
+            token_type=token_type,
             id_token=_optional_str(data, "id_token"),
             consent_expires_at=(
                 _consent_expiry(data.get(consent_expiry_field), consent_expiry_field, now)

@@ -26,7 +26,7 @@ class StubOAuth:
         self.fail = fail
         self.delay = delay
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
+    async def refresh(self, refresh_token: str, *, dpop_key: object = None) -> TokenSet:
         self.presented.append(refresh_token)
         await asyncio.sleep(self.delay)
         if self.fail is not None:

@@ -13,6 +13,7 @@ from connectors import (
     ConsentPolicy,
     ParMode,
     ProfileError,
+    SenderConstraint,
     SyncPolicy,
     load_profiles,
 )
@@ -133,6 +134,8 @@ def test_invalid_value_names_file_and_key(
         ("[consent]\nmax_days = \"90\"", "consent.max_days", "must be an integer"),
         ("[consent]\nexpiry_field = \"a b\"", "consent.expiry_field", "does not match"),
         ("[consent]\ndays = 90", "consent.days", "unknown key"),
+        ('sender_constraint = "bearer"', "sender_constraint", "unknown value 'bearer'"),
+        ('sender_constraint = "mtls"', "sender_constraint", "tls_client_cert_file"),
     ],
 )
 def test_invalid_addition_names_file_and_key(
@@ -340,3 +343,34 @@ def test_the_bank_answer_wins_over_the_consent_period() -> None:
     assert ConsentPolicy(max_days=90).expires_at(granted, answered) == answered
     assert ConsentPolicy().expires_at(granted, answered) == answered
     assert ConsentPolicy().expires_at(granted) is None
+
+
+def test_sender_constraint_defaults_to_none_and_the_shipped_key_stays_on_loopback(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile()
+    assert load_profiles([profile_dir], include_builtin=False)["example"].sender_constraint \
+        is SenderConstraint.NONE
+    assert load_profiles([])["sandbox-fapi2"].sender_constraint is SenderConstraint.DPOP
+    shipped = BUILTIN_PROFILES_DIR / "sandbox-fapi2-client.pem"
+    text = VALID_PROFILE.format(id="example").replace(
+        'client_auth_method = "client_secret_basic"\nclient_secret_env = "EXAMPLE_SECRET"\n',
+        f'client_auth_method = "private_key_jwt"\nprivate_key_file = "{shipped}"\n',
+    )
+    path = write_profile(text)
+    error = _error([profile_dir])
+    assert (error.file, error.key) == (str(path), "private_key_file")
+    assert "public" in error.problem
+
+
+def test_the_readme_fapi2_profile_example_loads(profile_dir: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### A FAPI 2.0 bank", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    (profile_dir / "examplebank-fapi2.toml").write_text(example, encoding="utf-8")
+
+    profile = load_profiles([profile_dir], include_builtin=False)["examplebank-fapi2"]
+
+    assert profile.sender_constraint is SenderConstraint.DPOP
+    assert profile.use_par is ParMode.ALWAYS
+    assert profile.client_auth_method is ClientAuthMethod.PRIVATE_KEY_JWT

@@ -6,8 +6,9 @@ configured by ``oidc_provider/server.mjs`` (see ``oidc_server.py``). Tests using
 ``npm`` is missing.
 
 ``oidc_provider_factory`` (session)
-    ``oidc_provider_factory(require_par=False) -> OidcProviderServer``: one server per
-    configuration, started on first use, stopped when the session ends.
+    ``oidc_provider_factory(require_par=False, fapi2=False) -> OidcProviderServer``: one
+    server per configuration, started on first use, stopped when the session ends;
+    ``fapi2=True`` is the FAPI 2.0 configuration (PAR required, private_key_jwt, DPoP).
 ``oidc_provider`` (session)
     The default server: PAR offered, not required.
 ``interop_http`` (function)
@@ -49,7 +50,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class OidcProviderFactory(Protocol):
-    def __call__(self, *, require_par: bool = False) -> OidcProviderServer: ...
+    def __call__(self, *, require_par: bool = False, fapi2: bool = False
+                 ) -> OidcProviderServer: ...
 
 
 @pytest.fixture(scope="session")
@@ -58,20 +60,22 @@ def oidc_provider_factory(
 ) -> Iterator[OidcProviderFactory]:
     """Start oidc-provider servers on demand, one per configuration; stop all at the end."""
     processes: list[subprocess.Popen[bytes]] = []
-    servers: dict[bool, OidcProviderServer] = {}
+    servers: dict[tuple[bool, bool], OidcProviderServer] = {}
 
-    def factory(*, require_par: bool = False) -> OidcProviderServer:
-        if require_par not in servers:
+    def factory(*, require_par: bool = False, fapi2: bool = False) -> OidcProviderServer:
+        if (require_par, fapi2) not in servers:
             try:
                 node, npm = find_node_tools()
             except NodeToolsMissing as exc:
                 pytest.skip(f"{exc}; CI treats this skip as a failure")
             ensure_node_modules(npm)
-            name = "oidc-provider-par" if require_par else "oidc-provider"
-            server = start_server(node, tmp_path_factory.mktemp(name), require_par=require_par)
+            name = "oidc-provider-fapi2" if fapi2 else (
+                "oidc-provider-par" if require_par else "oidc-provider")
+            server = start_server(node, tmp_path_factory.mktemp(name), require_par=require_par,
+                                  fapi2=fapi2)
             processes.append(server.process)
-            servers[require_par] = server
-        return servers[require_par]
+            servers[(require_par, fapi2)] = server
+        return servers[(require_par, fapi2)]
 
     try:
         yield factory

@@ -64,6 +64,8 @@ class RegisteredClient:
     client_secret: str | None = field(default=None, repr=False)
     private_key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False)
     key_id: str | None = None
+    #: RFC 9449 §5.2 client metadata: the server issues this client DPoP-bound tokens only.
+    dpop_bound: bool = False
 
     def private_key_pem(self) -> bytes:
         """The signing key as unencrypted PKCS#8 PEM."""
@@ -92,6 +94,9 @@ class RegisteredClient:
             public = ec_public_jwk(self.private_key.public_key(), self.key_id or "")
             entry["jwks"] = {"keys": [public]}
             entry["token_endpoint_auth_signing_alg"] = "ES256"
+        if self.dpop_bound:
+            entry["dpop_bound_access_tokens"] = True
+            entry["id_token_signed_response_alg"] = "ES256"  # FAPI 2.0 §5.4: no RS256
         return entry
 
     def _key(self) -> ec.EllipticCurvePrivateKey:
@@ -110,6 +115,7 @@ class OidcProviderServer:
     clients: dict[AuthMethod, RegisteredClient]
     log_dir: Path
     process: subprocess.Popen[bytes] = field(repr=False, compare=False)
+    fapi2: bool = False
 
     @property
     def discovery_url(self) -> str:
@@ -158,6 +164,20 @@ def make_clients() -> dict[AuthMethod, RegisteredClient]:
     }
 
 
+def make_fapi2_clients() -> dict[AuthMethod, RegisteredClient]:
+    """The FAPI 2.0 server's one client: private_key_jwt, DPoP-bound tokens."""
+    return {
+        "private_key_jwt": RegisteredClient(
+            client_id="fapi2-client",
+            auth_method="private_key_jwt",
+            redirect_uri=REDIRECT_URI,
+            private_key=ec.generate_private_key(ec.SECP256R1()),
+            key_id="fapi2-client-key-1",
+            dpop_bound=True,
+        ),
+    }
+
+
 def find_node_tools() -> tuple[str, str]:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
@@ -183,14 +203,20 @@ def ensure_node_modules(npm: str) -> None:
         raise ServerStartError(f"npm ci failed in {SERVER_DIR}:\n{result.stdout}\n{result.stderr}")
 
 
-def start_server(node: str, log_dir: Path, *, require_par: bool) -> OidcProviderServer:
-    """Start server.mjs with fresh clients; stdout and stderr go to files in ``log_dir``."""
-    clients = make_clients()
+def start_server(
+    node: str, log_dir: Path, *, require_par: bool, fapi2: bool = False
+) -> OidcProviderServer:
+    """Start server.mjs with fresh clients; stdout and stderr go to files in ``log_dir``.
+
+    ``fapi2`` starts the FAPI 2.0 configuration (PAR required, private_key_jwt, DPoP).
+    """
+    clients = make_fapi2_clients() if fapi2 else make_clients()
     env = {
         **os.environ,
         "OIDC_CLIENTS": json.dumps([client.metadata() for client in clients.values()]),
         "OIDC_PORT": "0",
         "OIDC_REQUIRE_PAR": "1" if require_par else "0",
+        "OIDC_FAPI2": "1" if fapi2 else "0",
     }
     env.pop("DEBUG", None)  # oidc-provider traces through the `debug` package
     stdout_path, stderr_path = log_dir / "stdout.log", log_dir / "stderr.log"
@@ -213,6 +239,7 @@ def start_server(node: str, log_dir: Path, *, require_par: bool) -> OidcProvider
         version=str(ready["version"]),
         require_par=bool(ready["require_par"]),
         clients=clients,
+        fapi2=bool(ready.get("fapi2")),
         log_dir=log_dir,
         process=process,
     )

@@ -13,6 +13,8 @@ import pytest
 from aggregator.commands import banks
 from aggregator.errors import ConfigError
 from aggregator.sandbox import SandboxBank, SandboxConfig
+from aggregator.sandbox.fapi2 import Fapi2SandboxBank
+from connectors import load_profiles
 
 
 @pytest.fixture
@@ -74,7 +76,7 @@ def test_list_json_includes_operator_profiles(
     assert run("list", "--json") == 0
 
     rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"sandbox-eu", "sandbox-us", "strict-bank"}
+    assert set(rows) == {*load_profiles([]), "strict-bank"}
     assert rows["strict-bank"]["dialect"] == "berlin_group"
 
 
@@ -125,6 +127,39 @@ def test_check_reports_missing_credentials_and_unreachable_bank(
     assert "PROBLEM  credentials: " in out
     assert "STRICT_SECRET is not set" in out
     assert "PROBLEM  discovery: " in out
+
+
+def test_check_reports_fapi2_readiness_of_a_fapi2_bank(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Fapi2SandboxBank().serve_in_thread() as issuer:
+        assert run("check", "sandbox-fapi2", "--issuer", issuer) == 0
+
+    out = capsys.readouterr().out
+    assert "FAPI 2.0 readiness (sender_constraint = 'dpop'):" in out
+    for line in ("ok       PAR required by the bank", "ok       PKCE S256 only",
+                 "ok       iss in the authorization response (RFC 9207)",
+                 "ok       DPoP-bound tokens (ES256, EdDSA, PS256)",
+                 "ok       client authentication private_key_jwt, offered by the bank"):
+        assert line in out
+    assert out.rstrip().endswith("compatible")
+
+
+def test_check_counts_fapi2_gaps_as_problems_only_for_a_fapi2_profile(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SandboxBank().serve_in_thread() as issuer:
+        assert run("check", "sandbox-eu", "--issuer", issuer) == 0  # informational only
+        out = capsys.readouterr().out
+        assert "warning  the bank does not require PAR" in out
+        assert 'warning  tokens are not sender-constrained (sender_constraint = "none")' in out
+
+        operator_profile(workdir, sender_constraint='"dpop"')
+        monkeypatch.setenv("STRICT_SECRET", "sandbox-dev-secret")
+        assert run("check", "strict-bank", "--issuer", issuer) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM  the bank advertises no DPoP algorithm we sign with" in out
+    assert "PROBLEM  client authentication must be private_key_jwt or mTLS" in out
 
 
 def test_check_unknown_bank(workdir: Path) -> None:

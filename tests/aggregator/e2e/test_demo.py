@@ -49,3 +49,28 @@ def test_the_headless_demo_links_alice_and_proves_the_sealed_token_opens(
     assert (tmp_path / "var" / "keys").is_dir()
     for port in re.findall(r"http://127\.0\.0\.1:(\d+)", out):
         assert _port_free(int(port)), f"port {port} still in use after the demo"
+
+
+def test_the_headless_demo_links_the_fapi2_bank_with_a_dpop_bound_grant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("AGGREGATOR_")]:
+        monkeypatch.delenv(name)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    demo.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["demo", "--headless", "--bank", "sandbox-fapi2"])
+
+    assert args.handler(args) == 0
+
+    out = capsys.readouterr().out
+    assert re.search(r"GET  gateway /demo/done\?connection_id=con_eu_\w+&outcome=success", out)
+    assert "Everyday" in out
+    assert "Rainy day" in out
+    assert "credentials.dpop_key_sealed" in out
+    assert re.search(r"the bank bound the access token to: [\w-]{43}  MATCH", out)
+    assert "MISMATCH" not in out
+    assert "PRIVATE KEY" not in out
+    for port in re.findall(r"http://127\.0\.0\.1:(\d+)", out):
+        assert _port_free(int(port)), f"port {port} still in use after the demo"

@@ -121,7 +121,7 @@ class _SlowBank:
     def __init__(self, during: asyncio.Future[None]) -> None:
         self.during = during
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
+    async def refresh(self, refresh_token: str, *, dpop_key: object = None) -> TokenSet:
         await self.during
         return TokenSet("at-new", "rt-new", utcnow() + timedelta(days=1), "accounts", "Bearer")
 

@@ -68,3 +68,29 @@ def test_sandbox_bank_command_serves_until_sigterm() -> None:
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_sandbox_bank_command_serves_the_fapi2_mode() -> None:
+    code = (
+        "import sys, argparse\n"
+        "from aggregator.commands import sandbox\n"
+        "p = argparse.ArgumentParser(); sandbox.register(p.add_subparsers())\n"
+        "a = p.parse_args(['sandbox-bank', '--port', '0', '--mode', 'fapi2'])\n"
+        "sys.exit(a.handler(a))\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            issuer = process.stdout.readline().split(": ", 1)[1].strip()
+            doc = httpx.get(f"{issuer}/.well-known/openid-configuration").json()
+            assert doc["require_pushed_authorization_requests"] is True
+            assert doc["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+            assert "ES256" in doc["dpop_signing_alg_values_supported"]
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()

@@ -30,7 +30,7 @@ class StubOAuth:
         self.fail = fail
         self.during = during
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
+    async def refresh(self, refresh_token: str, *, dpop_key: object = None) -> TokenSet:
         self.presented.append(refresh_token)
         if self.during is not None:
             await self.during()

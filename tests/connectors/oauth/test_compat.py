@@ -81,3 +81,11 @@ def test_use_par_false_skips_an_optional_par_endpoint() -> None:
 
     assert result.ok
     assert result.use_par is False
+
+
+def test_dpop_profile_needs_an_algorithm_in_common_with_the_bank() -> None:
+    dpop = {"sender_constraint": "dpop"}
+    assert "dpop" in _topics(_check(dpop, dpop_signing_alg_values_supported=["RS256"]),
+                             Severity.PROBLEM)
+    assert "dpop" in _topics(_check(dpop), Severity.WARNING)  # not advertised: ES256 anyway
+    assert _check(dpop, dpop_signing_alg_values_supported=["ES256"]).ok

@@ -21,8 +21,10 @@ from connectors import (
     BankUnavailable,
     EgressPolicy,
     ProfileError,
+    Severity,
     bank_ssl_context,
     egress_client,
+    fapi2_readiness,
     get_dialect,
     load_profiles,
 )
@@ -237,3 +239,22 @@ def test_profile_rules_for_the_certificate_methods(pki: Pki, bank: MtlsBank) -> 
                             client_auth_method='"self_signed_tls_client_auth"')
     assert profile.client_auth_method.uses_certificate
     assert profile.mutual_tls
+
+
+async def test_sender_constraint_mtls_is_fapi2_ready_with_certificate_bound_tokens(
+    pki: Pki, bank: MtlsBank,
+) -> None:
+    profile = write_profile(pki, bank, *pki.write_client("gateway", pki.client_ca),
+                            sender_constraint='"mtls"')
+    async with egress_client(POLICY, ssl_context=bank_ssl_context(profile),
+                             resolver=resolve) as http:
+        client = BankOAuthClient.from_environment(profile, http, environ={})
+        metadata = await client.metadata()
+        pending, _ = await client.start_authorization("https://gw.example/callback")
+        tokens = await client.exchange_code(pending, "the-code")
+    assert pending.dpop_key is None  # the certificate binds the tokens, not a DPoP key
+    assert tokens.token_type == "Bearer"
+    findings = {f.message: f.severity for f in fapi2_readiness(profile, metadata)}
+    assert findings["certificate-bound tokens (RFC 8705)"] is Severity.INFO
+    assert findings["client authentication tls_client_auth, offered by the bank"] \
+        is Severity.INFO

@@ -10,6 +10,9 @@
 //                                           variable holds the JSON itself, the flag a file path
 //   --require-par     / OIDC_REQUIRE_PAR=1 RFC 9126 §5: reject authorization requests not pushed
 //   --code-ttl S      / OIDC_CODE_TTL      authorization code lifetime in seconds (default 30)
+//   --fapi2           / OIDC_FAPI2=1       the FAPI 2.0 Security Profile (oidc-provider's '2.0'
+//                                           profile): PAR required, private_key_jwt only, DPoP
+//                                           (RFC 9449) with server nonces on every endpoint
 //
 // Once listening it prints one line to stdout:
 //   OIDC-PROVIDER-READY {"issuer": "http://127.0.0.1:PORT", "version": "9.x.y", ...}
@@ -39,6 +42,7 @@ function readOptions() {
       'clients-file': { type: 'string' },
       'require-par': { type: 'boolean' },
       'code-ttl': { type: 'string' },
+      fapi2: { type: 'boolean' },
     },
     strict: true,
   });
@@ -54,6 +58,7 @@ function readOptions() {
     clients: JSON.parse(clientsJson),
     requirePar: values['require-par'] ?? env.OIDC_REQUIRE_PAR === '1',
     codeTtl: Number.parseInt(values['code-ttl'] ?? env.OIDC_CODE_TTL ?? '30', 10),
+    fapi2: values.fapi2 ?? env.OIDC_FAPI2 === '1',
   };
 }
 
@@ -88,9 +93,25 @@ function loopbackOnlyHttpOptions(url) {
   return { signal: AbortSignal.timeout(2000) };
 }
 
+// FAPI 2.0 Security Profile with DPoP: what the gateway's `sender_constraint = "dpop"`
+// profiles must interoperate with. Nonces are demanded by the token endpoint and by the
+// resource (userinfo) endpoint alike (RFC 9449 §8, §9); proofs are single-use.
+function fapi2(configuration) {
+  return {
+    ...configuration,
+    clientAuthMethods: ['private_key_jwt'],
+    features: {
+      ...configuration.features,
+      fapi: { enabled: true, profile: '2.0' },
+      dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: true },
+    },
+  };
+}
+
 function configuration(options) {
   const minutes = (n) => n * 60;
-  return {
+  const base = {
     clients: options.clients.map(withClientDefaults),
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
     responseTypes: ['code'],
@@ -127,6 +148,7 @@ function configuration(options) {
     },
     httpOptions: loopbackOnlyHttpOptions,
   };
+  return options.fapi2 ? fapi2(base) : base;
 }
 
 function providerVersion() {
@@ -164,7 +186,8 @@ async function main() {
     issuer,
     version: providerVersion(),
     node: process.version,
-    require_par: options.requirePar,
+    require_par: options.requirePar || options.fapi2,
+    fapi2: options.fapi2,
     clients: options.clients.map((client) => client.client_id),
   };
   process.stdout.write(`OIDC-PROVIDER-READY ${JSON.stringify(ready)}\n`);
