@@ -23,7 +23,14 @@ from aggregator.console.web import (
     request_id,
     safe_next,
 )
-from aggregator.operators import IDLE_TIMEOUT, LIFETIME, NoRegionAvailable, SignedIn, sign_in
+from aggregator.operators import (
+    IDLE_TIMEOUT,
+    LIFETIME,
+    NoRegionAvailable,
+    SignedIn,
+    resume,
+    sign_in,
+)
 from aggregator.operators import sign_out as end_session
 
 FORM_COOKIE = "__Host-aggregator-console-form"
@@ -46,6 +53,11 @@ def _form_next(request: Request) -> str | None:
 
 
 async def sign_in_page(request: Request) -> Response:
+    """The sign-in form; an operator with a live session goes straight on."""
+    token = request.cookies.get(COOKIE)
+    if token and len(token) <= 128 and await resume(needs(request).router, token):
+        target = safe_next(request.query_params.get("next"))
+        return RedirectResponse(target, status_code=303, headers=HEADERS)
     return _form(request)
 
 

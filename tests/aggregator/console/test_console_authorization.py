@@ -197,3 +197,9 @@ async def test_sign_in_returns_only_to_a_console_path(console_factory: ConsoleFa
             "name": "ada", "password": "correct horse battery staple", "nonce": nonce,
             "next": sent})
         assert answer.headers["location"] == expected, target
+
+
+async def test_the_sign_in_page_sends_a_signed_in_operator_on(admin: Console) -> None:
+    answer = await admin.http.get("/console/sign-in", params={"next": "/console/keys"})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/keys"
