@@ -1,17 +1,24 @@
 """Plaid webhooks verified and stored per second, against a trivial endpoint, and p99.
 
-Our path: ``POST /webhooks/plaid/us`` on the full gateway app (middleware, ES256
-verification with a cached key, body SHA-256, insert-or-ignore into the region's
-SQLite store with its job) served by uvicorn on loopback. The limit: a bare Starlette
-endpoint that reads the same body and answers 200, served the same way, measured in the
-same run, rounds interleaved. Servers run in child processes so the load generator does
-not share their interpreter.
+One server process: the full gateway app served by uvicorn on loopback, on SQLite or on
+PostgreSQL (a throw-away schema with a unique name, dropped at the end). It serves our
+path, ``POST /webhooks/plaid/us`` (middleware, ES256 verification with a cached key,
+strict JSON, body SHA-256, the upsert into the region's store with its job), and the
+limit measured in the same run: ``POST /bench/trivial`` on the *same* app and process,
+which reads the same body and answers 200.
 
-Max rate: ``--requests`` unique, pre-signed webhooks at ``--concurrency`` in flight.
-Latency: an open-loop schedule at half the measured maximum webhook rate for
-``--seconds``; p99 of the response times.
+The load generator is Debian's ``wrk`` (C, epoll; ``apt-get install -y wrk``) with a Lua
+script that posts pre-signed webhooks, each body unique (a repeat would be coalesced,
+not stored), so the generator is not the bottleneck; its CPU share is printed beside
+the server's to show which side is saturated.
 
-Prints ``RESULT webhook_vs_trivial=… webhook_p99_ms=…``.
+1. Capacity: ``--seconds`` of closed-loop load at ``--connections`` for each endpoint,
+   rounds interleaved; the median rate of each; the ratio webhooks / trivial.
+2. Latency at half capacity: wrk's per-connection ``delay()`` paces each connection so
+   the total offered rate is half the measured webhook capacity; wrk's p99.
+
+Prints ``RESULT store=… webhook_per_s=… trivial_per_s=… ratio=… p99_ms_at_half=…`` per
+store. Targets (issue 15): ratio ≥ 0.5, p99 ≤ 50 ms at half load.
 """
 
 from __future__ import annotations
@@ -23,21 +30,62 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
+import os
+import re
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
+from _postgres import create_schema, drop_schema  # bench/_postgres.py: run as `python bench/…`
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+
+PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_DATABASE = "aggregator_bench"
+
+# wrk: each thread walks its own slice of the pre-signed requests (no body twice), and
+# reports the latency percentiles and counts on one line the bench parses.
+LUA = r"""
+local requests, index, stride, delay_ms = {}, 0, 1, 0
+local thread_count = 0
+function setup(thread)
+  thread:set("id", thread_count)
+  thread_count = thread_count + 1
+end
+function init(args)
+  local file = io.open(args[1], "rb")
+  for line in file:lines() do
+    local header, body = line:match("^([^\t]*)\t(.*)$")
+    requests[#requests + 1] = wrk.format("POST", nil, {
+      ["Content-Type"] = "application/json", ["Plaid-Verification"] = header}, body)
+  end
+  file:close()
+  stride = tonumber(args[2])
+  delay_ms = tonumber(args[3])
+  index = id
+end
+function request()
+  local r = requests[(index % #requests) + 1]
+  index = index + stride
+  return r
+end
+function delay()
+  return delay_ms
+end
+function done(summary, latency, requests)
+  io.write(string.format("WRK requests=%d duration_us=%d non2xx=%d errors=%d "
+    .. "p50_us=%d p99_us=%d max_us=%d\n", summary.requests, summary.duration,
+    summary.errors.status, summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
 
 
 def _b64url(data: bytes) -> str:
@@ -67,14 +115,10 @@ class _Key:
         return f"{header}.{claims}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
-def _trivial_app() -> Starlette:
-    async def endpoint(request: Request) -> JSONResponse:
-        await request.body()
-        return JSONResponse({"status": "stored"})
-    return Starlette(routes=[Route("/webhooks/plaid/us", endpoint, methods=["POST"])])
+def _gateway_app(directory: Path, url: str, jwk: Mapping[str, Any]) -> Any:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
 
-
-def _gateway_app(directory: Path, jwk: Mapping[str, Any]) -> Any:
     from aggregator.http import Services, create_app
     from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
     from aggregator.plaid import PlaidWebhooks
@@ -83,8 +127,6 @@ def _gateway_app(directory: Path, jwk: Mapping[str, Any]) -> Any:
     from aggregator.store.engines import create_region_engine
     from connectors import WebhookKeys, WebhookVerifier
     from vault import LocalKeyringConfig
-
-    url = f"sqlite+aiosqlite:///{directory / 'us.sqlite3'}"
 
     async def migrate() -> None:
         engine = create_region_engine("us", url)
@@ -102,107 +144,152 @@ def _gateway_app(directory: Path, jwk: Mapping[str, Any]) -> Any:
     services = Services(settings, router, {}, cast(Any, None))  # no bank is called
     services.extra[SERVICE_KEY] = PlaidWebhooks(
         router, {"us": WebhookVerifier(WebhookKeys(fetch))})
-    return create_app(settings, services=services)
+    app = create_app(settings, services=services)
+
+    async def trivial(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"status": "stored"})
+
+    app.router.add_route("/bench/trivial", trivial, methods=["POST"])
+    return app
 
 
-def _serve(kind: str, directory: str, jwk: dict[str, Any], ports: Any) -> None:
+def _serve(directory: str, url: str, jwk: dict[str, Any], ports: Any) -> None:
     import uvicorn
 
     from aggregator.http.serving import bind, server_config
 
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
-    app = _trivial_app() if kind == "trivial" else _gateway_app(Path(directory), jwk)
+    app = _gateway_app(Path(directory), url, jwk)
     sock = bind("127.0.0.1", 0)
     ports.put(sock.getsockname()[1])
     asyncio.run(uvicorn.Server(server_config(app)).serve(sockets=[sock]))
 
 
-def _signed(key: _Key, n: int, tag: str) -> list[tuple[bytes, str]]:
-    out = []
-    for i in range(n):
-        body = json.dumps({"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE",
-                           "item_id": f"item-{tag}-{i}", "initial_update_complete": True,
-                           "historical_update_complete": True, "environment": "sandbox"}).encode()
-        out.append((body, key.sign(body)))
-    return out
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _send(client: httpx.AsyncClient, url: str, body: bytes, header: str) -> float:
-    start = time.perf_counter()
-    response = await client.post(url, content=body, headers={
-        "Content-Type": "application/json", "Plaid-Verification": header})
-    if response.status_code != 200:
-        raise SystemExit(f"unexpected {response.status_code}: {response.text[:200]}")
-    return time.perf_counter() - start
+def _write_load(key: _Key, path: Path, n: int, tag: str) -> None:
+    with path.open("w") as out:
+        for i in range(n):
+            body = json.dumps({"webhook_type": "TRANSACTIONS",
+                               "webhook_code": "SYNC_UPDATES_AVAILABLE",
+                               "item_id": f"item-{tag}-{i}", "initial_update_complete": True,
+                               "historical_update_complete": True,
+                               "environment": "sandbox"}, separators=(",", ":"))
+            out.write(f"{key.sign(body.encode())}\t{body}\n")
 
 
-async def _max_rate(url: str, load: list[tuple[bytes, str]], concurrency: int) -> float:
-    queue = iter(load)
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        async def worker() -> None:
-            for body, header in queue:
-                await _send(client, url, body, header)
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(load) / (time.perf_counter() - start)
+class Run:
+    """One wrk run's figures."""
+
+    def __init__(self, line: str, wall: float, wrk_cpu: float, server_cpu: float) -> None:
+        found = dict(re.findall(r"(\w+)=(\d+)", line))
+        self.requests = int(found["requests"])
+        self.rate = self.requests / (int(found["duration_us"]) / 1e6)
+        self.failed = int(found["non2xx"]) + int(found["errors"])
+        self.p50_ms = int(found["p50_us"]) / 1000
+        self.p99_ms = int(found["p99_us"]) / 1000
+        self.wrk_cpu = wrk_cpu / wall
+        self.server_cpu = server_cpu / wall
 
 
-async def _latencies(url: str, load: list[tuple[bytes, str]], rate: float) -> list[float]:
-    # Few keep-alive connections: httpx scans its whole pool per request (FINDINGS.md), so
-    # a large pool would make the load generator, not the gateway, the queue measured.
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32), timeout=60) as client:
-        start = time.perf_counter()
-        tasks = []
-        for i, (body, header) in enumerate(load):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_send(client, url, body, header)))
-        return list(await asyncio.gather(*tasks))
+def _wrk(url: str, script: Path, load: Path, *, connections: int, seconds: float,
+         delay_ms: int, server_pid: int) -> Run:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+               "-s", str(script), url, "--", str(load), "1", str(delay_ms)]
+    server_before, start = _cpu_seconds(server_pid), time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stdout = proc.stdout.read() if proc.stdout else ""
+    server_cpu = _cpu_seconds(server_pid) - server_before
+    line = next((x for x in stdout.splitlines() if x.startswith("WRK ")), None)
+    if status != 0 or line is None:
+        raise SystemExit(f"wrk failed ({status}): {stdout[-500:]}")
+    return Run(line, wall, usage.ru_utime + usage.ru_stime, server_cpu)
+
+
+def bench_store(store: str, args: argparse.Namespace, key: _Key, work: Path) -> dict[str, float]:
+    schema = None
+    if store == "postgresql":
+        schema, url = create_schema(PG_URL, PG_DATABASE)
+    else:
+        url = f"sqlite+aiosqlite:///{work / f'{store}-us.sqlite3'}"
+    ctx = mp.get_context("spawn")
+    ports: Any = ctx.Queue()
+    server = ctx.Process(target=_serve, args=(str(work), url, key.jwk(), ports), daemon=True)
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{ports.get(timeout=120)}"
+        script = work / "post.lua"
+        script.write_text(LUA)
+        # Enough unique bodies for the fastest run; signed now, so iat stays fresh.
+        per_run = max(1000, int(args.expect * args.seconds * 1.5))
+        rates: dict[str, list[Run]] = {"trivial": [], "webhook": []}
+        for r in range(args.rounds):
+            for kind, path in (("trivial", "/bench/trivial"), ("webhook", "/webhooks/plaid/us")):
+                load = work / f"{store}-{kind}-{r}.tsv"
+                _write_load(key, load, per_run, f"{store}{kind}{r}")
+                run = _wrk(base + path, script, load, connections=args.connections,
+                           seconds=args.seconds, delay_ms=0, server_pid=cast(int, server.pid))
+                rates[kind].append(run)
+                print(f"{store} round {r} {kind}: {run.rate:,.0f}/s  p99 {run.p99_ms:.1f} ms  "
+                      f"failed {run.failed}  server CPU {run.server_cpu:.0%}  "
+                      f"wrk CPU {run.wrk_cpu:.0%}", flush=True)
+                if run.failed:
+                    raise SystemExit(f"{run.failed} requests failed: see the server")
+        trivial = statistics.median(r.rate for r in rates["trivial"])
+        webhook = statistics.median(r.rate for r in rates["webhook"])
+        # Half load: each of C connections waits `delay` between its requests, so the
+        # offered rate is about C / (delay + latency) = webhook / 2.
+        half = webhook / 2
+        connections = args.connections
+        delay_ms = max(1, round(connections / half * 1000))
+        load = work / f"{store}-half.tsv"
+        _write_load(key, load, max(1000, int(half * args.seconds * 1.5)), f"{store}half")
+        paced = _wrk(base + "/webhooks/plaid/us", script, load, connections=connections,
+                     seconds=args.seconds, delay_ms=delay_ms, server_pid=cast(int, server.pid))
+        print(f"{store} half load: offered ~{half:,.0f}/s, achieved {paced.rate:,.0f}/s, "
+              f"p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms, failed {paced.failed}, "
+              f"server CPU {paced.server_cpu:.0%}, wrk CPU {paced.wrk_cpu:.0%}", flush=True)
+    finally:
+        server.terminate()
+        server.join(10)
+        if schema is not None:
+            drop_schema(PG_URL, PG_DATABASE, schema)
+    return {"webhook_per_s": webhook, "trivial_per_s": trivial, "ratio": webhook / trivial,
+            "p99_ms_at_half": paced.p99_ms, "half_load_per_s": paced.rate}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per round")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=5.0, help="latency phase length")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--expect", type=float, default=6000,
+                        help="highest rate expected (sizes the pre-signed load)")
+    parser.add_argument("--stores", default="sqlite,postgresql")
     args = parser.parse_args()
-
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
     key = _Key()
-    ctx = mp.get_context("spawn")
-    ports: Any = ctx.Queue()
+    results = {}
     with tempfile.TemporaryDirectory() as directory:
-        procs = {kind: ctx.Process(target=_serve, args=(kind, directory, key.jwk(), ports),
-                                   daemon=True) for kind in ("trivial", "gateway")}
-        urls = {}
-        for kind, proc in procs.items():
-            proc.start()
-            urls[kind] = f"http://127.0.0.1:{ports.get(timeout=60)}/webhooks/plaid/us"
-        try:
-            rates: dict[str, list[float]] = {"trivial": [], "gateway": []}
-            for r in range(args.rounds):
-                for kind in ("trivial", "gateway"):
-                    load = _signed(key, args.requests, f"{kind}{r}")
-                    rates[kind].append(asyncio.run(
-                        _max_rate(urls[kind], load, args.concurrency)))
-                    print(f"round {r} {kind}: {rates[kind][-1]:,.0f}/s", flush=True)
-            trivial = statistics.median(rates["trivial"])
-            gateway = statistics.median(rates["gateway"])
-            half = gateway / 2
-            load = _signed(key, max(1, int(half * args.seconds)), "latency")
-            latencies = sorted(asyncio.run(_latencies(urls["gateway"], load, half)))
-            p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000
-        finally:
-            for proc in procs.values():
-                proc.terminate()
-                proc.join(10)
-    print(f"trivial {trivial:,.0f}/s  gateway {gateway:,.0f}/s  (medians of {args.rounds})")
-    print(f"latency at {half:,.0f}/s for {args.seconds:.0f} s: "
-          f"p50 {statistics.median(latencies) * 1000:.1f} ms  p99 {p99:.1f} ms")
-    print(f"RESULT webhook_vs_trivial={gateway / trivial:.2f} webhook_p99_ms={p99:.1f}")
+        for store in args.stores.split(","):
+            results[store] = bench_store(store, args, key, Path(directory))
+    for store, figures in results.items():
+        print(f"{store}: webhooks {figures['webhook_per_s']:,.0f}/s vs trivial "
+              f"{figures['trivial_per_s']:,.0f}/s (ratio {figures['ratio']:.2f}); "
+              f"p99 at half load ({figures['half_load_per_s']:,.0f}/s) "
+              f"{figures['p99_ms_at_half']:.1f} ms")
+    for store, figures in results.items():
+        print(f"RESULT store={store} " + " ".join(
+            f"{name}={value:.2f}" for name, value in figures.items()))
 
 
 if __name__ == "__main__":

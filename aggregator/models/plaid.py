@@ -2,8 +2,10 @@
 
 A webhook row is inserted in the receiver's transaction with ``status = pending``, which
 *is* the job the worker claims; there is no window where an event exists without its
-job or a job without its event. Rows are keyed by the SHA-256 of the verified body, so
-Plaid's retries (same body, fresh signature) are ignored on insert.
+job or a job without its event. Rows are keyed by the SHA-256 of the verified body: a
+delivery identical to a still-pending row is coalesced into it (``redelivered_at``), and
+one identical to an applied row re-arms that row as a new notification
+(:mod:`aggregator.plaid.receiver`), so the table holds one row per distinct body.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ class PlaidWebhookEvent(Base):
     __tablename__ = "plaid_webhook_events"
     __table_args__ = (
         Index(None, "status", "available_at"),
-        Index(None, "status", "received_at"),  # the worker's purge of expired de-dup rows
+        Index(None, "status", "received_at"),  # the worker's purge of old applied rows
     )
 
-    #: SHA-256 of the verified raw body: the de-duplication key.
+    #: SHA-256 of the verified raw body: one row per distinct body (repeats re-arm it).
     body_sha256: Mapped[bytes] = digest_column(primary_key=True)
     region: Mapped[str] = mapped_column(String(8), info={"region": "name"})
     item_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -53,3 +55,6 @@ class PlaidWebhookEvent(Base):
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: What applying it did (``reauth_required``, ``acknowledged``…), a code, never text.
     outcome: Mapped[str | None] = mapped_column(String(32))
+    #: When an identical delivery was last coalesced into this row while it was pending;
+    #: a sync already running then is followed by another one.
+    redelivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

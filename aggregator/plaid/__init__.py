@@ -6,6 +6,7 @@ this package stores and acts on what they return.
 
 from aggregator.plaid.apply import (
     DEDUP_RETENTION,
+    HISTORY_RETENTION,
     SYNC_REQUESTED,
     NoPlaidHooks,
     PlaidHooks,
@@ -18,6 +19,7 @@ from aggregator.plaid.receiver import PlaidWebhooks, Receipt, store_webhook
 
 __all__ = [
     "DEDUP_RETENTION",
+    "HISTORY_RETENTION",
     "SYNC_REQUESTED",
     "NoPlaidHooks",
     "PlaidHooks",

@@ -1,21 +1,47 @@
 """Acting on a stored Plaid webhook: what the worker calls for each pending row.
 
-==============================================  ============================================
-webhook                                         effect on the connection
-==============================================  ============================================
-ITEM/ERROR with ``ITEM_LOGIN_REQUIRED``         ``reauth_required`` (+ hook: outbound event)
-ITEM/LOGIN_REPAIRED                             ``active`` again, if it was reauth_required
-                                                (+ ``connection.reauthorized``)
-ITEM/PENDING_EXPIRATION, PENDING_DISCONNECT     ``consent_expires_at`` (+ hook)
-ITEM/USER_PERMISSION_REVOKED, …ACCOUNT_REVOKED  ``revoked``: syncing stops
-ITEM/NEW_ACCOUNTS_AVAILABLE                     hook (flag for update mode)
-TRANSACTIONS/SYNC_UPDATES_AVAILABLE             spend a sync budget unit: ``sync_requested``
-                                                (or ``deferred`` to next_sync_allowed_at)
-anything else                                   acknowledged, nothing changes
-==============================================  ============================================
+Every code Plaid documents for ``ITEM`` and ``TRANSACTIONS`` webhooks (Plaid API docs,
+"Items: webhooks" and "Transactions: webhooks") is acted on or acknowledged, and the
+worker counts each by type, code and outcome (README, "Plaid webhooks: codes"):
+
+==========================================  ===========================================
+webhook                                     effect (outcome code)
+==========================================  ===========================================
+ITEM/ERROR, ``ITEM_LOGIN_REQUIRED``         ``reauth_required`` (+ outbound event);
+                                            already so: nothing (``already_reauth``)
+ITEM/ERROR, any other error code            the code on ``sync_states.last_error``
+                                            (``item_error``); the connection stays
+ITEM/LOGIN_REPAIRED                         ``active`` again if it was reauth_required
+                                            (+ ``connection.reauthorized``)
+ITEM/PENDING_EXPIRATION, PENDING_DISCONNECT ``consent_expires_at`` = the earlier of the
+                                            stored and the announced expiry; event only
+                                            when it moved (``consent_expiring``)
+ITEM/USER_PERMISSION_REVOKED                ``revoked``: syncing stops for good
+ITEM/USER_ACCOUNT_REVOKED                   one *account* revoked at the bank; audited
+                                            (``account_revoked``), the connection stays
+ITEM/NEW_ACCOUNTS_AVAILABLE                 hook (flag for update mode)
+ITEM/WEBHOOK_UPDATE_ACKNOWLEDGED            acknowledged
+TRANSACTIONS/SYNC_UPDATES_AVAILABLE         spend a sync budget unit: ``sync_requested``
+                                            (or ``deferred`` to next_sync_allowed_at)
+TRANSACTIONS/INITIAL_UPDATE,                acknowledged (``legacy``): for
+HISTORICAL_UPDATE, DEFAULT_UPDATE,          ``/transactions/get`` users; Plaid sends
+TRANSACTIONS_REMOVED                        SYNC_UPDATES_AVAILABLE too, which we act on
+TRANSACTIONS/RECURRING_TRANSACTIONS_UPDATE  acknowledged (product not used)
+anything else                               acknowledged, nothing changes
+==========================================  ===========================================
 
 A revoked connection is never revived by a webhook. Each change is audited with the
-actor ``webhook``. Applying is idempotent per row: a row already applied is skipped.
+actor ``webhook``.
+
+Idempotence. Plaid repeats a notification with a byte-identical body, and the receiver
+re-arms an applied row when its body comes again (:mod:`aggregator.plaid.receiver`), so
+applying a code twice must do no more than applying it once, apart from what the repeat
+itself announces: a second ``SYNC_UPDATES_AVAILABLE`` syncs again (from the stored
+cursor: a no-op when nothing changed); a second ``ITEM_LOGIN_REQUIRED`` after the user
+repaired the login marks the connection again; while it is still ``reauth_required``
+it changes nothing and emits nothing. Every other row of the table above sets a value
+it would set again, or emits only when a value moved.
+``tests/aggregator/plaid/test_repeats.py`` applies every code twice and proves it.
 
 ``SYNC_UPDATES_AVAILABLE`` is the one webhook whose work happens after the transaction:
 the row *is* the sync's queue entry. Applying it spends one unit of the connection's rate
@@ -23,12 +49,15 @@ budget (:func:`aggregator.sync.budget.spend`, under the connection's row lock) a
 the row ``pending`` with outcome ``sync_requested``; the worker syncs and then calls
 :func:`finish_sync`. A crash in between brings the row back with its unit already spent,
 so it is synced without spending again. With no unit left the row stays ``pending`` with
-``available_at`` = the connection's ``next_sync_allowed_at``, outcome ``deferred``.
+``available_at`` = the connection's ``next_sync_allowed_at``, outcome ``deferred``. A
+repeat that arrived while the sync ran (``redelivered_at``) re-arms the row once the
+sync is done: Plaid may have had more than that sync read.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -38,13 +67,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
 from aggregator.events.hooks import OutboxPlaidHooks, connection_event
-from aggregator.models import Connection, ConnectionStatus, PlaidWebhookEvent, WebhookStatus
+from aggregator.models import (
+    Connection,
+    ConnectionStatus,
+    PlaidWebhookEvent,
+    SyncState,
+    WebhookStatus,
+)
 from aggregator.sync.budget import BudgetExhausted, spend
 from connectors import SyncPolicy
 
 #: Plaid disconnects an Item about seven days after PENDING_DISCONNECT.
 PENDING_DISCONNECT_NOTICE = timedelta(days=7)
-_REVOKED_CODES = frozenset({"USER_PERMISSION_REVOKED", "USER_ACCOUNT_REVOKED"})
+#: The ``/transactions/get`` era's notifications; ``SYNC_UPDATES_AVAILABLE`` covers them.
+LEGACY_TRANSACTIONS = frozenset({"INITIAL_UPDATE", "HISTORICAL_UPDATE", "DEFAULT_UPDATE",
+                                 "TRANSACTIONS_REMOVED"})
+#: Every ``(webhook_type, webhook_code)`` Plaid documents for the products we use.
+DOCUMENTED_CODES = frozenset({
+    *(("ITEM", c) for c in ("ERROR", "LOGIN_REPAIRED", "NEW_ACCOUNTS_AVAILABLE",
+                            "PENDING_EXPIRATION", "PENDING_DISCONNECT",
+                            "USER_PERMISSION_REVOKED", "USER_ACCOUNT_REVOKED",
+                            "WEBHOOK_UPDATE_ACKNOWLEDGED")),
+    *(("TRANSACTIONS", c) for c in (*LEGACY_TRANSACTIONS, "SYNC_UPDATES_AVAILABLE",
+                                    "RECURRING_TRANSACTIONS_UPDATE")),
+})
+_ERROR_CODE = re.compile(r"^[A-Z0-9_]{1,64}$")
 #: Outcomes that leave the row pending: the sync is still to run (or to be afforded).
 SYNC_REQUESTED, DEFERRED = "sync_requested", "deferred"
 _STILL_PENDING = frozenset({SYNC_REQUESTED, DEFERRED})
@@ -152,6 +199,11 @@ async def finish_sync(
     if event is None or event.status is not WebhookStatus.PENDING:
         return 0
     now = datetime.now(UTC)
+    if event.redelivered_at is not None and event.redelivered_at >= started_at:
+        # Plaid repeated the notification while this sync ran: sync once more (a new
+        # budget unit) rather than trust that this run read what the repeat announced.
+        event.outcome, event.available_at, event.redelivered_at = None, now, None
+        return 0
     event.status, event.outcome, event.applied_at = WebhookStatus.APPLIED, outcome, now
     closed = 1
     if outcome == "synced" and event.connection_id is not None:
@@ -171,18 +223,14 @@ async def finish_sync(
 async def _act(
     session: AsyncSession, event: PlaidWebhookEvent, connection: Connection, hooks: PlaidHooks
 ) -> str:
-    payload = json.loads(event.body)
     kind, code = event.webhook_type, event.webhook_code
-    revoked = connection.status is ConnectionStatus.REVOKED
-    if kind != "ITEM" or revoked:
+    if kind == "TRANSACTIONS" and code in LEGACY_TRANSACTIONS:
+        return "legacy"
+    if kind != "ITEM" or connection.status is ConnectionStatus.REVOKED:
         return "acknowledged"
-    error = payload.get("error")
-    if code == "ERROR" and isinstance(error, dict) and error.get("error_code") == (
-            "ITEM_LOGIN_REQUIRED"):
-        await _set_status(session, connection, ConnectionStatus.REAUTH_REQUIRED,
-                          "item_login_required", "connection.reauth_required")
-        await hooks.reauth_required(session, connection)
-        return "reauth_required"
+    payload = json.loads(event.body)
+    if code == "ERROR":
+        return await _item_error(session, connection, payload.get("error"), hooks)
     if code == "LOGIN_REPAIRED":
         if connection.status is not ConnectionStatus.REAUTH_REQUIRED:
             return "acknowledged"
@@ -193,17 +241,49 @@ async def _act(
         await connection_event(session, connection.id, "connection.reauthorized")
         return "active"
     if code in ("PENDING_EXPIRATION", "PENDING_DISCONNECT"):
-        connection.consent_expires_at = _expiry(payload, code)
+        expiry = _expiry(payload, code)
+        current = connection.consent_expires_at
+        if current is not None and current <= expiry:
+            return "consent_unchanged"  # a repeat, or a later date than we already hold
+        connection.consent_expires_at = expiry
         await hooks.consent_expiring(session, connection)
         return "consent_expiring"
-    if code in _REVOKED_CODES:
+    if code == "USER_PERMISSION_REVOKED":
         await _set_status(session, connection, ConnectionStatus.REVOKED,
                           code.lower()[:64], "connection.revoked")
         return "revoked"
+    if code == "USER_ACCOUNT_REVOKED":
+        # One account's access was withdrawn at the bank (Plaid: re-grantable through
+        # update mode or the bank's portal); the Item and its other accounts stay.
+        await audit.record(session, actor="webhook", action="connection.account_revoked",
+                           target_id=connection.id)
+        return "account_revoked"
     if code == "NEW_ACCOUNTS_AVAILABLE":
         await hooks.new_accounts(session, connection)
         return "new_accounts"
     return "acknowledged"
+
+
+async def _item_error(session: AsyncSession, connection: Connection, error: object,
+                      hooks: PlaidHooks) -> str:
+    code = error.get("error_code") if isinstance(error, dict) else None
+    if code == "ITEM_LOGIN_REQUIRED":
+        if connection.status is ConnectionStatus.REAUTH_REQUIRED:
+            return "already_reauth"  # a repeat before the user acted: nothing new
+        await _set_status(session, connection, ConnectionStatus.REAUTH_REQUIRED,
+                          "item_login_required", "connection.reauth_required")
+        await hooks.reauth_required(session, connection)
+        return "reauth_required"
+    if not isinstance(code, str) or not _ERROR_CODE.match(code):
+        return "acknowledged"
+    # Plaid's error code (e.g. INSTITUTION_NOT_RESPONDING) is a code, never user data;
+    # the app sees it as the connection's last error until a sync succeeds.
+    state = await session.get(SyncState, connection.id)
+    if state is None:
+        state = SyncState(connection_id=connection.id, user_id=connection.user_id)
+        session.add(state)
+    state.last_error = code
+    return "item_error"
 
 
 async def _set_status(session: AsyncSession, connection: Connection,
@@ -227,10 +307,11 @@ def _expiry(payload: dict[str, object], code: str) -> datetime:
                                 else timedelta(0))
 
 
-#: How long an applied or orphaned webhook is kept for de-duplication. Plaid retries an
-#: unacknowledged webhook for about a day (Plaid API docs, "Webhooks"); a retry is
-#: re-signed, so only the body digest de-duplicates it. Three days leave a wide margin.
-DEDUP_RETENTION = timedelta(days=3)
+#: How long an applied or orphaned webhook is kept, as history (what it did, when). It is
+#: no longer needed for de-duplication: a repeat of an applied body re-arms its row. The
+#: table holds one row per distinct body received in this window, plus pending jobs.
+HISTORY_RETENTION = timedelta(days=1)
+DEDUP_RETENTION = HISTORY_RETENTION  # the name the previous release used
 
 
 async def purge_expired(session: AsyncSession, before: datetime, limit: int = 500) -> int:

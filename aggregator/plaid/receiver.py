@@ -1,32 +1,45 @@
-"""``POST /webhooks/plaid/{region}``: verify, de-duplicate, store with its job, answer.
+"""``POST /webhooks/plaid/{region}``: verify, store with its job (or coalesce), answer.
 
 Verification (:class:`connectors.WebhookVerifier`) runs on the raw body before anything
-else; a rejection stores nothing and is counted by reason. A verified webhook is
-inserted (insert-or-ignore on the SHA-256 of its body, so Plaid's retries collapse) into
-the region's ``plaid_webhook_events`` as a ``pending`` job, or as ``orphaned`` when no
+else; a rejection stores nothing, is counted by reason and logged with its region and
+reason code (never the JWS, the body or the item id). A verified webhook becomes a
+``pending`` job in the region's ``plaid_webhook_events``, or ``orphaned`` when no
 connection of *this* region holds the item: another region's item is never looked up,
 let alone applied, here.
 
-Group commit: a region's store takes one write transaction at a time (SQLite's lock;
-on either backend a commit costs a disk flush), so concurrent webhooks are stored in
-shared transactions. The first request that finds no writer becomes the writer and
-commits everything queued meanwhile (up to :data:`MAX_BATCH` per transaction) until the
-queue is empty; every request still answers only after its own row is committed. A
-batch costs two statements whatever its size (:func:`store_webhooks`): one lookup of
-the items' connections and one multi-row insert-or-ignore.
+Repeats (README, "Plaid webhooks: repeats"). Plaid's later notifications of the same
+kind are byte-identical (only the signature's ``iat`` differs), so the SHA-256 of the
+body tells a repeat, not a retry. A delivery identical to a row still *pending* is
+coalesced into it (the pending job will act on the state of things when it runs;
+``redelivered_at`` records it, so a sync already running is followed by another). A
+delivery identical to a row already *applied* (or orphaned) is a new notification: the
+row is re-armed as a new job. The table holds one row per distinct body, and the worker
+purges applied rows after :data:`~aggregator.plaid.apply.HISTORY_RETENTION`.
+
+Group commit with a bounded wait: every commit costs a disk flush, so webhooks are
+stored in shared transactions of at most :data:`MAX_BATCH`. The writer role is a
+per-region FIFO semaphore: a request queues its webhook, takes a writer slot, and
+commits whatever is queued (its own webhook included) unless an earlier writer already
+did. No request ever writes more than one batch for others, so none waits for more than
+a commit in flight plus its own, however long the queue grows. SQLite takes one write
+transaction at a time, so it has one slot; PostgreSQL has :data:`PG_WRITERS`, whose
+commits overlap (its WAL flush is shared by the commits waiting on it) instead of
+queueing behind one another. A batch costs two statements whatever its size
+(:func:`store_webhooks`): one lookup of the items' connections and one multi-row upsert.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import select
+from sqlalchemy import case, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,14 +52,16 @@ log = logging.getLogger("aggregator.plaid.webhooks")
 _events = table_of(PlaidWebhookEvent)
 #: Webhooks stored per transaction at most.
 MAX_BATCH = 64
+#: Concurrent write transactions per PostgreSQL region (SQLite: one).
+PG_WRITERS = 4
 _Queued = tuple[PlaidWebhook, "asyncio.Future[Receipt]"]
 
 
 class Receipt(enum.Enum):
     """What happened to a verified webhook."""
 
-    STORED = "stored"  # new; pending for the worker
-    DUPLICATE = "duplicate"  # the same body was stored before (a Plaid retry)
+    STORED = "stored"  # new, or a repeat of an applied one: pending for the worker
+    DUPLICATE = "duplicate"  # identical to a webhook still pending: coalesced into it
     ORPHANED = "orphaned"  # stored, but no connection of this region has the item
 
 
@@ -56,11 +71,13 @@ class PlaidWebhooks:
     def __init__(
         self, router: RegionRouter, verifiers: Mapping[str, WebhookVerifier],
         registry: CollectorRegistry | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.router = router
         self.verifiers = dict(verifiers)
+        self.clock = clock
         self._queues: dict[str, list[_Queued]] = {r: [] for r in self.verifiers}
-        self._writing: set[str] = set()
+        self._writers = {r: asyncio.Semaphore(self._slots(r)) for r in self.verifiers}
         #: ``outcome`` is a receipt (stored, duplicate, orphaned: accepted) or a
         #: :class:`~connectors.RejectReason` value (rejected, and why).
         self.counter = Counter(
@@ -75,6 +92,10 @@ class PlaidWebhooks:
             self._exposed.add(id(registry))
             registry.register(self.counter)
 
+    def _slots(self, region: str) -> int:
+        dialect = self.router.engine(region).dialect.name
+        return PG_WRITERS if dialect == "postgresql" else 1
+
     def max_body_bytes(self, region: str) -> int:
         return self.verifiers[region].max_body_bytes
 
@@ -84,8 +105,8 @@ class PlaidWebhooks:
             hook = await self.verifiers[region].verify(body, header)
         except WebhookRejected as exc:
             self.counter.labels(region, exc.reason.value).inc()
-            log.warning("plaid webhook rejected", extra={"region": region,
-                                                         "reason": exc.reason.value})
+            log.warning("plaid webhook rejected", extra={"fields": {
+                "region": region, "reason": exc.reason.value}})
             raise
         receipt = await self._store(region, hook)
         self.counter.labels(region, receipt.value).inc()
@@ -95,29 +116,25 @@ class PlaidWebhooks:
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
         queue = self._queues[region]
         queue.append((hook, future))
-        if region not in self._writing:
-            self._writing.add(region)
-            try:
-                while queue:
-                    batch = queue[:MAX_BATCH]
-                    del queue[:MAX_BATCH]
-                    await self._commit(region, batch)
-            finally:
-                self._writing.discard(region)
-                for _, stranded in queue:  # only if this writer was cancelled
-                    if not stranded.done():
-                        stranded.set_exception(RuntimeError("webhook writer cancelled"))
-                queue.clear()
+        async with self._writers[region]:  # FIFO: earlier holders may have written ours
+            while not future.done() and queue:
+                batch = queue[:MAX_BATCH]
+                del queue[:MAX_BATCH]
+                await self._commit(region, batch)
+        # Not done with the queue empty: another writer's batch in flight holds ours.
         return await future
 
     async def _commit(self, region: str, batch: list[_Queued]) -> None:
         try:
             async with self.router.session(region) as session, session.begin():
-                receipts = await store_webhooks(session, region, [hook for hook, _ in batch])
+                receipts = await store_webhooks(session, region, [hook for hook, _ in batch],
+                                                now=self.clock())
         except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else RuntimeError(
+                "webhook writer cancelled")
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -126,19 +143,23 @@ class PlaidWebhooks:
                 future.set_result(receipt)
 
 
-async def store_webhook(session: AsyncSession, region: str, hook: PlaidWebhook) -> Receipt:
-    """Insert-or-ignore one webhook and its job in the session's transaction."""
-    (receipt,) = await store_webhooks(session, region, [hook])
+async def store_webhook(session: AsyncSession, region: str, hook: PlaidWebhook, *,
+                        now: datetime | None = None) -> Receipt:
+    """Store (or coalesce) one webhook and its job in the session's transaction."""
+    (receipt,) = await store_webhooks(session, region, [hook], now=now)
     return receipt
 
 
 async def store_webhooks(
-    session: AsyncSession, region: str, hooks: Sequence[PlaidWebhook]
+    session: AsyncSession, region: str, hooks: Sequence[PlaidWebhook], *,
+    now: datetime | None = None,
 ) -> list[Receipt]:
-    """Insert-or-ignore ``hooks`` in the session's transaction, in two statements.
+    """Upsert ``hooks`` in the session's transaction, in two statements.
 
+    New bodies are inserted as jobs; a body identical to a pending row is coalesced into
+    it; a body identical to an applied or orphaned row re-arms that row as a new job.
     The receipts are in the order of ``hooks``; a body repeated within the batch is
-    stored once and its later copies are duplicates, as if they had come later.
+    stored once and its later copies are coalesced, as if they had come later.
     """
     if not hooks:
         return []
@@ -152,7 +173,7 @@ async def store_webhooks(
         for item, owner in rows:
             if item is not None:
                 owners.setdefault(item, owner)  # the oldest, as LIMIT 1 chose before
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     fresh: dict[bytes, dict[str, Any]] = {}
     for hook in hooks:
         if hook.body_sha256 in fresh:
@@ -165,21 +186,55 @@ async def store_webhooks(
             "webhook_code": hook.webhook_code, "body": hook.body.decode("utf-8"),
             "signed_at": hook.issued_at, "received_at": now,
             "status": WebhookStatus.PENDING if connection_id else WebhookStatus.ORPHANED,
-            "attempts": 0, "available_at": now,
+            "attempts": 0, "available_at": now, "redelivered_at": None,
         }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(_events).values(list(fresh.values())).on_conflict_do_nothing(
-        index_elements=["body_sha256"]
-    ).returning(_events.c.body_sha256)
-    # RETURNING, not rowcount: drivers disagree on rowcount for an ignored conflict.
-    stored = set((await session.execute(statement)).scalars())
+    # One cached statement, run with many parameter sets: SQLAlchemy sends it as a
+    # multi-row INSERT (its "insertmanyvalues" mode) without compiling it per batch size.
+    # RETURNING, not rowcount: drivers disagree on rowcount for upserts. A row whose
+    # received_at is ours and that was not coalesced is one this statement (re)armed.
+    # Rows in key order: two concurrent batches sharing bodies then lock them in the same
+    # order on PostgreSQL, so they queue instead of deadlocking.
+    result = await session.execute(_upsert(session.get_bind().dialect.name),
+                                   [fresh[key] for key in sorted(fresh)])
+    stored = {key: received == now and redelivered is None
+              for key, received, redelivered in result}
     receipts = []
     for hook in hooks:
-        if hook.body_sha256 not in stored:
+        if not stored.get(hook.body_sha256, False):
             receipts.append(Receipt.DUPLICATE)
             continue
-        stored.discard(hook.body_sha256)  # a later copy in this batch is a duplicate
+        stored[hook.body_sha256] = False  # a later copy in this batch is coalesced
         orphan = fresh[hook.body_sha256]["connection_id"] is None
         receipts.append(Receipt.ORPHANED if orphan else Receipt.STORED)
     return receipts
+
+
+@functools.cache
+def _upsert(dialect: str) -> Any:
+    """Insert, or coalesce into a pending row, or re-arm a done one; RETURNING the key."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_events)
+    return statement.on_conflict_do_update(
+        index_elements=["body_sha256"], set_=_rearm_or_coalesce(statement.excluded),
+    ).returning(_events.c.body_sha256, _events.c.received_at, _events.c.redelivered_at)
+
+
+def _rearm_or_coalesce(new: Any) -> dict[str, Any]:
+    """SET clauses of the upsert: keep a pending row (noting the repeat), re-arm any other."""
+    c = _events.c
+    pending = c.status == WebhookStatus.PENDING
+
+    def pick(column: str, rearmed: Any) -> Any:
+        return case((pending, c[column]), else_=rearmed)
+
+    return {
+        "status": pick("status", new.status),
+        "connection_id": pick("connection_id", new.connection_id),
+        "signed_at": pick("signed_at", new.signed_at),
+        "received_at": pick("received_at", new.received_at),
+        "available_at": pick("available_at", new.available_at),
+        "attempts": pick("attempts", 0),
+        "outcome": pick("outcome", null()),
+        "applied_at": pick("applied_at", null()),
+        "redelivered_at": case((pending, new.received_at), else_=null()),
+    }

@@ -23,9 +23,10 @@ from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
 from aggregator.http.services import Services
 from aggregator.plaid.receiver import PlaidWebhooks
 from aggregator.plaid.vault_secret import read_vault_secret
-from aggregator.settings import Settings
+from aggregator.settings import RegionSettings, Settings
 from aggregator.sync.banks import BankDirectory
 from connectors import PlaidConnector, WebhookKeys, WebhookVerifier
+from connectors.plaid.keys import RECHECK_AFTER
 from vault import TransitConfig
 
 
@@ -56,8 +57,10 @@ def build_plaid_webhooks(
     banks: BankDirectory, services: Services, registry: CollectorRegistry | None = None
 ) -> PlaidWebhooks:
     """One key cache and verifier per Plaid region, each asking its own environment."""
+    regions = services.settings.regions
     verifiers = {
-        region: WebhookVerifier(WebhookKeys(banks.plaid(region).webhook_key))
+        region: WebhookVerifier(WebhookKeys(
+            banks.plaid(region).webhook_key, recheck_after=_recheck(regions.get(region))))
         for region in banks.plaid_regions() if region in services.router.regions
     }
     return PlaidWebhooks(services.router, verifiers, registry)
@@ -73,3 +76,8 @@ def install_plaid_webhooks(
     receiver = build_plaid_webhooks(services.banks, services, registry)
     services.extra[SERVICE_KEY] = receiver
     return receiver
+
+
+def _recheck(region: RegionSettings | None) -> float:
+    plaid = region.plaid if region is not None else None
+    return float(plaid.webhook_key_recheck if plaid is not None else RECHECK_AFTER)

@@ -50,6 +50,7 @@ Example ``aggregator.toml`` with every setting::
     country_codes = ["US", "CA"]         # default ["US"]
     # host = "https://plaid-proxy.internal"  # overrides the environment's API host
     # daily_budget = 4                   # webhook-triggered syncs per rolling 24 h
+    # webhook_key_recheck = 300          # s a key Plaid expired can still verify (1-3600)
 
     [erasure]
     deadline_days = 30                   # statutory deadline of a request (CCPA: 45)
@@ -104,7 +105,8 @@ comma-separated, flags ``true``/``false``/``1``/``0``:
   ``KEYS_APPROLE_SECRET_ID_ENV``, ``KEYS_NAMESPACE``, ``KEYS_CA_CERT``;
   ``PLAID_CLIENT_ID``, ``PLAID_SECRET_ENV``, ``PLAID_SECRET_VAULT_PATH``,
   ``PLAID_SECRET_VAULT_MOUNT``, ``PLAID_SECRET_VAULT_FIELD``, ``PLAID_ENVIRONMENT``,
-  ``PLAID_HOST``, ``PLAID_PRODUCTS``, ``PLAID_COUNTRY_CODES``, ``PLAID_DAILY_BUDGET``;
+  ``PLAID_HOST``, ``PLAID_PRODUCTS``, ``PLAID_COUNTRY_CODES``, ``PLAID_DAILY_BUDGET``,
+  ``PLAID_WEBHOOK_KEY_RECHECK``;
   e.g. ``AGGREGATOR_REGION_EU_DATABASE_URL`` (a region with Plaid needs ``public_url``:
   Plaid sends its webhooks to ``{public_url}/webhooks/plaid/{region}``). A variable with
   a configured region's prefix and any other suffix is refused.

@@ -84,6 +84,7 @@ REGION_ENV_VARIABLES: Mapping[str, tuple[tuple[str, ...], Kind]] = {
     "PLAID_PRODUCTS": (("plaid", "products"), "list"),
     "PLAID_COUNTRY_CODES": (("plaid", "country_codes"), "list"),
     "PLAID_DAILY_BUDGET": (("plaid", "daily_budget"), "whole"),
+    "PLAID_WEBHOOK_KEY_RECHECK": (("plaid", "webhook_key_recheck"), "whole"),
 }
 
 _WHOLE = re.compile(r"^[0-9]{1,12}$")

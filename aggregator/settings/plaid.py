@@ -16,7 +16,11 @@ from vault import Secret
 _PLAID_KEYS = frozenset({
     "client_id", "secret_env", "secret_vault_path", "secret_vault_mount",
     "secret_vault_field", "environment", "host", "products", "country_codes", "daily_budget",
+    "webhook_key_recheck",
 })
+#: Default and ceiling of ``webhook_key_recheck``: seconds a key Plaid has expired can
+#: still verify webhooks (README, "Plaid webhooks: keys").
+KEY_RECHECK_DEFAULT, KEY_RECHECK_MAX = 300, 3600
 _PLAID_PRODUCT = re.compile(r"^[a-z_]{1,40}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
@@ -41,6 +45,9 @@ class PlaidRegion:
     config: PlaidConfig
     sync_policy: SyncPolicy
     vault_secret: VaultSecretRef | None = None
+    #: Seconds after which a cached webhook key is re-checked with Plaid (the bound on
+    #: trusting a key Plaid has expired).
+    webhook_key_recheck: int = KEY_RECHECK_DEFAULT
 
 
 def plaid_region(region: str, raw: Mapping[str, Any], env: Mapping[str, str], source: str
@@ -67,9 +74,14 @@ def plaid_region(region: str, raw: Mapping[str, Any], env: Mapping[str, str], so
     budget = raw.get("daily_budget", SyncPolicy().daily_budget)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ConfigError(f"{where}.daily_budget must be a positive whole number")
+    recheck = raw.get("webhook_key_recheck", KEY_RECHECK_DEFAULT)
+    if isinstance(recheck, bool) or not isinstance(recheck, int) or not (
+            1 <= recheck <= KEY_RECHECK_MAX):
+        raise ConfigError(f"{where}.webhook_key_recheck must be whole seconds from 1 to "
+                          f"{KEY_RECHECK_MAX}")
     config = PlaidConfig(region, client_id, secret, environment,
                          host.rstrip("/") if host else None, products, countries)
-    return PlaidRegion(config, SyncPolicy(daily_budget=budget), vault)
+    return PlaidRegion(config, SyncPolicy(daily_budget=budget), vault, recheck)
 
 
 def _secret(raw: Mapping[str, Any], env: Mapping[str, str], where: str

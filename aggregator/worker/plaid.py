@@ -19,8 +19,11 @@ is backed off like any failure and retried without spending again; one that fail
 good closes the row as ``sync_failed`` (the reason is on ``sync_states.last_error``).
 
 Each pass also purges applied and orphaned rows older than
-:data:`~aggregator.plaid.DEDUP_RETENTION` (Plaid's retry window and a margin), a bounded
-batch per region, so the de-duplication table does not grow forever.
+:data:`~aggregator.plaid.HISTORY_RETENTION`, a bounded batch per region, so the table
+(one row per distinct body: repeats re-arm their row) does not grow forever. Every
+applied webhook is counted by region, type, code and outcome
+(``aggregator_plaid_webhooks_applied``); a code Plaid does not document for our products
+is counted as ``OTHER``, so traffic cannot grow the label set.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import update
 
 from aggregator.errors import GatewayError
@@ -40,7 +44,7 @@ from aggregator.ids import ConnectionId
 from aggregator.models import PlaidWebhookEvent, WebhookStatus
 from aggregator.models.base import table_of, utcnow
 from aggregator.plaid import (
-    DEDUP_RETENTION,
+    HISTORY_RETENTION,
     SYNC_REQUESTED,
     PlaidHooks,
     apply_webhook_event,
@@ -48,6 +52,7 @@ from aggregator.plaid import (
     pending_events,
     purge_expired,
 )
+from aggregator.plaid.apply import DOCUMENTED_CODES
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from aggregator.worker.breaker import Backoff
@@ -77,10 +82,18 @@ class PlaidSweep:
     backoff: Backoff = field(default_factory=lambda: Backoff(5.0, 3600.0))
     rng: random.Random = field(default_factory=random.SystemRandom)
     interval: float = 2.0
-    retention: timedelta = DEDUP_RETENTION
+    retention: timedelta = HISTORY_RETENTION
     #: A webhook failing this often is closed as ``failed``: never retried forever.
     max_attempts: int = 10
     name: str = "plaid"
+    registry: CollectorRegistry | None = None
+    applied: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.applied = Counter(
+            "aggregator_plaid_webhooks_applied",
+            "Plaid webhooks applied by the worker, by region, type, code and outcome",
+            ["region", "type", "code", "outcome"], registry=self.registry)
 
     async def run_once(self, stop: asyncio.Event) -> int:
         applied = 0
@@ -104,17 +117,22 @@ class PlaidSweep:
             async with self.router.session(region) as session, session.begin():
                 outcome = await apply_webhook_event(session, key, self.hooks,
                                                     self._policy(region))
-                connection_id = await _connection_of(session, key)
+                event = await session.get(PlaidWebhookEvent, key)
+                connection_id = event.connection_id if event is not None else None
+                kind = (event.webhook_type, event.webhook_code) if event else ("", "")
         except Exception as exc:
             await self._back_off(region, key, type(exc).__name__)
             return False
         if outcome == SYNC_REQUESTED and connection_id is not None:
             outcome = await self._sync(region, key, connection_id)
         log.info("plaid webhook %s in %s: %s", key.hex()[:12], region, outcome)
+        if outcome is not None:
+            kind = kind if kind in DOCUMENTED_CODES else ("OTHER", "OTHER")
+            self.applied.labels(region, *kind, outcome).inc()
         return outcome is not None
 
     async def purge(self, region: str) -> int:
-        """Drop one bounded batch of expired de-duplication rows."""
+        """Drop one bounded batch of applied rows past their history retention."""
         async with self.router.session(region) as session, session.begin():
             return await purge_expired(session, utcnow() - self.retention, self.batch * 10)
 
@@ -174,8 +192,3 @@ class PlaidSweep:
                 update(_events).where(c.body_sha256 == key, c.status == WebhookStatus.PENDING)
                 .values(attempts=c.attempts + 1, available_at=utcnow() + timedelta(seconds=delay))
             )
-
-
-async def _connection_of(session: Any, key: bytes) -> str | None:
-    event = await session.get(PlaidWebhookEvent, key)
-    return event.connection_id if event is not None else None

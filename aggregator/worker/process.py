@@ -111,7 +111,7 @@ def _jobs(
                      config=ErasureConfig.from_settings(settings),
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
         PlaidSweep(ctx.router, syncer=Syncer(ctx.router, ctx.custody, ctx.banks),
-                   banks=ctx.banks, batch=config.batch),
+                   banks=ctx.banks, batch=config.batch, registry=ctx.metrics.registry),
         SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
                      batch=config.batch, metrics=BudgetMetrics.of(ctx.metrics.registry)),
         ConsentWatch(ctx.router, ctx.banks, batch=config.batch,

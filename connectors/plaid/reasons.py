@@ -10,7 +10,7 @@ import enum
 
 from connectors.errors import ConnectorError
 
-__all__ = ["RejectReason", "WebhookRejected"]
+__all__ = ["RETRYABLE", "RejectReason", "WebhookRejected"]
 
 
 class RejectReason(enum.Enum):
@@ -21,8 +21,8 @@ class RejectReason(enum.Enum):
     MALFORMED_HEADER = "malformed_header"  # not a compact JWS with a JSON header
     BAD_ALGORITHM = "bad_algorithm"  # header alg is not exactly "ES256" (none, HS256, ...)
     UNKNOWN_KID = "unknown_kid"  # Plaid has no key with this kid (for our environment)
-    KID_RATE_LIMITED = "kid_rate_limited"  # unknown kid and the refetch budget is spent
-    KEY_UNAVAILABLE = "key_unavailable"  # Plaid could not be asked (outage, timeout)
+    KID_RATE_LIMITED = "kid_rate_limited"  # unknown kid not fetched yet: retry (503)
+    KEY_UNAVAILABLE = "key_unavailable"  # Plaid could not be asked (outage, timeout): 503
     KEY_EXPIRED = "key_expired"  # the key's expired_at is set and in the past
     BAD_KEY = "bad_key"  # Plaid's key document is not an ES256 P-256 JWK
     BAD_SIGNATURE = "bad_signature"  # the ES256 signature does not verify
@@ -33,11 +33,24 @@ class RejectReason(enum.Enum):
     MALFORMED_BODY = "malformed_body"  # verified, but not a JSON object with webhook fields
 
 
+#: Refusals that say "not now" rather than "never": Plaid should retry them (503).
+RETRYABLE = frozenset({RejectReason.KID_RATE_LIMITED, RejectReason.KEY_UNAVAILABLE})
+
+
 class WebhookRejected(ConnectorError):
-    """A Plaid webhook failed verification; ``reason`` says which check refused it."""
+    """A Plaid webhook failed verification; ``reason`` says which check refused it.
+
+    ``retry_after`` (seconds) is set for the :data:`RETRYABLE` reasons: when a retry can
+    succeed.
+    """
 
     code = "webhook_rejected"
 
-    def __init__(self, reason: RejectReason) -> None:
+    def __init__(self, reason: RejectReason, *, retry_after: float | None = None) -> None:
         self.reason = reason
+        self.retry_after = retry_after
         super().__init__(f"plaid webhook rejected: {reason.value}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in RETRYABLE

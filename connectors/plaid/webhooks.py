@@ -6,6 +6,8 @@ Plaid signs each webhook with a compact JWS in the ``Plaid-Verification`` header
 
 1. the raw body is at most ``max_body_bytes`` (nothing is parsed before this);
 2. the header is a compact JWS (RFC 7515 §7.1) whose protected header is a JSON object;
+   it and the claims are read with :func:`~connectors.plaid.rfc7493.loads` (bounded
+   size and depth checked before parsing; no duplicate names, lone surrogates, NaN);
 3. ``alg`` is exactly ``"ES256"`` — not ``none`` (RFC 7518 §3.6 "unsecured JWS"), not
    ``HS256`` (the key-confusion attack that HMACs with the public key as the secret),
    not a case variant; a ``crit`` header is refused (RFC 7515 §4.1.11);
@@ -14,7 +16,8 @@ Plaid signs each webhook with a compact JWS in the ``Plaid-Verification`` header
 5. the ES256 signature over ``header.payload`` verifies with that key;
 6. ``iat`` is at most ``max_age`` seconds old and at most ``max_skew`` in the future;
 7. SHA-256 of the raw body equals ``request_body_sha256`` (``hmac.compare_digest``);
-8. the verified body is a JSON object naming ``webhook_type`` and ``webhook_code``.
+8. the verified body is a JSON object (read under the same strict rules, at most
+   :data:`BODY_DEPTH` deep) naming printable ``webhook_type`` and ``webhook_code``.
 
 The signature is checked before the claims are believed, and the body is parsed only
 after its digest matched. Keys of another Plaid environment are simply unknown here:
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,12 +41,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from connectors.plaid.jwk import b64url_decode, es256_der_signature
 from connectors.plaid.keys import WebhookKeys
 from connectors.plaid.reasons import RejectReason, WebhookRejected
+from connectors.plaid.rfc7493 import loads
 
 __all__ = ["PlaidWebhook", "WebhookVerifier"]
 
 HEADER = "Plaid-Verification"
 _MAX_JWS = 4096  # Plaid's JWS is ~400 bytes; a larger header is not Plaid's
 _MAX_KID = 128
+_HEADER_DEPTH = 2  # a JOSE header is a flat object; "jwk" (refused anyway) nests once
+#: How deep a webhook body may nest; Plaid's go three levels deep at most.
+BODY_DEPTH = 16
 _SHA256_HEX = frozenset("0123456789abcdef")
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -109,7 +115,7 @@ class WebhookVerifier:
         digest = hashlib.sha256(body).digest()
         if not hmac.compare_digest(digest.hex().encode(), claimed.encode()):
             raise WebhookRejected(RejectReason.BODY_MISMATCH)
-        return _webhook(body, digest, kid, iat)
+        return _webhook(body, digest, kid, iat, self.max_body_bytes)
 
 
 def _split(header: str | None) -> tuple[dict[str, Any], bytes, bytes, str]:
@@ -119,10 +125,10 @@ def _split(header: str | None) -> tuple[dict[str, Any], bytes, bytes, str]:
         raise WebhookRejected(RejectReason.MALFORMED_HEADER)
     head_b64, payload_b64, sig_b64 = header.split(".")
     try:
-        protected = json.loads(b64url_decode(head_b64))
+        protected = loads(b64url_decode(head_b64), max_bytes=_MAX_JWS, max_depth=_HEADER_DEPTH)
         signature = b64url_decode(sig_b64)
         b64url_decode(payload_b64)
-    except ValueError:  # bad base64url, bad UTF-8, bad JSON
+    except ValueError:  # bad base64url, bad UTF-8, bad or hostile JSON
         raise WebhookRejected(RejectReason.MALFORMED_HEADER) from None
     if not isinstance(protected, dict):
         raise WebhookRejected(RejectReason.MALFORMED_HEADER)
@@ -140,7 +146,8 @@ def _check_header(protected: Mapping[str, Any]) -> str:
 
 def _claims(payload_b64: str) -> tuple[int, str]:
     try:
-        claims = json.loads(b64url_decode(payload_b64))
+        claims = loads(b64url_decode(payload_b64), max_bytes=_MAX_JWS,
+                       max_depth=_HEADER_DEPTH)
     except ValueError:
         raise WebhookRejected(RejectReason.MALFORMED_CLAIMS) from None
     iat = claims.get("iat") if isinstance(claims, dict) else None
@@ -152,18 +159,23 @@ def _claims(payload_b64: str) -> tuple[int, str]:
     return iat, claimed
 
 
-def _webhook(body: bytes, digest: bytes, kid: str, iat: int) -> PlaidWebhook:
+def _webhook(body: bytes, digest: bytes, kid: str, iat: int, max_bytes: int) -> PlaidWebhook:
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = loads(body, max_bytes=max_bytes, max_depth=BODY_DEPTH)
     except ValueError:
         raise WebhookRejected(RejectReason.MALFORMED_BODY) from None
     if not isinstance(payload, dict):
         raise WebhookRejected(RejectReason.MALFORMED_BODY)
     kind, code, item = (payload.get(k) for k in ("webhook_type", "webhook_code", "item_id"))
-    if not (isinstance(kind, str) and isinstance(code, str)) or not (0 < len(kind) <= 64
-                                                                     and 0 < len(code) <= 64):
+    if not (isinstance(kind, str) and isinstance(code, str)
+            and _label(kind, 64) and _label(code, 64)):
         raise WebhookRejected(RejectReason.MALFORMED_BODY)
-    if item is not None and (not isinstance(item, str) or len(item) > 255):
+    if item is not None and not _label(item, 255):
         raise WebhookRejected(RejectReason.MALFORMED_BODY)
     return PlaidWebhook(body, digest, kid, datetime.fromtimestamp(iat, UTC), kind, code, item,
                         payload)
+
+
+def _label(value: object, limit: int) -> bool:
+    # Printable: a NUL or control character cannot be stored in a PostgreSQL text column.
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()

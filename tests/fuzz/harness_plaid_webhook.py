@@ -11,7 +11,10 @@ one key Plaid "publishes" here, with ``iat`` inside the window and
 acceptance joserfc would refuse (an algorithm confusion, a malleable encoding).
 
 The signing key is fixed (a test-only scalar) so the committed seeds, signed by
-``make_seeds.py``, verify and coverage starts past the signature. Run by hand::
+``make_seeds.py``, verify and coverage starts past the signature. The
+``regression-*`` seeds are issue 15's hostile inputs (a JWS header nested 1,000 deep, a
+body nested deep, lone surrogates, NaN/Infinity, duplicate keys, a NUL in ``item_id``):
+each once raised (a 500) or was accepted; the contract refuses both. Run by hand::
 
     python tests/fuzz/harness_plaid_webhook.py tests/fuzz/corpus/plaid_webhook \\
         -max_total_time=600

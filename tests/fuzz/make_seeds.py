@@ -47,7 +47,33 @@ def plaid_webhook() -> dict[str, bytes]:
     error = json.dumps({"webhook_type": "ITEM", "webhook_code": "ERROR", "item_id": "item-2",
                         "error": {"error_code": "ITEM_LOGIN_REQUIRED"}}).encode()
     return {"sync": _signed(sync, iat=NOW - 10), "item-error": _signed(error, iat=NOW - 10),
-            "stale": _signed(sync, iat=NOW - 3600), "not-json": _signed(b"{", iat=NOW - 10)}
+            "stale": _signed(sync, iat=NOW - 3600), "not-json": _signed(b"{", iat=NOW - 10),
+            **plaid_webhook_hostile()}
+
+
+def plaid_webhook_hostile() -> dict[str, bytes]:
+    """Issue 15's hostile inputs: each once a 500 or an acceptance, now a refusal."""
+    from tests.fuzz.harness_plaid_webhook import KID, NOW
+
+    def body(extra: bytes) -> bytes:
+        return b'{"webhook_type":"ITEM","webhook_code":"ERROR",' + extra + b"}"
+
+    deep_header = (b'{"alg":"ES256","kid":"' + KID.encode() + b'","x":'
+                   + b"[" * 1000 + b"]" * 1000 + b"}")
+    claims = b'{"iat":%d,"request_body_sha256":"%s"}' % (
+        NOW - 10, hashlib.sha256(b"{}").hexdigest().encode())
+    return {
+        "regression-header-nested-1000":
+            f"{_b64(deep_header)}.{_b64(claims)}.{'A' * 86}".encode() + b"\n{}",
+        "regression-body-nested-1500": _signed(
+            body(b'"x":' + b"[" * 1500 + b"]" * 1500), iat=NOW - 10),
+        "regression-lone-surrogate-item": _signed(body(b'"item_id":"\\ud800"'), iat=NOW - 10),
+        "regression-nan": _signed(body(b'"item_id":"i","n":NaN'), iat=NOW - 10),
+        "regression-infinity": _signed(body(b'"item_id":"i","n":-Infinity'), iat=NOW - 10),
+        "regression-duplicate-keys": _signed(body(b'"webhook_code":"LOGIN_REPAIRED"'),
+                                             iat=NOW - 10),
+        "regression-nul-item": _signed(body(b'"item_id":"a\\u0000b"'), iat=NOW - 10),
+    }
 
 
 def callback() -> dict[str, bytes]:

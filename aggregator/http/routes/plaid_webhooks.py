@@ -3,8 +3,11 @@
 Unauthenticated by API key (Plaid holds none): the ``Plaid-Verification`` JWS is the
 authentication (:mod:`aggregator.plaid.receiver`). Every refusal answers the same
 generic problem so a prober learns nothing about which check failed; the reason goes
-to the log and the ``aggregator_plaid_webhooks{outcome=…}`` counter. Verified webhooks,
-duplicates and orphans all get 200, so Plaid stops retrying.
+to the log and the ``aggregator_plaid_webhooks{outcome=…}`` counter. A refusal that is
+only "not now" (the webhook's key could not be fetched yet, or Plaid's key endpoint is
+down) answers 503 with ``Retry-After``, so Plaid retries instead of reading a permanent
+400 (README, "Plaid webhooks: keys"). Verified webhooks, duplicates and orphans all get
+200, so Plaid stops retrying.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from connectors import RejectReason, WebhookRejected
 SERVICE_KEY = "plaid_webhooks"  # Services.extra key of the PlaidWebhooks receiver
 _REJECTED = ProblemType("webhook_rejected", 400, "Webhook rejected",
                         "The webhook did not pass verification.")
+_RETRY = ProblemType("webhook_retry", 503, "Webhook not verifiable yet",
+                     "The webhook's signing key cannot be checked now; retry later.")
 
 
 class _TooLarge(Exception):
@@ -57,8 +62,9 @@ async def post_plaid_webhook(call: Call) -> Response:
     except WebhookRejected as exc:
         if exc.reason is RejectReason.BODY_TOO_LARGE:
             return status_problem(413, request.url.path)
-        if exc.reason is RejectReason.KEY_UNAVAILABLE:
-            return status_problem(503, request.url.path)  # Plaid's outage: let it retry
+        if exc.retryable:
+            wait = str(max(1, round(exc.retry_after or 1)))
+            return problem(_RETRY, instance=request.url.path, headers={"Retry-After": wait})
         return problem(_REJECTED, instance=request.url.path)
     return JSONResponse({"status": receipt.value})
 

@@ -103,3 +103,15 @@ def test_a_vault_held_secret_needs_the_region_on_transit() -> None:
         load_settings(None, environ={
             **PUBLIC, "AGGREGATOR_REGION_US_PLAID_CLIENT_ID": "c",
             "AGGREGATOR_REGION_US_PLAID_SECRET_VAULT_PATH": "plaid/us"})
+
+
+def test_webhook_key_recheck_is_read_and_bounded() -> None:
+    from aggregator.settings.plaid import plaid_region
+
+    raw = {"client_id": "cid", "secret_env": "S"}
+    assert plaid_region("us", raw, {"S": "x"}, "f.toml").webhook_key_recheck == 300
+    assert plaid_region("us", {**raw, "webhook_key_recheck": 60}, {"S": "x"},
+                        "f.toml").webhook_key_recheck == 60
+    for bad in (0, 3601, "300", True):
+        with pytest.raises(ConfigError, match=r"regions\.us\.plaid\.webhook_key_recheck"):
+            plaid_region("us", {**raw, "webhook_key_recheck": bad}, {"S": "x"}, "f.toml")

@@ -97,3 +97,27 @@ async def test_a_failing_event_is_rolled_back_and_retried_later_with_backoff(
     assert event.available_at > datetime.now(UTC)
     assert connection is not None
     assert connection.status is ConnectionStatus.ACTIVE  # rolled back
+
+
+async def test_applied_webhooks_are_counted_by_type_code_and_outcome(
+    region_router: RegionRouter, make_linked: LinkFactory,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    await _linked_item(make_linked, region_router)
+    registry = CollectorRegistry()
+    sweep = PlaidSweep(region_router, CountingHooks(), registry=registry)
+    hooks = [webhook("ITEM", "ERROR", error={"error_code": "ITEM_LOGIN_REQUIRED"}),
+             webhook("TRANSACTIONS", "DEFAULT_UPDATE"), webhook("ITEM", "MADE_UP_CODE")]
+    async with region_router.session("eu") as session, session.begin():
+        for hook in hooks:
+            await store_webhook(session, "eu", hook)
+    assert await sweep.run_once(asyncio.Event()) == 3
+
+    def count(kind: str, code: str, outcome: str) -> float | None:
+        return registry.get_sample_value("aggregator_plaid_webhooks_applied_total", {
+            "region": "eu", "type": kind, "code": code, "outcome": outcome})
+
+    assert count("ITEM", "ERROR", "reauth_required") == 1
+    assert count("TRANSACTIONS", "DEFAULT_UPDATE", "legacy") == 1
+    assert count("OTHER", "OTHER", "acknowledged") == 1  # the label set stays bounded

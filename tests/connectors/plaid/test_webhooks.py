@@ -103,23 +103,111 @@ async def test_a_known_unknown_kid_is_not_refetched(setup: Setup) -> None:
     assert fetch.calls == 1
 
 
-async def test_key_expiry_noticed_after_the_cache_ttl(setup: Setup) -> None:
-    fake, key, _, clock, verifier = setup
+async def test_a_key_plaid_expired_verifies_no_longer_than_the_recheck_bound(
+        setup: Setup) -> None:
+    fake, key, fetch, clock, verifier = setup
+    assert verifier.keys.recheck_after == 300  # the documented default bound
     await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
-    key.expired_at = int(clock.now) + 10
-    clock.now += 3600  # the cached copy is refreshed and now carries expired_at
+    confirmed = clock.now
+    key.expired_at = int(clock.now) + 1  # Plaid retires the key a second later
+    clock.now = confirmed + 299  # still inside the bound: the cached copy verifies
+    await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
+    clock.now = confirmed + 300  # the bound: re-checked with Plaid, and refused
+    with pytest.raises(WebhookRejected, match="key_expired"):
+        await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
+    assert fetch.calls == 2
+
+
+async def test_the_recheck_bound_is_configurable(setup: Setup) -> None:
+    fake, key, _, clock, _verifier = setup
+    verifier = WebhookVerifier(WebhookKeys(Keys(fake), clock=clock, recheck_after=60),
+                               clock=clock)
+    await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
+    key.expired_at = int(clock.now)
+    clock.now += 60
     with pytest.raises(WebhookRejected, match="key_expired"):
         await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
 
 
-async def test_plaid_outage_keeps_the_cached_key_and_refuses_new_ones(setup: Setup) -> None:
+async def test_plaid_outage_keeps_the_cached_key_only_within_the_bound(setup: Setup) -> None:
     fake, key, fetch, clock, verifier = setup
     await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
     fetch.down = True
-    clock.now += 3600
+    clock.now += 299
     await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
+    clock.now += 1  # cannot be re-checked: not trusted blindly, but retryable (503)
+    with pytest.raises(WebhookRejected, match="key_unavailable") as caught:
+        await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
+    assert caught.value.retryable
+    assert caught.value.retry_after
     with pytest.raises(WebhookRejected, match="key_unavailable"):
         await verifier.verify(BODY, fake.sign(BODY, fake.add_key(), iat=int(clock.now)))
+    fetch.down = False
+    await verifier.verify(BODY, fake.sign(BODY, key, iat=int(clock.now)))
+
+
+async def test_forged_kid_flood_during_a_key_rotation_delays_genuine_webhooks_boundedly(
+        setup: Setup) -> None:
+    """Plaid rotates its key while 5 forged kids a second arrive (the issue's attack).
+
+    Plaid sends a webhook every 2 s with the new kid and retries a refused one at its
+    Retry-After. Documented bound (README, "Plaid webhooks: keys"): the genuine kid is
+    fetched within one ``unknown_kid_interval`` (10 s) of its second sighting; until
+    then its webhooks get 503 (retryable), never a 400.
+    """
+    fake, old, fetch, clock, verifier = setup
+    await verifier.verify(BODY, fake.sign(BODY, old, iat=int(clock.now)))
+    for i in range(20):  # the flood starts before the rotation: the bucket is empty
+        with pytest.raises(WebhookRejected):
+            await verifier.verify(BODY, fake.sign(BODY, new_key(f"pre-{i}"), iat=int(clock.now)))
+    rotated_at = clock.now
+    new = fake.add_key()
+    old.expired_at = int(rotated_at)
+    genuine_refusals: list[WebhookRejected] = []
+    accepted_at: float | None = None
+    sightings: list[float] = []
+    forged = 0
+    for tick in range(600):  # 60 s in 0.1 s steps
+        clock.now = rotated_at + tick / 10
+        if tick % 2 == 0:  # 5 forged requests a second, each with a fresh kid
+            forged += 1
+            with pytest.raises(WebhookRejected) as caught:
+                await verifier.verify(BODY, fake.sign(BODY, new_key(f"forged-{forged}"),
+                                                      iat=int(clock.now)))
+            assert caught.value.reason in (RejectReason.UNKNOWN_KID,
+                                           RejectReason.KID_RATE_LIMITED)
+        if tick % 20 == 0 and accepted_at is None:  # a genuine webhook every 2 s
+            sightings.append(clock.now)
+            try:
+                await verifier.verify(BODY, fake.sign(BODY, new, iat=int(clock.now)))
+                accepted_at = clock.now
+            except WebhookRejected as exc:
+                genuine_refusals.append(exc)
+    assert accepted_at is not None
+    assert all(exc.retryable and exc.retry_after for exc in genuine_refusals)
+    assert accepted_at - sightings[1] <= 10.0, (accepted_at - rotated_at, len(sightings))
+    assert fetch.calls <= 1 + 3 + 60 / 10 + 1  # the key server is still not hammered
+    assert len(fetch.fake.keys) == 2
+
+
+async def test_the_most_wanted_unknown_kid_gets_the_next_fetch(setup: Setup) -> None:
+    fake, _, fetch, clock, verifier = setup
+    for i in range(3):  # the burst goes to the first three kids
+        with pytest.raises(WebhookRejected, match="unknown_kid"):
+            await verifier.verify(BODY, fake.sign(BODY, new_key(f"early-{i}"),
+                                                  iat=int(clock.now)))
+    genuine = fake.add_key()
+    for _ in range(2):
+        with pytest.raises(WebhookRejected) as caught:
+            await verifier.verify(BODY, fake.sign(BODY, genuine, iat=int(clock.now)))
+        assert caught.value.reason is RejectReason.KID_RATE_LIMITED
+        assert caught.value.retry_after == 10
+    clock.now += 10  # one token: a forged kid seen once arrives first, and still loses
+    with pytest.raises(WebhookRejected, match="kid_rate_limited"):
+        await verifier.verify(BODY, fake.sign(BODY, new_key("forged"), iat=int(clock.now)))
+    assert fetch.calls == 4
+    await verifier.verify(BODY, fake.sign(BODY, genuine, iat=int(clock.now)))
+    assert fetch.calls == 4
 
 
 @pytest.mark.parametrize("body", [b"[1]", b'{"webhook_type": "ITEM"}', b"\xff\xfe{}"])
