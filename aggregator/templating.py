@@ -10,13 +10,15 @@ blank.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 
-def environment(package: str) -> Environment:
+def environment(package: str, *, extensions: Sequence[str] = ()) -> Environment:
     """Templates of ``package`` (its ``templates/`` directory), autoescaped."""
     return Environment(
         loader=PackageLoader(package, "templates"), autoescape=True,
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True,
+        keep_trailing_newline=True, extensions=list(extensions),
     )

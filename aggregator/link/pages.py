@@ -19,6 +19,7 @@ from jinja2 import Environment
 from starlette.responses import HTMLResponse
 
 from aggregator.link.errors import LinkError
+from aggregator.link.i18n import DEFAULT, translations
 from aggregator.templating import environment
 from connectors import BankProfile
 
@@ -46,20 +47,26 @@ _GENERIC_ADVICE = "Please go back to the app and try again in a few minutes."
 
 
 @cache
-def _env() -> Environment:
-    env = environment("aggregator.link")
+def _env(locale: str) -> Environment:
+    env = environment("aggregator.link", extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.globals["logo_url"] = logo_url
     return env
 
 
+def _t(locale: str, text: str) -> str:
+    return translations(locale).gettext(text)
+
+
 def _page(
     template: str, title: str, *, status: int = 200, request_id: str | None = None,
-    **context: object,
+    locale: str = DEFAULT, **context: object,
 ) -> HTMLResponse:
-    html = _env().get_template(template).render(
-        title=title, stylesheet=STYLESHEET, request_id=request_id, **context,
+    html = _env(locale).get_template(template).render(
+        title=title, stylesheet=STYLESHEET, request_id=request_id, locale=locale, **context,
     )
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    headers = {**HEADERS, "Content-Language": locale, "Vary": "Accept-Language"}
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def logo_url(profile: BankProfile) -> str:
@@ -79,35 +86,42 @@ def matching(banks: Sequence[BankProfile], query: str) -> list[BankProfile]:
 
 def picker_page(
     *, action: str, form_nonce: str, banks: Sequence[BankProfile], app_name: str,
-    update: bool, request_id: str | None = None, query: str = "",
+    update: bool, request_id: str | None = None, query: str = "", locale: str = DEFAULT,
 ) -> HTMLResponse:
     """The bank picker; one bank is preselected when the app named it. With many banks,
     a search narrows the list (``query``, from the page's own search form)."""
-    heading = "Reconnect your bank" if update else "Connect your bank"
+    heading = _t(locale, "Reconnect your bank" if update else "Connect your bank")
     if not banks:
         return _page("empty.html", heading, request_id=request_id, heading=heading,
-                     app_name=app_name)
+                     app_name=app_name, locale=locale)
     searchable = len(banks) >= SEARCH_FROM
     query = query.strip()[:64] if searchable else ""
     shown = matching(banks, query) if query else list(banks)
     return _page("picker.html", heading, request_id=request_id, heading=heading,
                  app_name=app_name, update=update, action=action, form_nonce=form_nonce,
-                 banks=shown, searchable=searchable, query=query, total=len(banks))
+                 banks=shown, searchable=searchable, query=query, total=len(banks),
+                 locale=locale)
 
 
-def error_page(error: LinkError, *, request_id: str | None) -> HTMLResponse:
+def error_page(error: LinkError, *, request_id: str | None, locale: str = DEFAULT
+               ) -> HTMLResponse:
     """The page for a refused step: what happened, what to do, and a reference."""
     return message_page(
         error.title, str(error), status=error.status, request_id=request_id,
-        advice=_ADVICE.get(error.status, _GENERIC_ADVICE),
+        advice=_ADVICE.get(error.status, _GENERIC_ADVICE), locale=locale,
     )
 
 
 def message_page(
     title: str, message: str, *, status: int, request_id: str | None, advice: str | None = None,
+    locale: str = DEFAULT,
 ) -> HTMLResponse:
+    """An error page; title, message and advice are shown in ``locale`` when its
+    catalogue has them (their English text is the key), else in English."""
+    title = _t(locale, title)
     return _page("error.html", title, status=status, request_id=request_id, heading=title,
-                 message=message, advice=advice or _GENERIC_ADVICE)
+                 message=_t(locale, message), advice=_t(locale, advice or _GENERIC_ADVICE),
+                 locale=locale)
 
 
 def success_page(title: str, message: str, *, advice: str | None = None) -> HTMLResponse:

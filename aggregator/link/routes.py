@@ -31,6 +31,7 @@ from aggregator.http.schema import rules
 from aggregator.http.services import services_of
 from aggregator.http.views import ID
 from aggregator.link.errors import LinkError, LinkFormInvalid, LinkNotFound, LinkRequestInvalid
+from aggregator.link.i18n import negotiate
 from aggregator.link.pages import (
     HEADERS,
     error_page,
@@ -136,18 +137,19 @@ def _for_people(handler: Handler) -> Handler:
     """
 
     async def page(call: Call) -> Any:
+        locale = negotiate(call.request.headers.get("accept-language"))
         try:
             return await handler(call)
         except LinkError as exc:
-            return error_page(exc, request_id=call.request_id)
+            return error_page(exc, request_id=call.request_id, locale=locale)
         except (ConnectorError, UnknownBank) as exc:
             log.warning("link: the bank step failed: %s", exc.code)
-            return _bank_trouble(call.request_id)
+            return _bank_trouble(call.request_id, locale)
         except Exception:
             log.exception("link: unexpected failure on %s", handler.__name__)
             return message_page(
                 "Something went wrong", "The gateway failed to handle this step.",
-                status=500, request_id=call.request_id,
+                status=500, request_id=call.request_id, locale=locale,
             )
 
     page.__name__ = handler.__name__
@@ -164,6 +166,7 @@ async def show_page(call: Call) -> Response:
         banks=opened.banks, app_name=opened.app_name,
         update=opened.session.update_connection_id is not None, request_id=call.request_id,
         query=call.request.query_params.get("q", ""),
+        locale=negotiate(call.request.headers.get("accept-language")),
     )
 
 
@@ -200,11 +203,11 @@ async def callback(call: Call) -> Response:
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
-def _bank_trouble(request_id: str) -> Response:
+def _bank_trouble(request_id: str, locale: str = "en") -> Response:
     return message_page(
         "Your bank is not reachable", "We could not reach your bank just now.",
         status=502, request_id=request_id,
-        advice="Please go back to the app and try again in a few minutes.",
+        advice="Please go back to the app and try again in a few minutes.", locale=locale,
     )
 
 
