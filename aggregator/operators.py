@@ -153,25 +153,25 @@ async def sign_in(
     (``operator.signed_in`` / ``operator.sign_in_failed``); a failure names the operator
     only when the name exists (the trail never holds what someone typed).
     """
-    if len(password) > MAX_PASSWORD:
-        password = password[:MAX_PASSWORD]  # still hashed: same time as any wrong password
+    too_long = len(password) > MAX_PASSWORD  # refused, after the same work as any other
     operator = await _first_answer(router, lambda s: s.scalar(
         select(Operator).where(Operator.name == name, Operator.disabled_at.is_(None))
     ))
     hasher = _hasher()
     ok = False
     try:
-        hasher.verify(operator.password_hash if operator else _dummy_hash(), password)
-        ok = operator is not None
+        hasher.verify(operator.password_hash if operator and not too_long else _dummy_hash(),
+                      password[:MAX_PASSWORD])
+        ok = operator is not None and not too_long
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     if not ok or operator is None:
+        # The actor is whoever typed (unknown); the target, the account they tried.
         failed = operator.id if operator else None
 
         async def refused(session: AsyncSession) -> None:
-            await audit.record(session, actor=failed or "operator",
-                               action="operator.sign_in_failed", target_id=failed,
-                               request_id=request_id, client_ip=client_ip)
+            await audit.record(session, actor="operator", action="operator.sign_in_failed",
+                               target_id=failed, request_id=request_id, client_ip=client_ip)
 
         await _everywhere(router, refused)
         return None
@@ -252,14 +252,15 @@ async def _touch(session: AsyncSession, digest: bytes, now: datetime) -> None:
 async def _first_answer(
     router: RegionRouter, read: Callable[[AsyncSession], Awaitable[T]]
 ) -> T | None:
-    """The answer of the first region (in configured order) whose database answers."""
+    """The answer of the first region (in configured order) whose database answers;
+    :class:`NoRegionAvailable` when none does."""
     for region in router.regions:
         try:
             async with router.reader(region) as session:
                 return await read(session)
         except REGION_DOWN:
             continue
-    return None
+    raise NoRegionAvailable("no region's database answered; nobody can sign in now")
 
 
 async def _everywhere(

@@ -55,7 +55,11 @@ def _form_next(request: Request) -> str | None:
 async def sign_in_page(request: Request) -> Response:
     """The sign-in form; an operator with a live session goes straight on."""
     token = request.cookies.get(COOKIE)
-    if token and len(token) <= 128 and await resume(needs(request).router, token):
+    try:
+        live = bool(token and len(token) <= 128 and await resume(needs(request).router, token))
+    except NoRegionAvailable:
+        live = False
+    if live:
         target = safe_next(request.query_params.get("next"))
         return RedirectResponse(target, status_code=303, headers=HEADERS)
     return _form(request)

@@ -29,7 +29,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from aggregator.console.needs import ConsoleNeeds, needs_of
-from aggregator.operators import SignedIn, csrf_matches, csrf_token, resume
+from aggregator.operators import (
+    NoRegionAvailable,
+    SignedIn,
+    csrf_matches,
+    csrf_token,
+    resume,
+)
 from aggregator.templating import environment
 
 log = logging.getLogger(__name__)
@@ -123,6 +129,12 @@ def _to_sign_in(request: Request) -> Response:
     return RedirectResponse(target, status_code=303, headers=HEADERS)
 
 
+def _no_region(request: Request) -> Response:
+    return message(request, "No region answers",
+                   "No region's database answers right now, so no session can be checked. "
+                   "Try again in a moment.", status=503)
+
+
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
@@ -142,7 +154,10 @@ def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
     """A page any signed-in operator may read."""
 
     async def endpoint(request: Request) -> Response:
-        found = await _signed_in(request)
+        try:
+            found = await _signed_in(request)
+        except NoRegionAvailable:
+            return _no_region(request)
         if found is None:
             return _to_sign_in(request)
         who, token = found
@@ -157,7 +172,10 @@ def action(handler: Page, *, admin: bool = True) -> Callable[[Request], Awaitabl
     """A form ``POST``: signed in, CSRF token and origin checked, admin unless not needed."""
 
     async def endpoint(request: Request) -> Response:
-        found = await _signed_in(request)
+        try:
+            found = await _signed_in(request)
+        except NoRegionAvailable:
+            return _no_region(request)
         if found is None:
             return _to_sign_in(request)
         who, token = found

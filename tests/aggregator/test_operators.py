@@ -102,3 +102,12 @@ async def test_sign_in_refuses_a_disabled_operator(region_router: RegionRouter) 
             assert row is not None
             row.disabled_at = utcnow()
     assert await sign_in(region_router, "ada", PASSWORD) is None
+
+
+async def test_a_password_past_the_limit_is_refused_even_if_it_starts_right(
+    region_router: RegionRouter,
+) -> None:
+    exact = "x" * 1024
+    await create_operator(region_router, "ada", OperatorRole.ADMIN, exact)
+    assert await sign_in(region_router, "ada", exact) is not None
+    assert await sign_in(region_router, "ada", exact + "y") is None

@@ -153,9 +153,11 @@ async def test_sign_in_refuses_a_wrong_password_and_records_it(
     for region in region_router.regions:
         async with region_router.reader(region) as session:
             failed = (await session.execute(
-                select(AuditEvent.actor).where(AuditEvent.action == "operator.sign_in_failed")
-                .order_by(AuditEvent.seq))).scalars().all()
-        assert failed == [operators["ada"], "operator"]
+                select(AuditEvent.actor, AuditEvent.target_id)
+                .where(AuditEvent.action == "operator.sign_in_failed")
+                .order_by(AuditEvent.seq))).all()
+        assert [tuple(f) for f in failed] == [("operator", operators["ada"]),
+                                              ("operator", None)]
 
 
 async def test_sign_in_sets_a_host_cookie_and_sign_out_ends_the_session(

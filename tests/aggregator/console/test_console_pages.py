@@ -123,3 +123,15 @@ def test_the_chart_escapes_its_labels_and_scales_its_bars() -> None:
     assert svg.count("<rect") == 2
     assert "2026-12-06: 4 synced" in svg
     assert "6 outcomes in 14 days, at most 6 a day" in svg
+
+
+async def test_with_every_region_down_the_console_says_so(
+    admin: Console, console_factory: ConsoleFactory, region_router: RegionRouter
+) -> None:
+    with region_down(region_router, "eu"), region_down(region_router, "us"):
+        page = await admin.http.get("/console")
+        assert page.status_code == 503
+        assert "No region's database answers" in page.text
+        answer = await (await console_factory()).sign_in("ada")
+        assert answer.status_code == 503
+        assert "nobody can sign in right now" in answer.text
