@@ -4,6 +4,18 @@ What other packages may import is listed in ``__all__`` and nowhere else; module
 private to the package (``tests/connectors/test_exported_members.py`` holds the line).
 """
 
+from connectors.consents import (
+    ConsentManager,
+    ConsentRequest,
+    ConsentState,
+    CreatedConsent,
+    GrantedConsent,
+    Standard,
+    UserPresence,
+    consent_manager,
+)
+from connectors.consents.options import ObieOptions
+from connectors.consents.readiness import obie_readiness
 from connectors.dialects import (
     DEFAULT_MAX_PAGES,
     DIALECTS,
@@ -14,6 +26,8 @@ from connectors.dialects import (
     get_dialect,
     parse_retry_after,
 )
+from connectors.dialects.berlin_errors import AccessExceeded
+from connectors.dialects.berlin_signing import request_hooks as bank_request_hooks
 from connectors.egress import EgressPolicy, Resolver, check_destination, egress_client
 from connectors.errors import (
     AuthorizationExpired,
@@ -21,6 +35,7 @@ from connectors.errors import (
     BankUnavailable,
     BankUnsupported,
     ConnectorError,
+    ConsentInvalid,
     ConsentRejected,
     EgressRefused,
     GrantRevoked,
@@ -75,6 +90,7 @@ __all__ = [
     "DEFAULT_MAX_PAGES",
     "DIALECTS",
     "PENDING_LIFETIME",
+    "AccessExceeded",
     "Account",
     "AccountType",
     "ApiConfig",
@@ -89,8 +105,13 @@ __all__ = [
     "ClientAuthMethod",
     "Compatibility",
     "ConnectorError",
+    "ConsentInvalid",
+    "ConsentManager",
     "ConsentPolicy",
     "ConsentRejected",
+    "ConsentRequest",
+    "ConsentState",
+    "CreatedConsent",
     "DPoPAuth",
     "DPoPKey",
     "DPoPNonces",
@@ -100,6 +121,7 @@ __all__ = [
     "Endpoints",
     "Finding",
     "GrantRevoked",
+    "GrantedConsent",
     "Hook",
     "HttpDialect",
     "IssuerMismatch",
@@ -107,6 +129,7 @@ __all__ = [
     "LinkToken",
     "MutationDuringPagination",
     "ObieDialect",
+    "ObieOptions",
     "ParMode",
     "PemSigner",
     "PendingAuthorization",
@@ -125,21 +148,25 @@ __all__ = [
     "ServerMetadata",
     "Severity",
     "Signer",
+    "Standard",
     "StateMismatch",
     "SyncBatch",
     "SyncPolicy",
     "TokenSet",
     "Transaction",
     "TransactionStatus",
+    "UserPresence",
     "VerificationKey",
     "WebhookKeys",
     "WebhookRejected",
     "WebhookVerifier",
+    "bank_request_hooks",
     "bank_ssl_context",
     "build_client_assertion",
     "check_compatibility",
     "check_destination",
     "check_issuer",
+    "consent_manager",
     "egress_client",
     "fapi2_readiness",
     "fetch_metadata",
@@ -150,6 +177,7 @@ __all__ = [
     "load_client_credentials",
     "load_profiles",
     "map_plaid_errors",
+    "obie_readiness",
     "parse_callback",
     "parse_retry_after",
     "redact",

@@ -12,7 +12,9 @@
     ├── BankUnsupported         the bank lacks what the profile needs (PKCE S256, PAR, auth method)
     ├── ConsentRejected         the user (or the bank) denied the authorization request
     ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
-    │   └── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
+    │   ├── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
+    │   └── ConsentInvalid      the bank's consent resource is rejected, revoked, expired
+    │                           or unknown (connectors/consents)
     ├── BankUnavailable         timeouts, 5xx, 429; carries `retry_after` seconds if known
     │   ├── MutationDuringPagination  Plaid data changed mid-`/transactions/sync`
     │   └── EgressRefused       the outbound policy refused the destination (SSRF guard);
@@ -118,3 +120,18 @@ class ResponseTooLarge(BankProtocolError):
     the request was sent and may have had its effect (a rotated refresh token)."""
 
     code = "response_too_large"
+
+
+class ConsentInvalid(GrantRevoked):
+    """The bank reports the consent resource dead: rejected, revoked, expired or unknown.
+
+    OBIE ``Status`` Rejected/Revoked or an ``ExpirationDateTime`` passed; Berlin Group
+    ``CONSENT_EXPIRED``/``CONSENT_INVALID``/``CONSENT_UNKNOWN``. A ``GrantRevoked``, so
+    the connection becomes ``reauth_required`` like any dead grant; ``state`` says which.
+    """
+
+    code = "consent_invalid"
+
+    def __init__(self, message: str, state: str = "unknown") -> None:
+        self.state = state
+        super().__init__(message)

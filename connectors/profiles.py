@@ -61,6 +61,9 @@ from typing import Any
 
 from connectors import _schema
 from connectors._schema import Table, is_loopback_url
+from connectors.consents.base import Standard
+from connectors.consents.berlin_options import BerlinGroupOptions
+from connectors.consents.options import ObieOptions, standard_options
 from connectors.errors import ProfileError
 from connectors.hooks import Hook
 
@@ -232,6 +235,12 @@ class BankProfile:
     tls_client_key_file: Path | None = None
     #: The roots the bank's server certificate chains to, when not a public CA's.
     tls_ca_file: Path | None = None
+    #: The consent standard (connectors/consents): a resource created before the redirect.
+    standard: Standard = Standard.OAUTH2
+    #: ``[obie]``: UK Open Banking consent settings, set when ``standard = "obie"``.
+    obie: ObieOptions | None = None
+    #: ``[berlin_group]``: NextGenPSD2 consent settings, set when ``standard = "berlin_group"``.
+    berlin_group: BerlinGroupOptions | None = None
     #: How tokens are sender-constrained; DPoP keys are made per connection at link.
     sender_constraint: SenderConstraint = SenderConstraint.NONE
 
@@ -291,6 +300,8 @@ _TOP_KEYS = frozenset(
         "tls_client_cert_file",
         "tls_client_key_file",
         "tls_ca_file",
+        "standard",
+        *(s.value for s in Standard),
         "sender_constraint",
     }
 )
@@ -357,6 +368,9 @@ def _parse(t: Table, path: Path) -> BankProfile:
         raise t.error("use_par", 'must be true, false or "auto"')
     par_mode = {True: ParMode.ALWAYS, False: ParMode.NEVER}.get(use_par, ParMode.AUTO)
     discovery = t.boolean("discovery", default=True)
+    standard = Standard(t.choice("standard", [s.value for s in Standard])
+                        ) if "standard" in t.names() else Standard.OAUTH2
+    api = _api(t.table("api", {"dialect", "base_url"}, required=True), issuer)
     endpoints = _endpoints(
         t.table("endpoints", {"authorization", "token", "par", "revocation"}),
         discovery=discovery,
@@ -377,13 +391,16 @@ def _parse(t: Table, path: Path) -> BankProfile:
         allow_plain_pkce=t.boolean("allow_plain_pkce", default=False),
         extra_authorize_params=MappingProxyType(_authorize_params(t)),
         hooks=t.hooks("hooks"),
-        api=_api(t.table("api", {"dialect", "base_url"}, required=True), issuer),
+        api=api,
+        standard=standard,
+        **standard_options(t, standard, api.base_url, base=path.parent),
         logo=t.logo("logo", base=path.parent),
         sync=_sync(t.table("sync", {"interval_hours", "daily_budget", "reserve"})),
         consent=_consent(t.table("consent", {"max_days", "expiry_field"}),
                          default_consent_days(t.string("country", pattern=_schema.COUNTRY))),
         source=path,
-        **_credentials(t, method, loopback=loopback, base=path.parent),
+        **_credentials(t, method, loopback=loopback, base=path.parent,
+                       signs_requests=standard is Standard.OBIE),
         **_transport_certificate(t, method, base=path.parent),
         sender_constraint=_sender_constraint(t),
     )
@@ -447,8 +464,11 @@ def _authorize_params(t: Table) -> dict[str, str]:
 
 
 def _credentials(
-    t: Table, method: ClientAuthMethod, *, loopback: bool, base: Path
+    t: Table, method: ClientAuthMethod, *, loopback: bool, base: Path,
+    signs_requests: bool = False,
 ) -> dict[str, Any]:
+    """The client's credential; ``signs_requests``: a signing key even with mTLS, since
+    UK Open Banking signs every request object (OBIE Security Profile §5.2.2, RFC 9101)."""
     secret_env = t.env_name("client_secret_env")
     dev_default = t.optional_string("client_secret_dev_default")
     pem_env = t.env_name("private_key_pem_env")
@@ -465,6 +485,9 @@ def _credentials(
             "a literal secret is allowed only for a loopback development bank; "
             "use client_secret_env",
         )
+    if method.uses_secret and signs_requests:
+        raise t.error("client_auth_method", "UK Open Banking clients authenticate with "
+                      "private_key_jwt or tls_client_auth (OBIE Security Profile §5.2.3)")
     if method.uses_secret:
         if secret_env is None and dev_default is None:
             raise t.error("client_secret_env", f"required by {method.value}")
@@ -484,13 +507,18 @@ def _credentials(
         if secret_env is not None or dev_default is not None:
             raise t.error("client_secret_env", "not used with private_key_jwt")
     else:
-        for key, value in (
+        keys: tuple[tuple[str, str | Path | None], ...] = (
             ("client_secret_env", secret_env),
             ("client_secret_dev_default", dev_default),
-            ("private_key_pem_env", pem_env),
-            ("private_key_file", key_file),
-            ("signing_alg", alg),
-        ):
+        )
+        if signs_requests:
+            if (pem_env is None) == (key_file is None):
+                raise t.error("private_key_pem_env", "signed request objects need exactly "
+                              "one of private_key_pem_env and private_key_file")
+        else:
+            keys += (("private_key_pem_env", pem_env), ("private_key_file", key_file),
+                     ("signing_alg", alg))
+        for key, value in keys:
             if value is not None:
                 raise t.error(key, f"not used with {method.value}: the certificate is the "
                                    "credential (RFC 8705 §2)")

@@ -24,6 +24,7 @@ from connectors import (
     fetch_metadata,
     load_client_credentials,
     load_profiles,
+    obie_readiness,
 )
 
 
@@ -128,6 +129,12 @@ async def _inspect(profile: BankProfile, http_timeout: float, settings: Settings
     for finding in readiness:
         print(f"    {labels[finding.severity]:<8} {finding.message}")
     problems += sum(1 for f in readiness if f.severity is Severity.PROBLEM)
+    consent_checks = obie_readiness(profile, metadata)
+    if consent_checks:
+        print("  UK Open Banking (standard = 'obie'):")
+    for finding in consent_checks:
+        print(f"    {labels[finding.severity]:<8} {finding.message}")
+    problems += sum(1 for f in consent_checks if f.severity is Severity.PROBLEM)
     print("compatible" if problems == 0 else f"{problems} problem(s)")
     return 0 if problems == 0 else 1
 

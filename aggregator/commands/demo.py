@@ -59,6 +59,7 @@ from aggregator.sandbox import (
     SandboxConfig,
 )
 from aggregator.sandbox.fapi2 import Fapi2SandboxBank, fapi2_client
+from aggregator.sandbox.modes import MODES
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.sync import BankDirectory
@@ -144,9 +145,22 @@ def _fapi2_bank() -> tuple[SandboxBank, tuple[str, ...]]:
 
 
 #: ``--bank`` → the sandbox to run and the profiles pointed at it.
+def _obie_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    # UK Open Banking (aggregator/sandbox/obie.py); its client holds the public half of
+    # the development key the sandbox-obie profile names.
+    return MODES["sandbox-obie"](CALLBACK_URIS), ("sandbox-obie",)
+
+
+def _berlin_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+    # Berlin Group NextGenPSD2 (aggregator/sandbox/berlin_api.py), OAuth2 SCA approach.
+    return MODES["sandbox-berlin"](CALLBACK_URIS), ("sandbox-berlin",)
+
+
 DEMO_BANKS: dict[str, Callable[[], tuple[SandboxBank, tuple[str, ...]]]] = {
+    "sandbox-berlin": _berlin_bank,
     "sandbox-eu": _plain_bank,
     "sandbox-fapi2": _fapi2_bank,
+    "sandbox-obie": _obie_bank,
 }
 
 

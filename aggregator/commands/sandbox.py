@@ -23,11 +23,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="loopback address (default %(default)s)"
     )
-    parser.add_argument("--port", type=int, default=8600, help="TCP port (default %(default)s)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="TCP port (default: where the mode's profile expects it: "
+                             "8600, fapi2 8610, obie 8601)")
     parser.add_argument(
         "--mode", choices=sorted(MODES), default="oauth2",
         help="oauth2: the plain bank (profiles sandbox-eu/-us); fapi2: FAPI 2.0 with DPoP, "
-             "PAR and private_key_jwt (profile sandbox-fapi2, port 8610)",
+             "PAR and private_key_jwt (profile sandbox-fapi2, port 8610); obie: UK Open "
+             "Banking consents and request objects (profile sandbox-obie, port 8601)",
     )
     parser.set_defaults(handler=run)
 
@@ -38,13 +41,25 @@ def _fapi2() -> SandboxBank:
     return Fapi2SandboxBank()
 
 
+def _obie() -> SandboxBank:
+    from aggregator.sandbox.config import DEV_REDIRECT_URIS
+    from aggregator.sandbox.modes import MODES as BANKS
+
+    return BANKS["sandbox-obie"](DEV_REDIRECT_URIS)
+
+
 #: The bank each ``--mode`` serves.
-MODES: dict[str, Callable[[], SandboxBank]] = {"oauth2": SandboxBank, "fapi2": _fapi2}
+MODES: dict[str, Callable[[], SandboxBank]] = {
+    "oauth2": SandboxBank, "fapi2": _fapi2, "obie": _obie,
+}
+#: Each mode's default port: where its built-in profile's issuer points.
+PORTS = {"oauth2": 8600, "fapi2": 8610, "obie": 8601}
 
 
 def run(args: argparse.Namespace) -> int:
+    port = PORTS[args.mode] if args.port is None else args.port
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_serve(MODES[args.mode](), args.host, args.port))
+        asyncio.run(_serve(MODES[args.mode](), args.host, port))
     return 0
 
 

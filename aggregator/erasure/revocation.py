@@ -20,7 +20,7 @@ import logging
 from datetime import datetime
 from typing import Literal, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from aggregator import audit
 from aggregator.custody import RegionCustody
@@ -83,7 +83,7 @@ async def retry_failed(
     router: RegionRouter, custody: RegionCustody, banks: Banks, request_id: str, *,
     attempts: int = 1, backoff: float = 0.5, actor: str = "worker",
 ) -> list[RevocationOutcome]:
-    """Retry the request's failed revocations whose token is still in escrow.
+    """Retry the request's failed revocations whose token (or consent) is still kept.
 
     Returns the new outcomes; each retry is on the row (``attempts``,
     ``last_attempt_at``) and in the audit trail (``erasure.revocation_retried``).
@@ -91,7 +91,7 @@ async def retry_failed(
     out = []
     rows = await _rows(router, custody.region, request_id, RevocationOutcome.FAILED)
     for row in rows:
-        if row.token_escrow is None:
+        if row.token_escrow is None and row.consent_id is None:
             continue
         outcome = await _attempt(router, custody, banks, row, attempts, backoff)
         async with router.session(custody.region) as session, session.begin():
@@ -107,8 +107,9 @@ async def expire_escrow(router: RegionRouter, region: str, before: datetime) -> 
         result = await session.execute(update(_revocations).where(
             _revocations.c.outcome == RevocationOutcome.FAILED,
             _revocations.c.first_attempt_at < before,
-            _revocations.c.token_escrow.is_not(None),
-        ).values(token_escrow=None))
+            or_(_revocations.c.token_escrow.is_not(None),
+                _revocations.c.consent_id.is_not(None)),
+        ).values(token_escrow=None, consent_id=None))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -127,18 +128,27 @@ async def _attempt(
     router: RegionRouter, custody: RegionCustody, banks: Banks, row: ErasureRevocation,
     attempts: int, backoff: float,
 ) -> RevocationOutcome:
-    if row.token_escrow is None:
+    if row.token_escrow is None and row.consent_id is None:
         raise RuntimeError(f"erasure {row.request_id}: grant {row.n} has no token in escrow")
-    token = open_token(custody.hasher, row.request_id, row.n, bytes(row.token_escrow))
+    token = None if row.token_escrow is None else open_token(
+        custody.hasher, row.request_id, row.n, bytes(row.token_escrow))
     hint: TokenHint = "refresh_token" if row.token_type == _REFRESH else "access_token"
     outcome, error, tried = RevocationOutcome.FAILED, None, 0
     first = row.first_attempt_at or utcnow()
+    consent_done = row.consent_id is None
     for attempt in range(max(attempts, 1)):
         tried += 1
         try:
-            await revoker_for(banks, row.bank_id, custody.region).revoke(token, hint)
+            if not consent_done and row.consent_id is not None:
+                await _delete_consent(banks, row.bank_id, row.consent_id)
+                consent_done = True
+            if token is not None:
+                await revoker_for(banks, row.bank_id, custody.region).revoke(token, hint)
         except BankUnsupported:
-            outcome, error = RevocationOutcome.UNSUPPORTED, BankUnsupported.code
+            if row.consent_id is not None and consent_done:
+                outcome, error = RevocationOutcome.REVOKED, None  # the DELETE ended it
+            else:
+                outcome, error = RevocationOutcome.UNSUPPORTED, BankUnsupported.code
             break
         except (ConnectorError, GatewayError) as exc:
             error = exc.code
@@ -159,5 +169,15 @@ async def _attempt(
             first_attempt_at=first, last_attempt_at=now,
             revoked_at=now if outcome is RevocationOutcome.REVOKED else None,
             token_escrow=row.token_escrow if keep else None,
+            consent_id=row.consent_id if keep else None,
         ))
     return outcome
+
+
+async def _delete_consent(banks: Banks, bank_id: str, consent_id: str) -> None:
+    """DELETE the bank's consent resource (OBIE, Berlin Group: connectors/consents)."""
+    if not isinstance(banks, BankDirectory):
+        return
+    manager = banks.consents(bank_id)
+    if manager is not None:
+        await manager.revoke(consent_id)

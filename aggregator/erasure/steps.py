@@ -150,6 +150,8 @@ async def enlist(
         if credential is not None and connection.status is not ConnectionStatus.REVOKED:
             token_type = "refresh_token" if credential.refresh_token_sealed else "access_token"
             token = await custody.sealer.open_from(key, credential, f"{token_type}_sealed")
+        consent_id = (connection.consent_id
+                      if connection.status is not ConnectionStatus.REVOKED else None)
         raced = credential is not None and credential.refresh_started_at is not None and (
             credential.lease_expires_at is not None and credential.lease_expires_at > now
         )
@@ -157,7 +159,11 @@ async def enlist(
             "request_id": request_id, "n": n, "connection_id": connection.id,
             "bank_id": connection.bank_id, "token_type": token_type if token else None,
             "token_escrow": seal_token(custody.hasher, request_id, n, token) if token else None,
-            "outcome": RevocationOutcome.PENDING if token else RevocationOutcome.NO_TOKEN,
+            # A consent resource (connectors/consents) is deleted at the bank even when
+            # no token is left; it stays in clear on this row only until then.
+            "consent_id": consent_id,
+            "outcome": RevocationOutcome.PENDING if token or consent_id
+            else RevocationOutcome.NO_TOKEN,
             "attempts": 0, "raced_refresh": raced,
         })
     await session.execute(_revocations.insert(), revocations)

@@ -37,6 +37,7 @@ from aggregator.sync import BankDirectory
 from connectors import (
     BankOAuthClient,
     BankProfile,
+    UserPresence,
     bank_ssl_context,
     egress_client,
     load_client_credentials,
@@ -60,13 +61,15 @@ class SyncJob(Protocol):
     """Runs one connection's sync now (fetch, upsert, seal, record changes).
 
     Contract: the connection exists, is ``active`` and belongs to the calling
-    application (the route checks all three before calling); raise
+    application (the route checks all three before calling); ``presence`` says the user
+    is at the screen (connectors/consents/base.py ``UserPresence``); raise
     :class:`~connectors.ConnectorError` subclasses for bank trouble (they map to problems)
     and never leave half a sync committed.
     """
 
     async def __call__(
-        self, connection_id: ConnectionId, *, request_id: str, actor: str
+        self, connection_id: ConnectionId, *, request_id: str, actor: str,
+        presence: UserPresence | None = None,
     ) -> SyncSummary: ...
 
 

@@ -30,7 +30,8 @@ from aggregator.errors import GatewayError, InvalidId
 from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link.errors import LinkNotFound, LinkUsed
-from aggregator.link.grants import save_grant
+from aggregator.link.grants import SavedGrant, save_grant
+from aggregator.link.picking import LIST_STEP, AccountChoice, offer_accounts
 from aggregator.link.sessions import OpenedLink, check_form
 from aggregator.models import LinkSession, LinkStatus
 from aggregator.models.base import table_of, utcnow
@@ -38,7 +39,20 @@ from aggregator.sealing import Field
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.job import Syncer
-from connectors import ConnectorError, ConsentRejected, PendingAuthorization, parse_callback
+from connectors import (
+    AuthorizationExpired,
+    ConnectorError,
+    ConsentInvalid,
+    ConsentManager,
+    ConsentRejected,
+    ConsentRequest,
+    CreatedConsent,
+    GrantedConsent,
+    PendingAuthorization,
+    TokenSet,
+    UserPresence,
+    parse_callback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +69,8 @@ class Outcome:
     redirect_to: str
     outcome: str
     connection_id: ConnectionId | None
+    #: A two-step consent's account list: the callback shows it instead of redirecting.
+    choice: AccountChoice | None = None
 
 
 def app_redirect(redirect_uri: str, connection_id: str | None, outcome: str) -> str:
@@ -93,11 +109,12 @@ class LinkFlow:
         """Start the bank's authorization; returns the URL to send the browser to."""
         custody = self.custody[opened.region]
         bank_id = check_form(opened, custody, nonce, bank_id)
-        pending, url = await self.banks.oauth(bank_id).start_authorization(
-            callback_url, state=new_secret("sta", opened.region)
-        )
+        state = new_secret("sta", opened.region)
+        created, pending, url = await self._start(bank_id, callback_url, state, client_ip)
         link = opened.session
-        kept = pending.to_dict()
+        kept: dict[str, object] = dict(pending.to_dict())
+        if created is not None:
+            kept["consent"] = created.to_dict()  # sealed with the rest: needed at the callback
         nonce_value = kept.pop("nonce")
         del kept["state"]  # stored only as a digest; the callback brings it back
         now = utcnow()
@@ -118,7 +135,8 @@ class LinkFlow:
                     status=LinkStatus.AUTHORIZING, bank_id=bank_id,
                     state_digest=secret_digest(pending.state),
                     pkce_verifier_sealed=await seal("pkce_verifier_sealed", json.dumps(kept)),
-                    nonce_sealed=await seal("nonce_sealed", nonce_value),
+                    nonce_sealed=await seal("nonce_sealed", nonce_value
+                                            if isinstance(nonce_value, str) else None),
                 )
             )
             if getattr(moved, "rowcount", 0) != 1:
@@ -154,6 +172,39 @@ class LinkFlow:
         return Outcome(app_redirect(link.redirect_uri, target, "cancelled"), "cancelled",
                        target)
 
+    async def _start(
+        self, bank_id: str, callback_url: str, state: str, client_ip: str | None,
+        *, account_ids: tuple[str, ...] = (),
+    ) -> tuple[CreatedConsent | None, PendingAuthorization, str]:
+        """The consent resource first, where the bank's standard has one, then OAuth."""
+        oauth = self.banks.oauth(bank_id)
+        manager = self.banks.consents(bank_id)
+        if manager is None:
+            pending, url = await oauth.start_authorization(callback_url, state=state)
+            return None, pending, url
+        profile = self.banks.profile(bank_id)
+        now = utcnow()
+        created = await manager.create(ConsentRequest(
+            callback_url=callback_url, state=state,
+            valid_until=profile.consent.expires_at(now),
+            presence=UserPresence(client_ip, now), account_ids=account_ids,
+        ))
+        if created.redirect_url is not None:  # the bank's SCA page replaces OAuth
+            pending = PendingAuthorization.new(bank_id, callback_url, with_nonce=False,
+                                               now=now, state=state)
+            return created, pending, created.redirect_url
+
+        async def customize(params: dict[str, str]) -> dict[str, str]:
+            return await manager.authorization_params(created, params)
+
+        try:
+            pending, url = await oauth.start_authorization(
+                callback_url, state=state, customize=customize)
+        except ConnectorError:  # e.g. the bank refused the request object at PAR
+            await self._discard(manager, created, None)
+            raise
+        return created, pending, url
+
     async def complete(
         self, query: Mapping[str, str], *,
         client_ip: str | None = None, request_id: str | None = None,
@@ -163,23 +214,45 @@ class LinkFlow:
         region, link = await self._find(state)
         custody = self.custody[region]
         await self._claim(region, link)
+        created: CreatedConsent | None = None
+        manager: ConsentManager | None = None
         try:
-            pending = await self._pending(custody, link, state)
+            pending, created = await self._pending(custody, link, state)
             oauth = self.banks.oauth(pending.bank_id)
-            code = parse_callback(pending, query, await oauth.metadata())
-            tokens = await oauth.exchange_code(pending, code)
-        except ConsentRejected:
+            manager = self.banks.consents(pending.bank_id) if created else None
+            if created is not None and created.redirect_url is not None:
+                if pending.is_expired(utcnow()):  # as parse_callback checks an OAuth answer
+                    raise AuthorizationExpired(f"{pending.bank_id}: the SCA redirect expired")
+                tokens = _consent_only()
+            else:
+                code = parse_callback(pending, query, await oauth.metadata())
+                expected = created.id_token_claims if created is not None else {}
+                if expected or "id_token" in query:  # the hybrid flow: believe nothing unsigned
+                    await oauth.check_front_channel(pending, query, expected)
+                tokens = await oauth.exchange_code(pending, code)
+            granted: GrantedConsent | None = None
+            if manager is not None and created is not None:
+                granted = await manager.confirm(created)  # ConsentInvalid unless authorised
+        except (ConsentRejected, ConsentInvalid):  # the user (or the bank) said no
+            await self._discard(manager, created, link)
             return await self._fail(region, link, DENIED, request_id)
         except ConnectorError as exc:
             log.warning("link %s: callback failed: %s", link.id, exc.code)
+            await self._discard(manager, created, link)
             return await self._fail(region, link, ERROR, request_id)
+        if created is not None and created.data.get("step") == LIST_STEP:
+            return await offer_accounts(self, region, link, pending, created, tokens,
+                                        client_ip, request_id)
         now = utcnow()
         consent = self.banks.profile(pending.bank_id).consent
-        expires = consent.expires_at(now, tokens.consent_expires_at)
+        expires = consent.expires_at(
+            now, granted.expires_at if granted is not None else tokens.consent_expires_at)
         async with self.router.session(region) as session, session.begin():
             key = await custody.data_keys.load(session, link.user_id)
             saved = await save_grant(session, custody, key, link, pending.bank_id, tokens, now,
-                                     consent_expires_at=expires, dpop_key=pending.dpop_key)
+                                     consent_expires_at=expires,
+                                     consent_id=granted.id if granted else None,
+                                     dpop_key=pending.dpop_key)
             await session.execute(update(_links).where(_links.c.id == link.id).values(
                 status=LinkStatus.COMPLETED, connection_id=saved.connection.id,
             ))
@@ -194,7 +267,8 @@ class LinkFlow:
                 consent_expires_at=expires.isoformat() if expires else None,
             )
         connection_id = saved.connection.id
-        await self._after(connection_id, pending.bank_id, saved.superseded, request_id)
+        await self._after(connection_id, pending.bank_id, saved, request_id,
+                          UserPresence(client_ip, now) if client_ip else None)
         return Outcome(app_redirect(link.redirect_uri, connection_id, SUCCESS), SUCCESS,
                        connection_id)
 
@@ -226,7 +300,7 @@ class LinkFlow:
 
     async def _pending(
         self, custody: RegionCustody, link: LinkSession, state: str
-    ) -> PendingAuthorization:
+    ) -> tuple[PendingAuthorization, CreatedConsent | None]:
         async with self.router.reader(custody.region) as session:
             key = await custody.data_keys.load(session, link.user_id)
         kept = await custody.sealer.open_from(key, link, "pkce_verifier_sealed")
@@ -234,8 +308,25 @@ class LinkFlow:
         if kept is None:
             raise LinkNotFound(_NO_LINK)
         data = json.loads(kept)
+        if "offered" in data:  # a two-step link awaiting its account choice (picking.py)
+            raise LinkUsed("Choose your accounts on the page your bank sent you back to.")
+        consent = data.pop("consent", None)
         data.update(state=state, nonce=nonce)
-        return PendingAuthorization.from_dict(data)
+        created = CreatedConsent.from_dict(consent) if isinstance(consent, dict) else None
+        return PendingAuthorization.from_dict(data), created
+
+    async def _discard(
+        self, manager: ConsentManager | None, created: CreatedConsent | None,
+        link: LinkSession | None,
+    ) -> None:
+        # A consent the user never completed is deleted, not left to expire at the bank.
+        if manager is None or created is None:
+            return
+        try:
+            await manager.revoke(created.id)
+        except ConnectorError as exc:
+            log.warning("link %s: unused consent not deleted: %s",
+                        link.id if link else "(starting)", exc.code)
 
     async def _fail(
         self, region: str, link: LinkSession, outcome: str, request_id: str | None
@@ -252,22 +343,42 @@ class LinkFlow:
         return Outcome(app_redirect(link.redirect_uri, target, outcome), outcome, target)
 
     async def _after(
-        self, connection_id: ConnectionId, bank_id: str, superseded: str | None,
-        request_id: str | None,
+        self, connection_id: ConnectionId, bank_id: str, saved: SavedGrant,
+        request_id: str | None, presence: UserPresence | None,
     ) -> None:
         # The link stands even if the first sync fails: the app sees the connection and
         # `sync_states.last_error`, and can sync again.
         try:
             # The user is here: PSD2 RTS Art. 36(5) budgets only unattended calls.
             await self.syncer.sync(connection_id, actor="gateway", request_id=request_id,
-                                   budgeted=False)
+                                   budgeted=False, presence=presence)
         except (ConnectorError, GatewayError) as exc:
             log.warning("connection %s: first sync failed: %s", connection_id, exc.code)
+        manager = self.banks.consents(bank_id)
+        old_consent = saved.superseded_consent
+        if manager is not None and old_consent and old_consent != saved.connection.consent_id:
+            try:  # update mode: the re-consent replaced it (OBIE: DELETE the old consent)
+                await manager.revoke(old_consent)
+            except ConnectorError as exc:
+                log.warning("connection %s: old consent not deleted: %s", connection_id,
+                            exc.code)
+        superseded = saved.superseded
         if superseded:
             try:
                 await self.banks.oauth(bank_id).revoke(superseded, "refresh_token")
             except ConnectorError as exc:
                 log.warning("connection %s: old grant not revoked: %s", connection_id, exc.code)
+
+
+def _consent_only() -> TokenSet:
+    """The "grant" of a bank whose own SCA page authorised the consent (Berlin Group
+    redirect approach): no OAuth, so no token; the consent resource, read by
+    :meth:`~connectors.ConsentManager.confirm` next, is the whole authority. The link's
+    ``state`` (in the ``TPP-Redirect-URI`` the bank returned to) already named this
+    session and browser; an empty access token makes the API calls carry no
+    ``Authorization``, and a missing expiry keeps the refresh worker away."""
+    return TokenSet(access_token="", refresh_token=None, expires_at=None, scope=None,
+                    token_type="none")  # noqa: S106 - a type name; there is no token
 
 
 def _network(client_ip: str | None) -> str | None:

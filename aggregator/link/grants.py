@@ -31,6 +31,8 @@ class SavedGrant:
     connection: Connection
     created: bool
     superseded: str | None
+    #: Update mode: the consent resource the new one replaced, to delete at the bank.
+    superseded_consent: str | None = None
 
     def __repr__(self) -> str:
         return f"SavedGrant(connection={self.connection.id!r}, created={self.created})"
@@ -46,21 +48,24 @@ async def save_grant(
     now: datetime,
     *,
     consent_expires_at: datetime | None = None,
+    consent_id: str | None = None,
     dpop_key: str | None = None,
 ) -> SavedGrant:
     """Create or update the connection of ``link`` with ``tokens``, in ``session``.
 
-    ``consent_expires_at`` is the new consent's end (``None``: not known). ``dpop_key``
+    ``consent_expires_at`` is the new consent's end (``None``: not known);
+    ``consent_id`` the bank's consent resource it was granted through, if any. ``dpop_key``
     is the grant's DPoP private key (RFC 9449; PKCS#8 PEM) at a bank that binds tokens
     to one: sealed with the tokens under the user's data key, so it lives exactly as
     long as the grant and erasure kills it. A re-consent brings a new key.
     """
-    superseded = None
+    superseded = superseded_consent = None
     if link.update_connection_id is None:
         connection = Connection(
             id=new_id("con", custody.region), user_id=link.user_id,
             application_id=link.application_id, bank_id=bank_id,
             status=ConnectionStatus.ACTIVE, consent_expires_at=consent_expires_at,
+            consent_id=consent_id, consent_granted_at=now if consent_id else None,
             created_at=now, updated_at=now,
         )
         credential = Credential(
@@ -77,6 +82,9 @@ async def save_grant(
         connection.status = ConnectionStatus.ACTIVE
         connection.status_reason = None
         connection.consent_expires_at = consent_expires_at
+        superseded_consent = connection.consent_id
+        connection.consent_id = consent_id
+        connection.consent_granted_at = now if consent_id else None
         connection.updated_at = now
         credential = (await session.execute(
             select(Credential).where(Credential.connection_id == connection.id)
@@ -97,4 +105,4 @@ async def save_grant(
     credential.refresh_started_at = None
     credential.attempts = 0
     await session.flush()
-    return SavedGrant(connection, created, superseded)
+    return SavedGrant(connection, created, superseded, superseded_consent)

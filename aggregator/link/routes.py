@@ -30,6 +30,7 @@ from aggregator.http.routing import ApiRoute, Call, Handler, Operation
 from aggregator.http.schema import rules
 from aggregator.http.services import services_of
 from aggregator.http.views import ID
+from aggregator.link.accounts_page import accounts_page
 from aggregator.link.errors import LinkError, LinkFormInvalid, LinkNotFound, LinkRequestInvalid
 from aggregator.link.i18n import negotiate
 from aggregator.link.pages import (
@@ -39,6 +40,7 @@ from aggregator.link.pages import (
     picker_page,
     stylesheet,
 )
+from aggregator.link.picking import ACCOUNTS_PATH, choose_accounts
 from aggregator.link.sessions import LinkRequest, create_link_session, open_link
 from aggregator.link.wiring import LinkComponents, components
 from aggregator.plaid.link import plaid_link_token
@@ -200,6 +202,43 @@ async def callback(call: Call) -> Response:
     outcome = await parts.flow.complete(
         dict(request.query_params), client_ip=call.client_ip, request_id=call.request_id,
     )
+    if outcome.choice is not None:  # a two-step consent: the user picks accounts first
+        return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
+                             request_id=call.request_id,
+                             locale=negotiate(call.request.headers.get("accept-language")))
+    return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
+
+
+async def pick_accounts(call: Call) -> Response:
+    request = call.request
+    parts = components(call.services)
+    try:
+        async with request.form(max_files=0, max_fields=60) as form:
+            fields = {k: [v for v in form.getlist(k) if isinstance(v, str)]
+                      for k in ("state", "account")}
+    except HTTPException:
+        raise LinkFormInvalid("The form could not be read. Please go back and try "
+                              "again.") from None
+    url = await choose_accounts(parts.flow, fields, client_ip=call.client_ip,
+                                request_id=call.request_id)
+    return RedirectResponse(url, status_code=303, headers=HEADERS)
+
+
+async def callback_form(call: Call) -> Response:
+    """The same callback, answered by form post (OIDC Form Post Response Mode): how the
+    hybrid flow's code and ID token reach us without a fragment or a script of ours."""
+    try:
+        async with call.request.form(max_files=0, max_fields=12) as form:
+            fields = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
+    except HTTPException:
+        raise LinkFormInvalid("Your bank's answer could not be read.") from None
+    parts = components(call.services)
+    outcome = await parts.flow.complete(fields, client_ip=call.client_ip,
+                                        request_id=call.request_id)
+    if outcome.choice is not None:  # a two-step consent: the user picks accounts first
+        return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
+                             request_id=call.request_id,
+                             locale=negotiate(call.request.headers.get("accept-language")))
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
@@ -260,6 +299,22 @@ def routes() -> list[BaseRoute]:
             errors=_PAGE_ERRORS, query_params=_CALLBACK_QUERY,
             description="Answers with a redirect to the application's redirect URI "
                         "carrying `connection_id` and `outcome`, or an HTML error page.",
+        )),
+        ApiRoute(ACCOUNTS_PATH, _for_people(pick_accounts), "POST", Operation(
+            summary="Two-step consents: the accounts the user chose; answered with a "
+                    "redirect to the bank", response=None, status=303, auth=False,
+            media_type="text/html", tags=("link",), errors=_PAGE_ERRORS, form={
+                "state": "The value the accounts page's form carries.",
+                "account": "The position of a chosen account on the page (repeated).",
+            },
+        )),
+        ApiRoute(CALLBACK_PATH, _for_people(callback_form), "POST", Operation(
+            summary="OAuth redirect URI, form post response mode (the hybrid flow)",
+            response=None, status=303, auth=False, media_type="text/html", tags=("link",),
+            errors=_PAGE_ERRORS, form={**_CALLBACK_QUERY, "id_token": (
+                "The ID token of a `code id_token` response, checked as a detached "
+                "signature (c_hash, s_hash, nonce) before the code is used.")},
+            description="As the GET callback, for banks answering by form post.",
         )),
         Route("/link/static/link.css", stylesheet_file, methods=["GET"],
               include_in_schema=False),

@@ -23,6 +23,7 @@ from aggregator.http.services import Services, SyncSummary
 from aggregator.ids import ConnectionId
 from aggregator.link.flow import LinkFlow
 from aggregator.sync import BankDirectory, Syncer
+from connectors import UserPresence
 
 _KEY = "aggregator.link"
 
@@ -34,9 +35,11 @@ class SyncJobAdapter:
         self.syncer = syncer
 
     async def __call__(
-        self, connection_id: ConnectionId, *, request_id: str, actor: str
+        self, connection_id: ConnectionId, *, request_id: str, actor: str,
+        presence: UserPresence | None = None,
     ) -> SyncSummary:
-        result = await self.syncer.sync(connection_id, actor=actor, request_id=request_id)
+        result = await self.syncer.sync(connection_id, actor=actor, request_id=request_id,
+                                        presence=presence)
         c = result.counts
         return SyncSummary(c.accounts, c.added, c.modified, c.removed)
 

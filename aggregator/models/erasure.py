@@ -102,6 +102,8 @@ class ErasureRevocation(Base):
     bank_id: Mapped[str] = mapped_column(String(64))
     token_type: Mapped[str | None] = mapped_column(String(16))
     token_escrow: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: The consent resource to delete at the bank (connectors/consents), if any.
+    consent_id: Mapped[str | None] = mapped_column(String(128))
     outcome: Mapped[RevocationOutcome] = mapped_column(
         _enum(RevocationOutcome, "revocation_outcome")
     )

@@ -122,6 +122,12 @@ class Connection(Base):
     #: The ``consent_expires_at`` that ``connection.consent_expiring`` was sent for: one
     #: warning per consent period, re-armed by any renewal (the expiry then differs).
     consent_warned_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The bank's consent resource (OBIE ``ConsentId``, Berlin Group ``consentId``;
+    #: connectors/consents), None for plain OAuth2 banks. In clear: not a credential
+    #: (each call on it also needs the client's own key-bound token).
+    consent_id: Mapped[str | None] = mapped_column(String(128))
+    #: When the user last authorised that consent (OBIE ``x-fapi-auth-date``).
+    consent_granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()

@@ -29,6 +29,12 @@ Endpoints: ``/.well-known/oauth-authorization-server``, ``/.well-known/openid-co
 ``/open-banking/v3.1/aisp/accounts[/{AccountId}[/balances|/transactions]]``, and, from
 loopback peers only, ``GET|POST /_sandbox/faults``, ``POST /_sandbox/advance-day`` and
 ``POST /_sandbox/advance-clock`` (``{"seconds": N}``).
+
+Every sandbox bank also speaks Berlin Group NextGenPSD2 (the ``sandbox-berlin`` profile;
+:mod:`aggregator.sandbox.berlin_api`): ``/xs2a/oauth/v1/...`` (OAuth2 SCA approach, scope
+``AIS:{consentId}``) and ``/xs2a/redirect/v1/...`` (redirect approach, SCA pages under
+``/xs2a/sca/``), with ``POST /_sandbox/xs2a/consents/{id}/revoke`` and
+``POST /_sandbox/xs2a/settings`` (``require_signatures``, ``status_lag``) from loopback.
 """
 
 from aggregator.sandbox.bank import SandboxBank

@@ -18,16 +18,18 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
     InvalidRequestError,
+    InvalidScopeError,
     JsonRequest,
     OAuth2Request,
     grants,
+    scope_to_list,
 )
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -65,6 +67,19 @@ for _name in ("authorization_code", "refresh_token"):
     logging.getLogger(f"authlib.oauth2.rfc6749.grants.{_name}").addFilter(_DropTokenDebugLines())
 
 
+class ScopeHook(Protocol):
+    """Scopes beyond :data:`SCOPES` that name a resource, e.g. ``AIS:{consentId}``.
+
+    ``accepts`` is asked at the authorization endpoint; ``decided`` hears the user's
+    answer: approved by ``user``, or refused (``None``). See
+    :mod:`aggregator.sandbox.berlin_sca`.
+    """
+
+    def accepts(self, scope: str) -> bool: ...
+
+    def decided(self, scopes: Iterable[str], user: str | None) -> None: ...
+
+
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
     """PKCE, required for every client, S256 only."""
 
@@ -88,6 +103,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         server: SandboxAuthorizationServer = self.server
         data = request.payload.data
         now = server.clock.now()
+        server.scopes_decided(request.scope, request.user)
         server.store.save_code(
             AuthorizationCode(
                 code_hash=digest(code),
@@ -200,6 +216,7 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.clients: Mapping[str, ClientModel] = {c.get_client_id(): c for c in clients}
         self.store = store
         self.clock = clock
+        self.scope_hooks: list[ScopeHook] = []
         self.pushed = PushedRequests(clock, config.par_ttl, config.require_par)
         self.pushed.register(self)
         ttl = config.access_token_ttl
@@ -221,6 +238,16 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(RotatingRefreshTokenGrant)
         self.register_endpoint(Revocation(self))
         self.register_endpoint(PushedAuthorizationEndpoint(self, self.pushed))
+
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """The standard scopes, plus any a registered :class:`ScopeHook` accepts."""
+        for item in scope_to_list(scope) or []:
+            if item not in SCOPES and not any(h.accepts(item) for h in self.scope_hooks):
+                raise InvalidScopeError()
+
+    def scopes_decided(self, scope: str | None, user: str | None) -> None:
+        for hook in self.scope_hooks:
+            hook.decided(scope_to_list(scope) or [], user)
 
     def query_client(self, client_id: str) -> ClientModel | None:
         return self.clients.get(client_id)

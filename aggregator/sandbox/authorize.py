@@ -92,6 +92,10 @@ class AuthorizeViews:
             oauth_request = await read_oauth2_request(request)
         except InsecureTransportError:
             return error_page("Insecure request", "Use https or a loopback address.")
+        return self.begin(oauth_request)
+
+    def begin(self, oauth_request: SandboxOAuth2Request) -> Response:
+        """Validate a parsed authorization request and show the sign-in form."""
         with self.server.store.lock:
             response = self._validate(oauth_request)
             if response is not None:
@@ -139,6 +143,8 @@ class AuthorizeViews:
         )
         with self.server.store.lock:
             response = self._validate(oauth_request, user)
+            if response is None and not approved:
+                self.server.scopes_decided(dict(interaction.params).get("scope"), None)
             return response if response is not None else self._answer(oauth_request, user)
 
     def _validate(

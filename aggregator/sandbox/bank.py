@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from joserfc.jwk import ECKey
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from aggregator.http.serving import base_url as base_url_of
 from aggregator.sandbox.aisp import AISP_PREFIX, AccountViews
 from aggregator.sandbox.authorization_server import SandboxAuthorizationServer
 from aggregator.sandbox.authorize import AuthorizeViews, Interactions
+from aggregator.sandbox.berlin import BerlinConsents
+from aggregator.sandbox.berlin_sca import ConsentScopes, berlin_routes
 from aggregator.sandbox.config import TEST_USERS, Faults, SandboxConfig
 from aggregator.sandbox.discovery import (
     AUTHORIZE_PATH,
@@ -61,14 +63,23 @@ class SandboxBank:
         self._injector = FaultInjector()
         self._bound_issuer: str | None = None
         signing_key = ECKey.generate_key("P-256", {"alg": "ES256", "use": "sig"}, auto_kid=True)
-        self.server = SandboxAuthorizationServer(
+        self.signing_key = signing_key
+        #: Berlin Group NextGenPSD2 consents (``/xs2a/...``; aggregator.sandbox.berlin),
+        #: served by every sandbox bank: the ``sandbox-berlin`` profile links to them.
+        self.berlin = BerlinConsents()
+        self.server = self._create_server(signing_key)
+        self.server.scope_hooks.append(ConsentScopes(self.berlin, self.ledger))
+        self.asgi_app = self._create_app(signing_key)
+
+    def _create_server(self, signing_key: ECKey) -> SandboxAuthorizationServer:
+        # A mode of the sandbox (aggregator/sandbox/obie.py) extends the server here.
+        return SandboxAuthorizationServer(
             self.config,
             [ClientModel(client) for client in self.config.clients],
             self.store,
             self.clock,
             signing_key,
         )
-        self.asgi_app = self._create_app(signing_key)
 
     @property
     def issuer(self) -> str | None:
@@ -151,14 +162,27 @@ class SandboxBank:
         thread.join(THREAD_START_TIMEOUT)
 
     def _create_app(self, signing_key: ECKey) -> Starlette:
+        return Starlette(
+            routes=self._routes(signing_key),
+            middleware=[Middleware(IssuerContext, issuer=lambda: self.issuer)],
+        )
+
+    def _authorize_views(self, interactions: Interactions) -> AuthorizeViews:
+        return AuthorizeViews(self.server, interactions, lambda: self._injector.faults)
+
+    def _account_views(self) -> AccountViews:
+        return AccountViews(self.store, self.ledger, self.config.page_size)
+
+    def _routes(self, signing_key: ECKey) -> list[BaseRoute]:
+        """The bank's routes; a mode of the sandbox puts its own in front of them."""
         oauth = OAuthViews(self.server, signing_key)
         interactions = Interactions(self.clock, self.config.interaction_ttl)
-        authorize = AuthorizeViews(self.server, interactions, lambda: self._injector.faults)
-        accounts = AccountViews(self.store, self.ledger, self.config.page_size)
+        authorize = self._authorize_views(interactions)
+        accounts = self._account_views()
         admin = AdminViews(self._injector, self.advance_day, self.advance_clock)
         token_faults = Middleware(FaultGate, injector=self._injector, flavour="token")
         obie_faults = Middleware(FaultGate, injector=self._injector, flavour="obie")
-        routes = [
+        routes: list[BaseRoute] = [
             Route("/.well-known/oauth-authorization-server", oauth.metadata, methods=["GET"]),
             Route("/.well-known/openid-configuration", oauth.metadata, methods=["GET"]),
             Route(JWKS_PATH, oauth.jwks, methods=["GET"]),
@@ -173,8 +197,9 @@ class SandboxBank:
                 routes=accounts.routes(),
                 middleware=[Middleware(FapiInteractionId), obie_faults],
             ),
+            # Before /_sandbox: the Berlin Group interface adds /_sandbox/xs2a.
+            *berlin_routes(self.berlin, self.ledger, self.store, list(self.server.clients.values()),
+                           self.config.page_size),
             Mount("/_sandbox", routes=admin.routes(), middleware=[Middleware(LoopbackOnly)]),
         ]
-        return Starlette(
-            routes=routes, middleware=[Middleware(IssuerContext, issuer=lambda: self.issuer)]
-        )
+        return routes

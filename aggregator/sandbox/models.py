@@ -93,7 +93,9 @@ class ClientModel(ClientMixin):  # type: ignore[misc]
         if not scope:
             return "accounts"
         allowed = set(self.settings.scopes)
-        return str(list_to_scope([s for s in scope_to_list(scope) if s in allowed]))
+        # A resource scope ("AIS:{consentId}") was checked by the server's scope hooks.
+        kept = [s for s in scope_to_list(scope) if s in allowed or ":" in s]
+        return str(list_to_scope(kept))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return any(redirect_uri_matches(r, redirect_uri) for r in self.settings.redirect_uris)

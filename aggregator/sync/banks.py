@@ -25,12 +25,15 @@ from aggregator.errors import GatewayError
 from connectors import (
     BankOAuthClient,
     BankProfile,
+    ConsentManager,
     Dialect,
     DPoPKey,
     EgressPolicy,
     PlaidConnector,
     SyncPolicy,
+    bank_request_hooks,
     bank_ssl_context,
+    consent_manager,
     egress_client,
     get_dialect,
 )
@@ -68,6 +71,7 @@ class BankDirectory:
         self._environ = environ
         self._policy = policy or EgressPolicy()
         self._clients: dict[str, BankOAuthClient] = {}
+        self._consents: dict[str, ConsentManager | None] = {}
         self._bank_http: dict[str, httpx.AsyncClient] = {}
         self._plaid: dict[str, tuple[PlaidConnector, SyncPolicy]] = {}
 
@@ -97,10 +101,13 @@ class BankDirectory:
         client = self._bank_http.get(bank_id)
         if client is not None:
             return client
-        context = bank_ssl_context(self.profile(bank_id))
-        if context is None:
+        profile = self.profile(bank_id)
+        context = bank_ssl_context(profile)
+        hooks = bank_request_hooks(profile, self._environ)  # a QSealC seal (Berlin Group)
+        if context is None and not hooks:
             return self._http
-        client = egress_client(self._policy, ssl_context=context)
+        client = egress_client(self._policy, ssl_context=context,
+                               event_hooks={"request": hooks} if hooks else None)
         self._bank_http[bank_id] = client
         return client
 
@@ -119,15 +126,25 @@ class BankDirectory:
             self._clients[bank_id] = client
         return client
 
+    def consents(self, bank_id: str) -> ConsentManager | None:
+        """The bank's consent manager (connectors/consents); None for plain OAuth2 banks."""
+        if bank_id not in self._consents:
+            self._consents[bank_id] = consent_manager(
+                self.profile(bank_id), self.oauth(bank_id), self.http_for(bank_id))
+        return self._consents[bank_id]
+
     def dialect(
-        self, bank_id: str, access_token: str, dpop_key: DPoPKey | None = None
+        self, bank_id: str, access_token: str, dpop_key: DPoPKey | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Dialect:
         """The bank's API for one connection; with its DPoP key, every call carries a
-        proof bound to the token (RFC 9449 §7) and the bank's nonces are shared."""
+        proof bound to the token (RFC 9449 §7) and the bank's nonces are shared;
+        ``headers`` come from its consent manager (connectors/consents)."""
         profile = self.profile(bank_id)
         cls = get_dialect(profile.api.dialect)
         auth = self.oauth(bank_id).dpop_auth(dpop_key, access_token) if dpop_key else None
-        return cls(self.http_for(bank_id), profile.api.base_url, access_token, auth=auth)
+        return cls(self.http_for(bank_id), profile.api.base_url, access_token, headers,
+                   auth=auth)
 
     def attach_plaid(self, region: str, connector: PlaidConnector, policy: SyncPolicy) -> None:
         """Serve ``region``'s Plaid connections through ``connector`` (one per region)."""

@@ -32,12 +32,14 @@ from aggregator.ids import ConnectionId
 from aggregator.models import Account, Connection, SyncState, Transaction, TransactionStatus
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
+from aggregator.sync.bank_limits import exhaust_until
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.budget import record_first_reads
+from aggregator.sync.consents import consent_dead, explain_refusal, resource_headers
 from aggregator.sync.snapshot import read_snapshot, window_start
 from aggregator.sync.tokens import fresh_grant
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts
-from connectors import ConnectorError
+from connectors import AccessExceeded, ConnectorError, ConsentInvalid, UserPresence
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,10 @@ class Syncer:
     async def sync(
         self, connection_id: ConnectionId, *, actor: str = "gateway",
         request_id: str | None = None, budgeted: bool = True,
+        presence: UserPresence | None = None,
     ) -> SyncResult:
+        """Sync one connection; ``presence`` with an address marks the user present
+        (connectors/consents/base.py, ``UserPresence``)."""
         region = self.router.region_of(connection_id)
         if await self._through_plaid(region, connection_id):
             from aggregator.plaid.sync import PlaidSyncer  # the Plaid layer builds on this one
@@ -81,11 +86,20 @@ class Syncer:
         connection = grant.connection
         since = await self._window(region, connection_id)
         try:
-            dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key)
+            dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key,
+                                         resource_headers(self.banks, connection, presence))
             snapshot = await read_snapshot(dialect, since)
         except ConnectorError as exc:
-            await self._failed(region, connection, exc.code)
-            raise
+            error = await explain_refusal(self.banks, connection, exc)
+            await self._failed(region, connection, error.code)
+            if isinstance(error, AccessExceeded):  # the bank's frequencyPerDay is spent
+                await exhaust_until(self.router, region, connection, error.reset_at,
+                                    self.banks.profile(connection.bank_id).sync)
+            if isinstance(error, ConsentInvalid):
+                await consent_dead(self.router, region, connection, error, actor=actor)
+            if error is exc:
+                raise
+            raise error from exc
         now = utcnow()
         async with self.router.session(region) as session, session.begin():
             locked = (await session.execute(

@@ -159,6 +159,9 @@ class HttpDialect(abc.ABC):
     name: ClassVar[str]
     request_id_header: ClassVar[str]
     required_headers: ClassVar[frozenset[str]] = frozenset()
+    #: An empty ``access_token`` means "send no Authorization": an API whose consent
+    #: alone authorises the call (Berlin Group's redirect SCA approach).
+    bearer_optional: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -186,7 +189,10 @@ class HttpDialect(abc.ABC):
         self._client = client
         self._base = base
         self._headers = headers
-        self._auth = auth if auth is not None else BearerAuth(access_token)
+        # The redirect SCA approach of Berlin Group: the consent alone authorises a call.
+        no_token = self.bearer_optional and access_token == "" and auth is None
+        self._auth: httpx.Auth | None = None if no_token else (
+            auth if auth is not None else BearerAuth(access_token))
         self.max_pages = max_pages
         self.last_request_id: str | None = None
 

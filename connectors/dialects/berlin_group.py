@@ -7,8 +7,11 @@ through ``_links.next.href`` (often relative to the host).
 Spec points the mapping relies on:
 
 - amounts are decimal strings carrying their own sign (``"-12.30"`` left the account);
-- every request needs the consent's ``Consent-ID`` (from the profile's extra headers, one
-  per connection) and a fresh ``X-Request-ID``, which the bank echoes;
+- every request needs the consent's ``Consent-ID`` (from the consent manager's resource
+  headers, one per connection) and a fresh ``X-Request-ID``, which the bank echoes; the
+  bearer token only in the OAuth2 SCA approach (the redirect approach has none);
+- errors are ``tppMessages`` (:mod:`.berlin_errors`): a dead consent, a spent
+  ``frequencyPerDay`` (429 ``ACCESS_EXCEEDED``);
 - ``transactionId`` is optional; ``entryReference`` stands in for it, and an entry with
   neither (pending entries often) gets a synthetic id from its non-PII fields;
 - ``creditLimitIncluded`` only flags whether a balance counts the credit line in. Banks that
@@ -22,10 +25,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import ClassVar
 
+import httpx
+
 from connectors.errors import BankProtocolError
 from connectors.models import Account, AccountType, Balance, Transaction, TransactionStatus
 
 from .base import HttpDialect
+from .berlin_errors import raise_for_tpp_messages
 from .parsing import (
     JsonObject,
     array,
@@ -84,6 +90,12 @@ class BerlinGroupDialect(HttpDialect):
     name: ClassVar[str] = "berlin_group"
     request_id_header: ClassVar[str] = "X-Request-ID"
     required_headers: ClassVar[frozenset[str]] = frozenset({"Consent-ID"})
+    bearer_optional: ClassVar[bool] = True  # the redirect SCA approach has no token
+
+    @staticmethod
+    def _raise_for_status(response: httpx.Response, where: str) -> None:
+        """Errors from ``tppMessages`` (:mod:`connectors.dialects.berlin_errors`)."""
+        raise_for_tpp_messages(response, where)
 
     async def accounts(self) -> list[Account]:
         page = await self._get_json(self._url("v1", "accounts"))

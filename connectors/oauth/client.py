@@ -13,7 +13,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote_plus
@@ -30,6 +30,7 @@ from connectors.oauth._authlib import AuthlibClient, ResponseHook
 from connectors.oauth.boundary import error_code, map_bank_errors, raise_for_unavailable
 from connectors.oauth.compat import Compatibility, Severity, check_compatibility
 from connectors.oauth.credentials import load_client_credentials
+from connectors.oauth.hybrid import BankKeys, check_detached_id_token
 from connectors.oauth.oidc import check_id_token
 from connectors.oauth.pending import PendingAuthorization
 from connectors.oauth.rfc7523 import ASSERTION_TYPE, Signer, build_client_assertion
@@ -109,6 +110,7 @@ class BankOAuthClient:
         self._plan: Compatibility | None = None
         self._discovery_lock = asyncio.Lock()
         self._refresher: AuthlibClient | None = None
+        self._keys: BankKeys | None = None
         #: The bank's DPoP nonces (RFC 9449 §8, §9), shared by all its connections.
         self.nonces = DPoPNonces()
         install_redaction()
@@ -128,6 +130,31 @@ class BankOAuthClient:
     @property
     def profile(self) -> BankProfile:
         return self._profile
+
+    @property
+    def signer(self) -> Signer | None:
+        """The client's signing key (private_key_jwt, request objects), never its bytes."""
+        return self._signer
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client calls to this bank go through (it may present a certificate)."""
+        return self._http
+
+    async def client_credentials(self, scope: str) -> TokenSet:
+        """A token for the client itself (RFC 6749 §4.4), e.g. OBIE's ``accounts`` scope.
+
+        Authenticated like every token request (private_key_jwt, mTLS); used to manage
+        consent resources, never to read a user's data.
+        """
+        metadata = await self.metadata()
+        oauth = await self._authlib(metadata)
+        with map_bank_errors(self._profile.id, "client credentials"):
+            data = await oauth.fetch_token(
+                metadata.token_endpoint, grant_type="client_credentials", scope=scope,
+                timeout=self._timeout,
+            )
+        return TokenSet.from_response(data, now=self._clock(), requested_scope=scope)
 
     async def metadata(self) -> ServerMetadata:
         """The bank's metadata, discovered once per client and checked against the profile.
@@ -154,13 +181,17 @@ class BankOAuthClient:
         return self._metadata
 
     async def start_authorization(
-        self, redirect_uri: str, *, state: str | None = None
+        self, redirect_uri: str, *, state: str | None = None,
+        customize: Callable[[dict[str, str]], Awaitable[dict[str, str]]] | None = None,
     ) -> tuple[PendingAuthorization, str]:
         """Begin a link: return what to store and the URL to send the browser to.
 
         Always PKCE (S256, or plain only where the profile allows it and the bank lacks
         S256), a fresh `state`, a `nonce` when ``openid`` is in scope, and PAR when the
-        profile asks for it or the bank requires it.
+        profile asks for it or the bank requires it. ``customize`` rewrites the finished
+        parameters before they are pushed or put in the URL: a consent standard's hook
+        (:meth:`connectors.consents.ConsentManager.authorization_params`), e.g. a signed
+        request object (RFC 9101) that carries them all.
         """
         problem = url_problem(redirect_uri)
         if problem:
@@ -193,6 +224,8 @@ class BankOAuthClient:
         )
         if pending.nonce is not None:
             params["nonce"] = pending.nonce
+        if customize is not None:
+            params = await customize(params)
         if not plan.use_par:
             return pending, authorization_url(metadata.authorization_endpoint, params)
         endpoint = metadata.pushed_authorization_request_endpoint
@@ -212,6 +245,23 @@ class BankOAuthClient:
             {"client_id": profile.client_id, "request_uri": pushed.request_uri},
         )
         return pending, url
+
+    async def check_front_channel(
+        self, pending: PendingAuthorization, response: Mapping[str, str],
+        expected: Mapping[str, str] | None = None,
+    ) -> None:
+        """Verify the hybrid response's ID token before its code is used
+        (:mod:`connectors.oauth.hybrid`; FAPI 1 Advanced §5.2.2.1)."""
+        metadata = await self.metadata()
+        if metadata.jwks_uri is None:
+            raise BankUnsupported(f"{self._profile.id}: no jwks_uri to verify ID tokens")
+        if self._keys is None:
+            self._keys = BankKeys(self._http, metadata.jwks_uri, self._profile.id)
+        await check_detached_id_token(
+            response, keys=self._keys, issuer=metadata.issuer,
+            client_id=self._profile.client_id, nonce=pending.nonce, now=self._clock(),
+            expected=expected,
+        )
 
     async def exchange_code(self, pending: PendingAuthorization, code: str) -> TokenSet:
         """Trade the callback's code for tokens (RFC 6749 §4.1.3, RFC 7636 §4.5).

@@ -31,7 +31,8 @@ def test_exported_classes_and_functions_name_their_public_home() -> None:
 
 def test_no_unlisted_public_names() -> None:
     submodules = {
-        "dialects", "egress", "errors", "hooks", "logging", "models", "oauth", "plaid", "profiles"
+        "consents", "dialects", "egress", "errors", "hooks", "logging", "models", "oauth", "plaid",
+        "profiles",
     }
     public = {
         name

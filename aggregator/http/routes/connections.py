@@ -9,6 +9,7 @@ the reserve included) before it calls the bank; over budget it answers 429 with
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from datetime import datetime
 
@@ -17,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
 from aggregator import audit
-from aggregator.http.problems import Conflict, NotImplementedYet, SyncBudgetExhausted
+from aggregator.http.problems import (
+    Conflict,
+    FieldError,
+    NotImplementedYet,
+    SyncBudgetExhausted,
+    ValidationFailed,
+)
 from aggregator.http.routes.owned import connection_view, owned_connection, owned_user
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.services import Services
@@ -33,7 +40,7 @@ from aggregator.sync import (
     spend_for_sync,
 )
 from aggregator.sync import next_allowed_at as budget_allows_at
-from connectors import BankUnsupported, SyncPolicy
+from connectors import BankUnsupported, SyncPolicy, UserPresence
 from vault import Secret
 
 log = logging.getLogger(__name__)
@@ -85,7 +92,9 @@ async def delete_connection(call: Call) -> ConnectionOut:
     """Revoke at the bank first, then forget the tokens and mark the connection revoked.
 
     OAuth banks get an RFC 7009 revocation of the refresh token (or the access token);
-    a Plaid connection's Item is removed with Plaid's ``/item/remove``.
+    a bank with a consent resource (UK Open Banking, Berlin Group) first gets its
+    ``DELETE`` of that consent; a Plaid connection's Item is removed with Plaid's
+    ``/item/remove``.
 
     The bank call happens outside any transaction (no lock is held across the network).
     If the bank cannot be reached the connection stays as it was and the caller gets a
@@ -110,11 +119,12 @@ async def delete_connection(call: Call) -> ConnectionOut:
             token = await custody.sealer.open_from(key, credential, column)
     reason = "revoked_by_application"
     banks = services.banks
-    if token is not None and isinstance(banks, BankDirectory) and banks.is_plaid(
-            connection.bank_id):
+    plaid = isinstance(banks, BankDirectory) and banks.is_plaid(connection.bank_id)
+    if token is not None and plaid and isinstance(banks, BankDirectory):
         # Plaid has no RFC 7009 endpoint: /item/remove invalidates the access token.
         await banks.plaid(region).remove_item(Secret(token))
-    elif token is not None:
+    consent_deleted = not plaid and await _delete_consent(banks, connection)
+    if token is not None and not plaid:
         try:
             # Revoking the refresh token ends the whole grant (RFC 7009 §2.1).
             await services.banks.oauth(connection.bank_id).revoke(
@@ -123,7 +133,8 @@ async def delete_connection(call: Call) -> ConnectionOut:
         except BankUnsupported:
             log.warning("bank %s offers no revocation; revoking %s locally only",
                         connection.bank_id, connection_id)
-            reason = "bank_revocation_unsupported"
+            if not consent_deleted:  # the consent's DELETE already ended the grant
+                reason = "bank_revocation_unsupported"
     async with services.router.session(region) as session, session.begin():
         connection = await owned_connection(session, connection_id, call.caller)
         if connection.status is not ConnectionStatus.REVOKED:
@@ -141,8 +152,43 @@ async def delete_connection(call: Call) -> ConnectionOut:
     return connection_view(connection)
 
 
+async def _delete_consent(banks: object, connection: Connection) -> bool:
+    """DELETE the bank's consent resource first (OBIE, Berlin Group: connectors/consents);
+    an unreachable bank raises, so the caller retries and nothing is forgotten early."""
+    if connection.consent_id is None or not isinstance(banks, BankDirectory):
+        return False
+    manager = banks.consents(connection.bank_id)
+    if manager is None:
+        return False
+    await manager.revoke(connection.consent_id)
+    return True
+
+
+#: The app forwards its user's address on an on-demand sync to say "the user is here".
+CUSTOMER_IP_HEADER = "X-Customer-IP-Address"
+
+
+def _presence(call: Call) -> UserPresence | None:
+    """User-present when the app forwards the user's IP address (connectors/consents)."""
+    raw = call.request.headers.get(CUSTOMER_IP_HEADER)
+    if raw is None:
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        raise ValidationFailed([FieldError(
+            f"{CUSTOMER_IP_HEADER} must be an IPv4 or IPv6 address",
+            parameter=CUSTOMER_IP_HEADER)]) from None
+    return UserPresence(str(address), None)
+
+
 async def post_sync(call: Call) -> SyncOut:
     """Sync now, spending one unit of the bank's rate budget per data type.
+
+    An app whose user is at the screen forwards the user's address in
+    ``X-Customer-IP-Address``: the call is then user-present, and banks that ask for it
+    see the address (UK Open Banking ``x-fapi-customer-ip-address``, Berlin Group
+    ``PSU-IP-Address``).
 
     Over budget the answer is 429 with ``Retry-After`` and ``next_sync_allowed_at``; the
     unit is not refunded when the bank call fails (the bank may have counted it).
@@ -170,7 +216,8 @@ async def post_sync(call: Call) -> SyncOut:
             headers={"Retry-After": str(exc.retry_after)},
         ) from exc
     summary = await services.sync(
-        ConnectionId(connection_id), request_id=call.request_id, actor=call.caller
+        ConnectionId(connection_id), request_id=call.request_id, actor=call.caller,
+        presence=_presence(call),
     )
     return SyncOut(connection_id, summary.accounts, summary.added, summary.modified,
                    summary.removed)
@@ -195,7 +242,7 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/v1/connections/{id}/sync", post_sync, "POST", Operation(
             summary="Sync a connection's accounts and transactions now",
             description=post_sync.__doc__, response=SyncOut,
-            errors=(409, 429, 501, 502, 503), tags=("connections",),
+            errors=(409, 422, 429, 501, 502, 503), tags=("connections",),
             path_params=CONNECTION_ID,
         )),
     ]

@@ -77,6 +77,7 @@ def test_list_json_includes_operator_profiles(
 
     rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
     assert set(rows) == {*load_profiles([]), "strict-bank"}
+    assert "sandbox-berlin" in rows
     assert rows["strict-bank"]["dialect"] == "berlin_group"
 
 

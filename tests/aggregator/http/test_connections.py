@@ -18,6 +18,7 @@ from aggregator.sandbox import DEV_CLIENT_ID, DEV_CLIENT_SECRET, SandboxBank
 from aggregator.sandbox.testing import FlowDriver, Served
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory
+from connectors import UserPresence
 from tests.aggregator._factories import LinkFactory
 from tests.aggregator.http._helpers import assert_problem, count_rows, parsed
 from tests.aggregator.http.conftest import BANK_ISSUER, BankSwitch
@@ -88,8 +89,8 @@ class RecordingSync:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []
 
-    async def __call__(self, connection_id: ConnectionId, *, request_id: str, actor: str
-                       ) -> SyncSummary:
+    async def __call__(self, connection_id: ConnectionId, *, request_id: str, actor: str,
+                       presence: UserPresence | None = None) -> SyncSummary:
         self.calls.append((connection_id, request_id, actor))
         return SyncSummary(accounts=1, added=3, modified=0, removed=1)
 

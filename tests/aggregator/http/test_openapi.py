@@ -44,7 +44,8 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(
     assert ("/v1/connections/{id}", "delete") in documented
     assert ("/v1/connections/{id}/transactions/sync", "get") in documented
     # 18 + erasure (2) + POST /webhooks/plaid/{region} + events (4) + POST /v1/plaid/exchange
-    assert len(documented) == 26
+    # + POST /link/callback (form post response mode) + POST /link/accounts (two-step)
+    assert len(documented) == 28
     assert ("/webhooks/plaid/{region}", "post") in documented
 
 
