@@ -1,7 +1,9 @@
-"""A throw-away schema per benchmark run in a PostgreSQL database, created if missing.
+"""A throw-away PostgreSQL database per benchmark run, with a unique name.
 
-Each run migrates into its own schema (``search_path`` in the URL) and drops it at the
-end, so benchmarks never disturb one another or the test databases.
+Each run creates its own database (``bench_<prefix>_<random>``), migrates into it and
+drops it at the end (``WITH (FORCE)``: a crashed server's connections do not keep it),
+so benchmarks never disturb one another, the test databases, or a parallel run of the
+same benchmark.
 """
 
 from __future__ import annotations
@@ -19,21 +21,25 @@ def libpq(url: str, database: str) -> str:
         hide_password=False)
 
 
-def create_schema(url: str, database: str) -> tuple[str, str]:
-    """A fresh schema in ``database``; returns its name and an SQLAlchemy URL bound to it."""
-    schema = f"bench_{secrets.token_hex(4)}"
+def create_database(url: str, prefix: str) -> tuple[str, str]:
+    """A fresh, uniquely named database; returns its name and an SQLAlchemy URL to it."""
+    name = f"bench_{prefix}_{secrets.token_hex(5)}"
     with psycopg.connect(libpq(url, "postgres"), autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                         (database,)).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    with psycopg.connect(libpq(url, database), autocommit=True) as db:
-        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    bound = (make_url(url).set(database=database)
-             .update_query_dict({"options": f"-csearch_path={schema}"})
-             .render_as_string(hide_password=False))
-    return schema, bound
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name, make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str, name: str) -> None:
+    with psycopg.connect(libpq(url, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def create_schema(url: str, database: str) -> tuple[str, str]:
+    """Compatibility name: a fresh database named after ``database``; (name, URL)."""
+    return create_database(url, database.removeprefix("aggregator_bench").strip("_") or "db")
 
 
 def drop_schema(url: str, database: str, schema: str) -> None:
-    with psycopg.connect(libpq(url, database), autocommit=True) as db:
-        db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    """Compatibility name: drops the database :func:`create_schema` returned as ``schema``."""
+    drop_database(url, schema)

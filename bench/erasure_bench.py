@@ -1,6 +1,7 @@
 """Erasure of one user against a plain ``DELETE … WHERE id = user`` cascade, on PostgreSQL.
 
-Two users get the same data in one fresh schema: 3 connections (each with a credential,
+Two users get the same data in one throw-away database (unique name, dropped at the
+end): 3 connections (each with a credential,
 an account, a balance and a sync state) and ``--transactions`` transactions spread over
 them (sealed columns filled with random bytes of a realistic size: the delete does not
 read them). One is erased by the full job (stop, revoke at a bank that answers at once,
@@ -21,6 +22,10 @@ with the plain delete first: whichever runs first after the rows are written is
 measurably slower, so only a pair is fair) of the pair's summed times, so load that
 drifts between pairs on a shared machine cancels out too; the last ratio compares the
 final transaction alone, without the fixed cost of the earlier commits.
+Then two more erasures against a bank whose revocation takes ``--revoke-ms`` (150 ms by
+default: a TLS round trip to another network plus the bank's work); their limit is the
+plain delete plus one revocation, printed as ``erasure_with_bank_vs_limit`` (the
+connections' revocations need not queue behind one another).
 Target: ``erasure_vs_plain_delete`` within 2. ``BENCH_STEPS=1`` prints the time to each
 checkpoint (request, stopped, revoked, deleted, shredded, completed; the last three are
 one commit).
@@ -44,7 +49,6 @@ from typing import Any, Literal
 import _postgres  # bench/_postgres.py: run as `python bench/…`
 import psycopg
 from _postgres import libpq
-from psycopg import sql
 from sqlalchemy import delete, insert
 
 from aggregator.applications import create_application
@@ -77,16 +81,31 @@ DATABASE = "aggregator_bench_eu"
 CONNECTIONS = 3
 
 
-class InstantBank:
+class Bank:
+    """A bank's RFC 7009 revocation endpoint answering after ``latency`` seconds.
+
+    0 isolates the gateway's own work; a real bank's revocation is a TLS round trip to
+    another network plus the bank's processing, 100-300 ms in practice.
+    """
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.calls = 0
+
     async def revoke(self, token: str,
                      token_type_hint: Literal["access_token", "refresh_token"] | None = None,
                      ) -> None:
-        return None
+        self.calls += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
 
 
-class InstantBanks:
-    def oauth(self, bank_id: str) -> InstantBank:
-        return InstantBank()
+class Banks:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.bank = Bank(latency)
+
+    def oauth(self, bank_id: str) -> Bank:
+        return self.bank
 
 
 def _libpq(database: str) -> str:
@@ -94,6 +113,7 @@ def _libpq(database: str) -> str:
 
 
 def create_schema() -> tuple[str, str]:
+    """A throw-away database with a unique name (the "schema" is that database)."""
     return _postgres.create_schema(URL, DATABASE)
 
 
@@ -105,8 +125,7 @@ def settle(schema: str) -> None:
     users' rows are settled alike (after the checkpoint each delete pays the full-page
     writes of its own pages), so neither delete gets an advantage.
     """
-    with psycopg.connect(_libpq(DATABASE), autocommit=True) as db:
-        db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    with psycopg.connect(_libpq(schema), autocommit=True) as db:
         db.execute("VACUUM (ANALYZE)")
         db.execute("CHECKPOINT")
 
@@ -162,13 +181,14 @@ async def populate(router: RegionRouter, keys: RegionCustody, app_id: Applicatio
 
 
 async def erase(router: RegionRouter, custody: dict[str, RegionCustody],
-                app_id: ApplicationId, user_id: str) -> tuple[float, int, float]:
+                app_id: ApplicationId, user_id: str, banks: Banks | None = None,
+                ) -> tuple[float, int, float]:
     started = time.perf_counter()
     request = await request_erasure(router, custody["eu"], user_id, app_id,
                                     config=ErasureConfig(), actor=app_id)
     assert request is not None
     marks = [time.perf_counter()]
-    job = ErasureJob(router, custody, InstantBanks(),
+    job = ErasureJob(router, custody, banks or Banks(),
                      checkpoint=lambda _s: marks.append(time.perf_counter()))
     await job.run(request.id)
     if os.environ.get("BENCH_STEPS"):
@@ -190,7 +210,7 @@ async def plain_delete(router: RegionRouter, user_id: str) -> float:
     return time.perf_counter() - started
 
 
-async def main(transactions: int, rounds: int) -> None:
+async def main(transactions: int, rounds: int, latency: float) -> None:
     if rounds < 2 or rounds % 2:
         raise SystemExit("--rounds must be an even number, at least 2")
     schema, url = create_schema()
@@ -232,9 +252,21 @@ async def main(transactions: int, rounds: int) -> None:
             print(f"round {r + 1}: erasure {seconds:.3f}s ({rows} rows), "
                   f"plain delete {plain[-1]:.3f}s")
         e, p, q, d = (statistics.median(x) for x in (erased, plain, ratios, step_ratios))
+        # With a bank that takes ``latency`` to revoke: the limit is the plain delete
+        # plus one revocation (the grants' revocations need not wait for each other).
+        slow = Banks(latency)
+        with_bank = []
+        for _ in range(2):
+            user = await populate(router, custody["eu"], app_id, transactions)
+            settle(schema)
+            with_bank.append((await erase(router, custody, app_id, user, slow))[0])
+        w = statistics.median(with_bank)
+        print(f"erasure with a bank revoking in {latency * 1e3:.0f} ms ({slow.bank.calls} "
+              f"revocations): {w:.3f}s; limit plain delete + one revocation {p + latency:.3f}s")
         print(f"RESULT erasure_seconds={e:.3f} rows_per_second={statistics.median(rates):.0f} "
               f"plain_delete_seconds={p:.3f} erasure_vs_plain_delete={q:.2f} "
-              f"delete_step_vs_plain_delete={d:.2f}")
+              f"delete_step_vs_plain_delete={d:.2f} erasure_with_bank_seconds={w:.3f} "
+              f"erasure_with_bank_vs_limit={w / (p + latency):.2f}")
     finally:
         provider.close()
         await router.dispose()
@@ -245,5 +277,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=6, help="an even number (pairs)")
+    parser.add_argument("--revoke-ms", type=float, default=150.0,
+                        help="the slow bank's revocation latency")
+    parser.add_argument("--quick", action="store_true", help="5k transactions, 2 rounds")
     options = parser.parse_args()
-    asyncio.run(main(options.transactions, options.rounds))
+    if options.quick:
+        options.transactions, options.rounds = 5_000, 2
+    asyncio.run(main(options.transactions, options.rounds, options.revoke_ms / 1e3))

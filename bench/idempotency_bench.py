@@ -137,7 +137,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per round")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="4 rounds of 60 requests")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds = 60, 4
 
     name, url = create_database()
     ctx = mp.get_context("spawn")

@@ -1,33 +1,43 @@
-"""Token refresh: the worker against the sandbox bank's capacity, a naive loop, lease cost.
+"""Token refresh: the workers against a bank of known capacity, a naive peer, lease cost.
 
-Setup: a fresh PostgreSQL database (dropped at the end), one region, the sandbox bank in
-its own process (own core, own GIL), credentials holding real tokens the bank issued,
-sealed through the custody sealer. For each bank latency (50 ms, then none):
+Setup: a throw-away PostgreSQL database (unique name, dropped at the end), one region,
+the sandbox bank in its own process (own core, own GIL), credentials holding real
+tokens the bank issued, sealed through the custody sealer.
 
-(a) the bank's raw token-endpoint capacity: direct httpx clients in the workers' layout
-    (``--workers`` processes at ``--concurrency`` each, the worker's own transport), each
-    request a valid refresh (rotating chains), nothing else. The bank's and the clients'
-    CPU use are printed with it, to show which side set the figure (one client process
-    at the total concurrency measured the client, not the bank: ~90 % of its core at
-    no latency, the bank at ~20 %);
-(b) the worker end to end: ``--workers`` ``aggregator worker`` processes refreshing every
-    due credential (lease, unseal, in-flight mark, refresh, seal, commit);
-(c) the simple alternative: a sequential loop with authlib's httpx client, no database.
+The bank's capacity is set by construction: its token endpoint admits at most
+``--admit`` requests at once and holds each for ``--latency`` seconds before answering
+(a bank's rate limit and its processing time), so it can serve at most
+``admit / latency`` refreshes per second. That figure is verified in the same run by
+Debian's ``wrk`` (C, keep-alive, ``2 * admit`` connections, its CPU printed) posting
+refresh grants through the same gate; the verified rate is the limit.
+
+(a) the workers end to end: ``--workers`` ``aggregator worker`` processes at
+    ``--concurrency`` each, refreshing every due credential (lease, unseal, in-flight
+    mark, refresh, seal, commit); ratio to the verified capacity;
+(b) the naive peer at the same concurrency: authlib's ``AsyncOAuth2Client`` refreshing
+    ``workers * concurrency`` rotating chains under ``asyncio.gather``, no database;
+(c) peak RSS of the worker processes themselves (``VmHWM`` of each, the largest).
 
 Then the scale check: the median time of one lease batch (32 rows, lease + commit) with
 10,000 and with 1,000,000 credentials in the table (1,000 due), and the plan of the lease
-query. Prints ``RESULT refresh_vs_bank_capacity=… refresh_vs_bank_capacity_cpu=…
-refresh_vs_naive=… lease_cost_1m_vs_10k=… peak_rss_mb=…`` (peak RSS of a worker process).
+query. Prints ``RESULT refresh_vs_bank_capacity=… refresh_vs_naive=…
+bank_capacity_verified_vs_constructed=… lease_cost_1m_vs_10k=… peak_rss_mb=…``.
+
+    .venv/bin/python bench/refresh_bench.py            # full run
+    .venv/bin/python bench/refresh_bench.py --quick    # proves it works
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
+import re
 import resource
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,25 +48,24 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
+from starlette.requests import ClientDisconnect
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody, region_custody
 from aggregator.datakeys import SealLedger
 from aggregator.ids import ApplicationId, new_id
 from aggregator.models import Connection, ConnectionStatus, Credential, SyncState
-from aggregator.sandbox import DEV_CLIENT_ID, DEV_CLIENT_SECRET, Faults, SandboxBank, SandboxConfig
+from aggregator.sandbox import DEV_CLIENT_ID, DEV_CLIENT_SECRET, SandboxBank, SandboxConfig
 from aggregator.sandbox.store import IssuedTokens
 from aggregator.sandbox.testing import sandbox_profile
 from aggregator.settings import RegionSettings, Settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.users import create_user
 from aggregator.worker.lease import lease_batch, lease_query
-from connectors.egress.sharded import ShardedTransport
 from vault import Envelope, LocalKeyringConfig, open_provider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,8 +75,36 @@ BANK = "bench-bank"
 
 # -- the bank, in its own process ------------------------------------------------------
 
+class Admission:
+    """ASGI gate of the token endpoint: ``limit`` requests at once, each held ``latency`` s.
+
+    Capacity by construction: at most ``limit / latency`` token answers per second.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.limit, self.latency = 0, 0.0
+        self._slots: asyncio.Semaphore | None = None
+
+    def set(self, limit: int, latency: float) -> None:
+        self.limit, self.latency, self._slots = limit, latency, None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/token" or not self.limit:
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:  # created in the serving loop
+            self._slots = asyncio.Semaphore(self.limit)
+        async with self._slots:
+            await asyncio.sleep(self.latency)
+            with contextlib.suppress(ClientDisconnect):  # wrk stops with requests queued
+                await self.app(scope, receive, send)
+
+
 def _bank_main(pipe: Pipe) -> None:
     bank = SandboxBank(SandboxConfig(access_token_ttl=TTL))
+    gate = Admission(bank.asgi_app)
+    bank.asgi_app = gate  # type: ignore[assignment]  # served as any ASGI app
     with bank.serve_in_thread() as url:
         pipe.send(url)
         while True:
@@ -80,8 +117,8 @@ def _bank_main(pipe: Pipe) -> None:
                         IssuedTokens(DEV_CLIENT_ID, "alice", "accounts", access, refresh, TTL))
                     out.append((access, refresh))
                 pipe.send(out)
-            elif command == "faults":
-                bank.faults = arg
+            elif command == "gate":
+                gate.set(*arg)
                 pipe.send(True)
             else:
                 pipe.send(True)
@@ -176,65 +213,45 @@ async def seed(router: RegionRouter, custody: RegionCustody, app: ApplicationId,
 
 # -- (a) raw capacity, (b) worker, (c) naive ------------------------------------------
 
-def _client_main(url: str, tokens: list[str], n: int, start_at: float, out: Any) -> None:
-    """One client process of (a): ``len(tokens)`` rotating chains until ``n`` requests."""
-    async def run() -> tuple[float, float, float]:
-        done = 0
-        transport = ShardedTransport(len(tokens))  # the worker's own client configuration
-        async with httpx.AsyncClient(base_url=url, transport=transport, timeout=30) as http:
-            async def chain(refresh: str) -> None:
-                nonlocal done
-                while done < n:
-                    done += 1
-                    answer = await http.post("/token", auth=(DEV_CLIENT_ID, DEV_CLIENT_SECRET),
-                                             data={"grant_type": "refresh_token",
-                                                   "refresh_token": refresh})
-                    answer.raise_for_status()
-                    refresh = answer.json()["refresh_token"]
-
-            await asyncio.sleep(max(start_at - time.time(), 0))
-            began, cpu = time.time(), time.process_time()
-            await asyncio.gather(*(chain(t) for t in tokens))
-            return began, time.time(), time.process_time() - cpu
-
-    out.send(asyncio.run(run()))
-
-
-async def raw_capacity(
-    bank: BankProcess, n: int, processes: int, concurrency: int
-) -> tuple[float, str]:
-    """Requests/s of ``processes`` direct clients at ``concurrency`` each (the workers'
-    layout), and how busy the bank and the clients were meanwhile."""
-    ctx = mp.get_context("spawn")
-    start_at = time.time() + 3.0  # every client imported and connected by then
-    pipes, procs = [], []
-    for _ in range(processes):
-        tokens = [r for _, r in bank.call("issue", concurrency)]
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=_client_main,
-                           args=(bank.url, tokens, n // processes, start_at, theirs))
-        proc.start()
-        pipes.append(ours)
-        procs.append(proc)
-    await asyncio.sleep(max(start_at - time.time() - 0.5, 0))
-    bank_cpu = bank.cpu_seconds()
-    results = [await asyncio.to_thread(pipe.recv) for pipe in pipes]
-    bank_cpu = bank.cpu_seconds() - bank_cpu
-    for proc in procs:
-        proc.join(30)
-    wall = max(r[1] for r in results) - min(r[0] for r in results)
-    busy = (f"bank {100 * bank_cpu / wall:.0f}% of a core, clients "
-            + "+".join(f"{100 * r[2] / wall:.0f}%" for r in results))
-    return (n // processes) * processes / wall, busy
+def verify_capacity(bank: BankProcess, admit: int, seconds: int) -> tuple[float, float]:
+    """The gate's rate measured by wrk (invalid grants: answered 400 after the gate), and
+    wrk's CPU share of one core."""
+    script = Path(tempfile.mkdtemp()) / "refresh.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+        'wrk.body = "grant_type=refresh_token&refresh_token=not-issued&client_id='
+        f'{DEV_CLIENT_ID}&client_secret={DEV_CLIENT_SECRET}"\n')
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    out = subprocess.run(["wrk", "-t1", f"-c{2 * admit}", f"-d{seconds}s", "-s", str(script),
+                          f"{bank.url}/token"], capture_output=True, text=True, check=True,
+                         timeout=seconds + 30).stdout
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / wall
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    return float(match.group(1)), cpu
 
 
-async def naive(bank: BankProcess, n: int) -> float:
-    tokens = [r for _, r in bank.call("issue", n)]
-    async with AsyncOAuth2Client(DEV_CLIENT_ID, DEV_CLIENT_SECRET, timeout=30) as client:
+async def naive(bank: BankProcess, n: int, concurrency: int) -> float:
+    """authlib's client, ``concurrency`` rotating chains under ``asyncio.gather``."""
+    tokens = [r for _, r in bank.call("issue", concurrency)]
+    done = 0
+    async with AsyncOAuth2Client(DEV_CLIENT_ID, DEV_CLIENT_SECRET, timeout=60) as client:
+        async def chain(refresh: str) -> None:
+            nonlocal done
+            while done < n:
+                done += 1
+                answer = await client.refresh_token(f"{bank.url}/token",
+                                                    refresh_token=refresh)
+                refresh = answer["refresh_token"]
+
         start = time.perf_counter()
-        for refresh in tokens:
-            await client.refresh_token(f"{bank.url}/token", refresh_token=refresh)
-        return n / (time.perf_counter() - start)
+        await asyncio.gather(*(chain(t) for t in tokens))
+        return done / (time.perf_counter() - start)
 
 
 async def worker_rate(router: RegionRouter, config: Path, n: int, workers: int,
@@ -251,6 +268,7 @@ async def worker_rate(router: RegionRouter, config: Path, n: int, workers: int,
                "--concurrency", str(concurrency), "--per-bank", str(concurrency),
                "--batch", "32", "--poll-seconds", "0.1", "--log-level", "error"]
     procs = _spawn(command, workers)
+    peak = 0.0
     first: tuple[float, int] | None = None
     try:
         deadline = time.monotonic() + 600
@@ -258,6 +276,7 @@ async def worker_rate(router: RegionRouter, config: Path, n: int, workers: int,
             count = await refreshed()
             if first is None and count:
                 first = (time.perf_counter(), count)
+            peak = max([peak, *(_peak_rss_mb(p.pid) for p in procs)])
             if count >= n:
                 break
             await asyncio.sleep(0.1)
@@ -269,8 +288,18 @@ async def worker_rate(router: RegionRouter, config: Path, n: int, workers: int,
             proc.wait(30)
     if first is None or count < n:
         raise RuntimeError(f"only {count} of {n} credentials were refreshed")
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return (n - first[1]) / max(end - first[0], 1e-6), rss
+    return (n - first[1]) / max(end - first[0], 1e-6), peak
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """A process's own peak resident set (``VmHWM``), in MB; 0 once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _spawn(command: list[str], n: int) -> list[subprocess.Popen[bytes]]:
@@ -335,45 +364,39 @@ async def run(args: argparse.Namespace, url: str, directory: Path, bank: BankPro
                                        ledger)
         app, _ = await create_application(router, "Bench", ["https://bench.test/cb"])
         config = write_config(directory, url, bank.url)
-        results: dict[str, float] = {}
-        rss = 0.0
-        for label, latency in (("latency", 0.05), ("cpu", 0.0)):
-            bank.call("faults", Faults(latency=latency))
-            capacity, busy = await raw_capacity(bank, args.raw, args.workers, args.concurrency)
-            simple = await naive(bank, args.naive if latency else args.naive * 3)
-            async with router.session("eu") as session, session.begin():
-                await session.execute(delete(Credential))
-                await session.execute(delete(SyncState))
-                await session.execute(delete(Connection))
-            await seed(router, custody, app, bank.call("issue", args.credentials))
-            bank_cpu, wall = bank.cpu_seconds(), time.perf_counter()
-            rate, peak = await worker_rate(router, config, args.credentials, args.workers,
-                                           args.concurrency)
-            bank_busy = 100 * (bank.cpu_seconds() - bank_cpu) / (time.perf_counter() - wall)
-            rss = max(rss, peak)
-            print(f"[{label}] bank capacity {capacity:.0f}/s ({busy}), worker {rate:.0f}/s "
-                  f"(bank {bank_busy:.0f}% of a core), naive {simple:.0f}/s", flush=True)
-            results[f"capacity_{label}"], results[f"worker_{label}"] = capacity, rate
-            results[f"naive_{label}"] = simple
+        constructed = args.admit / args.latency
+        bank.call("gate", (args.admit, args.latency))
+        verified, wrk_cpu = verify_capacity(bank, args.admit, args.seconds)
+        print(f"bank capacity: {args.admit} admitted x 1/{args.latency:g} s = "
+              f"{constructed:.0f}/s by construction; wrk measured {verified:.0f}/s "
+              f"(wrk used {wrk_cpu:.0%} of one core)", flush=True)
+        concurrency = args.workers * args.concurrency
+        simple = await naive(bank, args.naive, concurrency)
+        await seed(router, custody, app, bank.call("issue", args.credentials))
+        rate, rss = await worker_rate(router, config, args.credentials, args.workers,
+                                      args.concurrency)
+        print(f"workers {rate:.0f}/s ({args.workers} x {args.concurrency} in flight), naive "
+              f"authlib peer {simple:.0f}/s ({concurrency} in flight), workers' peak RSS "
+              f"{rss:.0f} MB", flush=True)
         async with router.reader("eu") as session:
             user = (await session.execute(text("SELECT id FROM users LIMIT 1"))).scalar_one()
         libpq = _libpq(url, make_url(url).database or "")
         costs = {}
-        for total in (10_000, 1_000_000):
+        scale = (10_000, 100_000) if args.quick else (10_000, 1_000_000)
+        for total in scale:
             fill(libpq, app, user, total, due=1_000)
             costs[total] = await lease_cost(router)
             print(f"[lease] {total:>9,} rows: {costs[total] * 1000:.2f} ms per 32-row batch",
                   flush=True)
-        print("[lease] plan at 1M rows:\n" + await lease_plan(router), flush=True)
+        print(f"[lease] plan at {scale[1]:,} rows:\n" + await lease_plan(router), flush=True)
         custody.close()
     finally:
         await router.dispose()
-    r = results
     print(
-        f"RESULT refresh_vs_bank_capacity={r['worker_latency'] / r['capacity_latency']:.2f}"
-        f" refresh_vs_bank_capacity_cpu={r['worker_cpu'] / r['capacity_cpu']:.2f}"
-        f" refresh_vs_naive={r['worker_latency'] / r['naive_latency']:.1f}"
-        f" lease_cost_1m_vs_10k={costs[1_000_000] / costs[10_000]:.2f}"
+        f"RESULT refresh_vs_bank_capacity={rate / verified:.2f}"
+        f" refresh_vs_naive={rate / simple:.2f}"
+        f" bank_capacity_verified_vs_constructed={verified / constructed:.2f}"
+        f" lease_cost_1m_vs_10k={costs[scale[1]] / costs[scale[0]]:.2f}"
         f" peak_rss_mb={rss:.0f}", flush=True)
 
 
@@ -382,11 +405,18 @@ def main() -> None:
     parser.add_argument("--credentials", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16, help="per worker process")
-    parser.add_argument("--raw", type=int, default=3000, help="requests for (a)")
-    parser.add_argument("--naive", type=int, default=100, help="requests for (c) at 50 ms")
+    parser.add_argument("--admit", type=int, default=16, help="the bank's concurrent admissions")
+    parser.add_argument("--latency", type=float, default=0.05, help="the bank's answer time")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk's verification run")
+    parser.add_argument("--naive", type=int, default=3000, help="refreshes for (b)")
+    parser.add_argument("--quick", action="store_true", help="1,000 credentials, short runs")
     parser.add_argument("--postgres", default=os.environ.get(
         "AGGREGATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432"))
     args = parser.parse_args()
+    if args.quick:
+        args.credentials, args.naive, args.seconds = 1000, 600, 2
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install -y wrk")
     name, url = create_database(args.postgres)
     bank = BankProcess()
     try:

@@ -6,6 +6,9 @@ Applications are replicated to every region, so any region can answer; the route
 passes the region its path id names. Every failure (no header, not Bearer, unknown,
 revoked, disabled) is the same 401 problem, so a caller learns nothing about which keys
 exist.
+
+A key that checked out is trusted for a few seconds without a database read
+(:mod:`aggregator.http.keycache`): revocation takes effect within that bound.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 from aggregator.applications import authenticate as check_key
+from aggregator.http.keycache import KeyCache
 from aggregator.http.problems import Unauthenticated
 from aggregator.ids import ApplicationId
 
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _BEARER = re.compile(r"Bearer +([A-Za-z0-9._~+/-]+=*) *", re.IGNORECASE)
 _MAX_HEADER = 512
+#: ``Services.extra`` key of the process's :class:`KeyCache` (built on first use).
+KEY_CACHE = "api_key_cache"
 
 
 def bearer_token(request: Request) -> str:
@@ -42,5 +48,13 @@ async def authenticate(
 ) -> ApplicationId:
     """The calling application, checked in ``region`` (default: the first configured)."""
     token = bearer_token(request)
-    async with services.router.reader(region or services.router.regions[0]) as session:
-        return await check_key(session, token)
+    region = region or services.router.regions[0]
+    cache = services.extra.get(KEY_CACHE)
+    if not isinstance(cache, KeyCache):
+        cache = services.extra[KEY_CACHE] = KeyCache()
+
+    async def check() -> ApplicationId:
+        async with services.router.reader(region) as session:
+            return await check_key(session, token)
+
+    return await cache.application(region, token, check)

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -169,13 +170,22 @@ async def _run(request: Request, handler: Handler, op: Operation,
     return await _respond(call, handler, op)
 
 
+class OrjsonResponse(JSONResponse):
+    """JSON rendered by orjson: compact UTF-8 like Starlette's, 20x faster on a page of
+    500 transactions (1.46 ms to 0.06 ms, bench/read_api_bench.py). ``encode`` has
+    already made every value a str, number, bool, None, list or dict."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 async def _respond(call: Call, handler: Handler, op: Operation) -> Response:
     result = await handler(call)
     if isinstance(result, Response):
         return result
     if op.response is None:
         return Response(status_code=op.status)
-    return JSONResponse(encode(result), status_code=op.status)
+    return OrjsonResponse(encode(result), status_code=op.status)
 
 
 def _region_hint(request: Request, services: Services) -> str | None:

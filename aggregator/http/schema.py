@@ -259,10 +259,22 @@ def _escape(name: str) -> str:
 # -- encoding ---------------------------------------------------------------------------
 
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+#: Field names per response dataclass: ``dataclasses.fields`` per value was most of the
+#: cost of encoding a 500-row page (bench/read_api_bench.py).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def encode(value: Any) -> Any:
     """A response dataclass (or any value of a supported type) as JSON-ready data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return {name: encode(getattr(value, name)) for name in names}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):

@@ -12,7 +12,16 @@ import enum
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from aggregator.ids import AccountId, ConnectionId, TransactionId, UserId
@@ -38,6 +47,12 @@ class AccountType(enum.Enum):
     CREDIT_CARD = "credit_card"  # revolving card credit; balances are usually negative
     LOAN = "loan"  # instalment credit, mortgages included; balance is what is owed
     OTHER = "other"  # e-money, prepaid cards and anything the bank does not classify
+
+
+#: The newest-first page order of an account's transactions: undated entries (some
+#: pending ones) sort as the newest. A SQL constant, so the page query and the index
+#: ``ix_transactions_account_page`` are the same expression and the planner matches them.
+PAGE_ORDER = "coalesce(booked_on, value_on, '9999-12-31')"
 
 
 class TransactionStatus(enum.Enum):
@@ -115,6 +130,11 @@ class Transaction(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "bank_transaction_id"),
         Index(None, "connection_id", "change_seq"),
+        # The order of GET /v1/accounts/{id}/transactions among live rows (migration
+        # s3_transaction_page_index): a page is an index range scan at any depth.
+        Index("ix_transactions_account_page", "account_id", text(PAGE_ORDER), "id",
+              postgresql_where=text("removed_at IS NULL"),
+              sqlite_where=text("removed_at IS NULL")),
         _currency("currency"),
     )
 

@@ -40,6 +40,7 @@ from aggregator.errors import InvalidId
 from aggregator.http.problems import PROBLEM_TYPES, HttpProblem, ProblemResponse, problem
 from aggregator.http.ratelimit.clientip import client_address, subject_of
 from aggregator.http.ratelimit.failures import RefusedAddresses
+from aggregator.http.ratelimit.leases import LeasedBuckets
 from aggregator.http.ratelimit.policy import Decision, Level, RouteClass, classify
 from aggregator.http.ratelimit.stores import (
     BucketStore,
@@ -83,7 +84,8 @@ def open_store(settings: RateLimitSettings, services: Services) -> BucketStore:
         return RedisBuckets.from_settings(settings)
     if settings.backend == "memory":
         return MemoryBuckets()
-    return DatabaseBuckets(services.router)
+    # Leases spare most reads a database write (see :mod:`.leases` for the bound).
+    return LeasedBuckets(DatabaseBuckets(services.router))
 
 
 @dataclass

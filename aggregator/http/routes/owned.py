@@ -9,8 +9,9 @@ data key (one unwrap per key per cache period, then local AES-GCM).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.custody import RegionCustody
@@ -18,6 +19,7 @@ from aggregator.http.problems import NotFound
 from aggregator.http.views import ConnectionOut, TransactionOut
 from aggregator.ids import ApplicationId
 from aggregator.models import Account, Connection, Transaction, User
+from aggregator.sealing import Field
 from vault import WrappedKey
 
 
@@ -76,4 +78,24 @@ async def transaction_view(
         description=await custody.sealer.open_from(key, txn, "description_sealed") or "",
         counterparty=await custody.sealer.open_from(key, txn, "counterparty_sealed"),
         merchant_category=txn.merchant_category,
+    )
+
+
+async def transaction_row_view(
+    custody: RegionCustody, key: WrappedKey, row: Row[Any]
+) -> TransactionOut:
+    """:func:`transaction_view` of a Core row (``id``, ``user_id`` and the view's columns)."""
+    sealer = custody.sealer
+    description = await sealer.open(
+        key, Field("transactions", "description_sealed", row.id, row.user_id),
+        bytes(row.description_sealed))
+    counterparty = None if row.counterparty_sealed is None else await sealer.open(
+        key, Field("transactions", "counterparty_sealed", row.id, row.user_id),
+        bytes(row.counterparty_sealed))
+    return TransactionOut(
+        id=row.id, account_id=row.account_id, amount=row.amount, currency=row.currency,
+        status=row.status, booked_on=row.booked_on, value_on=row.value_on,
+        description=description.decode("utf-8"),
+        counterparty=None if counterparty is None else counterparty.decode("utf-8"),
+        merchant_category=row.merchant_category,
     )
