@@ -22,7 +22,7 @@ from aggregator.pepper import load_pepper
 from aggregator.sealing import KeyedHasher, Sealer
 from aggregator.settings import Settings
 from aggregator.store.router import RegionRouter
-from vault import Envelope
+from vault import Envelope, WrappedKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +45,13 @@ async def region_custody(
 ) -> RegionCustody:
     """Assemble a region's custody around an envelope whose seal counter is ``ledger``."""
     pepper = await load_pepper(router, region, envelope.provider)
+    retired: dict[str, WrappedKey] = {}  # keys being replaced: DataKeys fills, Sealer reads
     return RegionCustody(
         region=region,
         envelope=envelope,
         ledger=ledger,
-        data_keys=DataKeys(region, envelope, ledger),
-        sealer=Sealer(region, envelope, ledger),
+        data_keys=DataKeys(region, envelope, ledger, retired=retired),
+        sealer=Sealer(region, envelope, ledger, retired=retired),
         hasher=KeyedHasher(pepper),
     )
 

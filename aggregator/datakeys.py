@@ -26,18 +26,21 @@ values sealed before, during and after the rewrap all open, and cached keys stay
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from aggregator.errors import ResidencyViolation, SealReservationMissing
 from aggregator.ids import UserId, parse_id
-from aggregator.models import DataKeyRecord, RegionSecret
+from aggregator.models import DataKeyErasure, DataKeyRecord, RegionSecret
 from aggregator.models.base import table_of, utcnow
 from aggregator.store.engines import with_begin
 from aggregator.store.residency import WRITES_KEY
@@ -46,6 +49,14 @@ from vault import DataKeyDestroyed, Envelope, KeyProvider, VaultError, WrappedKe
 
 log = logging.getLogger(__name__)
 _data_keys = table_of(DataKeyRecord)
+_erasures = table_of(DataKeyErasure)
+#: How often a process looks for erasures made by others (:meth:`DataKeys.notice_erasures`).
+ERASURE_POLL_SECONDS = 2.0
+ERASURE_ROWS_KEPT = timedelta(days=1)
+
+
+def _dek_digest(dek_id: str) -> bytes:
+    return hashlib.sha256(dek_id.encode("ascii")).digest()
 _secrets = table_of(RegionSecret)
 
 
@@ -140,10 +151,48 @@ class DataKeys:
         await custody.data_keys.destroy(session, user_id)      # crypto-shredding
     """
 
-    def __init__(self, region: str, envelope: Envelope, ledger: SealLedger) -> None:
+    def __init__(self, region: str, envelope: Envelope, ledger: SealLedger, *,
+                 erasure_poll_seconds: float = ERASURE_POLL_SECONDS,
+                 retired: dict[str, WrappedKey] | None = None) -> None:
         self.region = region
         self._envelope = envelope
         self._ledger = ledger
+        #: Current data-key id -> the key it replaced, while a reseal is in progress;
+        #: shared with the region's Sealer, which opens old values with it.
+        self.retired: dict[str, WrappedKey] = {} if retired is None else retired
+        self._poll_every = erasure_poll_seconds
+        self._polled_at = -math.inf
+        self._erasure_seq: int | None = None  # the last erasure row seen; None: not yet read
+
+    async def notice_erasures(self, session: AsyncSession, *, force: bool = False) -> int:
+        """Forget cached keys other processes destroyed since the last look; how many.
+
+        Called by :meth:`load` and :meth:`load_many` at most every
+        ``erasure_poll_seconds``: a process that keeps running learns of an erasure
+        elsewhere within that time, and drops the key material from memory then rather
+        than when its cache entry expires.
+        """
+        now = time.monotonic()
+        if not force and now - self._polled_at < self._poll_every:
+            return 0
+        self._polled_at = now
+        c = _erasures.c
+        if self._erasure_seq is None:  # start from now: keys cached later are loaded anew
+            last = (await session.execute(select(func.max(c.seq)))).scalar()
+            self._erasure_seq = int(last or 0)
+            return 0
+        rows = (await session.execute(
+            select(c.seq, c.dek_digest).where(c.seq > self._erasure_seq).order_by(c.seq)
+        )).all()
+        if not rows:
+            return 0
+        self._erasure_seq = max(int(row.seq) for row in rows)
+        gone = {bytes(row.dek_digest) for row in rows}
+        for dek_id in self._envelope.cached_ids():
+            if _dek_digest(dek_id) in gone:
+                self._envelope.forget(dek_id)
+                self._ledger.forget(dek_id)
+        return len(rows)
 
     def _check(self, user_id: str) -> None:
         if parse_id(user_id, kind="usr").region != self.region:
@@ -170,19 +219,77 @@ class DataKeys:
         another round trip (see the module docstring for why that matters on SQLite).
         """
         self._check(user_id)
+        await self.notice_erasures(session)
         row = (await session.execute(
             select(_data_keys).where(_data_keys.c.user_id == user_id)
         )).one_or_none()
         if row is None:
+            self._envelope.forget(dek_id_for(user_id))  # erased elsewhere: drop any copy
             raise DataKeyDestroyed(f"user {user_id} has no data key (erased or never created)")
         wrapped = WrappedKey(
             row.dek_id, row.provider, row.kek_id, row.kek_version, bytes(row.ciphertext)
         )
+        self._note_previous(row)
         if not self._envelope.is_cached(wrapped.dek_id):
             await asyncio.to_thread(self._envelope.prepare, wrapped)
         if session.info.get(WRITES_KEY):
             await self._ledger.ensure(wrapped.dek_id, session)  # before this session writes
         return wrapped
+
+    def _note_previous(self, row: Any) -> None:
+        if row.previous_dek_id is None or row.previous_ciphertext is None:
+            self.retired.pop(row.dek_id, None)
+            return
+        self.retired[row.dek_id] = WrappedKey(
+            row.previous_dek_id, row.provider, row.kek_id, int(row.previous_kek_version),
+            bytes(row.previous_ciphertext),
+        )
+
+    async def rotate(self, session: AsyncSession, user_id: UserId) -> WrappedKey:
+        """Give the user a new data key; the old one stays (wrapped) until resealing ends.
+
+        From now on values are sealed under the new key; old values still open, through
+        the previous key the row keeps, until :func:`aggregator.reseal.reseal_user` has
+        resealed them all and dropped it. A rotation already in progress is resumed, not
+        started again. Call in a write session; the caller commits.
+        """
+        self._check(user_id)
+        row = (await session.execute(
+            select(_data_keys).where(_data_keys.c.user_id == user_id).with_for_update()
+        )).one_or_none()
+        if row is None:
+            raise DataKeyDestroyed(f"user {user_id} has no data key (erased or never created)")
+        if row.previous_dek_id is not None:
+            return await self.load(session, user_id)
+        generation = int(row.dek_id.rpartition(".g")[2]) + 1 if ".g" in row.dek_id else 2
+        dek_id = f"{dek_id_for(user_id)}.g{generation}"
+        wrapped = await asyncio.to_thread(self._envelope.new_data_key, dek_id)
+        await session.execute(update(_data_keys).where(_data_keys.c.user_id == user_id).values(
+            dek_id=dek_id, provider=wrapped.provider, kek_id=wrapped.kek_id,
+            kek_version=wrapped.kek_version, ciphertext=wrapped.ciphertext,
+            seal_count=self._ledger.block, rewrapped_at=None,
+            previous_dek_id=row.dek_id, previous_kek_version=row.kek_version,
+            previous_ciphertext=row.ciphertext,
+        ))
+        self._ledger.seed(dek_id, self._ledger.block)
+        self.retired[dek_id] = WrappedKey(row.dek_id, row.provider, row.kek_id,
+                                          row.kek_version, bytes(row.ciphertext))
+        return wrapped
+
+    async def finish_rotation(self, session: AsyncSession, user_id: UserId,
+                              previous_dek_id: str) -> bool:
+        """Drop the previous key once nothing sealed under it is left; whether it was."""
+        result = await session.execute(
+            update(_data_keys).where(_data_keys.c.user_id == user_id,
+                                     _data_keys.c.previous_dek_id == previous_dek_id)
+            .values(previous_dek_id=None, previous_kek_version=None, previous_ciphertext=None)
+        )
+        self._envelope.forget(previous_dek_id)
+        self._ledger.forget(previous_dek_id)
+        for current, old in list(self.retired.items()):
+            if old.dek_id == previous_dek_id:
+                del self.retired[current]
+        return bool(getattr(result, "rowcount", 0))
 
     async def load_many(
         self, session: AsyncSession, user_ids: Collection[UserId]
@@ -194,6 +301,7 @@ class DataKeys:
         """
         for user_id in user_ids:
             self._check(user_id)
+        await self.notice_erasures(session)
         if not user_ids:
             return {}
         rows = (await session.execute(
@@ -204,6 +312,7 @@ class DataKeys:
             wrapped = WrappedKey(
                 row.dek_id, row.provider, row.kek_id, row.kek_version, bytes(row.ciphertext)
             )
+            self._note_previous(row)
             if not self._envelope.is_cached(wrapped.dek_id):
                 await asyncio.to_thread(self._envelope.prepare, wrapped)
             if session.info.get(WRITES_KEY):
@@ -214,14 +323,29 @@ class DataKeys:
     async def destroy(self, session: AsyncSession, user_id: UserId) -> bool:
         """Delete the wrapped key: every value sealed for the user is then unreadable.
 
-        Returns whether a key existed. The cache entry goes at once, not after its TTL;
-        other processes drop theirs within the cache TTL (``keys.cache_ttl_seconds``).
+        Returns whether a key existed. This process's cache entry goes at once; the
+        erasure is recorded in ``data_key_erasures`` in the same transaction, and other
+        processes drop their copy when they next poll it (:meth:`notice_erasures`, at
+        most ``erasure_poll_seconds`` after their next key load); an idle process's copy
+        is purged when its cache entry expires (``keys.cache_ttl_seconds``).
         """
         self._check(user_id)
-        dek_id = dek_id_for(user_id)
+        found = (await session.execute(
+            select(_data_keys.c.dek_id, _data_keys.c.previous_dek_id)
+            .where(_data_keys.c.user_id == user_id)
+        )).one_or_none()
+        ids = {dek_id_for(user_id)} | ({found.dek_id, found.previous_dek_id} - {None}
+                                       if found is not None else set())
         result = await session.execute(delete(_data_keys).where(_data_keys.c.user_id == user_id))
-        self._envelope.forget(dek_id)
-        self._ledger.forget(dek_id)
+        now = utcnow()
+        for dek_id in sorted(ids):
+            await session.execute(insert(_erasures).values(dek_digest=_dek_digest(dek_id),
+                                                           erased_at=now))
+            self._envelope.forget(dek_id)
+            self._ledger.forget(dek_id)
+            self.retired.pop(dek_id, None)
+        await session.execute(delete(_erasures).where(
+            _erasures.c.erased_at < now - ERASURE_ROWS_KEPT))
         return bool(getattr(result, "rowcount", 0))
 
 
@@ -264,6 +388,12 @@ async def older_than(router: RegionRouter, region: str, version: int) -> int:
             total += int((await session.execute(
                 select(func.count()).select_from(table).where(table.c.kek_version < version)
             )).scalar_one())
+        # A previous key kept for an unfinished reseal is not rewrapped: retiring its KEK
+        # version would lose the values it still opens. Finish the reseal first.
+        total += int((await session.execute(
+            select(func.count()).select_from(_data_keys)
+            .where(_data_keys.c.previous_kek_version < version)
+        )).scalar_one())
     return total
 
 

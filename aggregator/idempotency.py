@@ -20,12 +20,15 @@ expired row (``expires_at``, 24 hours after the claim) counts as absent: the key
 used again at once, and :func:`purge_expired` deletes such rows in bounded batches.
 
 What is stored is unreadable from the database alone. The key and the request are
-HMAC-SHA256 under the region's pepper (:class:`~aggregator.sealing.KeyedHasher`); the
-answer (status in clear, headers and body sealed) is AES-256-GCM under a key derived
-from the pepper for the application, with an AAD naming the application, the key and
-the request, so a blob copied to another row does not open. That matters: answers hold
-secrets shown once (a webhook signing secret, a link token) and an app's own id for its
-user (personal data the users table seals too).
+HMAC-SHA256 under the region's pepper (:class:`~aggregator.sealing.KeyedHasher`). An
+answer about a user (``user_id`` set: a created user, a link session) is sealed under
+that user's data key (``response_user_sealed``, a :mod:`aggregator.sealing` place naming
+the record and its request), so erasure, which destroys the key, also makes copies of
+it in backups unreadable. Other answers are AES-256-GCM under a key derived from the
+pepper for the application (``response_sealed``), with an AAD naming the application,
+the key and the request, so a blob copied to another row does not open. That matters:
+answers hold secrets shown once (a webhook signing secret, a link token) and an app's
+own id for its user (personal data the users table seals too).
 """
 
 from __future__ import annotations
@@ -55,11 +58,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aggregator.custody import RegionCustody
 from aggregator.ids import ApplicationId, UserId
 from aggregator.models import IdempotencyRecord, IdempotencyState
 from aggregator.models.base import table_of, utcnow
-from aggregator.sealing import KeyedHasher
+from aggregator.sealing import Field, KeyedHasher
 from aggregator.store.router import RegionRouter
+from vault import DataKeyDestroyed
 
 _keys = table_of(IdempotencyRecord)
 _CONTEXT = b"aggregator/idempotent-response/v1"
@@ -142,22 +147,35 @@ def _aad(app_id: str, digest: bytes, print_: bytes) -> bytes:
     return _CONTEXT + b"".join(len(p).to_bytes(2, "big") + p for p in parts)
 
 
-def seal_response(hasher: KeyedHasher, claim: Claimed, response: StoredResponse) -> bytes:
+def _plain(response: StoredResponse) -> bytes:
     headers = json.dumps([list(h) for h in response.headers]).encode("utf-8")
-    plain = len(headers).to_bytes(4, "big") + headers + response.body
+    return len(headers).to_bytes(4, "big") + headers + response.body
+
+
+def _parsed(plain: bytes, status: int, request_id: str) -> StoredResponse:
+    size = int.from_bytes(plain[:4], "big")
+    headers = tuple((str(k), str(v)) for k, v in json.loads(plain[4:4 + size]))
+    return StoredResponse(status, headers, plain[4 + size:], request_id)
+
+
+def seal_response(hasher: KeyedHasher, claim: Claimed, response: StoredResponse) -> bytes:
     nonce = os.urandom(_NONCE)
     aead = AESGCM(hasher.digest("idempotency_response", claim.application_id))
     aad = _aad(claim.application_id, claim.key_digest, claim.fingerprint)
-    return nonce + aead.encrypt(nonce, plain, aad)
+    return nonce + aead.encrypt(nonce, _plain(response), aad)
 
 
 def open_response(hasher: KeyedHasher, app_id: str, digest: bytes, print_: bytes,
                   status: int, blob: bytes, request_id: str) -> StoredResponse:
     aead = AESGCM(hasher.digest("idempotency_response", app_id))
     plain = aead.decrypt(blob[:_NONCE], blob[_NONCE:], _aad(app_id, digest, print_))
-    size = int.from_bytes(plain[:4], "big")
-    headers = tuple((str(k), str(v)) for k, v in json.loads(plain[4:4 + size]))
-    return StoredResponse(status, headers, plain[4 + size:], request_id)
+    return _parsed(plain, status, request_id)
+
+
+def user_place(app_id: str, digest: bytes, print_: bytes, user_id: str) -> Field:
+    """Where an answer about ``user_id`` is sealed: this record, for this request only."""
+    return Field(_keys.name, "response_user_sealed",
+                 f"{app_id}/{digest.hex()}/{print_.hex()}", user_id)
 
 
 # Built once, executed with parameters: statements carrying their values would be
@@ -207,10 +225,14 @@ class IdempotencyStore:
     """
 
     def __init__(self, router: RegionRouter, hashers: Mapping[str, KeyedHasher],
-                 policy: IdempotencyPolicy | None = None) -> None:
+                 policy: IdempotencyPolicy | None = None, *,
+                 custody: Mapping[str, RegionCustody] | None = None) -> None:
         self.router = router
         self.hashers = hashers
         self.policy = policy or IdempotencyPolicy()
+        #: Seals answers about a user under the user's data key; without it (tools that
+        #: only purge) every answer is sealed under the pepper-derived key.
+        self.custody = custody
 
     def _pk(self, claim: Claimed) -> ColumnElement[bool]:
         return and_(_keys.c.application_id == claim.application_id,
@@ -272,6 +294,8 @@ class IdempotencyStore:
         elif row.fingerprint != claim.fingerprint:
             return Mismatch()
         elif row.state is IdempotencyState.COMPLETED:
+            if row.response_user_sealed is not None and row.status is not None:
+                return Replay(await self._open_for_user(session, claim, row))
             blob = row.response_sealed
             if blob is None or row.status is None:
                 raise ValueError("a completed idempotency record holds no answer")
@@ -295,15 +319,47 @@ class IdempotencyStore:
         deletes it. A user that no longer exists (erased meanwhile) cannot be tied to:
         the claim is then released instead, and nothing about the user is kept.
         """
-        sealed = seal_response(self.hashers[claim.region], claim, response)
-        values = {"state": IdempotencyState.COMPLETED, "status": response.status,
-                  "response_sealed": sealed, "locked_until": None, "user_id": user_id}
+        values: dict[str, object] = {"state": IdempotencyState.COMPLETED,
+                                     "status": response.status, "locked_until": None,
+                                     "user_id": user_id}
+        if user_id is not None and self.custody is not None:
+            sealed = await self._seal_for_user(claim, response, user_id)
+            if sealed is None:  # the user is being erased: keep nothing about them
+                await self.release(claim)
+                return False
+            values["response_user_sealed"] = sealed
+        else:
+            values["response_sealed"] = seal_response(self.hashers[claim.region], claim,
+                                                      response)
         try:
             done = await self._single(claim.region, _COMPLETE, {**_held(claim), **values})
         except IntegrityError:
             await self.release(claim)
             return False
         return done.rowcount == 1
+
+    async def _seal_for_user(self, claim: Claimed, response: StoredResponse,
+                             user_id: UserId) -> bytes | None:
+        assert self.custody is not None
+        custody = self.custody[claim.region]
+        async with self.router.reader(claim.region) as session:
+            try:
+                key = await custody.data_keys.load(session, user_id)
+            except DataKeyDestroyed:
+                return None
+        place = user_place(claim.application_id, claim.key_digest, claim.fingerprint, user_id)
+        return await custody.sealer.seal(key, place, _plain(response))
+
+    async def _open_for_user(self, session: AsyncSession, claim: Claimed,
+                             row: Row[Any]) -> StoredResponse:
+        if self.custody is None:
+            raise ValueError("answers sealed for a user need the region's custody to open")
+        custody = self.custody[claim.region]
+        key = await custody.data_keys.load(session, row.user_id)
+        place = user_place(claim.application_id, claim.key_digest, claim.fingerprint,
+                           row.user_id)
+        plain = await custody.sealer.open(key, place, bytes(row.response_user_sealed))
+        return _parsed(plain, row.status, row.request_id)
 
     async def release(self, claim: Claimed) -> None:
         """Drop the claim: the next request with the key does the work again."""

@@ -21,6 +21,7 @@ import asyncio
 import functools
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aggregator.datakeys import SealLedger
 from aggregator.models import Base, User
 from aggregator.models.base import table_of
-from vault import Envelope, WrappedKey
+from vault import Envelope, WrappedKey, data_key_id
 
 _AAD_CONTEXT = b"aggregator/field/v1"
 _HASH_CONTEXT = b"aggregator/keyed-hash/v1/"
@@ -118,10 +119,14 @@ class Sealer:
     reserve more seals in it (on SQLite a second connection would wait on this one).
     """
 
-    def __init__(self, region: str, envelope: Envelope, ledger: SealLedger) -> None:
+    def __init__(self, region: str, envelope: Envelope, ledger: SealLedger, *,
+                 retired: Mapping[str, WrappedKey] | None = None) -> None:
         self.region = region
         self._envelope = envelope
         self._ledger = ledger
+        #: Current key id -> the key it replaced, while the user's values are resealed
+        #: (:meth:`aggregator.datakeys.DataKeys.rotate`): old values still open.
+        self._retired: Mapping[str, WrappedKey] = {} if retired is None else retired
 
     async def _ready(self, key: WrappedKey) -> None:
         if not self._envelope.is_cached(key.dek_id):
@@ -138,6 +143,9 @@ class Sealer:
         return self._envelope.seal(key, raw, field.aad(self.region))
 
     async def open(self, key: WrappedKey, field: Field, blob: bytes) -> bytes:
+        previous = self._retired.get(key.dek_id)
+        if previous is not None and data_key_id(blob) == previous.dek_id:
+            key = previous  # sealed before the key's rotation, not resealed yet
         await self._ready(key)
         return self._envelope.open(key, blob, field.aad(self.region))
 

@@ -1,8 +1,10 @@
 """Scrub credentials out of log records before any handler formats them.
 
 Our own code never logs a token, but libraries do: authlib's web-client integration logs
-the PKCE verifier at DEBUG, and httpcore's DEBUG trace prints response headers, including
-a bank's ``Location: …?code=…`` redirect. The filter rewrites such records in place.
+the PKCE verifier at DEBUG, httpcore's DEBUG trace prints response headers, including
+a bank's ``Location: …?code=…`` redirect, and httpx logs every request's full URL at
+INFO (an application's webhook URL may carry a secret in its path or query): URLs are
+reduced to their origin. The filter rewrites such records in place.
 
 Python consults a logger's filters only for records created on that very logger, not for
 records propagating from its children; :func:`install_redaction` therefore attaches the
@@ -19,6 +21,8 @@ from collections.abc import Iterable
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Final
+
+import httpx
 
 __all__ = ["RedactingFilter", "install_redaction", "redact"]
 
@@ -100,6 +104,9 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(_origin(a) if isinstance(a, httpx.URL) else a
+                                for a in record.args)
         try:
             message = record.getMessage()
         except Exception:  # a broken %-format: keep the template, drop the arguments
@@ -113,6 +120,17 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+
+def _origin(url: httpx.URL) -> str:
+    """Only the origin of a URL a library logs (httpx's ``HTTP Request: POST <url>``).
+
+    Paths and queries carry credentials the patterns above cannot recognise: an
+    application's webhook URL may hold a token in its path or query
+    (``https://hooks.example/T0/B1/XXXX``), a bank's account path names an account.
+    """
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}/…"
 
 
 #: Loggers of the libraries that handle our credentials; children are included.

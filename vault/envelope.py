@@ -232,6 +232,7 @@ class Envelope:
         self._cache: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._misses = self._unwraps = self._evictions = 0
+        self._next_sweep = clock() + cache_ttl
 
     # -- keys ---------------------------------------------------------------
 
@@ -250,6 +251,25 @@ class Envelope:
         """Drop a cached key at once: erasure must not wait for the TTL."""
         with self._lock:
             self._cache.pop(dek_id, None)
+
+    def cached_ids(self) -> list[str]:
+        """The ids of the data keys cached now (for dropping ones erased elsewhere)."""
+        with self._lock:
+            return list(self._cache)
+
+    def purge_expired(self) -> int:
+        """Drop every entry past its TTL (with its key material); returns how many.
+
+        Expired entries are never used, but until dropped their keys stay in memory: an
+        erased user's key among them. :meth:`_insert` calls this at most once per TTL.
+        """
+        now = self._clock()
+        with self._lock:
+            expired = [d for d, e in self._cache.items() if e.expires_at <= now]
+            for dek_id in expired:
+                del self._cache[dek_id]
+            self._next_sweep = now + self._ttl
+        return len(expired)
 
     def prepare(self, wrapped: WrappedKey) -> None:
         """Make sure the key is cached (an async caller runs this in a thread)."""
@@ -328,6 +348,8 @@ class Envelope:
         return self._insert(key.dek_id, plaintext, key.kek_version)
 
     def _insert(self, dek_id: str, plaintext: bytes, kek_version: int) -> _Entry:
+        if self._clock() >= self._next_sweep:
+            self.purge_expired()
         entry = _Entry(dek_id, plaintext, kek_version, self._clock() + self._ttl)
         with self._lock:
             old = self._cache.pop(dek_id, None)
@@ -348,7 +370,8 @@ class Envelope:
                 entry.budget = -1
                 raise SealLimitReached(
                     f"data key {dek_id!r} has sealed {total - self._block} values, the "
-                    f"limit is {self._seal_limit}: rotate the subject's data key"
+                    f"limit is {self._seal_limit}: rotate the subject's data key "
+                    "(`aggregator keys rotate-user USER_ID` reseals its values)"
                 )
             entry.budget += self._block
 

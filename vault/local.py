@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import stat
 import threading
 from collections.abc import Sequence
@@ -191,15 +192,28 @@ class LocalKeyring:
         return version
 
     def _write_version(self, version: int) -> None:
+        """Write ``vN.key`` whole or not at all: a crash never leaves a short key file.
+
+        The key goes to a temp file of this process first, is fsynced, then hard-linked
+        to its name (``link`` fails if the name exists, so of two processes rotating at
+        once exactly one key stands) and the directory is fsynced so the new name
+        survives a power loss. Written in place, a crash could leave a 0-byte ``vN.key``
+        that every later rotation and new user would trip over.
+        """
         path = self._dir / f"v{version}.key"
+        tmp = self._dir / f".v{version}.key.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # another process rotated at the same moment; its key stands
-        with os.fdopen(fd, "wb") as f:
-            f.write(AESGCM.generate_key(bit_length=256))
-            f.flush()
-            os.fsync(f.fileno())
+            with os.fdopen(fd, "wb") as f:
+                f.write(AESGCM.generate_key(bit_length=256))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process rotated: its key
+                os.link(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _fsync_dir(self._dir)
 
     def _check_permissions(self) -> None:
         uid = os.getuid()
@@ -242,3 +256,13 @@ def _write_private(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or link in ``path`` durable (POSIX: fsync the directory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -6,6 +6,10 @@ Token objects, per KEK (one per region)::
                              sensitive, never extractable, not modifiable
     {kek_label}.min          private data object; CKA_VALUE = minimum decryption version
 
+A key found under a KEK label is used only if it is an AES-256 key that is sensitive,
+not extractable, always sensitive and never extractable (as Transit refuses an exportable
+key): one made by hand or imported could be read out, with every data key it wraps.
+
 Data keys are 32 random bytes made in software. A key must be a key object to be wrapped,
 so it is imported as a *session* object, wrapped, destroyed. ``WrappedKey.ciphertext``
 starts with a :class:`WrapScheme` byte, so a token that gains or loses a mechanism still
@@ -79,6 +83,8 @@ class Pkcs11Provider:
         self._login = hsm.login_for(config)
         self._forced = _force_scheme
         self._newest: tuple[pkcs11.Session, int, list[pkcs11.Object]] | None = None
+        #: KEK labels whose objects passed :func:`~vault.pkcs11_token.kek_weaknesses`.
+        self._strong: set[str] = set()
 
     # -- KeyProvider --------------------------------------------------------
 
@@ -179,9 +185,22 @@ class Pkcs11Provider:
         pattern = re.compile(re.escape(self.kek_id) + r"\.v([1-9][0-9]{0,8})")
         found: dict[int, list[pkcs11.Object]] = {}
         for obj in hsm.secret_keys(session):
-            if match := pattern.fullmatch(hsm.label_of(obj)):
+            if match := pattern.fullmatch(label := hsm.label_of(obj)):
+                self._check_kek(label, obj)
                 found.setdefault(int(match.group(1)), []).append(obj)
         return found
+
+    def _check_kek(self, label: str, obj: pkcs11.Object) -> None:
+        """Refuse a KEK under our label that could leave the token (once per label)."""
+        if label in self._strong:
+            return
+        if weaknesses := hsm.kek_weaknesses(obj):
+            raise ProviderMisconfigured(
+                f"token object {label!r} in token {self._config.token_label!r} cannot be a "
+                f"KEK: it is not {', '.join(weaknesses)}; delete it and run "
+                "`aggregator keys init`, or choose another kek_label"
+            )
+        self._strong.add(label)
 
     def _latest(self, session: pkcs11.Session) -> tuple[int, list[pkcs11.Object]]:
         # Reading every key's label costs ~0.2 ms per object on SoftHSM2; one exact-label
@@ -209,6 +228,8 @@ class Pkcs11Provider:
         label = f"{self.kek_id}.v{wrapped.kek_version}"
         if not (keks := hsm.secret_keys(session, label)):
             raise DataKeyDestroyed(f"KEK {label!r} is not in token {self._config.token_label!r}")
+        for kek in keks:
+            self._check_kek(label, kek)
         return keks
 
     def _generate_kek(self, session: pkcs11.Session, version: int) -> None:

@@ -248,6 +248,35 @@ def generate_kek(session: pkcs11.Session, label: str, *, encrypt: bool) -> None:
     )
 
 
+#: What a KEK must be, attribute by attribute (PKCS#11 v2.40 §4.7, §10.10): an AES-256
+#: key whose value has never been readable or exportable, in or out of the token.
+_STRONG_KEK: tuple[tuple[Attribute, object, str], ...] = (
+    (Attribute.KEY_TYPE, KeyType.AES, "an AES key"),
+    (Attribute.VALUE_LEN, 32, "256 bits long"),
+    (Attribute.SENSITIVE, True, "CKA_SENSITIVE"),
+    (Attribute.EXTRACTABLE, False, "not CKA_EXTRACTABLE"),
+    (Attribute.ALWAYS_SENSITIVE, True, "CKA_ALWAYS_SENSITIVE"),
+    (Attribute.NEVER_EXTRACTABLE, True, "CKA_NEVER_EXTRACTABLE"),
+)
+
+
+def kek_weaknesses(obj: pkcs11.Object) -> list[str]:
+    """What an existing KEK object lacks of :data:`_STRONG_KEK`; empty if nothing.
+
+    A key someone created by hand, imported from outside (so not ALWAYS_SENSITIVE) or left
+    extractable could be read or wrapped out of the token, and every data key with it.
+    """
+    missing = []
+    for attribute, wanted, name in _STRONG_KEK:
+        try:
+            value = obj[attribute]
+        except pkcs11.exceptions.AttributeTypeInvalid:
+            value = None
+        if value != wanted:
+            missing.append(name)
+    return missing
+
+
 def read_data(session: pkcs11.Session, label: str) -> list[bytes]:
     query = {Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.LABEL: label}
     return [bytes(obj[Attribute.VALUE]) for obj in session.get_objects(query)]

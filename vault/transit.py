@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 import re
 import threading
@@ -365,8 +366,15 @@ class _Adapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac has no 
 
 
 def _validate(config: TransitConfig) -> None:
-    if urlsplit(config.url).scheme not in ("http", "https"):
+    parts = urlsplit(config.url)
+    if parts.scheme not in ("http", "https"):
         raise ProviderMisconfigured("`url` must be the http(s) URL of the Vault server")
+    # The token and every unwrapped data key cross this connection: in clear over http.
+    # Plain http only to loopback, where nothing crosses a network (a dev server).
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        raise ProviderMisconfigured(
+            "`url` must use https: plain http is allowed only to a loopback address"
+        )
     if not _NAME.fullmatch(config.key_name):
         raise ProviderMisconfigured("`key_name` may hold only letters, digits, '_', '.', '-'")
     for setting, mount in (("mount", config.mount), ("approle_mount", config.approle_mount)):
@@ -385,6 +393,15 @@ def _validate(config: TransitConfig) -> None:
         raise ProviderMisconfigured("`token` is empty")
     if approle and not (config.approle_role_id and config.approle_secret_id):
         raise ProviderMisconfigured("AppRole needs both `approle_role_id` and `approle_secret_id`")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _public_url(url: str) -> str:

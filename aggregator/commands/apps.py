@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aggregator.applications import create_application
 from aggregator.errors import ConfigError
 from aggregator.ids import ApplicationId
+from aggregator.redirect_uris import redirect_uri_problem
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, require_head
 
@@ -38,25 +37,10 @@ def register(subparsers: Any) -> None:
 
 def check_redirect_uri(uri: str) -> str:
     """Refuse redirect URIs that would leak the outcome (RFC 9700 §4.1.1, §2.1)."""
-    parts = urlsplit(uri)
-    if parts.fragment or "#" in uri:
-        raise ConfigError(f"--redirect-uri {uri}: must not have a fragment (RFC 6749 §3.1.2)")
-    if parts.scheme == "https" and parts.hostname:
-        return uri
-    if parts.scheme == "http" and parts.hostname and _loopback(parts.hostname):
-        return uri
-    raise ConfigError(
-        f"--redirect-uri {uri}: must be an absolute https URL (http only on loopback)"
-    )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    problem = redirect_uri_problem(uri)
+    if problem:
+        raise ConfigError(f"--redirect-uri {uri!r}: {problem}")
+    return uri
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from aggregator import audit
+from aggregator.commands import rotate_user
 from aggregator.datakeys import key_versions, older_than
 from aggregator.errors import SchemaOutOfDate
 from aggregator.keyring import envelope_for
@@ -64,6 +65,8 @@ def register(subparsers: Any) -> None:
     rewrap.add_argument("--region", required=True)
     _retire_and_batch(rewrap)
     rewrap.set_defaults(handler=_rewrap, rewrap=True)
+
+    rotate_user.add_parser(actions)  # one user's data key, and a reseal of their values
 
 
 def _retire_and_batch(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,10 @@
 """`aggregator migrate [--region R]`: bring each region's database to the latest schema.
 
 Each region is upgraded in its own transaction and then gets its pepper (created on the
-first run, which needs the region's KEK: run `aggregator keys init` first).
+first run, which needs the region's KEK: run `aggregator keys init` first). Then data
+steps that need the region's keys run, resumably: clear account names left by earlier
+releases are sealed (:func:`aggregator.account_names.seal_clear_names`), and so are
+applications' event URLs (:func:`aggregator.events.endpoints.seal_clear_urls`).
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from aggregator.account_names import seal_clear_names
+from aggregator.custody import region_custody
+from aggregator.datakeys import SealLedger
+from aggregator.events.endpoints import seal_clear_urls
 from aggregator.keyring import envelope_for
-from aggregator.pepper import load_pepper
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, head_revision, upgrade
 
@@ -36,11 +42,15 @@ async def _run(settings: Settings, names: list[str]) -> int:
     async with RegionRouter(settings) as router:
         for name in names:
             revision = await upgrade(router.engine(name))
-            provider = envelope_for(settings.region(name), settings).provider
+            ledger = SealLedger(router.engine(name))
+            envelope = envelope_for(settings.region(name), settings, seal_counter=ledger)
             try:
-                await load_pepper(router, name, provider)
+                custody = await region_custody(router, name, envelope, ledger)  # the pepper
+                sealed = await seal_clear_names(router, custody)
+                await seal_clear_urls(router, custody)
             finally:
-                provider.close()
+                envelope.provider.close()
             state = "head" if revision == head else f"head is {head}"
-            print(f"{name}: at revision {revision} ({state}); pepper ready")
+            print(f"{name}: at revision {revision} ({state}); pepper ready"
+                  + (f"; sealed {sealed} account names" if sealed else ""))
     return 0

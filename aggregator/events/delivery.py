@@ -36,7 +36,7 @@ import httpx
 from sqlalchemy import select, update
 
 from aggregator.custody import RegionCustody
-from aggregator.events.endpoints import check_url, secrets_in_use
+from aggregator.events.endpoints import check_url, secrets_in_use, url_of
 from aggregator.events.standard_webhooks import headers
 from aggregator.models import Application, OutboundEvent
 from aggregator.models.base import table_of, utcnow
@@ -188,10 +188,11 @@ async def _deliver(
     request_timeout: float, now: datetime | None, rng: random.Random, policy: EgressPolicy,
 ) -> None:
     signing = secrets_in_use(keys.hasher, app, utcnow())
-    if app.webhook_url is None or not signing:
+    url = url_of(keys.hasher, app)
+    if url is None or not signing:
         attempt = Attempt(False, error="no_endpoint")
     else:
-        attempt = await post(http, app.webhook_url, signing, event, now=utcnow(),
+        attempt = await post(http, url, signing, event, now=utcnow(),
                              request_timeout=request_timeout, policy=policy)
     if not await _record(router, keys.region, event, owner, attempt, now or utcnow(), rng):
         stats.lost += 1

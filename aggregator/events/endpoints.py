@@ -6,7 +6,9 @@ and the secrets. Each region seals its copy of a secret under its own key: AES-2
 under HMAC-SHA256 of the application id by the region's pepper (purpose
 ``webhook_secret``), as :mod:`aggregator.erasure.escrow` does, with an AAD naming the
 application and the slot, so a blob copied to another application or slot does not
-open. The secret is shown once, when made; neither it nor the blob reaches a log.
+open. The secret is shown once, when made; neither it nor the blob reaches a log. The
+URL is sealed the same way (slot ``url``): a receiver's URL often carries a credential
+of its own in the path or query, so it is logged by origin only (connectors.logging).
 
 Rotation keeps the previous secret for a grace period (a day by default) and signs
 with both meanwhile, so receivers switch without dropping a message. A second rotation
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select
 
 from aggregator.custody import RegionCustody
 from aggregator.events.standard_webhooks import new_secret
@@ -42,7 +45,7 @@ from connectors import EgressPolicy, EgressRefused, Resolver, check_destination
 
 _CONTEXT = b"aggregator/webhook-secret/v1"
 _NONCE = 12
-CURRENT, PREVIOUS = "current", "previous"
+CURRENT, PREVIOUS, URL = "current", "previous", "url"
 ROTATION_GRACE = timedelta(hours=24)
 _STRICT = EgressPolicy()
 
@@ -88,6 +91,26 @@ def seal_secret(hasher: KeyedHasher, app_id: str, slot: str, secret: str) -> byt
 def open_secret(hasher: KeyedHasher, app_id: str, slot: str, blob: bytes) -> str:
     nonce, body = blob[:_NONCE], blob[_NONCE:]
     return _aesgcm(hasher, app_id).decrypt(nonce, body, _aad(app_id, slot)).decode()
+
+
+def url_of(hasher: KeyedHasher, app: Application) -> str | None:
+    """The application's event URL: sealed, or a clear one an earlier release wrote."""
+    if app.webhook_url_sealed is not None:
+        return open_secret(hasher, app.id, URL, bytes(app.webhook_url_sealed))
+    return app.webhook_url
+
+
+async def seal_clear_urls(router: RegionRouter, custody: RegionCustody) -> int:
+    """Seal the event URLs earlier releases stored in clear in this region (resumable)."""
+    async with router.session(custody.region) as session, session.begin():
+        apps = (await session.execute(
+            select(Application).where(Application.webhook_url.is_not(None))
+        )).scalars().all()
+        for app in apps:
+            assert app.webhook_url is not None
+            app.webhook_url_sealed = seal_secret(custody.hasher, app.id, URL, app.webhook_url)
+            app.webhook_url = None
+    return len(apps)
 
 
 def secrets_in_use(hasher: KeyedHasher, app: Application, now: datetime) -> list[str]:
@@ -144,14 +167,16 @@ async def configure(
             app = apps[region]
             assert app is not None
             hasher = custody[region].hasher
-            if url is not None:
-                app.webhook_url = url
+            if url is not None:  # the URL may hold a credential: sealed like the secrets
+                app.webhook_url_sealed = seal_secret(hasher, app.id, URL, url)
+                app.webhook_url = None
             if secret is not None:
                 _install(hasher, app, secret, expires)
             await session.flush()
         for session in sessions.values():
             await session.commit()
-    return EndpointChange(first.webhook_url, secret, expires)
+    return EndpointChange(url_of(custody[next(iter(sessions))].hasher, first), secret,
+                          expires)
 
 
 def _install(hasher: KeyedHasher, app: Application, secret: str,

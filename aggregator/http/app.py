@@ -37,6 +37,7 @@ from aggregator.http.middleware import (
 from aggregator.http.openapi import build_openapi
 from aggregator.http.problems import status_problem
 from aggregator.http.ratelimit import RateLimitMiddleware
+from aggregator.http.ratelimit.clientip import ClientAddressMiddleware
 from aggregator.http.routes import api_routes
 from aggregator.http.services import Services, open_services
 from aggregator.settings import Settings
@@ -82,6 +83,7 @@ def create_app(
     app = Starlette(
         routes=all_routes,
         middleware=[
+            Middleware(ClientAddressMiddleware, proxies=settings.rate_limits.trusted_proxies),
             Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(AccessLogMiddleware, metrics=metrics),

@@ -203,6 +203,7 @@ def store_of(services: Services) -> IdempotencyStore:
     store = IdempotencyStore(
         services.router, {r: c.hasher for r, c in services.custody.items()},
         policy if isinstance(policy, IdempotencyPolicy) else None,
+        custody=services.custody,
     )
     services.extra[STORE_KEY] = store
     return store

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aggregator.http.logs import bind_request_id, unbind_request_id
 from aggregator.http.metrics import UNMATCHED, HttpMetrics
 from aggregator.http.problems import ContentTooLarge, problem_for, problem_type_of
+from aggregator.http.ratelimit.clientip import VIA_TRUSTED_PROXY
 from aggregator.ids import is_request_id, new_id
 
 log = logging.getLogger("aggregator.http")
@@ -39,7 +40,10 @@ class RequestIdMiddleware:
     """Accepts an inbound ``X-Request-Id`` that is ours or a UUID, else mints ``req_…``.
 
     Anything else a client sends is replaced, not echoed: a request id reaches logs, the
-    audit trail and response headers, so it must not be a vehicle for injection.
+    audit trail and response headers, so it must not be a vehicle for injection. An
+    inbound id is believed only from a trusted proxy (``[rate_limits] trusted_proxies``,
+    as :class:`~aggregator.http.ratelimit.clientip.ClientAddressMiddleware` found): from
+    anyone else it could name another request in the hash-chained audit trail.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -49,7 +53,8 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+        given = (Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+                 if _state(scope).get(VIA_TRUSTED_PROXY) else "")
         request_id = given if len(given) <= 40 and is_request_id(given) else new_id("req")
         _state(scope)["request_id"] = request_id
 

@@ -65,6 +65,9 @@ _TYPES = (
     ProblemType("idempotency_key_in_use", 409, "Idempotency-Key in use",
                 "A request with this Idempotency-Key is still being processed; retry "
                 "after Retry-After seconds to get its answer."),
+    ProblemType("misdirected_request", 421, "Misdirected request",
+                "Without `[http] public_url` the gateway builds Link URLs from the request's "
+                "Host, which it accepts on loopback only; an operator must set public_url."),
     ProblemType("content_too_large", 413, "Content too large",
                 "The body exceeds the gateway's limit for a request body."),
     ProblemType("unsupported_media_type", 415, "Unsupported media type",

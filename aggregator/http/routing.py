@@ -25,7 +25,6 @@ Example, for a route of the Link colleague::
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from aggregator.http.auth import authenticate
 from aggregator.http.idempotency import applies, idempotency_key, run_idempotently
 from aggregator.http.problems import MalformedJson, UnsupportedMediaType
 from aggregator.http.ratelimit import admit_application
+from aggregator.http.ratelimit.clientip import CLIENT_ADDRESS
 from aggregator.http.schema import decode, decode_query, encode
 from aggregator.http.services import Services, services_of
 from aggregator.ids import ApplicationId, parse_id
@@ -104,12 +104,13 @@ class Call:
 
     @property
     def client_ip(self) -> str | None:
-        """The peer's IP address for the audit trail (test transports may send a name)."""
-        host = self.request.client.host if self.request.client else None
-        try:
-            return str(ipaddress.ip_address(host)) if host else None
-        except ValueError:
-            return None
+        """The client's address for the audit trail, as the rate limiter sees it.
+
+        :class:`~aggregator.http.ratelimit.clientip.ClientAddressMiddleware` parsed it:
+        the socket peer, or what a trusted proxy forwarded; never a header from anyone else.
+        """
+        address = getattr(self.request.state, CLIENT_ADDRESS, None)
+        return str(address) if address is not None else None
 
     def body_as(self, cls: type[T]) -> T:
         if not isinstance(self.body, cls):

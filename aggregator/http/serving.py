@@ -11,7 +11,8 @@ One process serves one core; to use more, start one process per core with
 uvicorn picks ``httptools`` when it is installed and ``h11`` otherwise (``http="auto"``);
 FINDINGS measured httptools at about 2.7 times h11 on one core. Its access log stays off: our
 :class:`~aggregator.http.middleware.AccessLogMiddleware` logs route templates, while
-uvicorn's would print raw paths (a Link page path holds a bearer token).
+uvicorn's would print raw paths (a Link page path holds a bearer token). Its proxy-header
+handling is off too: see :func:`server_config`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ def server_config(app: ASGIApp) -> uvicorn.Config:
         log_config=None,  # logging is ours (JSON, redacted); uvicorn must not rewire it
         access_log=False,
         server_header=False,
+        # uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 and rewrite the
+        # client address before the app sees it, whatever [rate_limits] trusted_proxies
+        # says: a client behind a local proxy could then pick its own address (new rate
+        # limit buckets at will, a forged address in the audit trail). The gateway's own
+        # parser (aggregator.http.ratelimit.clientip) is the only reader of that header.
+        proxy_headers=False,
+        forwarded_allow_ips="",
         timeout_graceful_shutdown=10,
     )
 

@@ -7,6 +7,8 @@
     ├── LinkExpired           the session outlived its ten minutes before completing
     ├── LinkUsed              the token was already spent, or the callback replayed
     ├── LinkFormInvalid       the page's form came back without its nonce or a valid bank
+    ├── LinkOtherBrowser      a step came from a browser other than the one that opened it
+    ├── LinkHostRefused       the request's Host is not where this gateway serves Link
     └── LinkRequestInvalid    an app asked for a session with a bad field (422 problem)
 
 Messages are shown to the person on the page: plain words, never a token or an id.
@@ -55,6 +57,30 @@ class LinkFormInvalid(LinkError):
     code = "link_form_invalid"
     status = 400
     title = "Something went wrong with the form"
+
+
+class LinkOtherBrowser(LinkError):
+    """Raised when the bank pick or the callback lacks the browser's binding cookie.
+
+    See :mod:`aggregator.link.browser`: a captured link or callback URL replayed from
+    another browser lands here, and nothing is claimed.
+    """
+
+    code = "link_other_browser"
+    status = 403
+    title = "This link belongs to another browser"
+
+
+class LinkHostRefused(LinkError):
+    """Raised when, without ``[http] public_url``, the ``Host`` is not a loopback name.
+
+    Link and callback URLs are then built from ``Host``: a chosen host would become the
+    ``redirect_uri`` sent to the bank (where the code goes) and the link URL given to apps.
+    """
+
+    code = "misdirected_request"
+    status = 421
+    title = "This address does not serve bank linking"
 
 
 class LinkRequestInvalid(LinkError):

@@ -29,7 +29,8 @@ from aggregator.custody import RegionCustody
 from aggregator.errors import GatewayError, InvalidId
 from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
-from aggregator.link.errors import LinkNotFound, LinkUsed
+from aggregator.link import browser as browser_binding
+from aggregator.link.errors import LinkNotFound, LinkOtherBrowser, LinkUsed
 from aggregator.link.grants import SavedGrant, save_grant
 from aggregator.link.picking import LIST_STEP, AccountChoice, offer_accounts
 from aggregator.link.sessions import OpenedLink, check_form
@@ -90,7 +91,7 @@ class LinkFlow:
 
         flow = LinkFlow(router, custody, banks, syncer)
         url = await flow.authorize(opened, nonce, bank_id, callback_url)   # 303 there
-        outcome = await flow.complete(request.query_params)
+        outcome = await flow.complete(request.query_params, browser=cookie)
     """
 
     def __init__(
@@ -208,10 +209,19 @@ class LinkFlow:
     async def complete(
         self, query: Mapping[str, str], *,
         client_ip: str | None = None, request_id: str | None = None,
+        browser: str | None = None,
     ) -> Outcome:
-        """Handle the bank's redirect back; raises :class:`LinkError` for an error page."""
+        """Handle the bank's redirect back; raises :class:`LinkError` for an error page.
+
+        ``browser`` is the binding cookie the request carried
+        (:mod:`aggregator.link.browser`); without the one the session was bound to, the
+        callback is refused before anything is claimed.
+        """
         state = query.get("state") or ""
         region, link = await self._find(state)
+        if not browser_binding.matches(link.browser_digest, browser):
+            raise LinkOtherBrowser("Your bank sent you back to a different browser than "
+                                   "the one where you started.")
         custody = self.custody[region]
         await self._claim(region, link)
         created: CreatedConsent | None = None

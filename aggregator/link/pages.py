@@ -42,6 +42,9 @@ _ADVICE = {
     409: "Each link works once. If you already connected your bank, you are done; "
          "otherwise go back to the app and start again.",
     400: "Reload the page and choose your bank again.",
+    403: "Finish connecting in the browser where you opened the link, or go back to the "
+         "app and start again.",
+    421: "Open the link exactly as the app gave it to you.",
 }
 _GENERIC_ADVICE = "Please go back to the app and try again in a few minutes."
 

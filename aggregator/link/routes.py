@@ -25,13 +25,21 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from aggregator.http.problems import FieldError, NotFound, ValidationFailed
+from aggregator.http.problems import FieldError, HttpProblem, NotFound, ValidationFailed
 from aggregator.http.routing import ApiRoute, Call, Handler, Operation
 from aggregator.http.schema import rules
 from aggregator.http.services import services_of
 from aggregator.http.views import ID
+from aggregator.link import browser
 from aggregator.link.accounts_page import accounts_page
-from aggregator.link.errors import LinkError, LinkFormInvalid, LinkNotFound, LinkRequestInvalid
+from aggregator.link.errors import (
+    LinkError,
+    LinkFormInvalid,
+    LinkHostRefused,
+    LinkNotFound,
+    LinkOtherBrowser,
+    LinkRequestInvalid,
+)
 from aggregator.link.i18n import negotiate
 from aggregator.link.pages import (
     HEADERS,
@@ -44,12 +52,14 @@ from aggregator.link.picking import ACCOUNTS_PATH, choose_accounts
 from aggregator.link.sessions import LinkRequest, create_link_session, open_link
 from aggregator.link.wiring import LinkComponents, components
 from aggregator.plaid.link import plaid_link_token
+from aggregator.settings.values import is_loopback
 from aggregator.sync import UnknownBank
 from connectors import ConnectorError
 
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/link/callback"
+_OTHER_BROWSER = "This link was opened in another browser, so it cannot continue here."
 #: Names the region of the session in flight, so the callback asks that region first.
 
 
@@ -100,13 +110,34 @@ class LinkSessionOut:
 
 
 def _base_url(request: Request, parts: LinkComponents) -> str:
-    """``public_url`` when configured: behind a proxy the request's ``Host`` is internal."""
-    return parts.public_url or str(request.base_url).rstrip("/")
+    """``public_url`` when configured; else the request's own, on a loopback host only.
+
+    Behind a proxy the request's ``Host`` is internal or the client's choice, and the
+    base URL becomes the ``redirect_uri`` sent to the bank and the link URL given to the
+    app: outside loopback only ``[http] public_url`` may say where the gateway is.
+    """
+    if parts.public_url:
+        return parts.public_url
+    try:
+        host = request.url.hostname or ""
+        base = str(request.base_url).rstrip("/")
+    except ValueError:  # a Host header that is not host[:port]
+        host, base = "", ""
+    if not is_loopback(host.strip("[]")):
+        raise LinkHostRefused("This gateway builds links only for the address it is "
+                              "configured with.")
+    return base
 
 
 async def create_session(call: Call) -> LinkSessionOut:
     body = call.body_as(CreateLinkSession)
     parts = components(call.services)
+    try:
+        base = _base_url(call.request, parts)
+    except LinkHostRefused:
+        raise MisdirectedRequest(
+            "set [http] public_url: without it link URLs are built only for loopback hosts"
+        ) from None
     try:
         issued = await create_link_session(
             call.services.router, parts.banks,
@@ -118,7 +149,6 @@ async def create_session(call: Call) -> LinkSessionOut:
         raise NotFound(str(exc)) from None
     except LinkRequestInvalid as exc:
         raise ValidationFailed([FieldError(exc.detail, pointer=exc.pointer)]) from None
-    base = _base_url(call.request, parts)
     plaid = None
     if issued.bank_id is not None and parts.banks.is_plaid(issued.bank_id):
         region = call.services.router.region_of(issued.session_id)
@@ -129,6 +159,12 @@ async def create_session(call: Call) -> LinkSessionOut:
         plaid = PlaidLinkOut(token.link_token, token.expiration)
     return LinkSessionOut(issued.token, f"{base}/link/{issued.token}", issued.expires_at,
                           issued.session_id, plaid)
+
+
+class MisdirectedRequest(HttpProblem):
+    """Raised when link URLs would be built from a ``Host`` that is not loopback."""
+
+    code = "misdirected_request"
 
 
 def _for_people(handler: Handler) -> Handler:
@@ -161,15 +197,28 @@ def _for_people(handler: Handler) -> Handler:
 async def show_page(call: Call) -> Response:
     token = call.request.path_params["token"]
     parts = components(call.services)
+    base = _base_url(call.request, parts)
     opened = await open_link(call.services.router, call.services.custody, parts.banks, token)
+    given = browser.presented(call.request, base)
+    fresh = None
+    if opened.session.browser_digest is None:  # the first browser to open the link gets it
+        fresh = given or browser.new_value()
+        if not await browser.bind(call.services.router, opened.region, opened.session.id,
+                                  fresh):
+            raise LinkOtherBrowser(_OTHER_BROWSER)
+    elif not browser.matches(opened.session.browser_digest, given):
+        raise LinkOtherBrowser(_OTHER_BROWSER)
     # Relative without public_url: the browser resolves it against the URL it used.
-    return picker_page(
+    page = picker_page(
         action=f"{parts.public_url or ''}/link/{token}", form_nonce=opened.form_nonce,
         banks=opened.banks, app_name=opened.app_name,
         update=opened.session.update_connection_id is not None, request_id=call.request_id,
         query=call.request.query_params.get("q", ""),
         locale=negotiate(call.request.headers.get("accept-language")),
     )
+    if fresh is not None and fresh != given:
+        browser.set_cookie(page, base, fresh)
+    return page
 
 
 async def choose_bank(call: Call) -> Response:
@@ -181,9 +230,12 @@ async def choose_bank(call: Call) -> Response:
     except HTTPException:  # Starlette's 400 for a multipart body it cannot parse
         raise LinkFormInvalid("The form could not be read. Please go back and try "
                               "again.") from None
+    base = _base_url(request, parts)
     opened = await open_link(
         call.services.router, call.services.custody, parts.banks, request.path_params["token"],
     )
+    if not browser.matches(opened.session.browser_digest, browser.presented(request, base)):
+        raise LinkOtherBrowser(_OTHER_BROWSER)
     if "cancel" in fields:  # "Cancel and return to the app"
         outcome = await parts.flow.cancel(opened, fields.get("form_nonce", ""),
                                           client_ip=call.client_ip,
@@ -191,7 +243,7 @@ async def choose_bank(call: Call) -> Response:
         return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
     url = await parts.flow.authorize(
         opened, fields.get("form_nonce", ""), fields.get("bank_id", ""),
-        _base_url(request, parts) + CALLBACK_PATH, client_ip=call.client_ip,
+        base + CALLBACK_PATH, client_ip=call.client_ip,
     )
     return RedirectResponse(url, status_code=303, headers=HEADERS)
 
@@ -199,8 +251,10 @@ async def choose_bank(call: Call) -> Response:
 async def callback(call: Call) -> Response:
     request = call.request
     parts = components(call.services)
+    base = _base_url(request, parts)
     outcome = await parts.flow.complete(
         dict(request.query_params), client_ip=call.client_ip, request_id=call.request_id,
+        browser=browser.presented(request, base),
     )
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
@@ -219,6 +273,10 @@ async def pick_accounts(call: Call) -> Response:
     except HTTPException:
         raise LinkFormInvalid("The form could not be read. Please go back and try "
                               "again.") from None
+    _, link = await parts.flow._find((fields.get("state") or [""])[0])
+    if not browser.matches(link.browser_digest,
+                           browser.presented(request, _base_url(request, parts))):
+        raise LinkOtherBrowser(_OTHER_BROWSER)
     url = await choose_accounts(parts.flow, fields, client_ip=call.client_ip,
                                 request_id=call.request_id)
     return RedirectResponse(url, status_code=303, headers=HEADERS)
@@ -233,8 +291,10 @@ async def callback_form(call: Call) -> Response:
     except HTTPException:
         raise LinkFormInvalid("Your bank's answer could not be read.") from None
     parts = components(call.services)
+    base = _base_url(call.request, parts)
     outcome = await parts.flow.complete(fields, client_ip=call.client_ip,
-                                        request_id=call.request_id)
+                                        request_id=call.request_id,
+                                        browser=browser.presented_by_post(call.request, base))
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
                              request_id=call.request_id,
@@ -273,8 +333,8 @@ async def bank_logo(request: Request) -> Response:
 
 _PAGE = {"token": "A link token (`lnk_<region>_…`) from `POST /v1/link/sessions`."}
 #: The statuses of the HTML pages ``_for_people`` answers with: :class:`LinkError`'s
-#: (400, 404, 409, 410) and a bank's failure (502).
-_PAGE_ERRORS = (400, 404, 409, 410, 502)
+#: (400, 403, 404, 409, 410, 421) and a bank's failure (502).
+_PAGE_ERRORS = (400, 403, 404, 409, 410, 421, 502)
 #: The authorization response (RFC 6749 §4.1.2, §4.1.2.1; RFC 9207 §2); a bank may add more.
 _CALLBACK_QUERY = {
     "state": "The `state` of the authorization request, naming the link session.",
@@ -289,7 +349,8 @@ def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/v1/link/sessions", create_session, "POST", Operation(
             summary="Start a link session for a user", body=CreateLinkSession,
-            response=LinkSessionOut, status=201, errors=(404, 422, 502, 503), tags=("link",),
+            response=LinkSessionOut, status=201, errors=(404, 421, 422, 502, 503),
+            tags=("link",),
             description=LinkSessionOut.__doc__,
         )),
         # Before /link/{token}, which would otherwise take "callback" for a token.

@@ -47,7 +47,7 @@ from aggregator.models.erasure import (
 )
 from aggregator.models.events import OutboundEvent
 from aggregator.models.idempotency import IdempotencyRecord, IdempotencyState
-from aggregator.models.keys import KekRotation
+from aggregator.models.keys import DataKeyErasure, KekRotation
 from aggregator.models.linking import (
     Connection,
     ConnectionStatus,
@@ -74,6 +74,7 @@ __all__ = [
     "Connection",
     "ConnectionStatus",
     "Credential",
+    "DataKeyErasure",
     "DataKeyRecord",
     "DataType",
     "ErasureRequest",

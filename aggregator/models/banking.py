@@ -85,7 +85,12 @@ class Account(Base):
     user_id: Mapped[UserId] = ref_column("users.id")
     #: The bank's resource id for the account: opaque, used to match on re-sync.
     bank_account_id: Mapped[str] = mapped_column(String(255))
+    #: Legacy clear name: written as "" since the name is sealed (``name_sealed``); rows
+    #: from before are sealed and cleared by ``aggregator migrate`` (aggregator.account_names).
     name: Mapped[str] = mapped_column(String(255))
+    #: The bank's account name (Berlin Group ``name``/``displayName``, OBIE ``Nickname``,
+    #: Plaid ``name``): often the holder's name, so personal data, sealed.
+    name_sealed: Mapped[bytes | None] = sealed_column()
     type: Mapped[AccountType] = mapped_column(_enum(AccountType, "account_type"))
     currency: Mapped[str] = mapped_column(String(3))
     masked_identifier: Mapped[str | None] = mapped_column(String(34))

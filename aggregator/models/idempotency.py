@@ -18,7 +18,14 @@ from sqlalchemy import Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aggregator.ids import ApplicationId, UserId
-from aggregator.models.base import ID_LENGTH, Base, app_column, digest_column, ref_column
+from aggregator.models.base import (
+    ID_LENGTH,
+    Base,
+    app_column,
+    digest_column,
+    ref_column,
+    sealed_column,
+)
 from aggregator.models.linking import _enum
 from aggregator.models.types import UTCDateTime
 
@@ -53,8 +60,12 @@ class IdempotencyRecord(Base):
     #: request) and the next retry may take it over.
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[int | None] = mapped_column(Integer)
-    #: The answer's headers that matter and its body, sealed (see the module docstring).
+    #: The answer's headers that matter and its body, sealed (see the module docstring)
+    #: under a key derived from the region's pepper: for answers about no user.
     response_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: An answer about a user (``user_id`` set), sealed under that user's data key instead,
+    #: so that erasure, which destroys the key, makes every copy of it unreadable.
+    response_user_sealed: Mapped[bytes | None] = sealed_column()
     #: The request id of the request that did the work (``req_…``), for support.
     request_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     user_id: Mapped[UserId | None] = ref_column("users.id", nullable=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String
+from sqlalchemy import BigInteger, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aggregator.models.base import Base
@@ -33,3 +33,23 @@ class KekRotation(Base):
     rotated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DataKeyErasure(Base):
+    """A data key destroyed by erasure, so that other processes drop their cached copy.
+
+    :meth:`aggregator.datakeys.DataKeys.destroy` writes one row in the erasure's own
+    transaction; every process polls the rows after the last ``seq`` it has seen
+    (:meth:`~aggregator.datakeys.DataKeys.notice_erasures`) and forgets those keys. Rows
+    older than a day are deleted by later erasures: caches expire within minutes.
+    """
+
+    __tablename__ = "data_key_erasures"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    #: SHA-256 of the destroyed key's id: the id names the user, which erasure must not
+    #: leave behind; a process compares it with the ids it has cached.
+    dek_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -68,6 +68,8 @@ class LinkSession(Base):
     application_id: Mapped[ApplicationId] = app_column()
     token_digest: Mapped[bytes] = digest_column(unique=True)
     state_digest: Mapped[bytes | None] = digest_column(unique=True)
+    #: SHA-256 of the cookie binding the flow to one browser (aggregator.link.browser).
+    browser_digest: Mapped[bytes | None] = digest_column()
     bank_id: Mapped[str | None] = mapped_column(String(64))
     redirect_uri: Mapped[str] = mapped_column(String(2048))
     pkce_verifier_sealed: Mapped[bytes | None] = sealed_column()

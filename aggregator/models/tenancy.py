@@ -42,8 +42,12 @@ class Application(Base):
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = created_column()
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Where outbound events go (:mod:`aggregator.events.endpoints`); NULL: not configured.
+    #: Where outbound events went in releases before the URL was sealed; now NULL (a URL
+    #: may carry a credential in its path or query): ``webhook_url_sealed`` holds it.
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    #: Where outbound events go (:mod:`aggregator.events.endpoints`), sealed like the
+    #: signing secrets below; NULL (and no legacy URL): not configured.
+    webhook_url_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: The signing secrets, AES-GCM under a key derived from this region's pepper (each
     #: region's copy is sealed under its own): never clear text, never logged.
     webhook_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -114,6 +118,11 @@ class DataKeyRecord(Base):
     seal_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = created_column()
     rewrapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: While a rotated key's values are being resealed (aggregator.reseal): the key
+    #: before, wrapped, to open what it sealed; NULL once every value is resealed.
+    previous_dek_id: Mapped[str | None] = mapped_column(String(64))
+    previous_kek_version: Mapped[int | None] = mapped_column(Integer)
+    previous_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     user: Mapped[User] = relationship(lazy="raise")
 

@@ -38,6 +38,10 @@ BeginMode = Literal["DEFERRED", "IMMEDIATE"]
 def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
     """The engine of ``region``'s database, with the residency guard installed."""
     parsed = make_url(url)
+    # A statement's parameters (sealed blobs, digests, an app's idempotency key, a
+    # webhook URL) must not reach exception messages and from there logs or problem
+    # details: SQLAlchemy then prints "[SQL parameters hidden]" instead.
+    options.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,14 @@ each exactly once. What counts as what:
   ``/transactions/sync`` reports it;
 - a tombstone the bank reports again: added anew (the app already dropped it).
 
-PII (account identifiers, holder names, descriptions, counterparties) is sealed under the
+PII (account names, identifiers, holder names, descriptions, counterparties) is sealed under the
 user's data key with its place as AAD; the identifier also gets a keyed hash for lookups.
 Transactions go through Core statements (FINDINGS: bulk paths avoid the ORM).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -109,7 +110,9 @@ class SnapshotWriter:
                 user_id=self.connection.user_id, bank_account_id=bank.bank_account_id,
             )
             self.session.add(found)
-        found.name = bank.name[:255]
+        found.name = ""  # the clear column of releases before the name was sealed
+        if found.name_sealed is None or await self._open(found, "name_sealed") != bank.name:
+            found.name_sealed = await self._seal("accounts", "name_sealed", found.id, bank.name)
         found.type = AccountType(bank.type.value)
         found.currency = bank.currency
         found.masked_identifier = bank.masked_identifier
@@ -250,9 +253,20 @@ def _clear(entry: BankTransaction) -> dict[str, Any]:
         "booked_on": entry.booked_date,
         "value_on": entry.value_date,
         "status": TransactionStatus(entry.status.value),
-        "merchant_category": entry.merchant_category,
+        "merchant_category": category_code(entry.merchant_category),
         "pending_bank_transaction_id": entry.pending_transaction_id,
     }
+
+
+#: What a category may look like to be kept in clear: an ISO 18245 merchant category code
+#: or an upper-case enumeration such as Plaid's ``FOOD_AND_DRINK_COFFEE``. Banks send the
+#: field as free text (OBIE Max4Text, Berlin Group Max4Text); anything else is dropped, so a
+#: name a bank put there never lands in a clear column.
+_CATEGORY = re.compile(r"\d{3,4}|[A-Z]+(?:_[A-Z0-9]+)+")
+
+
+def category_code(value: str | None) -> str | None:
+    return value if value is not None and _CATEGORY.fullmatch(value) else None
 
 
 def _inside(row: Transaction, since: date | None) -> bool:

@@ -13,8 +13,9 @@ SSRF Prevention Cheat Sheet; CWE-918). The policy answers two questions:
   address it is.
 - :meth:`EgressPolicy.address_problem`: may we open a connection to this resolved
   address? Never link-local (the metadata service), private, shared, reserved,
-  multicast or unspecified; loopback only with ``allow_http_loopback``; IPv4 addresses
-  embedded in IPv6 (mapped, 6to4, Teredo, NAT64) are judged as the IPv4 address.
+  multicast or unspecified (tables pinned here, not the interpreter's); loopback only
+  with ``allow_http_loopback``; IPv4 addresses embedded in IPv6 (mapped, compatible,
+  6to4, Teredo, NAT64) are judged as the IPv4 address, before any exemption.
   Operator-listed networks and hosts are the exceptions.
 
 The address check runs after DNS resolution, on every connection, in
@@ -33,7 +34,10 @@ import httpx
 
 from connectors.errors import EgressRefused
 
-__all__ = ["Address", "EgressPolicy", "normalise_host", "parse_address"]
+__all__ = [
+    "LINK_LOCAL", "LOOPBACK", "NOT_GLOBAL", "Address", "EgressPolicy", "normalise_host",
+    "parse_address",
+]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -45,6 +49,49 @@ _INTERNAL_SUFFIXES = (".internal", ".local", ".localdomain", ".home.arpa")
 _LEGACY_IPV4 = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}", re.IGNORECASE)
 # RFC 6052 §2.1 well-known NAT64 prefix: the last 32 bits are an IPv4 address.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# RFC 4291 §2.5.5.1 "IPv4-compatible" addresses (deprecated): ::a.b.c.d.
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _nets(*texts: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(t) for t in texts)
+
+
+# The special-purpose address tables, pinned here rather than taken from the interpreter's
+# ``is_global``/``is_private`` (which change between Python versions: 3.11 calls the
+# deprecated site-local fec0::/10 global). From the IANA IPv4 and IPv6 Special-Purpose
+# Address Registries (RFC 6890 and its updates), every block not "globally reachable",
+# plus deprecated and cloud-platform blocks that no bank lives in.
+#: Link-local and cloud metadata services: refused even for an operator-listed host name.
+LINK_LOCAL: tuple[Network, ...] = _nets(
+    "169.254.0.0/16",  # RFC 3927; 169.254.169.254 is AWS/GCP/Azure/OpenStack metadata
+    "fe80::/10",  # RFC 4291
+    "168.63.129.16/32",  # Azure's platform address (wireserver, DNS, health probes)
+    "100.100.100.200/32",  # Alibaba Cloud metadata
+    "fd00:ec2::254/128",  # AWS IMDS over IPv6
+)
+#: Loopback: allowed only with ``allow_http_loopback``.
+LOOPBACK: tuple[Network, ...] = _nets("127.0.0.0/8", "::1/128")
+#: Every other block that is not globally reachable, or is deprecated.
+NOT_GLOBAL: tuple[Network, ...] = _nets(
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.0.0.0/24",
+    "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::/96",  # unspecified; IPv4-compatible (deprecated, RFC 4291 §2.5.5.1)
+    "64:ff9b:1::/48",  # RFC 8215 local-use IPv4/IPv6 translation
+    "100::/64",  # RFC 6666 discard-only
+    "2001::/23",  # IETF protocol assignments (Teredo's 2001::/32 is judged by its client)
+    "2001:db8::/32", "3fff::/20",  # documentation (RFC 3849, RFC 9637)
+    "5f00::/16",  # SRv6 SIDs (RFC 9602)
+    "fc00::/7",  # unique local (RFC 4193)
+    "fec0::/10",  # site-local (deprecated, RFC 3879)
+    "ff00::/8",  # multicast
+)
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+
+
+def _within(address: Address, table: tuple[Network, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in table)
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 DEFAULT_TIMEOUT = 10.0
@@ -72,7 +119,9 @@ def parse_address(host: str) -> Address | None:
     """
     host = host.strip("[]").rstrip(".")
     if "%" in host:
-        raise EgressRefused("an IPv6 zone identifier is not allowed in a URL")
+        if ":" in host:
+            raise EgressRefused("an IPv6 zone identifier is not allowed in a URL")
+        raise EgressRefused("a percent-encoded host name is not allowed; write it plainly")
     try:
         address: Address = ipaddress.ip_address(host)
     except ValueError:
@@ -96,8 +145,9 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]  # (server, client): the client is where packets go
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        low = int(address) & 0xFFFFFFFF
+        return ipaddress.IPv4Address(low) if int(address) > 1 else None  # not :: or ::1
     return None
 
 
@@ -182,23 +232,30 @@ class EgressPolicy:
             raise EgressRefused(problem)
 
     def address_problem(self, address: Address, *, host: str = "") -> str | None:
-        """Why a connection to `address` (resolved from `host`) is refused; None if not."""
+        """Why a connection to `address` (resolved from `host`) is refused; None if not.
+
+        An IPv4 address embedded in an IPv6 one (6to4, Teredo, NAT64, IPv4-compatible) is
+        judged first, before any exemption: an exemption of the outer address (a listed
+        network or host) must not carry the metadata service's address through.
+        """
         address = _unwrap(address)
-        if any(address in net for net in self.allowed_networks):
-            return None
-        if address.is_link_local:
-            return "a link-local address (where the cloud metadata service answers)"
-        if address.is_loopback:
-            return None if self.allow_http_loopback else "a loopback address"
-        if host and normalise_host(host) in self._hosts:
-            return None
         if isinstance(address, ipaddress.IPv6Address):
             embedded = _embedded_ipv4(address)
             if embedded is not None:
-                problem = self.address_problem(embedded)
+                problem = self.address_problem(embedded, host=host)
                 if problem:
                     return f"{problem}, embedded in an IPv6 address"
-        if address.is_unspecified or address.is_multicast or not address.is_global:
+        if any(address in net for net in self.allowed_networks):
+            return None
+        if _within(address, LINK_LOCAL):
+            return "a link-local address (where the cloud metadata service answers)"
+        if _within(address, LOOPBACK):
+            return None if self.allow_http_loopback else "a loopback address"
+        if host and normalise_host(host) in self._hosts:
+            return None
+        if _within(address, NOT_GLOBAL) and not (
+            isinstance(address, ipaddress.IPv6Address) and address in _TEREDO
+        ):
             return "a private, shared or reserved address"
         return None
 

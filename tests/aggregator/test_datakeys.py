@@ -128,6 +128,27 @@ async def test_destroying_a_key_makes_the_users_values_unreadable(
             await keys.ledger.ensure(key.dek_id)
 
 
+async def test_other_processes_drop_an_erased_key_from_memory_when_they_next_load(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    custody_factory: fixtures.CustodyFactory, make_linked: fixtures.LinkFactory,
+) -> None:
+    erased, other = await make_linked("eu"), await make_linked("eu")
+    worker = (await custody_factory())["eu"]  # a long-lived process with its own cache
+    worker.data_keys._poll_every = 0.0
+    async with region_router.reader("eu") as session:
+        gone = await worker.data_keys.load(session, erased.user.id)
+    assert worker.envelope.is_cached(gone.dek_id)
+
+    async with region_router.session("eu") as session, session.begin():  # the gateway
+        assert await custody["eu"].data_keys.destroy(session, erased.user.id)
+
+    # The worker touches another user's key: it learns of the erasure on the way.
+    async with region_router.reader("eu") as session:
+        await worker.data_keys.load(session, other.user.id)
+    assert not worker.envelope.is_cached(gone.dek_id)
+    assert worker.envelope.is_cached(dek_id_for(other.user.id))
+
+
 async def test_a_data_key_is_created_only_in_the_users_region(
     region_router: RegionRouter, custody: dict[str, RegionCustody]
 ) -> None:

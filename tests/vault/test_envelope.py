@@ -192,6 +192,19 @@ def test_cache_is_bounded() -> None:
     assert stats.evictions == 7
 
 
+def test_expired_entries_are_purged_not_kept_until_size_eviction() -> None:
+    now = [1000.0]
+    env = _envelope("expiry", cache_ttl=60.0, clock=lambda: now[0])
+    for i in range(5):
+        env.new_data_key(f"dek_old_{i}")
+    now[0] += 61  # every entry is past its TTL: their key material must go
+    env.new_data_key("dek_new")
+    assert env.stats().size == 1
+    now[0] += 61
+    assert env.purge_expired() == 1
+    assert env.stats().size == 0
+
+
 @settings(max_examples=25)
 @given(st.binary(min_size=1, max_size=64))
 def test_blob_never_contains_the_plaintext(secret: bytes) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,30 @@ def test_rotation_never_overwrites_an_existing_version(tmp_path: Path) -> None:
     assert provider.rotate() == 2
     assert (kek_dir / "v1.key").read_bytes() == v1
     assert (kek_dir / "v2.key").read_bytes() != v1
+
+
+_CRASH_IN_ROTATE = """
+import os, sys
+from pathlib import Path
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from vault import LocalKeyringConfig, open_provider
+provider = open_provider(LocalKeyringConfig(directory=Path(sys.argv[1]), kek_id="eu"))
+AESGCM.generate_key = staticmethod(lambda bit_length: os._exit(9))  # dies mid-write
+provider.rotate()
+"""
+
+
+def test_a_crash_while_rotating_leaves_no_short_key_and_rotation_goes_on(
+    tmp_path: Path,
+) -> None:
+    kek_dir, provider = _keyring(tmp_path)
+    wrapped = provider.generate_data_key("dek-before").wrapped
+    crashed = subprocess.run([sys.executable, "-c", _CRASH_IN_ROTATE, str(tmp_path / "keys")],
+                             capture_output=True, timeout=60, check=False)
+    assert crashed.returncode == 9, crashed.stderr
+    assert not (kek_dir / "v2.key").exists()  # never a 0-byte key under its real name
+    fresh = open_provider(LocalKeyringConfig(directory=tmp_path / "keys", kek_id="eu"))
+    assert len(fresh.unwrap(wrapped)) == 32
+    assert fresh.rotate() == 2  # the next rotation is not blocked
+    assert len((kek_dir / "v2.key").read_bytes()) == 32
+    assert fresh.generate_data_key("dek-after").wrapped.kek_version == 2

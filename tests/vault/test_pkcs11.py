@@ -495,3 +495,45 @@ def test_kwp_rewrap_keeps_the_data_key_sensitive_inside_the_token(
     assert all(w.ciphertext[0] == WrapScheme.KWP for w in rewrapped)
     provider.set_min_decryption_version(2)
     assert [provider.unwrap(w) for w in rewrapped] == [k.plaintext for k in keys]
+
+
+@pytest.mark.parametrize(("template", "why"), [
+    ({Attribute.EXTRACTABLE: True}, "not CKA_EXTRACTABLE"),
+    ({Attribute.SENSITIVE: False}, "CKA_SENSITIVE"),
+    ({"imported": True}, "CKA_ALWAYS_SENSITIVE"),  # a value that was once outside
+    ({"bits": 128}, "256 bits long"),
+    ({"type": KeyType.GENERIC_SECRET}, "an AES key"),
+])
+def test_a_weak_existing_kek_is_refused(
+    softhsm: SoftHsm, make_provider: MakeProvider, template: dict[object, object], why: str,
+) -> None:
+    make_provider().ensure_kek()  # logs this process in (raw sessions share the login)
+    provider = make_provider()
+    label = f"{provider.kek_id}.v1"
+    base = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.LABEL: label,
+            Attribute.WRAP: True, Attribute.UNWRAP: True, Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False}
+    attrs = {k: v for k, v in template.items() if isinstance(k, Attribute)}
+    with raw_session(softhsm) as session:
+        if template.get("imported"):
+            session.create_object({**base, Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                   Attribute.KEY_TYPE: KeyType.AES,
+                                   Attribute.VALUE: os.urandom(32)})
+        elif template.get("type") is KeyType.GENERIC_SECRET:
+            session.generate_key(KeyType.GENERIC_SECRET, 256, label=label, store=True,
+                                 template={**base, **attrs})
+        else:
+            bits = int(str(template.get("bits", 256)))
+            session.generate_key(KeyType.AES, bits, label=label, store=True,
+                                 template={**base, **attrs})
+    with pytest.raises(ProviderMisconfigured, match=why):
+        provider.ensure_kek()
+    with pytest.raises(ProviderMisconfigured, match=label.replace(".", r"\.")):
+        provider.generate_data_key("dek-1")
+
+
+def test_a_kek_the_provider_made_passes_its_own_check(make_provider: MakeProvider) -> None:
+    provider = make_provider()
+    provider.ensure_kek()
+    wrapped = provider.generate_data_key("dek-ok").wrapped
+    assert len(provider.unwrap(wrapped)) == 32

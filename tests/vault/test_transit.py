@@ -379,3 +379,20 @@ def test_bad_settings_are_refused_before_any_request(
     base = TransitConfig(url="http://127.0.0.1:1", key_name="eu", token=Secret("t"))
     with pytest.raises(ProviderMisconfigured, match=setting):
         TransitProvider(dataclasses.replace(base, **changes))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", [
+    "http://vault.internal:8200", "http://10.0.0.5:8200", "http://[2001:db8::1]:8200",
+    "http://127.0.0.1.nip.io:8200",
+])
+def test_plain_http_to_anything_but_loopback_is_refused(url: str) -> None:
+    with pytest.raises(ProviderMisconfigured, match="https"):
+        TransitProvider(TransitConfig(url=url, key_name="eu", token=Secret("t")))
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8200", "http://localhost:8200", "http://[::1]:8200",
+    "https://vault.internal:8200",
+])
+def test_https_anywhere_and_http_on_loopback_are_accepted(url: str) -> None:
+    TransitProvider(TransitConfig(url=url, key_name="eu", token=Secret("t"))).close()

@@ -9,6 +9,12 @@ setting exists to prevent). Without trusted proxies the header is ignored entire
 
 An IPv6 client is charged per /64: one subscriber or host usually holds a whole /64, so
 per-address buckets would hand an attacker 2**64 of them.
+
+This parser is the gateway's only reader of ``X-Forwarded-For`` (uvicorn's own proxy
+handling is off, :func:`aggregator.http.serving.server_config`):
+:class:`ClientAddressMiddleware` runs it once per request and leaves the answer in the
+request state, where the rate limiter, the audit trail and the request-id middleware read
+it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 
 from starlette.datastructures import Headers
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aggregator.settings import IPNetwork
 
@@ -66,3 +72,34 @@ def subject_of(address: IPAddress) -> str:
             return str(address.ipv4_mapped)
         return str(IPv6Network((address, 64), strict=False))
     return str(address)
+
+
+#: Request-state keys set by :class:`ClientAddressMiddleware`.
+CLIENT_ADDRESS = "client_address"
+VIA_TRUSTED_PROXY = "via_trusted_proxy"
+
+
+def peer_is_trusted(scope: Scope, proxies: Sequence[IPNetwork]) -> bool:
+    """Whether the socket peer is one of ``proxies`` (so its forwarding headers count)."""
+    peer = scope.get("client")
+    address = _parse(str(peer[0])) if peer else None
+    return address is not None and bool(proxies) and _trusted(address, proxies)
+
+
+class ClientAddressMiddleware:
+    """Stores the client's address (:func:`client_address`) in the request state, once.
+
+    Also records whether the peer is a trusted proxy, so that other headers a proxy
+    sets (``X-Request-Id``) are believed from it alone.
+    """
+
+    def __init__(self, app: ASGIApp, proxies: Sequence[IPNetwork]) -> None:
+        self.app = app
+        self.proxies = tuple(proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            state: dict[str, object] = scope.setdefault("state", {})
+            state[CLIENT_ADDRESS] = client_address(scope, self.proxies)
+            state[VIA_TRUSTED_PROXY] = peer_is_trusted(scope, self.proxies)
+        await self.app(scope, receive, send)

@@ -1,11 +1,11 @@
 """The rate limiter in the request path: a pure-ASGI middleware plus one hook for ``/v1``.
 
-- ``link`` requests are decided here, before routing, per client address, in the region
-  their link token (``/link/lnk_eu_…``) or OAuth ``state`` (``sta_eu_…``) names, so the
-  address's bucket sits in the user's home region beside the session; a request naming
-  no served region is charged in the first configured region (a fixed home, so
-  garbage tokens cannot pick where they are counted). A refusal is an HTML page (a person
-  is reading, as every Link page answers), with the same headers.
+- ``link`` requests are decided here, before routing, per client address, always in the
+  first configured region (a fixed home): were the bucket kept in the region a link token
+  (``/link/lnk_eu_…``) or OAuth ``state`` (``sta_eu_…``) names, a client alternating
+  made-up ``lnk_eu_``/``lnk_us_`` tokens would get one budget per region. The bucket holds
+  only an HMAC of the address under that region's pepper. A refusal is an HTML page (a
+  person is reading, as every Link page answers), with the same headers.
 - ``read``/``write`` requests need the calling application, known only once the route
   has authenticated it: the middleware leaves a gate in the request's state and
   :func:`admit_application` (called by :class:`~aggregator.http.routing.ApiRoute` right
@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter
-from starlette.datastructures import MutableHeaders, QueryParams
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aggregator.errors import InvalidId
 from aggregator.http.problems import PROBLEM_TYPES, HttpProblem, ProblemResponse, problem
 from aggregator.http.ratelimit.clientip import client_address, subject_of
 from aggregator.http.ratelimit.failures import RefusedAddresses
@@ -49,7 +48,6 @@ from aggregator.http.ratelimit.stores import (
     RateLimitStoreUnavailable,
 )
 from aggregator.http.services import Services
-from aggregator.ids import parse_secret
 from aggregator.settings import RateLimit, RateLimitSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -199,8 +197,7 @@ class RateLimitMiddleware:
         return Decision(route_class, limit, level)
 
     async def _link(self, scope: Scope, services: Services) -> Decision | None:
-        regions = services.router.regions
-        region = _link_region(scope, regions) or regions[0]
+        region = services.router.regions[0]  # one budget per address, whatever the token
         address = client_address(scope, self.settings.trusted_proxies)
         if address is None:
             return None  # no peer (a test transport without one): nothing to charge
@@ -209,18 +206,6 @@ class RateLimitMiddleware:
                                                         subject_of(address))
         return await self.decide(services, RouteClass.LINK, region, f"ip:{digest.hex()[:32]}",
                                  self.limit(RouteClass.LINK))
-
-
-def _link_region(scope: Scope, regions: tuple[str, ...]) -> str | None:
-    path = scope["path"]
-    try:
-        if path == "/link/callback":
-            state = QueryParams(scope.get("query_string", b"")).get("state", "")
-            return parse_secret(state, kind="sta", regions=regions)
-        return parse_secret(path.removeprefix("/link/").split("/", 1)[0], kind="lnk",
-                            regions=regions)
-    except InvalidId:
-        return None
 
 
 def _refusal_page(decision: Decision, request_id: object) -> Any:

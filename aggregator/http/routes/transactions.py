@@ -9,6 +9,7 @@ from sqlalchemy import Date, Select, String, literal, literal_column, select, tu
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
+from aggregator.account_names import account_names
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import InvalidCursor, NotFound
 from aggregator.http.routes.connections import sync_policy
@@ -59,7 +60,9 @@ async def get_accounts(call: Call) -> AccountList:
         rows = [(account, balance) for _, account, balance in found if account is not None]
         allowed = await _allowed_at(session, call.services, connection, region,
                                     [account.id for account, _ in rows])
-    return AccountList([_account(account, balance, allowed.get(account.id))
+        names = await account_names(session, call.services.custody[region], connection.user_id,
+                                    [account for account, _ in rows])
+    return AccountList([_account(account, balance, allowed.get(account.id), names[account.id])
                         for account, balance in rows])
 
 
@@ -77,10 +80,10 @@ async def _allowed_at(session: AsyncSession, services: Services, connection: Con
     return await account_allowed_at(session, connection.id, policy, now, accounts)
 
 
-def _account(account: Account, balance: Balance | None, allowed: datetime | None
-             ) -> AccountOut:
+def _account(account: Account, balance: Balance | None, allowed: datetime | None,
+             name: str) -> AccountOut:
     return AccountOut(
-        id=account.id, connection_id=account.connection_id, name=account.name,
+        id=account.id, connection_id=account.connection_id, name=name,
         type=account.type, currency=account.currency, mask=account.masked_identifier,
         balance=None if balance is None else BalanceOut(
             current=balance.current, available=balance.available,

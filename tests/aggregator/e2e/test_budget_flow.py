@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, func, select
 
+from aggregator.account_names import account_names
 from aggregator.models import Account, Balance, DataType, SyncSpend, Transaction
 from tests.aggregator.e2e.conftest import Gateway
 
@@ -19,8 +20,12 @@ async def _ledgers(gateway: Gateway) -> dict[tuple[str, DataType, str], int]:
 
 async def _accounts(gateway: Gateway) -> dict[str, str]:
     async with gateway.services.router.reader("eu") as session:
-        rows = await session.execute(select(Account.name, Account.id))
-        return {name: account_id for name, account_id in rows}
+        rows = (await session.execute(select(Account))).scalars().all()
+        names: dict[str, str] = {}
+        for user_id in {r.user_id for r in rows}:  # names are sealed per user
+            names |= await account_names(session, gateway.services.custody["eu"], user_id,
+                                         [r for r in rows if r.user_id == user_id])
+        return {names[r.id]: r.id for r in rows}
 
 
 async def test_linking_is_free_and_a_sync_spends_the_list_and_each_account(

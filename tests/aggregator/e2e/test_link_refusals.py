@@ -104,6 +104,7 @@ async def test_a_forged_state_gets_an_error_page(gateway: Gateway) -> None:
 
 async def test_a_form_without_its_nonce_is_refused_and_spends_nothing(gateway: Gateway) -> None:
     link_url = await gateway.link_url(await gateway.user("eu"))
+    assert (await gateway.browser.get(link_url)).status_code == 200  # the browser opens it
     answer = await gateway.browser.post(link_url, data={"bank_id": "sandbox-eu"})
     _is_error_page(answer, 400)
     async with gateway.services.router.reader("eu") as session:
@@ -116,6 +117,7 @@ async def test_a_form_that_does_not_parse_is_a_400_page_not_a_500(gateway: Gatew
     # Found by the contract test (schemathesis): Starlette's 400 for a multipart body
     # without a boundary used to escape into the page's catch-all as a 500.
     link_url = await gateway.link_url(await gateway.user("eu"))
+    assert (await gateway.browser.get(link_url)).status_code == 200
     answer = await gateway.browser.post(link_url, content=b"x",
                                         headers={"Content-Type": "multipart/form-data"})
     _is_error_page(answer, 400)

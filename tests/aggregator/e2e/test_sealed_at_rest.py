@@ -66,13 +66,33 @@ async def _dumps(backend: Backend) -> dict[str, str]:
     return {r: _sqlite_dump(backend.directory / f"{r}.sqlite3") for r in REGIONS}
 
 
+def _seed_holder_like_text(gateway: Gateway) -> None:
+    """Put holder-like values into every free-text field the bank sends (OBIE v3.1).
+
+    Banks fill account names, references and merchant fields with whatever their
+    customers type, often a name: none of it may reach a clear column. Each value is
+    unique, so a hit in a dump names the field that leaked.
+    """
+    for a, account in enumerate(gateway.bank.ledger.accounts_of(SANDBOX_USER)):
+        account.nickname = f"Alicia Holderby account {a}"  # Nickname -> accounts.name
+        account.holder_name = f"Alicia Holderby holder {a}"  # Account[].Name
+        for t, txn in enumerate(account.transactions):
+            txn.information = f"Alicia Holderby info {a}.{t}"  # TransactionInformation
+            txn.reference = f"AH ref {a}.{t}"  # TransactionReference
+            txn.merchant = (f"Alicia Holderby shop {a}.{t}",  # MerchantName
+                            f"AH{a}{t}")  # MerchantCategoryCode, free text on the wire
+            txn.counterparty = (f"Alicia Holderby payee {a}.{t}", f"{a:02d}{t:04d}77665544")
+
+
 def _clear_values(gateway: Gateway) -> list[str]:
     """What the bank told the gateway that must only ever be stored sealed."""
     accounts = gateway.bank.ledger.accounts_of(SANDBOX_USER)
     values = [*gateway.issued_tokens]
     for account in accounts:
-        values += [account.identification, account.holder_name]
-        values += [t.information for t in account.transactions]
+        values += [account.identification, account.holder_name, account.nickname]
+        for t in account.transactions:
+            values += [t.information, t.reference or ""]
+            values += [*(t.merchant or ()), *(t.counterparty or ())]
     return sorted({v for v in values if v})
 
 
@@ -88,13 +108,15 @@ async def _sealed_blobs(gateway: Gateway, region: str, connection_id: str) -> li
             select(Transaction).where(Transaction.connection_id == connection_id).limit(1)
         )).scalar_one()
     blobs = [credential.access_token_sealed, credential.refresh_token_sealed,
-             account.identifier_sealed, account.holder_name_sealed, txn.description_sealed]
+             account.identifier_sealed, account.holder_name_sealed, txn.description_sealed,
+             account.name_sealed]
     return [bytes(b) for b in blobs if b is not None]
 
 
 async def test_database_dumps_hold_no_clear_text_of_what_the_bank_sent(
     gateway: Gateway, backend: Backend,
 ) -> None:
+    _seed_holder_like_text(gateway)
     linked = {region: (await gateway.link(region, f"customer-{region}"))[1] for region in REGIONS}
     assert len(gateway.issued_tokens) >= 2 * len(REGIONS)  # access and refresh, per link
     needles = _clear_values(gateway)
@@ -103,7 +125,7 @@ async def test_database_dumps_hold_no_clear_text_of_what_the_bank_sent(
         connection_id = linked[region]
         assert connection_id in dump  # the dump does hold the region's rows...
         blobs = await _sealed_blobs(gateway, region, connection_id)
-        assert len(blobs) == 5
+        assert len(blobs) == 6
         for blob in blobs:  # ...and the sealed values, as hex in either dump format
             assert blob.hex() in dump.lower(), (region, blob[:8].hex())
         leaked = [n for n in needles if n in dump]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from datetime import timedelta
 
@@ -15,12 +16,14 @@ from standardwebhooks import Webhook
 from aggregator.custody import RegionCustody
 from aggregator.events import SCHEDULE, UnsafeUrl, configure, deliver_due
 from aggregator.events.delivery import next_attempt
+from aggregator.events.endpoints import seal_clear_urls, url_of
 from aggregator.events.replay import redeliver
 from aggregator.ids import ApplicationId
 from aggregator.models import Application, OutboundEvent
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
 from connectors import EgressPolicy, egress_client
+from tests.aggregator._logs import json_log_lines
 from tests.aggregator.events.conftest import Emit, Receiver
 
 #: The receiver listens on 127.0.0.1: these tests opt into loopback, as development does.
@@ -159,11 +162,18 @@ async def test_secrets_are_stored_sealed(
     for region in region_router.regions:
         async with region_router.engine(region).connect() as conn:
             rows = (await conn.exec_driver_sql(
-                "SELECT webhook_url, webhook_secret_sealed FROM applications")).all()
-        url, sealed = tuple(rows[0])
-        assert url == receiver.url
+                "SELECT webhook_url, webhook_url_sealed, webhook_secret_sealed "
+                "FROM applications")).all()
+        url, url_sealed, sealed = tuple(rows[0])
+        assert url is None  # a URL may carry a credential: sealed too
+        assert receiver.url.encode() not in bytes(url_sealed)
+        assert b"127.0.0.1" not in bytes(url_sealed)
         assert raw not in bytes(sealed)
         assert raw[6:] not in bytes(sealed)
+    async with region_router.reader("eu") as session:
+        app = await session.get(Application, app_id)
+        assert app is not None
+        assert url_of(custody["eu"].hasher, app) == receiver.url
 
 
 class Dns:
@@ -187,6 +197,7 @@ async def test_a_name_resolving_to_a_private_address_is_refused_at_registration(
         app = await session.get(Application, app_id)
         assert app is not None
         assert app.webhook_url is None  # nothing was written
+        assert app.webhook_url_sealed is None
 
 
 async def test_an_endpoint_whose_name_rebinds_to_loopback_is_refused_at_delivery(
@@ -205,3 +216,40 @@ async def test_an_endpoint_whose_name_rebinds_to_loopback_is_refused_at_delivery
     assert event.last_error == "unsafe_url"
     assert event.delivered_at is None
     assert receiver.requests == []  # no connection reached the loopback receiver
+
+
+async def test_a_secret_in_the_webhook_url_never_reaches_a_log_line(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+    receiver: Receiver, emit_erased: Emit,
+) -> None:
+    secret_path, secret_query = "T0KEN-in-path-5f1c", "sig=qu3ry-s3cret"
+    url = f"{receiver.url.rstrip('/')}/{secret_path}?{secret_query}"
+    await _setup(region_router, custody, app_id, url)
+    await emit_erased("eu")
+    with json_log_lines(logging.DEBUG) as lines:
+        async with egress_client(DEV) as http:
+            await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
+    assert receiver.requests  # the delivery happened, at the full URL
+    logged = json.dumps(lines())
+    assert "HTTP Request: POST http://127.0.0.1:" in logged  # the origin is still logged
+    assert secret_path not in logged
+    assert "qu3ry-s3cret" not in logged
+
+
+async def test_a_clear_url_of_an_earlier_release_is_sealed_by_the_migration_step(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], app_id: ApplicationId,
+) -> None:
+    legacy = "https://hooks.example.com/T0/B1/s3cr3t?token=abc"
+    async with region_router.session("eu") as session, session.begin():
+        app = await session.get(Application, app_id)
+        assert app is not None
+        app.webhook_url = legacy
+    assert await seal_clear_urls(region_router, custody["eu"]) == 1
+    assert await seal_clear_urls(region_router, custody["eu"]) == 0
+    async with region_router.reader("eu") as session:
+        app = await session.get(Application, app_id)
+        assert app is not None
+        assert app.webhook_url is None
+        assert app.webhook_url_sealed is not None
+        assert b"s3cr3t" not in bytes(app.webhook_url_sealed)
+        assert url_of(custody["eu"].hasher, app) == legacy

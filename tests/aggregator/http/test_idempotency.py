@@ -27,6 +27,7 @@ from aggregator.idempotency import (
     fingerprint,
     key_digest,
     purge_expired,
+    user_place,
 )
 from aggregator.ids import ApplicationId, UserId
 from aggregator.link.wiring import install
@@ -44,7 +45,8 @@ from aggregator.worker.idempotency import IdempotencyPurge
 from tests.aggregator._factories import LinkFactory
 from tests.aggregator.conftest import Backend
 from tests.aggregator.http._helpers import assert_problem, count_rows
-from tests.aggregator.http.conftest import AppFactory
+from tests.aggregator.http.conftest import GATEWAY, AppFactory
+from vault import DataKeyDestroyed
 
 _keys = table_of(IdempotencyRecord)
 REDIRECT = "https://app.test/cb"  # the app_id fixture's allow-listed redirect URI
@@ -183,8 +185,9 @@ async def test_the_same_key_with_another_body_is_a_422(
 
 
 async def test_the_same_key_on_another_path_is_a_422(
-    api: httpx.AsyncClient, make_linked: LinkFactory,
+    api: httpx.AsyncClient, make_linked: LinkFactory, services: Services,
 ) -> None:
+    install(services, public_url=GATEWAY)  # link URLs off loopback need public_url
     linked = await make_linked("eu")
     session = await api.post("/v1/link/sessions", json={
         "user_id": linked.user.id, "redirect_uri": REDIRECT}, headers=_key("k"))
@@ -387,8 +390,9 @@ async def test_concurrent_deletes_with_one_key_make_one_erasure_request(
 
 async def test_secrets_and_personal_data_in_answers_are_never_stored_in_clear(
     api: httpx.AsyncClient, make_linked: LinkFactory, region_router: RegionRouter,
-    backend: Backend, raw_files: Any,
+    backend: Backend, raw_files: Any, services: Services,
 ) -> None:
+    install(services, public_url=GATEWAY)
     configured = await api.put("/v1/webhook-endpoint",
                                json={"url": "https://hooks.example.com/events"})
     assert configured.status_code == 200, configured.text
@@ -440,6 +444,36 @@ async def test_erasing_the_user_deletes_the_records_about_them_but_not_its_own(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.content == erased.content
     assert await count_rows(region_router, ErasureRequest) == {"eu": 1, "us": 0}
+
+
+async def test_a_backup_of_an_answer_about_a_user_does_not_open_after_erasure(
+    api: httpx.AsyncClient, region_router: RegionRouter, custody: dict[str, RegionCustody],
+    app_id: ApplicationId,
+) -> None:
+    created = await api.post("/v1/users", json={
+        "external_id": "erika@example.test", "region": "eu"}, headers=_key("make-erika"))
+    user_id = created.json()["id"]
+    again = await api.post("/v1/users", json={
+        "external_id": "erika@example.test", "region": "eu"}, headers=_key("make-erika"))
+    assert again.headers["idempotent-replayed"] == "true"  # it opens while the user lives
+    assert again.json()["external_id"] == "erika@example.test"
+    [backup] = await _records(region_router)  # a copy of the row, as a backup holds it
+    assert backup.user_id == user_id
+    assert backup.response_sealed is None  # nothing under the pepper-derived key
+    assert backup.response_user_sealed is not None
+
+    keys = custody["eu"]
+    place = user_place(app_id, backup.key_digest, backup.fingerprint, user_id)
+    async with region_router.reader("eu") as session:
+        key = await keys.data_keys.load(session, user_id)
+    opened = await keys.sealer.open(key, place, bytes(backup.response_user_sealed))
+    assert b"erika@example.test" in opened  # sealed under the user's data key alone
+
+    erased = await api.delete(f"/v1/users/{user_id}")
+    assert erased.status_code == 202
+    async with region_router.reader("eu") as session:
+        with pytest.raises(DataKeyDestroyed):  # the only key it was sealed under is gone
+            await keys.data_keys.load(session, user_id)
 
 
 async def test_the_store_is_built_once_per_process(api: httpx.AsyncClient,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from ipaddress import ip_network
 
 import httpx
 import pytest
@@ -42,7 +44,11 @@ def route(path: str, handler: object) -> ApiRoute:
 
 @pytest.fixture
 async def client(bare_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(bare_settings, routes=[
+    # Behind a trusted proxy (the ASGI transport's peer is 127.0.0.1): only from one is
+    # an inbound request id believed at all (test_client_address covers everyone else).
+    proxied = replace(bare_settings, rate_limits=replace(
+        bare_settings.rate_limits, trusted_proxies=(ip_network("127.0.0.0/8"),)))
+    app = create_app(proxied, routes=[
         route("/test/crash", crash), route("/test/bank", busy_bank), route("/test/log", chatty),
     ])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from aggregator.errors import MalformedId, UnknownRegion
 from aggregator.ids import new_id
@@ -45,3 +46,15 @@ async def test_sqlite_runs_wal_with_foreign_keys_and_a_busy_timeout(tmp_path: Pa
     finally:
         await engine.dispose()
     assert pragmas == ["wal", 1, 10_000]
+
+
+async def test_statement_parameters_never_reach_an_error_message(
+    region_router: RegionRouter,
+) -> None:
+    secret = "idem-key-4f1c9e"  # a value a client chose: could be anything
+    async with region_router.session("eu") as session:
+        with pytest.raises(DBAPIError) as raised:
+            await session.execute(text("SELECT no_such_column FROM users WHERE id = :v"),
+                                  {"v": secret})
+    assert secret not in str(raised.value)
+    assert "parameters hidden" in str(raised.value)

@@ -95,3 +95,38 @@ def test_refusals_never_echo_the_url() -> None:
     assert problem is not None
     assert "hunter2" not in problem
     assert "abc" not in problem
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("https://[::127.0.0.1]/", "loopback"),  # IPv4-compatible (deprecated)
+    ("https://[::a9fe:a9fe]/", "link-local"),
+    ("https://[64:ff9b:1::a9fe:a9fe]/", "reserved"),  # RFC 8215 local-use NAT64
+    ("https://[fec0::1]/", "reserved"),  # site-local: Python 3.11 calls it global
+    ("https://168.63.129.16/", "link-local"),  # Azure's platform address
+    ("https://100.100.100.200/", "link-local"),  # Alibaba Cloud metadata
+    ("https://[fd00:ec2::254]/", "link-local"),  # AWS IMDS over IPv6
+    ("https://[3fff::1]/", "reserved"),  # documentation (RFC 9637)
+    ("https://[5f00::1]/", "reserved"),  # SRv6 SIDs
+])
+def test_special_purpose_addresses_from_the_pinned_tables_are_refused(url: str,
+                                                                     why: str) -> None:
+    assert why in (STRICT.url_problem(url) or "")
+
+
+@pytest.mark.parametrize("address", [
+    "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+    "64:ff9b::a9fe:a9fe",  # NAT64 of it
+    "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, client 169.254.169.254 (bits inverted)
+])
+def test_embedded_metadata_addresses_are_judged_before_any_exemption(address: str) -> None:
+    policy = EgressPolicy(allowed_hosts=frozenset({"bank-proxy.corp"}),
+                          allowed_networks=(ipaddress.ip_network("2000::/3"),))
+    with pytest.raises(EgressRefused, match="link-local"):
+        policy.check_addresses("bank-proxy.corp", [address])
+
+
+def test_a_percent_encoded_host_gets_a_message_about_percent_encoding() -> None:
+    problem = STRICT.url_problem("https://ex%61mple.com/")
+    assert problem is not None
+    assert "zone" not in problem
+    assert "percent" in problem
