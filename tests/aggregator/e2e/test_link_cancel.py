@@ -35,6 +35,9 @@ async def test_cancel_returns_to_the_app_with_outcome_cancelled(gateway: Gateway
 
 async def test_cancel_needs_the_pages_own_form(gateway: Gateway) -> None:
     link_url = await gateway.link_url(await gateway.user("eu"))
+    elsewhere = await gateway.browser.post(link_url, data={"form_nonce": "x", "cancel": "1"})
+    assert elsewhere.status_code == 403  # not the browser the link is bound to
+    assert (await gateway.browser.get(link_url)).status_code == 200  # binds this browser
     answer = await gateway.browser.post(link_url, data={"form_nonce": "forged", "cancel": "1"})
     assert answer.status_code == 400
     async with gateway.services.router.reader("eu") as session:
