@@ -43,11 +43,12 @@ AuditEventId = NewType("AuditEventId", str)
 RequestId = NewType("RequestId", str)
 ErasureRequestId = NewType("ErasureRequestId", str)
 OutboundEventId = NewType("OutboundEventId", str)
+SyncRunId = NewType("SyncRunId", str)
 
 OperatorId = NewType("OperatorId", str)
 
 Kind = Literal[
-    "app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era", "msg", "opr",
+    "app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era", "msg", "syn", "opr",
 ]
 
 #: What each kind names; global kinds carry no region.
@@ -63,6 +64,7 @@ KINDS: dict[str, str] = {
     "req": "request (global)",
     "era": "erasure request",
     "msg": "outbound event",  # a webhook message; Standard Webhooks ids read msg_…
+    "syn": "sync run",
     "opr": "console operator (global)",  # replicated like applications: aggregator.operators
 }
 GLOBAL_KINDS = frozenset({"app", "req", "opr"})
@@ -115,6 +117,8 @@ def new_id(kind: Literal["evt"], region: str) -> AuditEventId: ...
 def new_id(kind: Literal["era"], region: str) -> ErasureRequestId: ...
 @overload
 def new_id(kind: Literal["msg"], region: str) -> OutboundEventId: ...
+@overload
+def new_id(kind: Literal["syn"], region: str) -> SyncRunId: ...
 def new_id(kind: Kind, region: str | None = None) -> str:
     """A fresh id of ``kind``; regional kinds need ``region``, global kinds refuse one."""
     if kind not in KINDS:

@@ -31,6 +31,7 @@ from connectors.dialects.berlin_signing import request_hooks as bank_request_hoo
 from connectors.egress import EgressPolicy, Resolver, check_destination, egress_client
 from connectors.errors import (
     AuthorizationExpired,
+    BankMisconfigured,
     BankProtocolError,
     BankUnavailable,
     BankUnsupported,
@@ -42,6 +43,8 @@ from connectors.errors import (
     IssuerMismatch,
     ItemLoginRequired,
     ProfileError,
+    ResourceNotOffered,
+    ResourceNotPermitted,
     ResponseTooLarge,
     StateMismatch,
 )
@@ -73,6 +76,7 @@ from connectors.plaid.keys import VerificationKey, WebhookKeys
 from connectors.plaid.reasons import RejectReason, WebhookRejected
 from connectors.plaid.webhooks import PlaidWebhook, WebhookVerifier
 from connectors.profiles import (
+    ACCOUNT_RESOURCES,
     BUILTIN_PROFILES_DIR,
     ApiConfig,
     BankProfile,
@@ -80,12 +84,14 @@ from connectors.profiles import (
     ConsentPolicy,
     Endpoints,
     ParMode,
+    RefreshPolicy,
     SenderConstraint,
     SyncPolicy,
     load_profiles,
 )
 
 __all__ = [
+    "ACCOUNT_RESOURCES",
     "BUILTIN_PROFILES_DIR",
     "DEFAULT_MAX_PAGES",
     "DIALECTS",
@@ -96,6 +102,7 @@ __all__ = [
     "ApiConfig",
     "AuthorizationExpired",
     "Balance",
+    "BankMisconfigured",
     "BankOAuthClient",
     "BankProfile",
     "BankProtocolError",
@@ -140,9 +147,12 @@ __all__ = [
     "PlaidWebhook",
     "ProfileError",
     "RedactingFilter",
+    "RefreshPolicy",
     "RejectReason",
     "RemovedTransaction",
     "Resolver",
+    "ResourceNotOffered",
+    "ResourceNotPermitted",
     "ResponseTooLarge",
     "SenderConstraint",
     "ServerMetadata",

@@ -6,10 +6,14 @@
     ├── ProfileError            a bank profile file is invalid (names file, key, problem)
     ├── BankProtocolError       the bank answered something malformed or non-conforming
     │   ├── ResponseTooLarge    an answer passed the egress policy's size or time limit
+    │   ├── ResourceNotPermitted  403 on one resource: the consent lacks that permission
+    │   ├── ResourceNotOffered  404/501 on one resource: the bank does not offer it
     │   ├── StateMismatch       callback `state` missing, replayed or foreign
     │   │   └── AuthorizationExpired  the pending authorization outlived its 10 minutes
     │   └── IssuerMismatch      RFC 9207 `iss` wrong or missing (mix-up attack)
     ├── BankUnsupported         the bank lacks what the profile needs (PKCE S256, PAR, auth method)
+    │   └── BankMisconfigured   the bank refuses our configuration (invalid_client, PAR required,
+    │                           redirect_uri, invalid_scope); `reason` and `setting` name it
     ├── ConsentRejected         the user (or the bank) denied the authorization request
     ├── GrantRevoked            `invalid_grant`: the grant is gone, the user must re-consent
     │   ├── ItemLoginRequired   Plaid `ITEM_LOGIN_REQUIRED`: re-consent through update mode
@@ -76,6 +80,34 @@ class BankUnsupported(ConnectorError):
     code = "bank_unsupported"
 
 
+class BankMisconfigured(BankUnsupported):
+    """The bank refused how we are set up to talk to it, not the user and not an outage:
+    ``invalid_client``, ``unauthorized_client``, ``invalid_scope``, a redirect URI it does
+    not know, PAR it requires but the profile turns off. Only an operator can fix it.
+
+    ``reason`` is one of :data:`MISCONFIGURATIONS`; ``setting`` the bank profile key (or
+    gateway setting) to look at. Both are codes, safe to log and count.
+    """
+
+    code = "bank_misconfigured"
+
+    def __init__(self, message: str, *, reason: str, setting: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.setting = setting
+
+
+#: ``reason`` of a :class:`BankMisconfigured` → the profile setting it points at.
+MISCONFIGURATIONS: dict[str, str] = {
+    "invalid_client": "client_auth_method",  # or the secret/key it names
+    "unauthorized_client": "client_id",
+    "invalid_scope": "scopes",
+    "redirect_uri_mismatch": "redirect_uri",
+    "par_required": "use_par",
+    "unsupported": "profile",
+}
+
+
 class ConsentRejected(ConnectorError):
     """The user declined consent at the bank (`access_denied` and kin)."""
 
@@ -120,6 +152,21 @@ class ResponseTooLarge(BankProtocolError):
     the request was sent and may have had its effect (a rotated refresh token)."""
 
     code = "response_too_large"
+
+
+class ResourceNotPermitted(BankProtocolError):
+    """The bank answered 403 for one resource (balances, transactions…) of an account: the
+    consent does not cover it. A sync records it and reads the other resources."""
+
+    code = "not_permitted"
+
+
+class ResourceNotOffered(BankProtocolError):
+    """The bank answered 404 or 501 for one resource of an account: it does not offer it
+    (RFC 9110 §15.6.2: 501, the method is not supported for any resource). A sync records
+    it and reads the other resources."""
+
+    code = "not_offered"
 
 
 class ConsentInvalid(GrantRevoked):

@@ -131,12 +131,23 @@ class Endpoints:
     revocation: str | None = None
 
 
+#: The per-account resources a sync can read besides the (required) account list.
+ACCOUNT_RESOURCES: tuple[str, ...] = ("balances", "transactions")
+
+
 @dataclass(frozen=True)
 class ApiConfig:
-    """Where the bank's account API lives and which dialect it speaks."""
+    """Where the bank's account API lives, which dialect it speaks, what it offers.
+
+    ``resources`` (``api.resources`` in the file, default all of
+    :data:`ACCOUNT_RESOURCES`) lists the per-account resources the bank offers; a sync
+    does not ask for the others and reports them ``not_offered``. The account list is
+    always read: without it there is nothing to sync.
+    """
 
     dialect: str
     base_url: str
+    resources: tuple[str, ...] = ACCOUNT_RESOURCES
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,21 @@ class SyncPolicy:
     #: Units per window only on-demand and webhook-triggered syncs may spend: a webhook
     #: after a day of scheduled syncs is still served (the sync that matters).
     reserve: int = 1
+
+
+@dataclass(frozen=True)
+class RefreshPolicy:
+    """How soon after a refresh the next may come: the floor under the refresh cadence.
+
+    A token is refreshed ahead of expiry by a fraction of its lifetime, but never sooner
+    than ``min_lifetime_percent`` of that lifetime after the last refresh, nor sooner
+    than ``min_interval_seconds``: a bank issuing 15-second access tokens is not asked
+    for one every few seconds. A sync that finds the access token expired refreshes on
+    demand, under the same lease (``[refresh]`` in the profile file).
+    """
+
+    min_interval_seconds: int = 60
+    min_lifetime_percent: int = 50
 
 
 #: Countries of the European Economic Area (EU 27, Iceland, Liechtenstein, Norway).
@@ -229,6 +255,7 @@ class BankProfile:
     hooks: tuple[Hook, ...] = ()
     logo: str | None = None
     sync: SyncPolicy = field(default_factory=SyncPolicy)
+    refresh: RefreshPolicy = field(default_factory=RefreshPolicy)
     consent: ConsentPolicy = field(default_factory=ConsentPolicy)
     #: RFC 8705 transport certificate presented on every call to the bank, and its key.
     tls_client_cert_file: Path | None = None
@@ -296,6 +323,7 @@ _TOP_KEYS = frozenset(
         "api",
         "logo",
         "sync",
+        "refresh",
         "consent",
         "tls_client_cert_file",
         "tls_client_key_file",
@@ -370,7 +398,7 @@ def _parse(t: Table, path: Path) -> BankProfile:
     discovery = t.boolean("discovery", default=True)
     standard = Standard(t.choice("standard", [s.value for s in Standard])
                         ) if "standard" in t.names() else Standard.OAUTH2
-    api = _api(t.table("api", {"dialect", "base_url"}, required=True), issuer)
+    api = _api(t.table("api", {"dialect", "base_url", "resources"}, required=True), issuer)
     endpoints = _endpoints(
         t.table("endpoints", {"authorization", "token", "par", "revocation"}),
         discovery=discovery,
@@ -396,6 +424,7 @@ def _parse(t: Table, path: Path) -> BankProfile:
         **standard_options(t, standard, api.base_url, base=path.parent),
         logo=t.logo("logo", base=path.parent),
         sync=_sync(t.table("sync", {"interval_hours", "daily_budget", "reserve"})),
+        refresh=_refresh(t.table("refresh", {"min_interval_seconds", "min_lifetime_percent"})),
         consent=_consent(t.table("consent", {"max_days", "expiry_field"}),
                          default_consent_days(t.string("country", pattern=_schema.COUNTRY))),
         source=path,
@@ -425,7 +454,14 @@ def _endpoints(t: Table, *, discovery: bool, par: ParMode) -> Endpoints:
 
 
 def _api(t: Table, issuer: str) -> ApiConfig:
-    return ApiConfig(dialect=t.dialect("dialect"), base_url=t.url("base_url", base=issuer))
+    resources = t.get("resources", default=list(ACCOUNT_RESOURCES))
+    if not isinstance(resources, list) or not all(
+            isinstance(r, str) and r in ACCOUNT_RESOURCES for r in resources):
+        raise t.error("resources", f"must be an array of {', '.join(ACCOUNT_RESOURCES)}")
+    if len(set(resources)) != len(resources):
+        raise t.error("resources", "lists a resource twice")
+    return ApiConfig(dialect=t.dialect("dialect"), base_url=t.url("base_url", base=issuer),
+                     resources=tuple(resources))
 
 
 def _sync(t: Table) -> SyncPolicy:
@@ -439,6 +475,18 @@ def _sync(t: Table) -> SyncPolicy:
         # reserve must leave scheduled syncs at least one unit.
         reserve=t.integer("reserve", default=min(default.reserve, budget - 1),
                           minimum=0, maximum=budget - 1),
+    )
+
+
+def _refresh(t: Table) -> RefreshPolicy:
+    default = RefreshPolicy()
+    return RefreshPolicy(
+        min_interval_seconds=t.integer("min_interval_seconds",
+                                       default=default.min_interval_seconds,
+                                       minimum=1, maximum=24 * 3600),
+        min_lifetime_percent=t.integer("min_lifetime_percent",
+                                       default=default.min_lifetime_percent,
+                                       minimum=0, maximum=90),
     )
 
 

@@ -243,9 +243,12 @@ def _aad(kek_id: str, version: int, dek_id: str) -> bytes:
 
 
 def _make_private_dir(path: Path) -> None:
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True)
-        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    # Every directory created here is 0700, the missing parents too (the data directory
+    # also holds the SQLite stores); existing ones keep the mode the operator gave them.
+    for directory in [*reversed(path.parents), path]:
+        if not directory.exists():
+            directory.mkdir(mode=0o700)
+            os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -318,7 +318,8 @@ class TransitProvider:
                 )
 
     def _call(self, op: Callable[[Any], T], *, subject: str | None = None) -> T:
-        with map_hvac_errors(self.kek_id, self._mount, subject=subject, kek_seen=self._kek_seen):
+        with map_hvac_errors(self.kek_id, self._mount, subject=subject, kek_seen=self._kek_seen,
+                             address=_public_url(self._config.url)):
             generation = self._authenticate()
             try:
                 return op(self._client)
@@ -341,7 +342,8 @@ class TransitProvider:
     def _login(self) -> None:
         cfg = self._config
         assert cfg.approle_secret_id is not None  # _validate() insists on it
-        with map_hvac_errors(self.kek_id, self._mount, login=True):
+        with map_hvac_errors(self.kek_id, self._mount, login=True,
+                             address=_public_url(self._config.url)):
             answer = self._client.auth.approle.login(
                 role_id=cfg.approle_role_id,
                 secret_id=cfg.approle_secret_id.reveal(),

@@ -46,14 +46,17 @@ def map_hvac_errors(
     subject: str | None = None,
     login: bool = False,
     kek_seen: bool = False,
+    address: str | None = None,
 ) -> Iterator[None]:
     """Raise the vault error for any hvac/requests exception escaping the block.
 
     ``subject`` names what was asked for (``"data key 'dek_1'"``). ``kek_seen`` says the key
     existed earlier in this process, so its absence now means it was deleted - every data
     key it wrapped is shredded - rather than a wrong ``key_name``. ``login`` marks an
-    AppRole login, whose 400 answer means bad credentials.
+    AppRole login, whose 400 answer means bad credentials. ``address`` (the server's URL)
+    is named when the server could not be reached, so the operator knows which one.
     """
+    where = f"Vault at {address}" if address else "Vault"
     try:
         yield
     except (hvac_exc.Forbidden, hvac_exc.Unauthorized) as exc:
@@ -77,11 +80,12 @@ def map_hvac_errors(
         ) from exc
     except _UNAVAILABLE as exc:
         raise ProviderUnavailable(
-            f"Vault did not serve transit key {key!r} ({type(exc).__name__}); retry later"
+            f"{where} did not serve transit key {key!r} ({type(exc).__name__}); check that "
+            "it is up, unsealed and reachable at that address, or retry later"
         ) from exc
     except (hvac_exc.VaultError, requests.RequestException) as exc:
         raise ProviderError(
-            f"Vault request for transit key {key!r} failed ({type(exc).__name__})"
+            f"{where}: request for transit key {key!r} failed ({type(exc).__name__})"
         ) from exc
 
 

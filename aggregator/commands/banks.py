@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from aggregator.bank_profiles import SANDBOX_SETTING, profile_statuses
 from aggregator.errors import ConfigError
 from aggregator.settings import Settings, load_settings
 from connectors import (
@@ -32,7 +33,14 @@ def register(subparsers: Any) -> None:
     banks = subparsers.add_parser("banks", help="list bank profiles and check them against banks")
     actions = banks.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    listing = actions.add_parser("list", help="show every configured bank profile")
+    listing = actions.add_parser(
+        "list", help="show every bank profile, whether it is offered, and why",
+        description="Every bank profile found (the operator's [banks] directories and the "
+        "built-in sandbox banks), whether this gateway offers it, and why.",
+        epilog="examples:\n  aggregator banks list\n  aggregator banks list --json | jq "
+        "'.[] | select(.loaded)'\n  AGGREGATOR_BANKS_SANDBOX=true aggregator banks list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=_list)
 
@@ -53,26 +61,35 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    profiles = load_profiles(settings.bank_dirs)
+    statuses = profile_statuses(settings)
     rows = [
         {
-            "id": p.id,
-            "name": p.display_name,
-            "region": p.region,
-            "dialect": p.api.dialect,
-            "issuer": p.issuer,
+            "id": s.profile.id,
+            "name": s.profile.display_name,
+            "region": s.profile.region,
+            "dialect": s.profile.api.dialect,
+            "issuer": s.profile.issuer,
+            "loaded": s.loaded,
+            "reason": s.reason,
         }
-        for p in profiles.values()
+        for s in statuses
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        widths = {k: max([len(k), *(len(r[k]) for r in rows)]) for k in rows[0]} if rows else {}
-        for row in [{k: k.upper() for k in widths}, *rows]:
-            print("  ".join(row[k].ljust(w) for k, w in widths.items()).rstrip())
-    unserved = sorted({p.region for p in profiles.values()} - set(settings.regions))
-    for region in unserved:
-        print(f"note: region {region!r} has bank profiles but is not configured here")
+        return 0
+    columns = ("id", "name", "region", "dialect", "issuer")
+    table = [{k: str(r[k]) for k in columns} | {"loaded": "yes" if r["loaded"] else "no"}
+             for r in rows]
+    widths = {k: max([len(k), *(len(r[k]) for r in table)]) for k in (*columns, "loaded")}
+    for row in [{k: k.upper() for k in widths}, *table]:
+        print("  ".join(row[k].ljust(w) for k, w in widths.items()).rstrip())
+    print()
+    for status in statuses:
+        print(f"{status.profile.id}: {'loaded' if status.loaded else 'not loaded'}, "
+              f"{status.reason}")
+    if not any(s.loaded for s in statuses):
+        print("no bank is offered: add profiles to [banks] directories, or set "
+              f"{SANDBOX_SETTING} for development")
     return 0
 
 

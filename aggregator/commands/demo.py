@@ -41,6 +41,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aggregator.applications import create_application
+from aggregator.bank_profiles import gateway_profiles
 from aggregator.custody import open_custody
 from aggregator.http import Services, create_app
 from aggregator.http.serving import base_url, bind, serving
@@ -64,7 +65,7 @@ from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
 from aggregator.sync import BankDirectory
 from aggregator.sync.tokens import open_dpop_key
-from connectors import egress_client, load_profiles
+from connectors import egress_client
 from vault import WrappedKey, data_key_id
 
 BANK_PORT, GATEWAY_PORT = 8600, 8000
@@ -170,7 +171,7 @@ async def _prepare(settings: Settings, router: RegionRouter, out: Out) -> None:
         provider = envelope_for(region, settings).provider
         try:
             provider.ensure_kek()
-            revision = await upgrade(router.engine(name))
+            revision = await upgrade(router.engine(name), region=name)
             await load_pepper(router, name, provider)
         finally:
             provider.close()
@@ -194,9 +195,11 @@ def _bind(port: int) -> Any:
 @contextlib.asynccontextmanager
 async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
                    ) -> AsyncIterator[Demo]:
-    # The demo's bank is the sandbox on 127.0.0.1: the development opt-in of the egress
-    # policy, for this process only (the rest of the policy stays as configured).
-    settings = replace(settings, egress=replace(settings.egress, allow_http_loopback=True))
+    # The demo's bank is the sandbox on 127.0.0.1: the sandbox banks' opt-in and the
+    # development opt-in of the egress policy, for this process only (the rest of the
+    # policy stays as configured).
+    settings = replace(settings, sandbox_banks=True,
+                       egress=replace(settings.egress, allow_http_loopback=True))
     async with AsyncExitStack() as stack:
         out("aggregator demo: the embedded default, on this machine only")
         router = RegionRouter(settings)
@@ -214,7 +217,7 @@ async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
         http = await stack.enter_async_context(egress_client(
             settings.egress, timeout=10, event_hooks={"response": [_token_watch(digests)]},
         ))
-        profiles = load_profiles(settings.bank_dirs, {b: {"issuer": bank_url} for b in served})
+        profiles = gateway_profiles(settings, {b: {"issuer": bank_url} for b in served})
         banks = BankDirectory(profiles, http, policy=settings.egress)
         stack.push_async_callback(banks.aclose)
         services = Services(settings, router, custody, banks)

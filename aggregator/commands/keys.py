@@ -117,7 +117,7 @@ def _status(args: argparse.Namespace) -> int:
     for name, info in report.items():
         print(f"region {name}")
         for key, value in info.items():
-            print(f"  {key:<24} {value}")
+            print(f"  {key.replace('_', ' ').replace('detail.', ''):<24} {_human(key, value)}")
     for name in missing:
         print(f"region {name} has no KEK yet: run `aggregator keys init --region {name}`")
     return 1 if missing else 0
@@ -159,7 +159,10 @@ async def _add_database(settings: Settings, report: dict[str, dict[str, Any]]) -
             info["data_keys_by_version"] = {str(v): n for v, n in sorted(versions.items())}
             info["rewrap_pending"] = await older_than(router, name, info["latest_version"])
             row = await rotation.holder(router, name, info["kek_id"])
-            info["last_rotation"] = _when(row.rotated_at if row else None)
+            # The row is created when a worker first looks, at the KEK's version then:
+            # its time is a rotation only once the version moved past the first one.
+            rotated = row is not None and row.version > min(info["kek_versions"] or [1])
+            info["last_rotation"] = _when(row.rotated_at) if rotated and row else None
             info["next_rotation_due"] = _when(rotation.schedule_of(row, region.rotate_every))
 
 
@@ -178,6 +181,21 @@ def _duration(every: timedelta | None) -> str:
     if every % timedelta(days=1) == timedelta(0):
         return f"{every.days}d"
     return f"{every // timedelta(hours=1)}h"
+
+
+def _human(key: str, value: Any) -> str:
+    """A status value as an operator reads it: no ``None``, ``{}`` or Python lists."""
+    if key == "last_rotation":
+        return value or "never (still the first KEK version)"
+    if key == "next_rotation_due":
+        return value or "not scheduled ([keys] rotate_every is off)"
+    if key == "data_keys_by_version":
+        return ", ".join(f"version {v}: {n}" for v, n in value.items()) or "none yet"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    if value is None:
+        return "-"
+    return str(value)
 
 
 def _when(at: datetime | None) -> str | None:

@@ -41,7 +41,7 @@ async def _run(settings: Settings, names: list[str]) -> int:
     head = head_revision()
     async with RegionRouter(settings) as router:
         for name in names:
-            revision = await upgrade(router.engine(name))
+            revision = await upgrade(router.engine(name), region=name)
             ledger = SealLedger(router.engine(name))
             envelope = envelope_for(settings.region(name), settings, seal_counter=ledger)
             try:

@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["console", "json"], default=None,
+                       help="console (readable) or json (one object per line); default: "
+                       "console on a terminal, json otherwise")
     serve.set_defaults(handler=_serve)
 
 
@@ -45,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--reuse-port runs several gateway processes; rate_limits.backend "
                           "'memory' counts per process: use database or redis")
     check_profiles(settings)  # before anything else: a typo should not cost a DB round trip
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, log_format=args.log_format)
     asyncio.run(run(settings, args.host, args.port, reuse_port=args.reuse_port))
     return 0
 

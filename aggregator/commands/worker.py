@@ -1,4 +1,4 @@
-"""`aggregator worker`: keep every connection's tokens fresh (DESIGN: Refreshing).
+"""`aggregator worker`: keep every connection's tokens fresh (docs/architecture.md, "Refreshing").
 
 Run any number of these, on any machines, against the same region databases: row leases
 are the only coordination. Stops gracefully on SIGTERM/SIGINT within
@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--per-bank", type=int, default=8,
         help="refreshes in flight per bank (default %(default)s)")
     add("--batch", type=int, default=32, help="credentials per lease query (default %(default)s)")
-    add("--lease-seconds", type=float, default=60.0, help="lease length (default %(default)s)")
+    add("--lease-seconds", type=float, default=15.0,
+        help="lease length, kept alive by a heartbeat (default %(default)s)")
     add("--poll-seconds", type=float, default=1.0,
         help="pause when nothing is due (default %(default)s)")
     add("--max-interval-hours", type=float, default=24.0,
@@ -42,9 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds before a half-open probe (default %(default)s)")
     add("--backoff-base", type=float, default=1.0, help="first retry delay (default %(default)s)")
     add("--metrics-port", type=int, default=None,
-        help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)")
+        help="serve Prometheus /metrics on METRICS_HOST:PORT (default: off)")
+    add("--metrics-host", default="127.0.0.1",
+        help="address for /metrics (default %(default)s; 0.0.0.0 in a container, so that "
+        "Prometheus on the container network can scrape it)")
     add("--owner", default=None, help="lease owner name (default host:pid)")
+    add("--commit-before-send", action=argparse.BooleanOptionalAction, default=False,
+        help="commit answered rotations before sending more refreshes: a smaller window "
+             "for a killed worker to lose grants in, fewer sends overlapping commits "
+             "(default %(default)s)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("--log-format", choices=["console", "json"], default=None,
+        help="console (readable) or json (one object per line); default: console on a "
+        "terminal, json otherwise")
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -58,7 +69,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None and not 0 < args.metrics_port <= 65535:
         raise ConfigError(f"--metrics-port {args.metrics_port} is not a TCP port")
     settings = load_settings(Path(args.config) if args.config else None)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, log_format=args.log_format)
     config = WorkerConfig(
         concurrency=args.concurrency, batch=args.batch, lease_seconds=args.lease_seconds,
         poll_seconds=args.poll_seconds, shutdown_timeout=args.shutdown_timeout,
@@ -66,7 +77,9 @@ def _worker(args: argparse.Namespace) -> int:
     options = WorkerOptions(
         per_bank=args.per_bank, max_interval=timedelta(hours=args.max_interval_hours),
         breaker_threshold=args.breaker_threshold, breaker_cool_down=args.breaker_cool_down,
-        backoff_base=args.backoff_base, metrics_port=args.metrics_port, owner=args.owner,
+        backoff_base=args.backoff_base, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, owner=args.owner,
+        commit_before_send=args.commit_before_send,
     )
     asyncio.run(run_worker(settings, config, options))
     return 0

@@ -1,4 +1,4 @@
-"""Data-subject erasure (DESIGN "Who uses it" 3): revoke, delete, shred, prove.
+"""Data-subject erasure (docs/architecture.md, "Erasure"): revoke, delete, shred, prove.
 
 - :mod:`~aggregator.erasure.requests`: accepting a request (idempotent), deadlines;
 - :mod:`~aggregator.erasure.steps`: the local steps, one transaction each;

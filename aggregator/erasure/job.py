@@ -1,6 +1,6 @@
 """The erasure job: runs a request's remaining steps, resumable by any process.
 
-Steps (DESIGN "Who uses it" 3; :mod:`.steps`)::
+Steps (docs/architecture.md, "Erasure"; :mod:`.steps`)::
 
     requested ─stop─▶ stopped ─revoke, then delete + shred + finish─▶ completed
 
@@ -87,6 +87,9 @@ class ErasureJob:
         region = self.router.region_of(request_id)
 
         def reached(state: ErasureState) -> None:
+            # One line per step (docs/operations.md, "What runs"): request id and state.
+            log.info("erasure %s: %s", request_id, state.value, extra={"fields": {
+                "erasure_request_id": request_id, "region": region, "step": state.value}})
             progress(state)
             self.checkpoint(state)
 

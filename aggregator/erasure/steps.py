@@ -270,6 +270,7 @@ async def conclude(
     ``user.erased``: one transaction, from whichever of ``revoked``/``deleted``/
     ``shredded`` an older release left the request in, or from ``stopped``."""
     state = request.state
+    user_id = request.user_id  # forgotten by the advance below; the event still names it
     counts = dict(request.counts or {})
     if state in (ErasureState.STOPPED, ErasureState.REVOKED):
         counts.update(await delete_rows(session, request))
@@ -282,7 +283,7 @@ async def conclude(
                   last_error=None)
     await audit.record(session, actor=actor, action="user.erased", target_id=request.id)
     for listener in ERASED_LISTENERS:
-        await listener(session, request.id)
+        await listener(session, request.id, user_id)
     return counts
 
 
@@ -291,8 +292,9 @@ def _count(result: Any) -> int:
 
 
 #: The seam for the ``user.erased`` outbound event: the outbox writes it here, in the
-#: transaction that completes the request. Listeners get the request id, never the user.
-ErasedListener = Callable[[AsyncSession, str], Awaitable[None]]
+#: transaction that completes the request. Listeners get the request id and the erased
+#: user's id (the gateway's random id; the receipt itself keeps only its digest).
+ErasedListener = Callable[[AsyncSession, str, str | None], Awaitable[None]]
 ERASED_LISTENERS: list[ErasedListener] = [user_erased]
 
 

@@ -33,7 +33,10 @@ EVENT_TYPES = frozenset({
     "connection.reauth_required",
     "connection.consent_expiring",
     "connection.reauthorized",
+    "link.failed",
     "sync.completed",
+    "sync.partial",
+    "sync.failed",
     "user.erased",
 })
 
@@ -73,6 +76,7 @@ FIELDS: Mapping[str, Callable[[Any], bool]] = {
     "connection_id": _id_of("con"),
     "user_id": _id_of("usr"),
     "erasure_request_id": _id_of("era"),
+    "link_session_id": _id_of("lnk"),
     "bank_id": _code,
     "status": _code,
     "reason": _code,
@@ -121,7 +125,8 @@ async def emit(
         raise RuntimeError("emit needs a session of RegionRouter.session()")  # a wiring bug
     event_id = new_id("msg", region)
     created = now or utcnow()
-    user = checked.get("user_id")
+    # ``user.erased`` names a user whose row is gone: payload only, no reference to users.
+    user = checked.get("user_id") if type != "user.erased" else None
     session.add(OutboundEvent(
         id=event_id, application_id=application_id, type=type, data=checked,
         user_id=UserId(user) if isinstance(user, str) else None,

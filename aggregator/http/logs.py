@@ -78,15 +78,66 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
-    """Send every log record to ``stream`` (stderr) as JSON lines; returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+class ConsoleFormatter(logging.Formatter):
+    """One readable line per record, for a developer's terminal.
+
+    ``12:00:01 INFO  aggregator.worker.refresh  refreshed  connection=con_eu_… [req_…]``;
+    the same fields as :class:`JsonFormatter`, and the same redaction over the whole line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        parts = [stamp, f"{record.levelname:<7}", record.name, " " + record.getMessage()]
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            parts.extend(f"{k}={v}" for k, v in fields.items() if v is not None)
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        if request_id:
+            parts.append(f"[{request_id}]")
+        line = " ".join(parts)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        return redact(line)
+
+
+#: ``--log-format`` choices; ``None`` (auto) means console on a terminal, else JSON.
+LOG_FORMATS = ("console", "json")
+
+#: Libraries whose INFO lines are noise to an operator (alembic's "Context impl" on every
+#: start; httpx's request line, which would print full URLs, webhook queries included).
+QUIET_LOGGERS = ("alembic", "httpx", "httpcore")
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None,
+                      log_format: str | None = None) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr); returns the handler.
+
+    ``log_format`` is ``"json"`` (one object per line, for collectors), ``"console"``
+    (readable lines) or ``None``: console when ``stream`` is a terminal, JSON otherwise.
+    """
+    out = stream or sys.stderr
+    if log_format is None:
+        log_format = "console" if _is_terminal(out) else "json"
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(ConsoleFormatter() if log_format == "console" else JsonFormatter())
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     install_redaction(GATEWAY_LOGGERS)  # after the handler exists, so it is covered too
     return handler
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

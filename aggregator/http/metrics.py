@@ -35,8 +35,8 @@ UNMATCHED = "unmatched"
 #: The fleet gauges (backlog, outbox) are re-read at most this often.
 FLEET_SECONDS = 15.0
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Latency buckets around what one core serves (FINDINGS: ~0.1 ms per request at best),
-# up to the bank round trips behind DELETE and sync.
+# Latency buckets around what one core serves (~0.1 ms per request at best: docs/
+# architecture.md, "Performance notes"), up to the bank round trips behind DELETE and sync.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

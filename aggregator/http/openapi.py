@@ -135,6 +135,8 @@ def _operation(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
     }
     if op.description:
         out["description"] = " ".join(op.description.split())
+    for cls in op.documents:
+        json_schema(cls, schemas)
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": json_schema(op.body, schemas)},

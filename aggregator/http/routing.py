@@ -77,6 +77,9 @@ class Operation:
     #: The fields of an HTML form the handler reads itself (name -> description),
     #: published as an ``application/x-www-form-urlencoded`` request body.
     form: dict[str, str] = field(default_factory=dict)
+    #: Further dataclasses published under ``components.schemas`` because the response
+    #: refers to them in words (e.g. each event type's payload).
+    documents: tuple[type[Any], ...] = ()
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Protocol
 import httpx
 from starlette.requests import Request
 
+from aggregator.bank_profiles import gateway_profiles
 from aggregator.custody import RegionCustody, open_custody
 from aggregator.ids import ConnectionId
 from aggregator.settings import Settings
@@ -41,7 +42,6 @@ from connectors import (
     bank_ssl_context,
     egress_client,
     load_client_credentials,
-    load_profiles,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class SyncSummary:
     added: int
     modified: int
     removed: int
+    outcome: str = "complete"  # or "partial"
+    sync_id: str | None = None
 
 
 class SyncJob(Protocol):
@@ -121,7 +123,7 @@ def check_profiles(settings: Settings) -> dict[str, BankProfile]:
     transport certificate key stops start-up here instead of failing the first user who
     picks that bank.
     """
-    profiles = load_profiles(settings.bank_dirs)
+    profiles = gateway_profiles(settings)
     for profile in profiles.values():
         if profile.region in settings.regions:
             load_client_credentials(profile)

@@ -4,12 +4,14 @@ Binding the socket ourselves does two things uvicorn's own ``--host/--port`` doe
 the caller learns the real port (``port=0`` picks a free one), and the listener is
 created with an explicit ``IPPROTO_TCP``, which is what makes asyncio set
 ``TCP_NODELAY`` on every accepted connection; without it each keep-alive request
-stalls ~40 ms on Nagle + delayed ACK (FINDINGS: HTTP serving, uvicorn issue 3149).
+stalls ~40 ms on Nagle + delayed ACK (uvicorn issue 3149; docs/architecture.md,
+"Performance notes").
 One process serves one core; to use more, start one process per core with
 ``--reuse-port`` (``SO_REUSEPORT``) rather than uvicorn's ``--workers``.
 
 uvicorn picks ``httptools`` when it is installed and ``h11`` otherwise (``http="auto"``);
-FINDINGS measured httptools at about 2.7 times h11 on one core. Its access log stays off: our
+we measured httptools at about 2.7 times h11 on one core (docs/architecture.md,
+"Performance notes"). Its access log stays off: our
 :class:`~aggregator.http.middleware.AccessLogMiddleware` logs route templates, while
 uvicorn's would print raw paths (a Link page path holds a bearer token). Its proxy-header
 handling is off too: see :func:`server_config`.

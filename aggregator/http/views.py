@@ -12,7 +12,13 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from aggregator.http.schema import rules
-from aggregator.models import AccountType, ConnectionStatus, TransactionStatus
+from aggregator.models import (
+    AccountType,
+    ConnectionStatus,
+    ResourceOutcome,
+    SyncOutcome,
+    TransactionStatus,
+)
 
 ID = r"^[a-z]{3}_[a-z]{2,8}_[a-z2-7]{26}$"
 
@@ -76,6 +82,15 @@ class UserOut:
 
 
 @dataclass(frozen=True)
+class ErrorOut:
+    """Why the last sync failed or was partial: a code of the gateway's own, and a message
+    for people. Never the bank's answer."""
+
+    code: str = field(metadata=rules(example="not_permitted"))
+    message: str
+
+
+@dataclass(frozen=True)
 class ConnectionOut:
     """A user's grant at one bank."""
 
@@ -99,6 +114,23 @@ class ConnectionOut:
                     "budget (unattended calls per rolling 24 hours); the time of the "
                     "request when it is now, `null` for a connection that does not sync.",
     ))
+    last_synced_at: datetime | None = field(default=None, metadata=rules(
+        description="When a sync last committed data (`complete` or `partial`).",
+    ))
+    last_sync_outcome: SyncOutcome | None = field(default=None, metadata=rules(
+        description="How the latest sync ended: `complete`, `partial` (some resource of "
+                    "some account was refused or missing; the rest was committed, see "
+                    "`GET /v1/connections/{id}/syncs`) or `failed` (nothing committed). "
+                    "`null` before the first sync.",
+    ))
+    last_error: ErrorOut | None = field(default=None, metadata=rules(
+        description="The latest sync's error, when it was `partial` or `failed`.",
+    ))
+    in_flight: str | None = field(default=None, metadata=rules(
+        description="`refresh_unresolved` while a token refresh of this connection was "
+                    "interrupted (a worker stopped mid-refresh) and is not yet resolved: "
+                    "the grant may be dead although `status` still reads `active`.",
+    ))
 
 
 @dataclass(frozen=True)
@@ -113,6 +145,19 @@ class BalanceOut:
     credit_limit: Decimal | None
     currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
     as_of: datetime
+
+
+@dataclass(frozen=True)
+class ResourceFreshness:
+    """One resource of an account: the latest outcome and the last successful read."""
+
+    resource: str = field(metadata=rules(example="transactions"))
+    outcome: ResourceOutcome
+    error: ErrorOut | None
+    synced_at: datetime | None = field(metadata=rules(
+        description="When the bank last answered this resource; `null` if it never did.",
+    ))
+    checked_at: datetime
 
 
 @dataclass(frozen=True)
@@ -133,6 +178,11 @@ class AccountOut:
                     "needs the connection's `next_sync_allowed_at`. Plaid counts calls per "
                     "item, so a Plaid connection's accounts show the connection's time. "
                     "`null` when the connection is not `active`.",
+    ))
+    freshness: list[ResourceFreshness] = field(default_factory=list, metadata=rules(
+        description="Per resource (`balances`, `transactions`), how fresh it is and why "
+                    "not, when the bank refused (`not_permitted`) or lacks it "
+                    "(`not_offered`). Empty before the first sync.",
     ))
 
 
@@ -194,6 +244,65 @@ class SyncOut:
     added: int
     modified: int
     removed: int
+    outcome: SyncOutcome = field(default=SyncOutcome.COMPLETE, metadata=rules(
+        description="`partial` when some resource of some account was refused or missing "
+                    "(the rest is committed; the run says which).",
+    ))
+    sync_id: str | None = field(default=None, metadata=rules(
+        pattern=ID, description="The run, as `GET /v1/connections/{id}/syncs` lists it."))
+
+
+@dataclass(frozen=True)
+class SyncResourceOut:
+    """What the bank answered for one resource of one account in a sync run."""
+
+    account_id: str | None = field(metadata=rules(pattern=ID))
+    resource: str = field(metadata=rules(example="balances"))
+    outcome: ResourceOutcome
+    error_code: str | None
+    request_id: str | None = field(metadata=rules(
+        description="The bank's id of the call (`x-fapi-interaction-id`, `X-Request-ID`), "
+                    "for a support ticket at the bank.",
+    ))
+
+
+@dataclass(frozen=True)
+class SyncRunOut:
+    """One sync of a connection."""
+
+    id: str = field(metadata=rules(pattern=ID))
+    connection_id: str = field(metadata=rules(pattern=ID))
+    trigger: str = field(metadata=rules(
+        description="`link`, `on_demand`, `scheduled` or `webhook`."))
+    outcome: SyncOutcome
+    error: ErrorOut | None
+    request_id: str | None = field(metadata=rules(
+        description="The bank's id of the account-list call, or of the call that failed."))
+    started_at: datetime
+    finished_at: datetime
+    accounts: int
+    added: int
+    modified: int
+    removed: int
+    resources: list[SyncResourceOut]
+
+
+@dataclass(frozen=True)
+class SyncRunPage:
+    """Newest first; ``next_cursor`` is ``null`` on the last page."""
+
+    data: list[SyncRunOut]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class SyncRunQuery:
+    """Query of ``GET /v1/connections/{id}/syncs``."""
+
+    cursor: str | None = field(default=None, metadata=rules(
+        max_length=512, description="`next_cursor` of the previous page; omit to start.",
+    ))
+    limit: int = field(default=20, metadata=rules(minimum=1, maximum=100))
 
 
 @dataclass(frozen=True)

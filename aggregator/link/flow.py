@@ -16,6 +16,7 @@ then does it sync, inline, and answer with the app's redirect URI carrying
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link import browser as browser_binding
 from aggregator.link.errors import LinkNotFound, LinkOtherBrowser, LinkUsed
 from aggregator.link.grants import SavedGrant, save_grant
+from aggregator.link.misconfiguration import BankNotLinkable, link_failed, report
 from aggregator.link.picking import LIST_STEP, AccountChoice, offer_accounts
 from aggregator.link.sessions import OpenedLink, check_form
 from aggregator.models import LinkSession, LinkStatus
@@ -42,6 +44,7 @@ from aggregator.sync.banks import BankDirectory
 from aggregator.sync.job import Syncer
 from connectors import (
     AuthorizationExpired,
+    BankMisconfigured,
     ConnectorError,
     ConsentInvalid,
     ConsentManager,
@@ -72,6 +75,9 @@ class Outcome:
     connection_id: ConnectionId | None
     #: A two-step consent's account list: the callback shows it instead of redirecting.
     choice: AccountChoice | None = None
+    #: Set when the bank refused our configuration: the route counts it for operators.
+    misconfigured: BankMisconfigured | None = None
+    misconfigured_bank: str | None = None
 
 
 def app_redirect(redirect_uri: str, connection_id: str | None, outcome: str) -> str:
@@ -111,8 +117,14 @@ class LinkFlow:
         custody = self.custody[opened.region]
         bank_id = check_form(opened, custody, nonce, bank_id)
         state = new_secret("sta", opened.region)
-        created, pending, url = await self._start(bank_id, callback_url, state, client_ip)
         link = opened.session
+        try:
+            created, pending, url = await self._start(bank_id, callback_url, state, client_ip)
+        except BankMisconfigured as exc:
+            report(exc, bank_id)
+            await self._fail(opened.region, link, ERROR, None, reason=exc.reason,
+                             bank_id=bank_id)
+            raise BankNotLinkable(exc, bank_id) from None
         kept: dict[str, object] = dict(pending.to_dict())
         if created is not None:
             kept["consent"] = created.to_dict()  # sealed with the rest: needed at the callback
@@ -245,11 +257,17 @@ class LinkFlow:
                 granted = await manager.confirm(created)  # ConsentInvalid unless authorised
         except (ConsentRejected, ConsentInvalid):  # the user (or the bank) said no
             await self._discard(manager, created, link)
-            return await self._fail(region, link, DENIED, request_id)
+            return await self._fail(region, link, DENIED, request_id, reason="access_denied")
+        except BankMisconfigured as exc:
+            report(exc, link.bank_id or "?")
+            await self._discard(manager, created, link)
+            failed = await self._fail(region, link, ERROR, request_id, reason=exc.reason)
+            return dataclasses.replace(failed, misconfigured=exc,
+                                       misconfigured_bank=link.bank_id)
         except ConnectorError as exc:
             log.warning("link %s: callback failed: %s", link.id, exc.code)
             await self._discard(manager, created, link)
-            return await self._fail(region, link, ERROR, request_id)
+            return await self._fail(region, link, ERROR, request_id, reason=exc.code)
         if created is not None and created.data.get("step") == LIST_STEP:
             return await offer_accounts(self, region, link, pending, created, tokens,
                                         client_ip, request_id)
@@ -284,7 +302,7 @@ class LinkFlow:
 
     async def _find(self, state: str) -> tuple[str, LinkSession]:
         # Our `state` names its region (`sta_eu_…`): one region's store is asked, as
-        # DESIGN's routing-without-a-global-lookup requires.
+        # routing without a global lookup requires (docs/architecture.md, "Data residency").
         try:
             region = parse_secret(state, kind="sta", regions=self.router.regions)
         except InvalidId:
@@ -339,12 +357,19 @@ class LinkFlow:
                         link.id if link else "(starting)", exc.code)
 
     async def _fail(
-        self, region: str, link: LinkSession, outcome: str, request_id: str | None
+        self, region: str, link: LinkSession, outcome: str, request_id: str | None, *,
+        reason: str | None = None, bank_id: str | None = None,
     ) -> Outcome:
+        """Mark the session failed, audited, and tell the app (``link.failed`` with
+        ``reason``, a code; ``outcome`` when none is known)."""
         async with self.router.session(region) as session, session.begin():
-            await session.execute(update(_links).where(_links.c.id == link.id).values(
-                status=LinkStatus.FAILED,
-            ))
+            values: dict[str, object] = {"status": LinkStatus.FAILED}
+            if bank_id is not None:
+                values["bank_id"] = bank_id
+            await session.execute(update(_links).where(_links.c.id == link.id).values(**values))
+            row = await session.get(LinkSession, link.id, populate_existing=True)
+            if row is not None:
+                await link_failed(session, row, reason or outcome)
             await audit.record(
                 session, actor=link.user_id, action=f"link_session.{outcome}",
                 target_id=link.id, request_id=request_id,

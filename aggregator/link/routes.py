@@ -40,7 +40,9 @@ from aggregator.link.errors import (
     LinkOtherBrowser,
     LinkRequestInvalid,
 )
+from aggregator.link.flow import Outcome
 from aggregator.link.i18n import negotiate
+from aggregator.link.misconfiguration import BankNotLinkable, count
 from aggregator.link.pages import (
     HEADERS,
     error_page,
@@ -178,6 +180,9 @@ def _for_people(handler: Handler) -> Handler:
         locale = negotiate(call.request.headers.get("accept-language"))
         try:
             return await handler(call)
+        except BankNotLinkable as exc:
+            count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
+            return error_page(exc, request_id=call.request_id)
         except LinkError as exc:
             return error_page(exc, request_id=call.request_id, locale=locale)
         except (ConnectorError, UnknownBank) as exc:
@@ -256,11 +261,19 @@ async def callback(call: Call) -> Response:
         dict(request.query_params), client_ip=call.client_ip, request_id=call.request_id,
         browser=browser.presented(request, base),
     )
+    _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
                              request_id=call.request_id,
                              locale=negotiate(call.request.headers.get("accept-language")))
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
+
+
+def _count_misconfigured(call: Call, outcome: Outcome) -> None:
+    """The operator's metric when the bank refused our configuration at the callback."""
+    if outcome.misconfigured is not None:
+        count(outcome.misconfigured, outcome.misconfigured_bank or "?",
+              call.request.app.state.metrics.registry)
 
 
 async def pick_accounts(call: Call) -> Response:
@@ -295,6 +308,7 @@ async def callback_form(call: Call) -> Response:
     outcome = await parts.flow.complete(fields, client_ip=call.client_ip,
                                         request_id=call.request_id,
                                         browser=browser.presented_by_post(call.request, base))
+    _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
                              request_id=call.request_id,

@@ -53,7 +53,7 @@ from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory, UnknownBank
 from connectors import BankProfile
 
-#: DESIGN "Linking": a link session lives ten minutes.
+#: docs/architecture.md, "Linking": a link session lives ten minutes.
 LINK_TTL = timedelta(minutes=10)
 _UNKNOWN = "We could not find this link: it may be incomplete, or was withdrawn."
 TOKEN_KIND = "lnk"  # noqa: S105 - the kind tag of link tokens, not a secret

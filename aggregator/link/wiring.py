@@ -41,7 +41,8 @@ class SyncJobAdapter:
         result = await self.syncer.sync(connection_id, actor=actor, request_id=request_id,
                                         presence=presence)
         c = result.counts
-        return SyncSummary(c.accounts, c.added, c.modified, c.removed)
+        return SyncSummary(c.accounts, c.added, c.modified, c.removed, result.outcome,
+                           result.run_id)
 
 
 @dataclass(frozen=True, slots=True)

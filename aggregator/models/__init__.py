@@ -8,7 +8,7 @@ tables, by owner:
   ``audit_events`` and ``audit_head`` (the hash chain);
 - a user, reached by ``ON DELETE CASCADE`` from ``users``: ``data_keys``,
   ``link_sessions``, ``connections``, ``credentials``, ``accounts``, ``balances``,
-  ``transactions``, ``sync_states``;
+  ``transactions``, ``sync_states``, ``sync_runs``, ``account_resources``;
 - erasure, outliving the user it erases and holding no personal data once done:
   ``erasure_requests``, ``erasure_revocations``;
 - outbound events (the outbox, with their delivery state): ``outbound_events``;
@@ -58,12 +58,14 @@ from aggregator.models.linking import (
 from aggregator.models.operators import Operator, OperatorRole, OperatorSession
 from aggregator.models.plaid import PlaidWebhookEvent, WebhookStatus
 from aggregator.models.ratelimits import RateLimitBucket
+from aggregator.models.syncs import AccountResource, ResourceOutcome, SyncOutcome, SyncRun
 from aggregator.models.tenancy import ApiKey, Application, DataKeyRecord, RegionSecret, User
 from aggregator.models.types import Money, UTCDateTime
 
 __all__ = [
     "NAMING_CONVENTION",
     "Account",
+    "AccountResource",
     "AccountType",
     "ApiKey",
     "Application",
@@ -93,7 +95,10 @@ __all__ = [
     "PlaidWebhookEvent",
     "RateLimitBucket",
     "RegionSecret",
+    "ResourceOutcome",
     "RevocationOutcome",
+    "SyncOutcome",
+    "SyncRun",
     "SyncSpend",
     "SyncState",
     "Transaction",

@@ -1,9 +1,9 @@
 """What a connection syncs: accounts, their balances and transactions, and sync state.
 
 Amounts, dates, currencies and statuses stay in clear so they can be queried; account
-identifiers, holder names, descriptions and counterparties are sealed (DESIGN: Secrets
-at rest). Signs follow the account holder, as in :mod:`connectors.models`: negative is
-money leaving the account.
+identifiers, holder names, descriptions and counterparties are sealed
+(docs/architecture.md, "Secrets at rest"). Signs follow the account holder, as in
+:mod:`connectors.models`: negative is money leaving the account.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -187,6 +188,13 @@ class SyncState(Base):
     synced_through: Mapped[date | None] = mapped_column(Date)
     last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(64))
+    #: ``complete``, ``partial`` or ``failed`` (:class:`aggregator.models.syncs.SyncOutcome`).
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
+    #: When the worker retries a scheduled sync that failed transiently (5xx, 429, a
+    #: timeout), and how many retries ran since the last success (worker/sync_schedule.py).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retry_attempts: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0"))
 
     connection: Mapped[Connection] = relationship(lazy="raise")
     user: Mapped[User] = relationship(lazy="raise")

@@ -146,7 +146,8 @@ class Credential(Base):
     owns the row while ``lease_expires_at`` is in the future. ``refresh_started_at`` is
     set and committed *before* the refresh request leaves: a row found with it set and
     its lease expired crashed mid-refresh, and the bank may already have rotated the
-    refresh token, so it is resolved rather than blindly retried (DESIGN: Refreshing).
+    refresh token, so it is resolved rather than blindly retried (docs/architecture.md,
+    "Refreshing").
     """
 
     __tablename__ = "credentials"

@@ -74,6 +74,7 @@ from aggregator.models import (
     SyncState,
     WebhookStatus,
 )
+from aggregator.reauth import require_reauth
 from aggregator.sync.budget import BudgetExhausted, spend
 from connectors import SyncPolicy
 
@@ -270,8 +271,8 @@ async def _item_error(session: AsyncSession, connection: Connection, error: obje
     if code == "ITEM_LOGIN_REQUIRED":
         if connection.status is ConnectionStatus.REAUTH_REQUIRED:
             return "already_reauth"  # a repeat before the user acted: nothing new
-        await _set_status(session, connection, ConnectionStatus.REAUTH_REQUIRED,
-                          "item_login_required", "connection.reauth_required")
+        await require_reauth(session, connection.id, reason="item_login_required",
+                             actor="webhook")
         await hooks.reauth_required(session, connection)
         return "reauth_required"
     if not isinstance(code, str) or not _ERROR_CODE.match(code):

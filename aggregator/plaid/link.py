@@ -73,7 +73,8 @@ class PublicTokenMissing(GatewayError):
 
 
 def webhook_url(base_url: str, region: str) -> str:
-    """Where Plaid sends the region's webhooks (DESIGN: each region has its own path)."""
+    """Where Plaid sends the region's webhooks: each region has its own path
+    (docs/architecture.md, "Data residency")."""
     return f"{base_url.rstrip('/')}/webhooks/plaid/{region}"
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
 from aggregator.custody import RegionCustody
-from aggregator.events.hooks import connection_event, sync_completed
+from aggregator.events.hooks import sync_completed
 from aggregator.ids import ConnectionId
 from aggregator.models import (
     Account,
@@ -40,6 +40,7 @@ from aggregator.models import (
     Transaction,
 )
 from aggregator.models.base import utcnow
+from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.snapshot import AccountSnapshot
@@ -189,6 +190,7 @@ class PlaidSyncer:
             state.synced_through = now.date()
             state.last_synced_at = now
             state.last_error = None
+            state.last_outcome = "complete"  # the API's last_sync_outcome
             await audit.record(session, actor=actor, action="connection.synced",
                                target_id=connection_id, request_id=request_id)
             await sync_completed(session, locked, accounts=counts.accounts, added=counts.added,
@@ -199,6 +201,7 @@ class PlaidSyncer:
         async with self.router.session(region) as session, session.begin():
             state = await _state(session, connection)
             state.last_error = code[:64]
+            state.last_outcome = "failed"
 
     async def _login_required(self, region: str, connection_id: ConnectionId, actor: str,
                               request_id: str | None) -> None:
@@ -209,15 +212,12 @@ class PlaidSyncer:
             )).scalar_one_or_none()
             if locked is None or locked.status is not ConnectionStatus.ACTIVE:
                 return
-            locked.status = ConnectionStatus.REAUTH_REQUIRED
-            locked.status_reason = "item_login_required"
             state = await _state(session, locked)
             state.last_error = ItemLoginRequired.code
+            state.last_outcome = "failed"
             await session.flush()
-            await audit.record(session, actor=actor, action="connection.reauth_required",
-                               target_id=connection_id, request_id=request_id)
-            await connection_event(session, connection_id, "connection.reauth_required",
-                                   reason="item_login_required")
+            await require_reauth(session, connection_id, reason="item_login_required",
+                                 actor=actor, request_id=request_id)
 
 
 async def _state(session: AsyncSession, connection: Connection) -> SyncState:

@@ -39,6 +39,8 @@ CLIENT_AUTH_METHODS: tuple[str, ...] = (
     "private_key_jwt",
 )
 SCOPES: tuple[str, ...] = ("openid", "offline_access", "accounts", "transactions")
+#: Per-account resources of the account API that fault switches can take away.
+RESOURCES: tuple[str, ...] = ("balances", "transactions")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,12 @@ class Faults:
     ``force_invalid_grant`` makes every token request fail with ``invalid_grant``;
     ``deny_consent`` makes the authorization endpoint deny every request at once
     (``error=access_denied``) without showing the login page.
+
+    Per-account resources of the account API (``balances``, ``transactions``):
+    ``missing_resources`` are answered 404 (a bank without them), ``forbidden_resources``
+    403 (a consent without the permission). ``fail_next`` answers the next that many
+    requests (token endpoint and account API alike) with 503, then behaves again: a
+    transient outage.
     """
 
     latency: float = 0.0
@@ -107,6 +115,9 @@ class Faults:
     force_invalid_grant: bool = False
     deny_consent: bool = False
     seed: int = 0
+    missing_resources: tuple[str, ...] = ()
+    forbidden_resources: tuple[str, ...] = ()
+    fail_next: int = 0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.latency) and 0.0 <= self.latency <= 60.0):
@@ -115,6 +126,11 @@ class Faults:
             raise ConfigError("faults: error_rate must be between 0 and 1")
         if self.rate_limit_retry_after is not None and self.rate_limit_retry_after < 0:
             raise ConfigError("faults: rate_limit_retry_after must be >= 0")
+        for name in ("missing_resources", "forbidden_resources"):
+            if not set(getattr(self, name)) <= set(RESOURCES):
+                raise ConfigError(f"faults: {name} may name only {', '.join(RESOURCES)}")
+        if self.fail_next < 0:
+            raise ConfigError("faults: fail_next must be >= 0")
 
     @classmethod
     def from_json(cls, data: object) -> Faults:
@@ -128,6 +144,9 @@ class Faults:
             "force_invalid_grant": (bool,),
             "deny_consent": (bool,),
             "seed": (int,),
+            "missing_resources": (list,),
+            "forbidden_resources": (list,),
+            "fail_next": (int,),
         }
         for key, value in data.items():
             if key not in types:
@@ -135,7 +154,11 @@ class Faults:
             bad_bool = isinstance(value, bool) and bool not in types[key]
             if bad_bool or not isinstance(value, types[key]):
                 raise ConfigError(f"faults: field {key!r} has the wrong type")
-        return cls(**data)
+            if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"faults: field {key!r} must list strings")
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,6 +168,9 @@ class Faults:
             "force_invalid_grant": self.force_invalid_grant,
             "deny_consent": self.deny_consent,
             "seed": self.seed,
+            "missing_resources": list(self.missing_resources),
+            "forbidden_resources": list(self.forbidden_resources),
+            "fail_next": self.fail_next,
         }
 
 

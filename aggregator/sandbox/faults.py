@@ -8,6 +8,7 @@ sequence of failures on every run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 from typing import Literal
@@ -40,10 +41,20 @@ class FaultInjector:
             self._rng = random.Random(faults.seed)  # noqa: S311 - as above
 
     def draw_server_error(self, faults: Faults) -> bool:
+        if faults.fail_next > 0 and self._take_failure(faults):
+            return True
         if faults.error_rate <= 0.0:
             return False
         with self._lock:
             return self._rng.random() < faults.error_rate
+
+    def _take_failure(self, faults: Faults) -> bool:
+        """Consume one of ``fail_next`` (the switches are replaced, counted down)."""
+        with self._lock:
+            if self._faults is not faults or faults.fail_next <= 0:
+                return False
+            self._faults = dataclasses.replace(faults, fail_next=faults.fail_next - 1)
+            return True
 
 
 class FaultGate:
@@ -61,7 +72,7 @@ class FaultGate:
         faults = self.injector.faults
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
-        response = self._fault(faults)
+        response = self._fault(faults) or self._resource_fault(faults, scope["path"])
         if response is None:
             await self.app(scope, receive, send)
         else:
@@ -79,6 +90,18 @@ class FaultGate:
                 "error_description": "Forced by sandbox fault switch.",
             }
             return JSONResponse(body, status_code=400, headers={"Cache-Control": "no-store"})
+        return None
+
+    def _resource_fault(self, faults: Faults, path: str) -> JSONResponse | None:
+        if self.flavour != "obie":
+            return None
+        resource = path.rstrip("/").rsplit("/", 1)[-1]
+        if resource in faults.missing_resources:
+            return obie_error(404, "UK.OBIE.Resource.NotFound",
+                              "Not offered (sandbox fault switch).", {})
+        if resource in faults.forbidden_resources:
+            return obie_error(403, "UK.OBIE.Resource.ConsentMismatch",
+                              "Not permitted by the consent (sandbox fault switch).", {})
         return None
 
     def _error(self, status: int, message: str, headers: dict[str, str]) -> JSONResponse:

@@ -63,7 +63,7 @@ def bind_loopback(host: str, port: int) -> socket.socket:
     if not ip.is_loopback:
         raise ConfigError(f"sandbox: host {host!r} is not a loopback address")
     # The gateway's own binder sets IPPROTO_TCP, which keeps keep-alive requests off the
-    # Nagle + delayed-ACK stall (FINDINGS.md).
+    # Nagle + delayed-ACK stall (docs/architecture.md, "Performance notes").
     return bind(address, port)
 
 

@@ -16,6 +16,8 @@ Example ``aggregator.toml`` with every setting::
 
     [banks]
     directories = ["banks.d"]            # extra bank profile directories
+    sandbox = false                      # offer the built-in sandbox banks (every profile
+                                         # in connectors/banks/); the demo and `dev` set it
 
     [keys]
     cache_ttl_seconds = 300              # data-key cache
@@ -91,7 +93,8 @@ comma-separated, flags ``true``/``false``/``1``/``0``:
 
 - ``AGGREGATOR_CONFIG`` (the file), ``AGGREGATOR_REGIONS=eu,us`` (which regions run),
   ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_KEYS_ROTATE_EVERY``,
-  ``AGGREGATOR_ERASURE_DEADLINE_DAYS``, ``AGGREGATOR_WORKER_CONSENT_WARNING_DAYS``;
+  ``AGGREGATOR_ERASURE_DEADLINE_DAYS``, ``AGGREGATOR_WORKER_CONSENT_WARNING_DAYS``,
+  ``AGGREGATOR_BANKS_SANDBOX``;
 - ``AGGREGATOR_RATE_LIMITS_ENABLED``, ``AGGREGATOR_RATE_LIMITS_BACKEND``,
   ``AGGREGATOR_RATE_LIMITS_REDIS_URL``, ``AGGREGATOR_RATE_LIMITS_TRUSTED_PROXIES``;
 - ``AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK``, ``AGGREGATOR_EGRESS_ALLOWED_NETWORKS``,
@@ -111,7 +114,7 @@ comma-separated, flags ``true``/``false``/``1``/``0``:
   Plaid sends its webhooks to ``{public_url}/webhooks/plaid/{region}``). A variable with
   a configured region's prefix and any other suffix is refused.
 
-Set by no variable: ``[banks]``, ``[keys] cache_*``, a region's ``keys.approle_mount``
+Set by no variable: ``[banks] directories``, ``[keys] cache_*``, a region's ``keys.approle_mount``
 and ``keys.timeout_seconds``, ``[rate_limits.classes]``, ``[rate_limits.applications]``,
 ``[rate_limits.redis] password_env`` and ``key_prefix``.
 """

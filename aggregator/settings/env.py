@@ -25,6 +25,7 @@ Kind = Literal["text", "flag", "list", "whole", "number"]
 ENV_VARIABLES: Mapping[str, tuple[tuple[str, ...], Kind]] = {
     "AGGREGATOR_DATA_DIR": (("data_dir",), "text"),
     "AGGREGATOR_PUBLIC_URL": (("http", "public_url"), "text"),
+    "AGGREGATOR_BANKS_SANDBOX": (("banks", "sandbox"), "flag"),
     "AGGREGATOR_KEYS_ROTATE_EVERY": (("keys", "rotate_every"), "text"),
     "AGGREGATOR_ERASURE_DEADLINE_DAYS": (("erasure", "deadline_days"), "whole"),
     "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": (("worker", "consent_warning_days"), "whole"),
@@ -124,8 +125,30 @@ class Origins:
     variables: Mapping[tuple[str, ...], str]
 
     def of(self, *path: str) -> str:
-        """The variable that set ``path``, or ``"<file>: a.b.c"``."""
-        return self.variables.get(path) or f"{self.source}: {'.'.join(path)}"
+        """The variable that set ``path``, or ``"<file>: a.b.c"``.
+
+        Without a settings file nothing was written anywhere: name the key and the
+        variable that would set it, rather than blame "defaults".
+        """
+        if path in self.variables:
+            return self.variables[path]
+        key = ".".join(path)
+        if self.source == "defaults":
+            var = variable_for(path)
+            return f"{key} (no settings file{'; or ' + var if var else ''})"
+        return f"{self.source}: {key}"
+
+
+def variable_for(path: tuple[str, ...]) -> str | None:
+    """The environment variable that sets ``path``, if there is one."""
+    for var, (target, _) in ENV_VARIABLES.items():
+        if target == path:
+            return var
+    if len(path) > 2 and path[0] == "regions":
+        for suffix, (target, _) in REGION_ENV_VARIABLES.items():
+            if target == path[2:]:
+                return f"{REGION_PREFIX}{path[1].upper()}_{suffix}"
+    return None
 
 
 def overlay(raw: dict[str, Any], env: Mapping[str, str], source: str

@@ -52,22 +52,28 @@ def region_rotation(region: str, raw: Mapping[str, Any], default: timedelta | No
 
 
 def provider(
-    region: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str], source: str
+    region: str, raw: Mapping[str, Any], data_dir: Path, env: Mapping[str, str],
+    origins: Origins,
 ) -> ProviderConfig:
-    """The region's KEK provider; secrets are read from the variables the file names."""
+    """The region's KEK provider; secrets are read from the variables the file names.
+
+    An error names what the operator wrote: the file and key, or the variable that set it.
+    """
+    source = origins.source
     where = f"regions.{region}.keys"
+
+    def at(key: str) -> str:
+        return origins.of("regions", region, "keys", key)
     raw = {k: v for k, v in raw.items() if k != "rotate_every"}
     kind = raw.get("provider", "local")
     if kind not in _PROVIDER_KEYS:
-        raise ConfigError(
-            f"{source}: {where}.provider: {kind!r} is not one of local, pkcs11, transit"
-        )
+        raise ConfigError(f"{at('provider')}: {kind!r} is not one of local, pkcs11, transit")
     reject_unknown(raw, _PROVIDER_KEYS[kind], source, f"{where}.")
 
     def need(key: str) -> str:
         value = raw.get(key)
         if not value:
-            raise ConfigError(f"{source}: {where}.{key} is required for provider {kind!r}")
+            raise ConfigError(f"{at(key)} is required for provider {kind!r}")
         return str(value)
 
     def secret(key: str) -> Secret | None:
@@ -76,7 +82,7 @@ def provider(
             return None
         value = env.get(str(var))
         if not value:
-            raise ConfigError(f"{source}: {where}.{key} names ${var}, which is not set")
+            raise ConfigError(f"{at(key)} names ${var}, which is not set")
         return Secret(value)
 
     if kind == "local":

@@ -45,6 +45,10 @@ class Settings:
     key_cache_ttl: float = 300.0
     key_cache_size: int = 10_000
     bank_dirs: tuple[Path, ...] = ()
+    #: ``[banks] sandbox``: whether the built-in sandbox bank profiles
+    #: (``connectors/banks/``) are offered; off unless asked for (docs/operations.md,
+    #: "Sandbox banks").
+    sandbox_banks: bool = False
     #: The gateway's external base URL (``[http] public_url``), without a trailing slash;
     #: ``None`` means "the base URL of each request", right only without a proxy.
     public_url: str | None = None
@@ -92,10 +96,13 @@ def load_settings(
         for name in names
     }
     banks = mapping(raw.get("banks", {}), source, "banks")
-    reject_unknown(banks, frozenset({"directories"}), source, "banks.")
+    reject_unknown(banks, frozenset({"directories", "sandbox"}), source, "banks.")
     bank_dirs = banks.get("directories", [])
     if not isinstance(bank_dirs, list) or not all(isinstance(d, str) and d for d in bank_dirs):
-        raise ConfigError(f"{source}: banks.directories must be a list of paths")
+        raise ConfigError(f"{origins.of('banks', 'directories')} must be a list of paths")
+    sandbox_banks = banks.get("sandbox", False)
+    if not isinstance(sandbox_banks, bool):
+        raise ConfigError(f"{origins.of('banks', 'sandbox')} must be true or false")
     url = public_url(mapping(raw.get("http", {}), source, "http"), origins)
     plaid_regions = [r.name for r in regions.values() if r.plaid is not None]
     if plaid_regions and url is None:
@@ -109,6 +116,7 @@ def load_settings(
         key_cache_ttl=keys.cache_ttl,
         key_cache_size=keys.cache_size,
         bank_dirs=tuple(Path(p) for p in bank_dirs),
+        sandbox_banks=sandbox_banks,
         public_url=url,
         rate_limits=rate_limit_settings(
             mapping(raw.get("rate_limits", {}), source, "rate_limits"),

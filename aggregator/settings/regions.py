@@ -34,6 +34,36 @@ class RegionSettings:
     rotate_every: timedelta | None = None
 
 
+#: SQLAlchemy URL schemes the gateway runs on (async drivers), and the fix for common misses.
+_DRIVERS = ("postgresql+psycopg", "sqlite+aiosqlite")
+_FIXES = {
+    "postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg", "postgresql+asyncpg": "postgresql+psycopg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def check_database_url(region: str, url: Any, where: str) -> None:
+    """Refuse a URL the gateway cannot open, naming the region, the setting and the fix.
+
+    ``postgres://…`` (Heroku's and libpq's spelling) is the usual one: SQLAlchemy needs a
+    dialect and an async driver, ``postgresql+psycopg://…``.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}: region {region}'s database URL must be text")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"{where}: region {region}'s database URL has no scheme; write "
+                          "postgresql+psycopg://user@host/db or sqlite+aiosqlite:///path")
+    if scheme in _DRIVERS:
+        return
+    fix = _FIXES.get(scheme)
+    hint = (f"write {fix}://{'…' if rest else ''} instead of {scheme}://" if fix
+            else "use postgresql+psycopg://user@host/db or sqlite+aiosqlite:///path")
+    raise ConfigError(f"{where}: region {region}'s database URL scheme {scheme!r} is not "
+                      f"supported: {hint}")
+
+
 def region_settings(
     name: str, raw: Any, data_dir: Path, env: Mapping[str, str], origins: Origins,
     rotate_every: timedelta | None,
@@ -43,10 +73,11 @@ def region_settings(
     raw = mapping(raw, source, f"regions.{name}")
     reject_unknown(raw, _REGION_KEYS, source, f"regions.{name}.")
     url = raw.get("database_url") or f"sqlite+aiosqlite:///{data_dir / f'{name}.sqlite3'}"
+    check_database_url(name, url, origins.of("regions", name, "database_url"))
     raw_keys = mapping(raw.get("keys", {}), source, f"regions.{name}.keys")
     raw_plaid = mapping(raw["plaid"], source, f"regions.{name}.plaid") if "plaid" in raw else None
     rotate_every = region_rotation(name, raw_keys, rotate_every, origins)
-    keys = provider(name, raw_keys, data_dir, env, source)
+    keys = provider(name, raw_keys, data_dir, env, origins)
     plaid = None if raw_plaid is None else plaid_region(name, raw_plaid, env, source)
     if plaid is not None and plaid.vault_secret is not None and not isinstance(
             keys, TransitConfig):

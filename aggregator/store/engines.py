@@ -20,6 +20,9 @@ need); read-only sessions begin ``DEFERRED``. PostgreSQL needs none of this.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,15 +46,46 @@ def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
     # details: SQLAlchemy then prints "[SQL parameters hidden]" instead.
     options.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(parsed, **options)
+        if parsed.database and parsed.database != ":memory:":
+            private_file(engine, Path(parsed.database))
         _tune_sqlite(engine)
     else:
         options.setdefault("pool_pre_ping", True)
         engine = create_async_engine(parsed, **options)
     install_engine_guard(engine.sync_engine, region)
     return engine
+
+
+def private_file(engine: AsyncEngine, path: Path) -> None:
+    """Make ``path`` 0600 in a 0700 directory, as the local keyring is, when SQLite creates it.
+
+    The file holds sealed data, digests and the audit trail: not readable in clear, but
+    not for other local users either. Missing directories are created 0700 now; the file
+    itself is left for SQLite to create at the first connection (its absence means "not
+    migrated yet" to ``aggregator keys``), then set to 0600 before anything is written.
+    SQLite gives its ``-wal`` and ``-shm`` files the main file's mode. An existing file or
+    directory keeps the mode the operator gave it.
+    """
+    for directory in reversed(path.parents):
+        if not directory.exists():
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+                os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    if path.exists():
+        return
+
+    done: list[bool] = []
+
+    def tighten(_dbapi_connection: Any, _record: Any) -> None:
+        if done:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                os.chmod(path, 0o600)
+            done.append(True)
+
+    event.listen(engine.sync_engine, "connect", tighten)
 
 
 def with_begin(engine: AsyncEngine, mode: BeginMode) -> AsyncEngine:

@@ -19,6 +19,7 @@ from aggregator.sync.budget import (
     lock_connection,
     next_allowed_at,
     record_first_reads,
+    refund,
     spend,
     spend_for_sync,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "next_allowed_at",
     "record_first_reads",
     "refresh_due_at",
+    "refund",
     "spend",
     "spend_for_sync",
 ]

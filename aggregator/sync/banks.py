@@ -53,7 +53,7 @@ class BankDirectory:
 
     Example::
 
-        banks = BankDirectory(load_profiles(settings.bank_dirs), http)
+        banks = BankDirectory(gateway_profiles(settings), http)
         client = banks.oauth("sandbox-eu")
         accounts = await banks.dialect("sandbox-eu", access_token).accounts()
     """

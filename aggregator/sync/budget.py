@@ -23,11 +23,26 @@ requests therefore never both spend the last unit; the ledger's primary key
 (``connection_id, account_id, data_type, n``) would refuse a second ``n`` even if they
 did.
 
-A unit is spent *before* the bank is called and is not refunded when the sync fails:
-the bank may have counted the call anyway, and a refund would let a failing bank be
-called in a loop. One call cannot be spent before it is made: the first read of an
-account the bank lists for the first time. :func:`record_first_reads` books it, in the
-sync's own write transaction; the account's ledger was empty, so it stays within budget.
+A unit is spent *before* the bank is called. Afterwards, :func:`refund` gives back only
+what provably was not spent, per ledger, by this rule:
+
+====================================================  ===========  =========
+what happened to the ledger's call                     bank counted  refunded
+====================================================  ===========  =========
+never made (the sync stopped before it, the token      no           yes
+refresh failed, the profile does not offer it)
+refused while connecting (connect error or connect     no           yes
+timeout, the egress policy refused it): never sent
+answered, whatever the status (200, 403, 404, 429,     yes          no
+5xx)
+sent, no answer (read timeout, connection dropped)     maybe        no
+====================================================  ===========  =========
+
+So a bank is never asked more often than its limit, even if it counts failed calls, and
+a sync that never reached the bank costs nothing. One call cannot be spent before it is
+made: the first read of an account the bank lists for the first time.
+:func:`record_first_reads` books it, in the sync's own write transaction; the account's
+ledger was empty, so it stays within budget.
 """
 
 from __future__ import annotations
@@ -305,3 +320,25 @@ async def _book(session: AsyncSession, connection: Connection, keys: Sequence[Le
             spent_at=now, reason=reason[:16],
         ))
     await session.flush()
+
+
+async def refund(
+    session: AsyncSession, connection_id: str, spent_at: datetime, sent: Collection[Ledger],
+) -> int:
+    """Give back the units spent at ``spent_at`` whose ledger's call did not reach the bank.
+
+    ``sent``: the ledgers whose call the bank may have counted (the table in this
+    module's docstring). Contract: the caller's write transaction; a first read
+    (:data:`FIRST_READ`) is never refunded. Returns how many units came back.
+    """
+    s = SyncSpend
+    rows = (await session.execute(
+        select(s.account_id, s.data_type, s.n).where(
+            s.connection_id == connection_id, s.spent_at == spent_at, s.reason != FIRST_READ)
+    )).all()
+    back = [(a, t, n) for a, t, n in rows if (a, t) not in set(sent)]
+    for account, data_type, n in back:
+        await session.execute(delete(s).where(
+            s.connection_id == connection_id, s.account_id == account,
+            s.data_type == data_type, s.n == n))
+    return len(back)

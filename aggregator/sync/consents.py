@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import update
-
-from aggregator import audit
-from aggregator.events.hooks import connection_event
-from aggregator.models import Connection, ConnectionStatus
-from aggregator.models.base import table_of, utcnow
+from aggregator.models import Connection
+from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from connectors import (
@@ -30,7 +26,6 @@ from connectors import (
 )
 
 log = logging.getLogger(__name__)
-_connections = table_of(Connection)
 
 
 def resource_headers(
@@ -74,24 +69,9 @@ async def consent_dead(
     router: RegionRouter, region: str, connection: Connection, exc: ConsentInvalid,
     *, actor: str,
 ) -> None:
-    """``reauth_required`` with reason ``consent_<state>`` and exactly one event.
-
-    The status change is a compare-and-set from ``active``: a second sync that finds
-    the same dead consent changes nothing and sends nothing.
-    """
-    reason = f"consent_{exc.state}"[:64]
-    c = _connections.c
+    """``reauth_required`` with reason ``consent_<state>`` and exactly one event, through
+    :func:`aggregator.reauth.require_reauth` (a compare-and-set from ``active``: a second
+    sync that finds the same dead consent changes nothing and sends nothing)."""
     async with router.session(region) as session, session.begin():
-        moved = await session.execute(
-            update(_connections)
-            .where(c.id == connection.id, c.status == ConnectionStatus.ACTIVE)
-            .values(status=ConnectionStatus.REAUTH_REQUIRED, status_reason=reason,
-                    updated_at=utcnow())
-        )
-        if getattr(moved, "rowcount", 0) != 1:
-            return
-        await audit.record(session, actor=actor, action="connection.reauth_required",
-                           target_id=connection.id)
-        await connection_event(session, connection.id, "connection.reauth_required",
-                               reason=reason)
-    log.info("connection %s needs re-consent (%s)", connection.id, reason)
+        await require_reauth(session, connection.id, reason=f"consent_{exc.state}"[:64],
+                             actor=actor)

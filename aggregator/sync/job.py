@@ -6,7 +6,11 @@ by the worker. Connections made through Plaid go to
 rest read their bank's API. The order is fixed by what may wait on what: a fresh token
 first (which may refresh at the bank), then every bank read, and only then one write
 transaction, which locks the connection row so two syncs of one connection take turns.
-A failure is recorded on ``sync_states.last_error`` as a short code, never a message.
+Each sync leaves a run (:mod:`aggregator.sync.runs`): the account list is required, and
+a resource of an account the bank refuses (403 ``not_permitted``) or lacks (404/501
+``not_offered``) is recorded and skipped while what was read is committed (``partial``,
+``sync.partial``); a failure commits nothing (``failed``, ``sync.failed``) and is kept on
+``sync_states.last_error`` as a short code, never a message.
 
 Unattended syncs spend the connection's rate budget before they start
 (:mod:`aggregator.sync.budget`); the first read of an account new to us cannot be spent
@@ -17,6 +21,7 @@ with the user present, which PSD2 RTS Art. 36(5) does not limit, and books nothi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,19 +32,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
 from aggregator.custody import RegionCustody
-from aggregator.events.hooks import sync_completed
 from aggregator.ids import ConnectionId
-from aggregator.models import Account, Connection, SyncState, Transaction, TransactionStatus
+from aggregator.models import (
+    Account,
+    Connection,
+    DataType,
+    SyncState,
+    Transaction,
+    TransactionStatus,
+)
 from aggregator.models.base import utcnow
+from aggregator.models.budgets import CONNECTION_LEVEL
 from aggregator.store import RegionRouter
 from aggregator.sync.bank_limits import exhaust_until
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.budget import record_first_reads
+from aggregator.sync.budget import Ledger, record_first_reads, refund
 from aggregator.sync.consents import consent_dead, explain_refusal, resource_headers
-from aggregator.sync.snapshot import read_snapshot, window_start
-from aggregator.sync.tokens import fresh_grant
+from aggregator.sync.runs import RunStart, record_failure, record_success, trigger_of
+from aggregator.sync.snapshot import CallLog, read_snapshot, window_start
+from aggregator.sync.tokens import CredentialBusy, fresh_grant
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts
 from connectors import AccessExceeded, ConnectorError, ConsentInvalid, UserPresence
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +64,9 @@ class SyncResult:
     connection_id: ConnectionId
     counts: SyncCounts
     synced_at: datetime
+    #: ``complete`` or ``partial`` (a failed sync raises); and the run's id.
+    outcome: str = "complete"
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +86,15 @@ class Syncer:
     async def sync(
         self, connection_id: ConnectionId, *, actor: str = "gateway",
         request_id: str | None = None, budgeted: bool = True,
-        presence: UserPresence | None = None,
+        spent_at: datetime | None = None, presence: UserPresence | None = None,
     ) -> SyncResult:
-        """Sync one connection; ``presence`` with an address marks the user present
-        (connectors/consents/base.py, ``UserPresence``)."""
+        """Sync ``connection_id`` now; raises what failed it (after recording the run).
+
+        ``spent_at``: when the caller spent this sync's budget units; the units of calls
+        that never reached the bank are then refunded (:func:`~aggregator.sync.refund`).
+        ``presence`` with an address marks the user present (connectors/consents/base.py,
+        ``UserPresence``).
+        """
         region = self.router.region_of(connection_id)
         if await self._through_plaid(region, connection_id):
             from aggregator.plaid.sync import PlaidSyncer  # the Plaid layer builds on this one
@@ -80,18 +103,34 @@ class Syncer:
                 connection_id, actor=actor, request_id=request_id)
             return SyncResult(connection_id, counts, at)
         custody = self.custody[region]
-        grant = await fresh_grant(
-            self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}"
-        )
+        started = utcnow()
+        calls = CallLog()
+        try:
+            grant = await fresh_grant(
+                self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}"
+            )
+        except (ConnectorError, CredentialBusy) as exc:
+            await self._failed(region, connection_id, trigger_of(actor, budgeted), started,
+                               exc.code, None, calls, spent_at)
+            raise
+        start = RunStart(grant.connection, trigger_of(actor, budgeted), started)
         connection = grant.connection
         since = await self._window(region, connection_id)
+        dialect = None
         try:
             dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key,
                                          resource_headers(self.banks, connection, presence))
-            snapshot = await read_snapshot(dialect, since)
+            resources = self.banks.profile(connection.bank_id).api.resources
+            snapshot = await read_snapshot(dialect, since, resources, calls)
         except ConnectorError as exc:
             error = await explain_refusal(self.banks, connection, exc)
-            await self._failed(region, connection, error.code)
+            await self._failed(region, connection_id, start.trigger, started, error.code,
+                               dialect.last_request_id if dialect is not None else None,
+                               calls, spent_at)
+            log.warning("sync of %s at %s failed: %s", connection_id, connection.bank_id,
+                        error.code, extra={"fields": {
+                            "connection_id": connection_id, "bank": connection.bank_id,
+                            "outcome": error.code}})
             if isinstance(error, AccessExceeded):  # the bank's frequencyPerDay is spent
                 await exhaust_until(self.router, region, connection, error.reset_at,
                                     self.banks.profile(connection.bank_id).sync)
@@ -109,17 +148,26 @@ class Syncer:
             known = set((await session.execute(
                 select(Account.id).where(Account.connection_id == connection_id)
             )).scalars())
-            counts = await SnapshotWriter(session, custody, key, locked, now).apply(snapshot)
+            writer = SnapshotWriter(session, custody, key, locked, now)
+            counts = await writer.apply(snapshot)
             if budgeted:
                 await record_first_reads(session, locked, known, now=now)
-            await _save_state(session, locked, now, synced_through=now.date(), error=None)
+            if spent_at is not None:
+                await refund(session, connection_id, spent_at,
+                             await _sent_ledgers(session, connection_id, calls))
+            run = await record_success(session, RunStart(locked, start.trigger, started),
+                                       snapshot, writer.account_ids, counts, now)
             await audit.record(
                 session, actor=actor, action="connection.synced", target_id=connection_id,
                 request_id=request_id,
             )
-            await sync_completed(session, locked, accounts=counts.accounts, added=counts.added,
-                                 modified=counts.modified, removed=counts.removed)
-        return SyncResult(connection_id, counts, now)
+        # One line per sync, naming ids, bank and outcome (docs/operations.md, "What runs").
+        log.info("sync of %s at %s: %d accounts, +%d ~%d -%d transactions", connection_id,
+                 connection.bank_id, counts.accounts, counts.added, counts.modified,
+                 counts.removed, extra={"fields": {
+                     "connection_id": connection_id, "bank": connection.bank_id,
+                     "outcome": run.outcome.value, "actor": actor}})
+        return SyncResult(connection_id, counts, now, run.outcome.value, run.id)
 
     async def _through_plaid(self, region: str, connection_id: ConnectionId) -> bool:
         async with self.router.reader(region) as session:
@@ -144,20 +192,31 @@ class Syncer:
         synced = state.synced_through if state is not None else None
         return window_start(synced, oldest, bool(undated))
 
-    async def _failed(self, region: str, connection: Connection, code: str) -> None:
+    async def _failed(self, region: str, connection_id: ConnectionId, trigger: str,
+                      started: datetime, code: str, request_id: str | None,
+                      calls: CallLog, spent_at: datetime | None) -> None:
         async with self.router.session(region) as session, session.begin():
-            await _save_state(session, connection, utcnow(), synced_through=None, error=code)
+            connection = await session.get(Connection, connection_id)
+            if connection is None:
+                return  # erased meanwhile: nothing to record about
+            if spent_at is not None:
+                await refund(session, connection_id, spent_at,
+                             await _sent_ledgers(session, connection_id, calls))
+            await record_failure(session, RunStart(connection, trigger, started), code,
+                                 request_id, utcnow())
 
 
-async def _save_state(
-    session: AsyncSession, connection: Connection, now: datetime, *,
-    synced_through: date | None, error: str | None,
-) -> None:
-    state = await session.get(SyncState, connection.id)
-    if state is None:
-        state = SyncState(connection_id=connection.id, user_id=connection.user_id)
-        session.add(state)
-    state.last_error = error[:64] if error else None
-    if error is None:
-        state.synced_through = synced_through
-        state.last_synced_at = now
+async def _sent_ledgers(session: AsyncSession, connection_id: ConnectionId, calls: CallLog
+                        ) -> set[Ledger]:
+    """The budget ledgers (:mod:`aggregator.sync.budget`) of the calls that reached the bank."""
+    ours = {bank_id: ours_id for bank_id, ours_id in await session.execute(
+        select(Account.bank_account_id, Account.id).where(Account.connection_id == connection_id)
+    )}
+    found: set[Ledger] = set()
+    for bank_account_id, resource in calls.sent:
+        if resource == "accounts":
+            found.add((CONNECTION_LEVEL, DataType.ACCOUNTS))
+        elif bank_account_id in ours:
+            found.add((ours[bank_account_id], DataType.ACCOUNTS if resource == "balances"
+                       else DataType.TRANSACTIONS))
+    return found

@@ -1,7 +1,7 @@
 """A connection's access token, fresh: opened from its sealed column, refreshed when due.
 
 Refreshing rotates the refresh token at strict banks, and presenting a retired one
-revokes the whole grant (FINDINGS.md, "OpenID Connect servers"), so two processes must
+revokes the whole grant (docs/architecture.md, "Refreshing"), so two processes must
 never refresh one credential at once and a refresh must never be retried blindly. The
 protocol, all on the ``credentials`` row:
 
@@ -15,7 +15,7 @@ protocol, all on the ``credentials`` row:
 A claim that loses (another process holds the lease) waits briefly for that process's
 result instead of refreshing again. A row whose ``refresh_started_at`` is set under an
 expired lease crashed mid-refresh: the bank may already have rotated, so it is left to
-the refresh worker's resolution rather than retried here (DESIGN: Refreshing).
+the refresh worker's resolution rather than retried here (docs/architecture.md, "Refreshing").
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ import httpx
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.errors import GatewayError
 from aggregator.ids import ConnectionId
 from aggregator.models import Connection, ConnectionStatus, Credential
 from aggregator.models.base import table_of, utcnow
+from aggregator.reauth import require_reauth
 from aggregator.sealing import Field
 from aggregator.store import RegionRouter
-from aggregator.sync.banks import BankDirectory
-from connectors import BankUnavailable, DPoPKey, GrantRevoked, TokenSet
+from aggregator.sync.banks import BankDirectory, UnknownBank
+from connectors import BankUnavailable, DPoPKey, GrantRevoked, RefreshPolicy, TokenSet
 from vault import DataKeyDestroyed, WrappedKey
 
 log = logging.getLogger(__name__)
@@ -69,19 +69,39 @@ class CredentialBusy(GatewayError):
 
 
 def refresh_due_at(
-    expires_at: datetime | None, now: datetime, *, rng: random.Random | None = None
+    expires_at: datetime | None, now: datetime, *, rng: random.Random | None = None,
+    policy: RefreshPolicy | None = None,
 ) -> datetime | None:
-    """When to refresh: expiry minus a margin, minus jitter so a fleet does not stampede.
+    """When to refresh: ahead of expiry by a fraction of the lifetime, never too soon.
 
-    The margin is a fifth of the remaining lifetime, between 30 s and 10 min; the jitter
-    is up to a tenth more. ``None`` (the bank gave no ``expires_in``) means "not due".
+    The lead is a fifth of the lifetime (at most 10 min) plus jitter of up to a tenth, so
+    a fleet does not stampede. The profile's floor (:class:`~connectors.RefreshPolicy`,
+    default: not within half the lifetime, not within a minute) bounds it from below: a
+    bank issuing 15-second tokens sees one refresh a minute per connection, not one per
+    second, and a sync needing a token in between refreshes on demand
+    (:func:`fresh_grant`). ``None`` (the bank gave no ``expires_in``) means "not due".
     """
     if expires_at is None:
         return None
+    policy = policy or RefreshPolicy()
     lifetime = max((expires_at - now).total_seconds(), 0.0)
-    margin = min(max(lifetime / 5, 30.0), 600.0)
+    lead = min(lifetime / 5, 600.0)
     jitter = (rng or random.SystemRandom()).uniform(0.0, lifetime / 10)
-    return max(now, expires_at - timedelta(seconds=margin + jitter))
+    floor = max(lifetime * policy.min_lifetime_percent / 100, policy.min_interval_seconds)
+    return max(now + timedelta(seconds=floor), expires_at - timedelta(seconds=lead + jitter))
+
+
+def expiry_skew(credential: Credential) -> timedelta:
+    """How long an access token must still live to be handed to a sync.
+
+    :data:`EXPIRY_SKEW`, but at most a third of the token's lifetime (as issued: from
+    ``updated_at``, when it was stored, to its expiry): a 15-second token is good for
+    10 seconds, rather than never good enough and refreshed by every sync.
+    """
+    expires, issued = credential.access_expires_at, credential.updated_at
+    if expires is None or issued is None:
+        return EXPIRY_SKEW
+    return min(EXPIRY_SKEW, max(expires - issued, timedelta(0)) / 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +160,7 @@ async def fresh_grant(
             key = await custody.data_keys.load(session, connection.user_id)
         now = utcnow()
         expires = credential.access_expires_at
-        if expires is None or expires > now + EXPIRY_SKEW:
+        if expires is None or expires > now + expiry_skew(credential):
             token = await open_token(custody, key, credential, "access_token_sealed")
             return Grant(connection, token or "", await open_dpop_key(custody, key, credential))
         if credential.refresh_started_at is not None and _lease_over(credential, now):
@@ -202,8 +222,18 @@ async def _refresh(
     except BaseException:
         await _release(router, custody.region, credential.id, claimed, keep_started=True)
         raise
-    await persist_refresh(router, custody, key, credential, claimed, tokens)
+    await persist_refresh(router, custody, key, credential, claimed, tokens,
+                          policy=refresh_policy(banks, connection.bank_id))
     return Grant(connection, tokens.access_token, dpop_key)
+
+
+def refresh_policy(banks: BankDirectory, bank_id: str) -> RefreshPolicy:
+    """The bank profile's refresh floor; the default for a bank without a profile."""
+    profile = getattr(banks, "profile", None)  # a directory without profiles: the default
+    try:
+        return profile(bank_id).refresh if profile is not None else RefreshPolicy()
+    except (UnknownBank, AttributeError):
+        return RefreshPolicy()
 
 
 def _maybe_sent(exc: BaseException) -> bool:
@@ -225,6 +255,7 @@ class Rotation:
     claimed: int
     tokens: TokenSet  # masks its tokens in repr
     key: WrappedKey
+    policy: RefreshPolicy | None = None  # the bank profile's floor; None: the default
 
 
 async def persist_refresh(
@@ -236,6 +267,7 @@ async def persist_refresh(
     tokens: TokenSet,
     *,
     max_interval: timedelta | None = None,
+    policy: RefreshPolicy | None = None,
 ) -> None:
     """Store rotated tokens if the claim still holds; the bank has already retired the old.
 
@@ -247,7 +279,8 @@ async def persist_refresh(
     erasure that ran while the bank answered, and must not be undone by this write.
     """
     [stored] = await persist_refreshes(
-        router, custody, [Rotation(credential, claimed, tokens, key)], max_interval=max_interval
+        router, custody, [Rotation(credential, claimed, tokens, key, policy)],
+        max_interval=max_interval,
     )
     if not stored:
         raise CredentialBusy(f"credential {credential.id}: refresh lease lost (or user erased)")
@@ -304,8 +337,9 @@ async def persist_refreshes(
     return stored
 
 
-def _next_due(tokens: TokenSet, now: datetime, max_interval: timedelta | None) -> datetime | None:
-    due = refresh_due_at(tokens.expires_at, now)
+def _next_due(tokens: TokenSet, now: datetime, max_interval: timedelta | None,
+              policy: RefreshPolicy | None) -> datetime | None:
+    due = refresh_due_at(tokens.expires_at, now, policy=policy)
     if max_interval is not None:
         due = now + max_interval if due is None else min(due, now + max_interval)
     return due
@@ -329,7 +363,7 @@ async def _sealed_values(
     return {
         "b_id": credential.id, "b_claimed": rotation.claimed, "b_version": rotation.claimed + 1,
         "b_access": access, "b_refresh": refresh, "b_expires": tokens.expires_at,
-        "b_due": _next_due(tokens, now, max_interval),
+        "b_due": _next_due(tokens, now, max_interval, rotation.policy),
         "b_scope": credential.scope if tokens.scope is None else tokens.scope[:1024],
         "b_now": now,
     }
@@ -385,18 +419,4 @@ async def _needs_reauth(
                 refresh_due_at=None, version=claimed + 1,
             )
         )
-        await mark_reauth_required(session, connection.id)
-        await audit.record(
-            session, actor="gateway", action="connection.reauth_required",
-            target_id=connection.id,
-        )
-
-
-async def mark_reauth_required(session: AsyncSession, connection_id: ConnectionId) -> None:
-    conn = table_of(Connection)
-    await session.execute(
-        update(conn).where(conn.c.id == connection_id).values(
-            status=ConnectionStatus.REAUTH_REQUIRED, status_reason="invalid_grant",
-            updated_at=utcnow(),
-        )
-    )
+        await require_reauth(session, connection.id, reason="invalid_grant", actor="gateway")

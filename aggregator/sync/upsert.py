@@ -14,7 +14,7 @@ each exactly once. What counts as what:
 
 PII (account names, identifiers, holder names, descriptions, counterparties) is sealed under the
 user's data key with its place as AAD; the identifier also gets a keyed hash for lookups.
-Transactions go through Core statements (FINDINGS: bulk paths avoid the ORM).
+Transactions go through Core statements (docs/architecture.md, "Syncing": bulk paths avoid the ORM).
 """
 
 from __future__ import annotations
@@ -77,14 +77,18 @@ class SnapshotWriter:
         self.key = key
         self.connection = connection
         self.now = now
+        #: Our account id of each bank account id the snapshot held, once applied.
+        self.account_ids: dict[str, str] = {}
 
     async def apply(self, snapshot: Snapshot) -> SyncCounts:
         counts = SyncCounts(accounts=len(snapshot.accounts))
         plan = _Plan()
         for item in snapshot.accounts:
             account = await self._account(item.account)
+            self.account_ids[item.account.bank_account_id] = account.id
             await self._balance(account, item)
-            await self._plan_transactions(plan, account, item, snapshot.since)
+            if item.read("transactions"):  # unread, absence would look like removal
+                await self._plan_transactions(plan, account, item, snapshot.since)
         await self._write(plan, counts)
         return counts
 
@@ -246,7 +250,8 @@ class SnapshotWriter:
 
 
 def _clear(entry: BankTransaction) -> dict[str, Any]:
-    """The columns kept in clear (DESIGN: amounts, dates, currencies, statuses)."""
+    """The columns kept in clear: amounts, dates, currencies, statuses
+    (docs/architecture.md, "Secrets at rest")."""
     return {
         "amount": entry.amount,
         "currency": entry.currency,

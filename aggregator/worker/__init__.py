@@ -1,4 +1,4 @@
-"""The token-refresh worker (DESIGN: Refreshing), in small parts:
+"""The token-refresh worker (docs/architecture.md, "Refreshing"), in small parts:
 
 - :mod:`~aggregator.worker.lease`: leasing due credentials in batches, releasing them;
 - :mod:`~aggregator.worker.refresh`: one leased credential, from in-flight mark to commit,

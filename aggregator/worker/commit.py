@@ -20,6 +20,7 @@ their tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -71,6 +72,16 @@ class Committer:
             self._flushers[region] = asyncio.create_task(self._flush(region),
                                                          name=f"commit-{region}")
         return await asyncio.shield(future)
+
+    async def settled(self, within: float) -> None:
+        """Wait, at most ``within`` seconds, until no rotation handed over so far waits
+        for its commit; returns at once when none does."""
+        if not self._flushers:
+            return
+        pending = asyncio.gather(*self._flushers.values(), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await asyncio.shield(pending)
 
     async def drain(self) -> None:
         """Wait until every rotation handed over so far is committed (or has failed)."""

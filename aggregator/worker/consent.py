@@ -36,11 +36,11 @@ from typing import Final
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator import audit
 from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId
 from aggregator.models import Connection, ConnectionStatus
 from aggregator.models.base import table_of, utcnow
+from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 
@@ -126,22 +126,15 @@ class ConsentWatch:
         """Flag a connection whose consent has ended ``reauth_required``; 1 if this did it."""
         k = _connections.c
         async with self.router.session(region) as session, session.begin():
-            moved = await session.execute(
-                update(_connections).where(
-                    k.id == connection_id, k.status == ConnectionStatus.ACTIVE,
-                    k.consent_expires_at <= now,
-                ).values(status=ConnectionStatus.REAUTH_REQUIRED,
-                         status_reason=CONSENT_EXPIRED, updated_at=now)
-            )
-            if getattr(moved, "rowcount", 0) != 1:
+            expires = (await session.execute(
+                select(Connection.consent_expires_at).where(Connection.id == connection_id)
+            )).scalar_one_or_none()
+            if expires is None or not await require_reauth(
+                session, ConnectionId(connection_id), reason=CONSENT_EXPIRED, actor=ACTOR,
+                condition=(k.consent_expires_at <= now) & (k.consent_expires_at == expires),
+                consent_expires_at=expires.isoformat(),
+            ):
                 return 0
-            expires = await _expiry(session, connection_id)
-            await audit.record(session, actor=ACTOR, action="connection.reauth_required",
-                               target_id=connection_id)
-            await connection_event(session, ConnectionId(connection_id),
-                                   "connection.reauth_required", reason=CONSENT_EXPIRED,
-                                   consent_expires_at=expires.isoformat())
-        log.info("connection %s needs re-consent (%s)", connection_id, CONSENT_EXPIRED)
         return 1
 
 

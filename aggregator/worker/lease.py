@@ -14,7 +14,9 @@ whose lease lapsed can no longer change the row (:func:`persist_refresh` in
   serialises (``BEGIN IMMEDIATE``, :mod:`aggregator.store.engines`).
 
 A row whose lease expired comes back to whoever leases next: that is how a dead worker's
-work is recovered. If it still carries ``refresh_started_at``, its refresh may have
+work is recovered. Leases are short (15 s by default) and a live worker extends its own
+every few seconds (:func:`heartbeat`), so a dead worker's rows come back in seconds.
+If it still carries ``refresh_started_at``, its refresh may have
 reached the bank: :mod:`aggregator.worker.refresh` resolves it instead of retrying.
 """
 
@@ -192,3 +194,21 @@ async def backlog(router: RegionRouter, region: str, now: datetime) -> Backlog:
     if isinstance(oldest, str):  # SQLite aggregates lose the column type
         oldest = datetime.fromisoformat(oldest).replace(tzinfo=now.tzinfo)
     return Backlog(int(row[0]), oldest)
+
+
+async def heartbeat(router: RegionRouter, region: str, owner: str, *, now: datetime,
+                    lease_for: timedelta) -> int:
+    """Extend every unexpired lease ``owner`` holds in ``region`` to ``now + lease_for``.
+
+    Ownership and ``version`` stay as they are (the steps under the lease keep their
+    compare-and-set); a lease that already lapsed is not revived, since another worker
+    may be about to take it. Returns how many leases were extended.
+    """
+    c = _credentials.c
+    async with router.session(region) as session, session.begin():
+        moved = await session.execute(
+            update(_credentials)
+            .where(c.lease_owner == owner[:64], c.lease_expires_at > now)
+            .values(lease_expires_at=now + lease_for)
+        )
+    return int(getattr(moved, "rowcount", 0) or 0)

@@ -68,6 +68,11 @@ class WorkerMetrics:
                                   "Outbound event delivery attempts by outcome (delivered, "
                                   "failed, lost: the lease lapsed first)", ["outcome"],
                                   registry=r)
+        self.uncommitted = Histogram(
+            "aggregator_worker_uncommitted_seconds",
+            "From the bank's answer to a refresh until the commit storing the rotated "
+            "tokens: the window in which a killed worker loses a grant", registry=r,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0))
         self.commits = Counter("aggregator_worker_refresh_commits",
                                "Transactions that stored refreshed tokens (group commits)",
                                registry=r)

@@ -66,7 +66,7 @@ class ConnectionSync(Protocol):
     """What runs a requested sync: :class:`~aggregator.sync.Syncer`."""
 
     async def sync(self, connection_id: ConnectionId, *, actor: str = ...,
-                   request_id: str | None = ...) -> Any: ...
+                   request_id: str | None = ..., spent_at: datetime | None = ...) -> Any: ...
 
 
 @dataclass

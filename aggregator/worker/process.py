@@ -54,7 +54,11 @@ class WorkerOptions:
     backoff_base: float = 1.0
     backoff_cap: float = 900.0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     owner: str | None = None
+    #: Commit answered rotations before sending the next refresh (shrinks the window in
+    #: which a killed worker loses grants; :class:`~aggregator.worker.commit.Committer`).
+    commit_before_send: bool = False
     #: How long a failed revocation's token is kept for retries after an erasure.
     escrow_for: timedelta = DEFAULT_ESCROW
 
@@ -63,7 +67,7 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
     """Run until SIGTERM/SIGINT, then drain within ``config.shutdown_timeout``."""
     metrics = WorkerMetrics()
     if options.metrics_port is not None:
-        metrics.serve(options.metrics_port)
+        metrics.serve(options.metrics_port, options.metrics_host)
     profiles = check_profiles(settings)
     # Every refresh in flight may hold a database connection: a pool smaller than the
     # concurrency opens and closes overflow connections all the time, and a PostgreSQL
@@ -92,6 +96,7 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
             backoff=Backoff(options.backoff_base, options.backoff_cap),
             breaker_threshold=options.breaker_threshold,
             breaker_cool_down=options.breaker_cool_down, crash=CrashPoints.from_env(),
+            commit_before_send=options.commit_before_send,
         )
         attach_plaid(ctx.banks, settings)
         stop = asyncio.Event()

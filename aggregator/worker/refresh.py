@@ -48,15 +48,14 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator import audit
 from aggregator.custody import RegionCustody
-from aggregator.events.hooks import connection_event
 from aggregator.ids import ConnectionId
 from aggregator.models import Credential
 from aggregator.models.base import table_of, utcnow
+from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from aggregator.sync.tokens import Rotation, mark_reauth_required, open_dpop_key
+from aggregator.sync.tokens import Rotation, open_dpop_key, refresh_policy
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
 from aggregator.worker.commit import Committer
 from aggregator.worker.egress import refresh_refused
@@ -75,6 +74,8 @@ _credentials = table_of(Credential)
 #: transaction not committed), ``after_commit`` (one credential's tokens committed).
 #: Never set in production.
 CRASH_ENV = "AGGREGATOR_WORKER_CRASH_AT"
+#: The longest a refresh waits for earlier answers' commit (commit_before_send).
+COMMIT_FIRST_WAIT = 0.5
 
 
 class CrashPoints:
@@ -119,6 +120,17 @@ class RefreshContext:
     gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     calling: dict[str, int] = field(default_factory=dict)  # holding the bank's gate
     queued: dict[str, int] = field(default_factory=dict)  # leased, not yet finished
+    #: Hold a new refresh back while answered rotations wait for their commit (at most
+    #: :data:`COMMIT_FIRST_WAIT`): the commit then gets the event loop before new
+    #: answers compete with it, which keeps the answered-but-uncommitted window short.
+    commit_before_send: bool = False
+    #: Per leased credential, the monotonic time its lease surely lasts until (the
+    #: Worker sets it at lease time and moves it at each heartbeat). A refresh is never
+    #: sent within :attr:`lease_margin` of it: after that another worker may take the
+    #: row over and present the same refresh token, which a strict bank answers by
+    #: revoking the grant (unseen by either worker). Absent: not checked.
+    lease_deadlines: dict[str, float] = field(default_factory=dict)
+    lease_margin: float = 1.0
     #: The process-wide bound on bank calls in flight (set by the Worker; None: none).
     slots: asyncio.Semaphore | None = None
     #: Refreshes waiting for a slot: nothing sent yet (shutdown hands them back).
@@ -194,16 +206,9 @@ class _Slot:
 async def on_reauth_required(
     session: AsyncSession, connection_id: ConnectionId, *, reason: str
 ) -> None:
-    """Record that only the user can revive the connection, in the caller's transaction.
-
-    The seam for outbound events: the outbox writes ``connection.reauth_required`` here,
-    in the same transaction as the status change it describes.
-    """
-    await mark_reauth_required(session, connection_id)
-    await audit.record(session, actor="worker", action="connection.reauth_required",
-                       target_id=connection_id)
-    await connection_event(session, connection_id, "connection.reauth_required", reason=reason)
-    log.info("connection %s needs re-consent (%s)", connection_id, reason)
+    """Record that only the user can revive the connection, in the caller's transaction
+    (:func:`aggregator.reauth.require_reauth`: status, audit and one event)."""
+    await require_reauth(session, connection_id, reason=reason, actor="worker")
 
 
 async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
@@ -233,16 +238,23 @@ async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
             await release(ctx.router, region, lease.credential.id, lease.claimed,
                           due_at=utcnow() + timedelta(seconds=wait * ctx.rng.uniform(1, 1.5)),
                           keep_in_flight=lease.in_flight_before, failed=False)
-            return _done(ctx, bank, "breaker_open")
+            return _done(ctx, bank, "breaker_open", lease)
         outcome = await _call(ctx, region, lease, breaker, slot)
     finally:
         slot.release()
         ctx.queued[bank] -= 1
-    return _done(ctx, bank, outcome)
+    return _done(ctx, bank, outcome, lease)
 
 
-def _done(ctx: RefreshContext, bank: str, outcome: str) -> str:
+def _done(ctx: RefreshContext, bank: str, outcome: str, lease: Lease | None = None) -> str:
     ctx.metrics.outcome(bank, outcome)
+    if lease is not None:
+        # One line per refresh (docs/operations.md, "What runs"): ids, bank, outcome.
+        log.log(logging.INFO if outcome == "ok" else logging.WARNING,
+                "refresh of %s at %s: %s", lease.credential.connection_id, bank, outcome,
+                extra={"fields": {"credential_id": lease.credential.id,
+                                  "connection_id": lease.credential.connection_id,
+                                  "bank": bank, "outcome": outcome}})
     ctx.metrics.breaker.labels(bank).set(ctx.breaker(bank).state.value)
     return outcome
 
@@ -270,6 +282,15 @@ async def _call(
     try:
         if refresh_token is None:
             raise GrantRevoked(f"{lease.bank_id}: the grant holds no refresh token")
+        if ctx.commit_before_send:
+            await ctx.committer.settled(COMMIT_FIRST_WAIT)
+        deadline = ctx.lease_deadlines.get(credential.id)
+        if deadline is not None and time.monotonic() > deadline - ctx.lease_margin:
+            log.warning("credential %s: lease about to lapse before sending; handed back",
+                        credential.id)
+            await release(ctx.router, region, credential.id, claimed, due_at=utcnow(),
+                          keep_in_flight=lease.in_flight_before, failed=False)
+            return "lease_lost"
         sent = True
         tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
@@ -292,8 +313,11 @@ async def _call(
     finally:
         ctx.metrics.latency.labels(lease.bank_id).observe(time.perf_counter() - started)
     slot.release_gate()  # the bank answered: its next call may go while this one commits
+    answered = time.perf_counter()
     ctx.crash.reached("after_bank")
-    return await _persist(ctx, region, lease, claimed, tokens, key, breaker)
+    outcome = await _persist(ctx, region, lease, claimed, tokens, key, breaker)
+    ctx.metrics.uncommitted.observe(time.perf_counter() - answered)
+    return outcome
 
 
 async def _persist(
@@ -301,7 +325,8 @@ async def _persist(
     key: WrappedKey, breaker: Breaker,
 ) -> str:
     breaker.success()
-    if not await ctx.committer.persist(region, Rotation(lease.credential, claimed, tokens, key)):
+    if not await ctx.committer.persist(region, Rotation(lease.credential, claimed, tokens, key,
+                                                      refresh_policy(ctx.banks, lease.bank_id))):
         return "lease_lost"
     ctx.crash.reached("after_commit")
     return "ok"

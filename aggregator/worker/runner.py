@@ -28,13 +28,14 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aggregator.models.base import utcnow
 from aggregator.worker.jobs import PeriodicJob, run_periodically
-from aggregator.worker.lease import Lease, backlog, lease_batch
+from aggregator.worker.lease import Lease, backlog, heartbeat, lease_batch
 from aggregator.worker.outbox import pending
 from aggregator.worker.refresh import RefreshContext, refresh_leased
 
@@ -54,10 +55,16 @@ def default_owner() -> str:
 class WorkerConfig:
     """How one worker process paces itself; every duration in seconds."""
 
-    concurrency: int = 16  # FINDINGS: one httpx client tops out near 1,000 round trips/s
+    #: One httpx client tops out near 1,000 round trips/s (docs/architecture.md,
+    #: "Performance notes").
+    concurrency: int = 16
     #: Credentials per lease transaction; up to one batch is leased ahead of free slots.
     batch: int = 32
-    lease_seconds: float = 60.0  # far above the OAuth client's 10 s timeout
+    #: Above the OAuth client's 10 s timeout; kept alive by a heartbeat every
+    #: ``heartbeat_seconds`` while the worker lives, so a dead worker's leases come back
+    #: within this many seconds instead of a minute.
+    lease_seconds: float = 15.0
+    heartbeat_seconds: float = 4.0
     poll_seconds: float = 1.0
     shutdown_timeout: float = 10.0
     stats_seconds: float = 5.0
@@ -87,18 +94,20 @@ class Worker:
         self._tasks: set[asyncio.Task[str]] = set()
         self._slot_freed = asyncio.Event()
         ctx.slots = asyncio.Semaphore(config.concurrency)
+        ctx.lease_margin = min(2.0, config.lease_seconds / 3)
 
     async def run(self, stop: asyncio.Event) -> None:
         regions = self.ctx.router.regions
         loops = [asyncio.create_task(self._lease_loop(r, stop), name=f"lease-{r}")
                  for r in regions]
         stats = asyncio.create_task(self._stats_loop(regions, stop), name="worker-stats")
+        beats = asyncio.create_task(self._heartbeat_loop(regions, stop), name="heartbeat")
         jobs = [asyncio.create_task(run_periodically(job, stop), name=f"job-{job.name}")
                 for job in self.jobs]
         try:
             await stop.wait()
         finally:
-            await self._shutdown([*loops, stats], jobs)
+            await self._shutdown([*loops, stats, beats], jobs)
             # Refreshes cancelled while their rotation waited still get it committed.
             await self.ctx.committer.drain()
 
@@ -136,6 +145,7 @@ class Worker:
                 await self._wait(stop, self._slot_freed)
                 continue
             limit = min(self.config.batch, free)
+            leased_at = time.monotonic()  # before the lease: a conservative deadline
             try:
                 leases = await lease_batch(
                     self.ctx.router, region, self.ctx.owner, now=utcnow(), limit=limit,
@@ -149,6 +159,8 @@ class Worker:
             if leases:
                 self.ctx.crash.reached("after_lease")
             for lease in leases:
+                self.ctx.lease_deadlines[lease.credential.id] = (
+                    leased_at + self.config.lease_seconds)
                 self._start(region, lease)
             if len(leases) < limit:
                 await self._wait(stop, None)
@@ -186,6 +198,8 @@ class Worker:
             log.exception("credential %s: refresh failed unexpectedly", lease.credential.id)
             self.ctx.metrics.outcome(lease.bank_id, "error")
             return "error"
+        finally:
+            self.ctx.lease_deadlines.pop(lease.credential.id, None)
 
     def _finished(self, task: asyncio.Task[str]) -> None:
         self._tasks.discard(task)
@@ -209,6 +223,29 @@ class Worker:
                 except Exception:
                     log.warning("worker: stats query in region %s failed", region, exc_info=True)
             await self._sleep(stop, self.config.stats_seconds)
+
+    async def _heartbeat_loop(self, regions: tuple[str, ...], stop: asyncio.Event) -> None:
+        """Extend this worker's leases every ``heartbeat_seconds`` while it has any."""
+        every = min(self.config.heartbeat_seconds, self.config.lease_seconds / 3)
+        while not stop.is_set():
+            await self._sleep(stop, every)
+            if not self._tasks:
+                continue
+            for region in regions:
+                beat = time.monotonic()  # before the update: a conservative new deadline
+                try:
+                    await heartbeat(self.ctx.router, region, self.ctx.owner, now=utcnow(),
+                                    lease_for=self.config.lease_for)
+                    self._extended(region, beat)
+                except Exception:
+                    log.warning("worker: heartbeat in region %s failed", region, exc_info=True)
+
+    def _extended(self, region: str, beat: float) -> None:
+        """Move the deadlines a heartbeat at ``beat`` extended: those still live then."""
+        deadlines = self.ctx.lease_deadlines
+        for credential_id, deadline in list(deadlines.items()):
+            if deadline > beat and credential_id.split("_")[1] == region:
+                deadlines[credential_id] = beat + self.config.lease_seconds
 
     @staticmethod
     async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -25,6 +25,17 @@ webhook path's are (:mod:`aggregator.plaid.apply`).
 
 A sync the egress policy refused marks the connection ``status_reason``
 ``egress_refused`` (:mod:`aggregator.worker.egress`); the next successful one clears it.
+
+Retries that keep the budget: a scheduled sync that fails *transiently* (a timeout, a
+connect error, a 5xx, a 429: :class:`~connectors.BankUnavailable`) is retried after
+:func:`retry_delay` (exponential from :data:`RETRY_BASE`, at least the bank's
+``Retry-After``, never more than the ceiling: :data:`RETRY_CEILING` or a quarter of the
+interval, whichever is shorter), at most :data:`MAX_RETRIES` times, then it waits for
+the interval as before. ``sync_states.retry_at`` makes the connection due again
+although units were spent within the interval. Each retry spends its units like any
+scheduled sync (so the bank's limit holds, the reserve included), and the units of calls
+that never reached the bank are refunded (:func:`~aggregator.sync.refund`: a connect
+error was not counted, an answered call was).
 """
 
 from __future__ import annotations
@@ -55,9 +66,27 @@ from aggregator.sync import (
 from aggregator.sync.banks import PLAID_BANK_ID
 from aggregator.sync.budget import limit_for
 from aggregator.worker.egress import clear_refused, mark_refused
-from connectors import ConnectorError, EgressRefused, SyncPolicy
+from connectors import BankUnavailable, ConnectorError, EgressRefused, SyncPolicy
 
 log = logging.getLogger(__name__)
+
+#: The first retry's delay after a transient failure; each further one doubles it.
+RETRY_BASE: Final = timedelta(seconds=60)
+#: No retry waits longer than this (or a quarter of the profile's interval, if shorter),
+#: whatever ``Retry-After`` asks: it would otherwise cost the sync interval.
+RETRY_CEILING: Final = timedelta(minutes=15)
+#: Transient failures retried before the connection waits for its interval.
+MAX_RETRIES: Final = 4
+
+
+def retry_delay(attempt: int, retry_after: float | None, interval: timedelta) -> timedelta:
+    """The wait before retry number ``attempt`` (0-based): doubling from
+    :data:`RETRY_BASE`, at least ``retry_after`` (RFC 9110 §10.2.3), at most the ceiling."""
+    ceiling = min(RETRY_CEILING, interval / 4)
+    backoff = RETRY_BASE * (2 ** min(attempt, 16))
+    wanted: timedelta = max(backoff, timedelta(seconds=retry_after or 0))
+    return min(wanted, ceiling)
+
 
 #: The audit trail's actor (a closed set, :data:`aggregator.audit.SYSTEM_ACTORS`): a
 #: name outside it made the real Syncer's audit record refuse every scheduled sync.
@@ -68,7 +97,7 @@ class ConnectionSync(Protocol):
     """What the job runs for a claimed connection: :class:`~aggregator.sync.Syncer`."""
 
     async def sync(self, connection_id: ConnectionId, *, actor: str = ...,
-                   request_id: str | None = ...) -> Any: ...
+                   request_id: str | None = ..., spent_at: datetime | None = ...) -> Any: ...
 
 
 @dataclass
@@ -118,8 +147,8 @@ class SyncSchedule:
             return list((await session.execute(
                 select(c.id).outerjoin(s, s.connection_id == c.id).where(
                     c.bank_id == bank_id, c.status == ConnectionStatus.ACTIVE,
-                    s.last_synced_at.is_(None) | (s.last_synced_at <= now - interval),
-                    ~_spent_since(now - interval),
+                    (s.last_synced_at.is_(None) | (s.last_synced_at <= now - interval))
+                    & ~_spent_since(now - interval) | (s.retry_at <= now),
                     ~_a_ledger_full(limit_for(policy, SCHEDULED), now),
                 ).order_by(s.last_synced_at.asc().nulls_first(), c.id).limit(self.batch)
             )).scalars())
@@ -131,18 +160,24 @@ class SyncSchedule:
 
         ``accounts`` as in :func:`~aggregator.sync.budget.ledgers`: ``()`` for Plaid.
         """
-        if not await self._claim(region, connection_id, policy, now or utcnow(), accounts):
+        claimed_at = now or utcnow()
+        if not await self._claim(region, connection_id, policy, claimed_at, accounts):
             return False
         try:
-            await self.syncer.sync(ConnectionId(connection_id), actor=ACTOR)
+            await self.syncer.sync(ConnectionId(connection_id), actor=ACTOR,
+                                   spent_at=claimed_at)
         except ConnectorError as exc:  # recorded on sync_states.last_error by the Syncer
             log.warning("scheduled sync of %s failed: %s", connection_id, exc.code)
-            if isinstance(exc, EgressRefused):  # configuration, not an outage
-                async with self.router.session(region) as session, session.begin():
+            async with self.router.session(region) as session, session.begin():
+                if isinstance(exc, EgressRefused):  # configuration, not an outage
                     await mark_refused(session, connection_id)
+                elif isinstance(exc, BankUnavailable):
+                    await _plan_retry(session, connection_id, exc.retry_after,
+                                      timedelta(hours=policy.interval_hours), claimed_at)
             return False
         async with self.router.session(region) as session, session.begin():
             await clear_refused(session, connection_id)
+            await _clear_retry(session, connection_id)
         return True
 
     async def _claim(self, region: str, connection_id: str, policy: SyncPolicy,
@@ -152,7 +187,7 @@ class SyncSchedule:
             connection = await lock_connection(session, connection_id, skip_locked=True)
             if connection is None or connection.status is not ConnectionStatus.ACTIVE:
                 return False
-            if not await _still_due(session, connection_id, now - interval):
+            if not await _still_due(session, connection_id, now, interval):
                 return False
             try:
                 await spend(session, connection, policy, now=now, reason=SCHEDULED,
@@ -182,11 +217,35 @@ def _a_ledger_full(limit: int, now: datetime) -> ColumnElement[bool]:
     )
 
 
-async def _still_due(session: AsyncSession, connection_id: str, since: datetime) -> bool:
-    s, p = SyncState, SyncSpend
-    synced = (await session.execute(
-        select(s.last_synced_at).where(s.connection_id == connection_id)
-    )).scalar_one_or_none()
+async def _plan_retry(session: AsyncSession, connection_id: str, retry_after: float | None,
+                      interval: timedelta, failed_at: datetime) -> None:
+    state = await session.get(SyncState, connection_id)
+    if state is None:  # the Syncer records a state on every failure; erased meanwhile
+        return
+    if state.retry_attempts >= MAX_RETRIES:
+        state.retry_at = None  # enough: the connection waits for its interval
+        return
+    delay = retry_delay(state.retry_attempts, retry_after, interval)
+    state.retry_at = failed_at + delay
+    state.retry_attempts += 1
+    log.info("scheduled sync of %s retries in %ds (attempt %d)", connection_id,
+             delay.total_seconds(), state.retry_attempts)
+
+
+async def _clear_retry(session: AsyncSession, connection_id: str) -> None:
+    state = await session.get(SyncState, connection_id)
+    if state is not None:
+        state.retry_at, state.retry_attempts = None, 0
+
+
+async def _still_due(session: AsyncSession, connection_id: str, now: datetime,
+                     interval: timedelta) -> bool:
+    s, p, since = SyncState, SyncSpend, now - interval
+    synced, retry_at = (await session.execute(
+        select(s.last_synced_at, s.retry_at).where(s.connection_id == connection_id)
+    )).one_or_none() or (None, None)
+    if retry_at is not None and retry_at <= now:
+        return True
     if synced is not None and synced > since:
         return False
     spent = (await session.execute(

@@ -7,9 +7,12 @@ A dialect turns one family of bank APIs (UK Open Banking, Berlin Group NextGenPS
   presented by an ``httpx.Auth`` (:class:`BearerAuth` by default; a sender-constrained
   bank's, e.g. :class:`~connectors.oauth.rfc9449.DPoPAuth`, passed as ``auth=``), the
   one hook through which a request's credentials are added;
-- error mapping (timeouts, 429 and 5xx → :class:`BankUnavailable` with ``Retry-After``;
-  other statuses and malformed JSON → :class:`BankProtocolError`), messages that name the
-  method, path, status and request id, never a header or a body;
+- error mapping (timeouts, 429 and 5xx but 501 → :class:`BankUnavailable` with
+  ``Retry-After``; 403 → :class:`ResourceNotPermitted`, 404 and 501 →
+  :class:`ResourceNotOffered`; other statuses and malformed JSON →
+  :class:`BankProtocolError`), messages that name the method, path, status and request
+  id, never a header or a body;
+- ``last_request_id`` after every call, answered or failed (see :class:`Dialect`);
 - paging along the bank's next links, bounded in count and pinned to the base URL's origin:
   a next link elsewhere would carry the user's bearer token to another host.
 """
@@ -31,7 +34,12 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.errors import BankProtocolError, BankUnavailable
+from connectors.errors import (
+    BankProtocolError,
+    BankUnavailable,
+    ResourceNotOffered,
+    ResourceNotPermitted,
+)
 from connectors.models import Account, Balance, Transaction
 
 from .parsing import JsonObject
@@ -55,17 +63,30 @@ class Dialect(Protocol):
     headers; ``required_headers`` names those the dialect cannot work without, so a
     profile loader can check them at start-up. Each call may raise
     :class:`~connectors.errors.BankUnavailable` (retry later, after ``retry_after``) or
-    :class:`~connectors.errors.BankProtocolError` (do not retry blindly; a 401/403, the
-    token or consent refused, is one of these too). Example::
+    :class:`~connectors.errors.BankProtocolError` (do not retry blindly; a 401, the token
+    refused, is one of these too). Two subclasses concern one resource of one account and
+    let a sync go on with the others: :class:`~connectors.errors.ResourceNotPermitted`
+    (403: the consent lacks the permission) and
+    :class:`~connectors.errors.ResourceNotOffered` (404 or 501: the bank has no such
+    resource). Example::
 
         dialect = get_dialect(profile.dialect)(client, profile.api_base, token, headers)
         accounts = await dialect.accounts()
         entries = await dialect.transactions(accounts[0].bank_account_id, since=cursor_day)
+
+    **The bank's request id, per call.** Every method sets ``last_request_id`` before it
+    returns *or raises*: the id the bank echoed in ``request_id_header`` (UK Open Banking
+    ``x-fapi-interaction-id``, Berlin Group ``X-Request-ID``), else the one we sent, else
+    ``None`` when nothing was sent. For a paged listing it is the last page's. The sync
+    job reads it after each resource call and keeps it with that resource's outcome
+    (:class:`aggregator.sync.snapshot.ResourceRead`), so a dialect that adds headers to
+    its calls (a ``Consent-ID``, a DPoP proof) only has to keep setting this attribute;
+    nothing else in the per-resource reading depends on the dialect.
     """
 
     name: ClassVar[str]
     required_headers: ClassVar[frozenset[str]]
-    last_request_id: str | None  # the request id the bank echoed last, for support tickets
+    last_request_id: str | None  # the bank's id for the last call, for support tickets
 
     def __init__(
         self,
@@ -224,6 +245,7 @@ class HttpDialect(abc.ABC):
             self.request_id_header: request_id,
         }
         path = httpx.URL(url).path
+        self.last_request_id = request_id  # until the bank echoes its own (contract above)
         with map_httpx_errors(f"GET {path}"):
             # Explicit even if the shared client follows redirects: a 3xx from the bank
             # must not carry the bearer token to wherever it points.
@@ -258,13 +280,19 @@ class HttpDialect(abc.ABC):
     @staticmethod
     def _raise_for_status(response: httpx.Response, where: str) -> None:
         status = response.status_code
+        if status == 501:  # RFC 9110 §15.6.2: not a failure that a retry would cure
+            raise ResourceNotOffered(f"{where}: the bank does not offer this resource")
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
             raise BankUnavailable(
                 f"{where}: the bank is failing or asks us to back off", retry_after
             )
-        if status in (401, 403):
-            raise BankProtocolError(f"{where}: the bank refused the access token or consent")
+        if status == 401:
+            raise BankProtocolError(f"{where}: the bank refused the access token")
+        if status == 403:
+            raise ResourceNotPermitted(f"{where}: the consent does not permit this resource")
+        if status == 404:
+            raise ResourceNotOffered(f"{where}: the bank does not offer this resource")
         if not 200 <= status < 300:
             raise BankProtocolError(f"{where}: unexpected status")
 

@@ -19,7 +19,13 @@ from datetime import UTC, datetime, time, timedelta
 
 import httpx
 
-from connectors.errors import BankProtocolError, BankUnavailable, ConsentInvalid
+from connectors.errors import (
+    BankProtocolError,
+    BankUnavailable,
+    ConsentInvalid,
+    ResourceNotOffered,
+    ResourceNotPermitted,
+)
 
 from .base import parse_retry_after
 
@@ -86,13 +92,19 @@ def raise_for_tpp_messages(response: httpx.Response, where: str) -> None:
     for code, state in _DEAD_CODES.items():
         if code in codes:
             raise ConsentInvalid(f"{named}: the consent is {state}", state)
+    if status == 501:  # RFC 9110 §15.6.2: not a failure that a retry would cure
+        raise ResourceNotOffered(f"{named}: the bank does not offer this resource")
     if status == 429 or status >= 500:
         retry = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
         raise BankUnavailable(f"{named}: the bank is failing or asks us to back off", retry)
     # CONSENT_INVALID also means "valid, but not for this resource": the consent's status
     # tells the two apart (aggregator/sync/consents.py asks for it).
-    if status in (401, 403):
+    if status == 401:
         raise BankProtocolError(f"{named}: the bank refused the access token or consent")
+    if status == 403:  # a ResourceNotPermitted is a BankProtocolError: the status check holds
+        raise ResourceNotPermitted(f"{named}: the consent does not permit this resource")
+    if status == 404:
+        raise ResourceNotOffered(f"{named}: the bank does not offer this resource")
     raise BankProtocolError(f"{named}: unexpected status")
 
 

@@ -4,7 +4,7 @@ httpcore's pool re-examines every pooled connection twice per request (on the wa
 when the response closes): ``has_expired`` asks each idle socket for its peer name and
 whether it is readable, two system calls per connection. Its cost grows with the pool,
 so one pool of 16 keep-alive connections spent about a fifth of a refresh worker's CPU
-on that bookkeeping (FINDINGS.md "httpx client"; upstream httpx 3215, httpcore 1035).
+on that bookkeeping (docs/architecture.md, "Performance notes"; upstream httpx 3215, httpcore 1035).
 Several pools of four keep the same concurrency at a quarter of that cost.
 
 Each request goes to the pool with the fewest requests in flight (a request counts until

@@ -1,11 +1,12 @@
 """authlib's async OAuth2 client, adapted to send through an injected httpx client.
 
 authlib's ``AsyncOAuth2Client`` *is* an ``httpx.AsyncClient``; we want one shared,
-configured client per process (FINDINGS.md "httpx client"), swapped for a mock transport
-in tests. So each call builds a throw-away authlib client whose ``post`` delegates to the
-injected one; it keeps no token between calls, so concurrent calls cannot see each
-other's tokens. Its own transport refuses every request, so a code path that bypassed
-the delegation would fail loudly instead of opening unconfigured connections.
+configured client per process (docs/architecture.md, "Performance notes"), swapped
+for a mock transport in tests. So each call builds a throw-away authlib client whose
+``post`` delegates to the injected one; it keeps no token between calls, so concurrent
+calls cannot see each other's tokens. Its own transport refuses every request, so a code
+path that bypassed the delegation would fail loudly instead of opening unconfigured
+connections.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from authlib.integrations.base_client import OAuthError
 
 from connectors.dialects import parse_retry_after
 from connectors.errors import (
+    MISCONFIGURATIONS,
+    BankMisconfigured,
     BankProtocolError,
     BankUnavailable,
     ConnectorError,
@@ -61,7 +63,20 @@ def oauth_error(error: object, bank: str, operation: str) -> ConnectorError:
         return GrantRevoked(message)
     if code in _UNAVAILABLE_CODES:
         return BankUnavailable(message)
+    if (reason := _MISCONFIGURED.get(code)) is not None:
+        return BankMisconfigured(message, reason=reason, setting=MISCONFIGURATIONS[reason])
     return BankProtocolError(message)
+
+
+#: OAuth error codes (RFC 6749 §4.1.2.1, §5.2; RFC 9126 §2.3: ``invalid_redirect_uri``) that
+#: mean our client registration or profile is wrong, not the user's grant or an outage.
+_MISCONFIGURED = {
+    "invalid_client": "invalid_client",
+    "unauthorized_client": "unauthorized_client",
+    "invalid_scope": "invalid_scope",
+    "invalid_redirect_uri": "redirect_uri_mismatch",
+    "redirect_uri_mismatch": "redirect_uri_mismatch",
+}
 
 
 @contextlib.contextmanager

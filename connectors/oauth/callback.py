@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 
 from connectors.errors import (
     AuthorizationExpired,
+    BankMisconfigured,
     BankProtocolError,
     ConsentRejected,
     StateMismatch,
 )
-from connectors.oauth.boundary import error_code
+from connectors.oauth.boundary import error_code, oauth_error
 from connectors.oauth.pending import PendingAuthorization
 from connectors.oauth.rfc8414 import ServerMetadata
 from connectors.oauth.rfc9207 import check_issuer
@@ -62,6 +63,9 @@ def parse_callback(
         reason = error_code(error)
         if reason in _REFUSALS:
             raise ConsentRejected(f"{pending.bank_id}: authorization refused ({reason})")
+        misconfigured = oauth_error(reason, pending.bank_id, "authorization")
+        if isinstance(misconfigured, BankMisconfigured):
+            raise misconfigured
         raise BankProtocolError(f"{pending.bank_id}: authorization failed ({reason})")
     authorization_code = query.get("code")
     if not authorization_code:

@@ -24,7 +24,13 @@ from authlib.oauth2.client import DEFAULT_HEADERS
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from connectors._schema import url_problem
-from connectors.errors import BankProtocolError, BankUnsupported, GrantRevoked
+from connectors.errors import (
+    MISCONFIGURATIONS,
+    BankMisconfigured,
+    BankProtocolError,
+    BankUnsupported,
+    GrantRevoked,
+)
 from connectors.logging import install_redaction
 from connectors.oauth._authlib import AuthlibClient, ResponseHook
 from connectors.oauth.boundary import error_code, map_bank_errors, raise_for_unavailable
@@ -176,7 +182,11 @@ class BankOAuthClient:
                             log.warning("bank %s: %s", self._profile.id, finding.message)
                     if not plan.ok:
                         problems = "; ".join(f.message for f in plan.problems)
-                        raise BankUnsupported(f"{self._profile.id}: {problems}")
+                        par = any(f.topic == "par" for f in plan.problems)
+                        reason = "par_required" if par else "unsupported"
+                        raise BankMisconfigured(f"{self._profile.id}: {problems}",
+                                                reason=reason,
+                                                setting=MISCONFIGURATIONS[reason])
                     self._plan, self._metadata = plan, metadata
         return self._metadata
 
@@ -308,7 +318,7 @@ class BankOAuthClient:
         A bank that rotates sends a new refresh token, and the old one is dead from now
         on: persist the result before anything else. A bank that does not rotate sends
         none, and the old one is kept in the result. Never retry with a token a bank may
-        already have retired (FINDINGS.md "OpenID Connect servers"); the one DPoP nonce
+        already have retired (docs/architecture.md, "Refreshing"); the one DPoP nonce
         retry is safe, as a refused proof never reaches the grant (RFC 9449 §8).
 
         At a DPoP bank, `dpop_key` is the connection's key: the new access token is bound

@@ -10,7 +10,7 @@ from typing import Final
 
 __all__ = ["PENDING_LIFETIME", "PendingAuthorization"]
 
-#: DESIGN.md "Linking": a link session's `state` expires after 10 minutes.
+#: docs/architecture.md, "Linking": a link session's `state` expires after 10 minutes.
 PENDING_LIFETIME: Final = timedelta(minutes=10)
 
 

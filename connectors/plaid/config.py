@@ -1,7 +1,7 @@
 """Per-region Plaid configuration: credentials, environment and the API host.
 
 Each region talks to Plaid with its own client id and secret, so an Item linked for an
-``eu`` user is never reachable with the ``us`` credentials (DESIGN: Data residency).
+``eu`` user is never reachable with the ``us`` credentials (docs/architecture.md, "Data residency").
 The API host can be overridden so tests point the real plaid-python client at a
 loopback server; production leaves it unset and gets Plaid's host for the environment.
 

@@ -1,7 +1,7 @@
 """operators
 
 Revision ID: s3_operators
-Revises: s3_security_review
+Revises: s3_sync_runs
 Create Date: 2026-12-06 13:30:00.000000
 
 ``operators`` and ``operator_sessions``: the console's accounts (argon2id hashes) and
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s3_operators"
-down_revision: str | None = "s3_security_review"
+down_revision: str | None = "s3_sync_runs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -185,6 +185,7 @@ def settings(backend: Backend, tmp_path: Path) -> Settings:
             r: RegionSettings(r, backend.urls[r], LocalKeyringConfig(tmp_path / "keys", r))
             for r in REGIONS
         },
+        sandbox_banks=True,  # the built-in sandbox banks are opt-in (aggregator.bank_profiles)
     )
 
 

@@ -30,6 +30,7 @@ _GLOBAL_SAMPLES: dict[str, tuple[str, Any]] = {
         "10.0.0.0/8, ::1", lambda s: [str(n) for n in s.rate_limits.trusted_proxies]
         == ["10.0.0.0/8", "::1/128"]),
     "AGGREGATOR_EGRESS_ALLOW_HTTP_LOOPBACK": ("1", lambda s: s.egress.allow_http_loopback),
+    "AGGREGATOR_BANKS_SANDBOX": ("true", lambda s: s.sandbox_banks is True),
     "AGGREGATOR_EGRESS_ALLOWED_NETWORKS": (
         "10.9.0.0/16", lambda s: [str(n) for n in s.egress.allowed_networks] == ["10.9.0.0/16"]),
     "AGGREGATOR_EGRESS_ALLOWED_HOSTS": (

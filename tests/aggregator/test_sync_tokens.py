@@ -14,7 +14,7 @@ from aggregator.models import AuditEvent, Connection, ConnectionStatus, Credenti
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory, CredentialBusy, fresh_grant, refresh_due_at
-from connectors import BankUnavailable, GrantRevoked, TokenSet
+from connectors import BankUnavailable, GrantRevoked, RefreshPolicy, TokenSet
 from tests.aggregator._factories import Linked, LinkFactory
 
 
@@ -61,7 +61,30 @@ def test_refresh_is_due_before_expiry_with_bounded_jitter() -> None:
     assert all(d is not None and now <= d <= expires - timedelta(seconds=60) for d in dues)
     assert len(set(dues)) > 100  # jitter spreads a fleet out
     assert refresh_due_at(None, now) is None
-    assert refresh_due_at(now - timedelta(seconds=5), now) == now
+    # Already expired as issued: still not asked again within the floor's minute.
+    assert refresh_due_at(now - timedelta(seconds=5), now) == now + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize("expires_in", [1, 15, 30, 61, 120, 300, 3600, 86400])
+def test_no_expires_in_makes_a_refresh_storm(expires_in: int) -> None:
+    """Issue 14: at 15 s every refresh used to be due at once (61 a minute)."""
+    now = datetime(2025, 3, 1, tzinfo=UTC)
+    rng = random.Random(3)
+    for _ in range(50):
+        due = refresh_due_at(now + timedelta(seconds=expires_in), now, rng=rng)
+        assert due is not None
+        assert due - now >= timedelta(seconds=max(60, expires_in / 2))
+        if expires_in >= 120:  # long enough to refresh ahead of expiry
+            assert due < now + timedelta(seconds=expires_in)
+
+
+def test_a_profile_floor_bounds_the_cadence() -> None:
+    now = datetime(2025, 3, 1, tzinfo=UTC)
+    policy = RefreshPolicy(min_interval_seconds=300, min_lifetime_percent=80)
+    due = refresh_due_at(now + timedelta(seconds=600), now, policy=policy)
+    assert due == now + timedelta(seconds=480)
+    due = refresh_due_at(now + timedelta(seconds=15), now, policy=policy)
+    assert due == now + timedelta(seconds=300)
 
 
 async def test_a_valid_token_is_used_without_asking_the_bank(

@@ -13,6 +13,7 @@ from connectors import (
     ConsentPolicy,
     ParMode,
     ProfileError,
+    RefreshPolicy,
     SenderConstraint,
     SyncPolicy,
     load_profiles,
@@ -134,6 +135,11 @@ def test_invalid_value_names_file_and_key(
         ("[consent]\nmax_days = \"90\"", "consent.max_days", "must be an integer"),
         ("[consent]\nexpiry_field = \"a b\"", "consent.expiry_field", "does not match"),
         ("[consent]\ndays = 90", "consent.days", "unknown key"),
+        ("[refresh]\nmin_interval_seconds = 0", "refresh.min_interval_seconds",
+         "between 1 and 86400"),
+        ("[refresh]\nmin_lifetime_percent = 95", "refresh.min_lifetime_percent",
+         "between 0 and 90"),
+        ("[refresh]\nevery = 3", "refresh.every", "unknown key"),
         ('sender_constraint = "bearer"', "sender_constraint", "unknown value 'bearer'"),
         ('sender_constraint = "mtls"', "sender_constraint", "tls_client_cert_file"),
     ],
@@ -345,6 +351,32 @@ def test_the_bank_answer_wins_over_the_consent_period() -> None:
     assert ConsentPolicy().expires_at(granted) is None
 
 
+def test_api_resources_default_to_all_and_list_what_the_bank_offers(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile(VALID_PROFILE.format(id="example"))
+    assert load_profiles([profile_dir], include_builtin=False)["example"].api.resources == (
+        "balances", "transactions")
+    write_profile(VALID_PROFILE.format(id="example") + 'resources = ["transactions"]\n')
+    profile = load_profiles([profile_dir], include_builtin=False)["example"]
+    assert profile.api.resources == ("transactions",)
+    assert profile.refresh == RefreshPolicy(min_interval_seconds=60, min_lifetime_percent=50)
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ('["standing_orders"]', "must be an array of balances, transactions"),
+    ('"balances"', "must be an array"),
+    ('["balances", "balances"]', "lists a resource twice"),
+])
+def test_api_resources_outside_the_known_ones_fail_at_start_up(
+    write_profile: ProfileWriter, profile_dir: Path, value: str, problem: str
+) -> None:
+    path = write_profile(VALID_PROFILE.format(id="example") + f"resources = {value}\n")
+
+    error = _error([profile_dir])
+
+    assert (error.file, error.key) == (str(path), "api.resources")
+    assert problem in error.problem
 def test_sender_constraint_defaults_to_none_and_the_shipped_key_stays_on_loopback(
     write_profile: ProfileWriter, profile_dir: Path
 ) -> None:

@@ -354,7 +354,8 @@ async def test_revoked_access_token_is_inactive_and_grant_survives(
     oidc_provider: OidcProviderServer, interop_http: httpx.AsyncClient
 ) -> None:
     # RFC 7009 §2.1 lets a server drop the whole grant here; oidc-provider 8 keeps it. Other
-    # servers do not, so our client never revokes "just the access token" (FINDINGS.md).
+    # servers do not, so our client never revokes "just the access token"
+    # (docs/architecture.md, "Refreshing").
     client = oidc_provider.client("client_secret_basic")
     tokens = await tokens_for(interop_http, oidc_provider, client)
     metadata = await discover(interop_http, oidc_provider)

@@ -18,6 +18,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "aggregator.http.routes.system",
     "aggregator.http.routes.users",
     "aggregator.http.routes.connections",
+    "aggregator.http.routes.syncs",
     "aggregator.http.routes.transactions",
     "aggregator.http.routes.erasure",
     "aggregator.http.routes.events",

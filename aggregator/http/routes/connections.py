@@ -26,11 +26,12 @@ from aggregator.http.problems import (
     ValidationFailed,
 )
 from aggregator.http.routes.owned import connection_view, owned_connection, owned_user
+from aggregator.http.routes.syncs import sync_state
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.services import Services
 from aggregator.http.views import ConnectionList, ConnectionOut, SyncOut
 from aggregator.ids import ConnectionId
-from aggregator.models import Connection, ConnectionStatus, Credential
+from aggregator.models import Connection, ConnectionStatus, Credential, SyncOutcome
 from aggregator.models.base import utcnow
 from aggregator.sync import (
     BankDirectory,
@@ -85,7 +86,8 @@ async def _view(session: AsyncSession, services: Services, connection: Connectio
         policy = sync_policy(services, connection.bank_id,
                              services.router.region_of(connection.id))
         allowed = await budget_allows_at(session, connection.id, policy, utcnow())
-    return connection_view(connection, allowed)
+    state, in_flight = await sync_state(session, connection)
+    return connection_view(connection, allowed, state, in_flight)
 
 
 async def delete_connection(call: Call) -> ConnectionOut:
@@ -220,7 +222,7 @@ async def post_sync(call: Call) -> SyncOut:
         presence=_presence(call),
     )
     return SyncOut(connection_id, summary.accounts, summary.added, summary.modified,
-                   summary.removed)
+                   summary.removed, SyncOutcome(summary.outcome), summary.sync_id)
 
 
 def routes() -> list[BaseRoute]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from aggregator.events import UnsafeUrl, configure
+from aggregator.events import EVENT_TYPES, UnsafeUrl, configure
 from aggregator.events.replay import list_events, redeliver
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import FieldError, InvalidCursor, NotFound, ValidationFailed
@@ -59,6 +59,7 @@ class EventData:
     connection_id: str | None = None
     user_id: str | None = None
     erasure_request_id: str | None = None
+    link_session_id: str | None = None
     bank_id: str | None = None
     status: str | None = None
     reason: str | None = None
@@ -69,13 +70,104 @@ class EventData:
     consent_expires_at: str | None = None
 
 
+# -- each event type's payload (docs/api.md, "Events"); published in OpenAPI --------------
+
+_CON = rules(description="The connection (`con_<region>_…`).")
+_USR = rules(description="The user (`usr_<region>_…`).")
+_BANK = rules(description="The bank profile's id.")
+_STATUS = rules(description="The connection's status after the change.")
+
+
+@dataclass(frozen=True)
+class ConnectionCreatedEventData:
+    """``connection.created`` and ``connection.reauthorized``."""
+
+    connection_id: str = field(metadata=_CON)
+    user_id: str = field(metadata=_USR)
+    bank_id: str = field(metadata=_BANK)
+    status: str = field(metadata=_STATUS)
+
+
+@dataclass(frozen=True)
+class ConnectionReauthRequiredEventData:
+    """``connection.reauth_required``: the user must link again (update mode)."""
+
+    connection_id: str = field(metadata=_CON)
+    user_id: str = field(metadata=_USR)
+    bank_id: str = field(metadata=_BANK)
+    status: str = field(metadata=_STATUS)
+    reason: str = field(metadata=rules(description="Why, e.g. `invalid_grant`, "
+                                                   "`consent_expired`."))
+
+
+@dataclass(frozen=True)
+class ConnectionConsentExpiringEventData:
+    """``connection.consent_expiring``: sent once per consent period, ahead of its end."""
+
+    connection_id: str = field(metadata=_CON)
+    user_id: str = field(metadata=_USR)
+    bank_id: str = field(metadata=_BANK)
+    status: str = field(metadata=_STATUS)
+    consent_expires_at: str = field(metadata=rules(description="ISO 8601 instant."))
+
+
+@dataclass(frozen=True)
+class SyncCompletedEventData:
+    """``sync.completed``: counts of what changed; read the data through the API."""
+
+    connection_id: str = field(metadata=_CON)
+    user_id: str = field(metadata=_USR)
+    accounts: int
+    added: int
+    modified: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class UserErasedEventData:
+    """``user.erased``: the erasure request completed; its receipt is at
+    ``GET /v1/erasure-requests/{erasure_request_id}``."""
+
+    user_id: str = field(metadata=_USR)
+    erasure_request_id: str = field(metadata=rules(description="`era_<region>_…`."))
+    status: str = field(metadata=rules(description="`completed`."))
+
+
+#: Each event type's payload schema (the ``data`` of an event of that type).
+EVENT_PAYLOADS: Mapping[str, type[Any]] = {
+    "connection.created": ConnectionCreatedEventData,
+    "connection.reauthorized": ConnectionCreatedEventData,
+    "connection.reauth_required": ConnectionReauthRequiredEventData,
+    "connection.consent_expiring": ConnectionConsentExpiringEventData,
+    "sync.completed": SyncCompletedEventData,
+    "user.erased": UserErasedEventData,
+}
+_PAYLOAD_DOC = "; ".join(f"`{t}`: `{c.__name__}`" for t, c in EVENT_PAYLOADS.items())
+
+
 @dataclass(frozen=True)
 class EventOut:
     id: str
-    type: str
+    type: str = field(metadata=rules(
+        description="One of " + ", ".join(f"`{t}`" for t in sorted(EVENT_TYPES)) + ". "
+                    "`sync.completed`: every resource the bank offers was read; "
+                    "`sync.partial`: the account list was read and committed with what "
+                    "else was, some resource was refused (`reason` `not_permitted`) or "
+                    "missing (`not_offered`); `sync.failed`: nothing was committed, "
+                    "`reason` is the error code. `GET /v1/connections/{id}/syncs` has "
+                    "the details of each run. `link.failed`: a link session ended without "
+                    "a connection; `reason` is `access_denied` (the user), a bank "
+                    "misconfiguration (`invalid_client`, `unauthorized_client`, "
+                    "`invalid_scope`, `redirect_uri_mismatch`, `par_required`: only the "
+                    "operator can fix it) or another error code."))
     created_at: datetime
-    data: EventData
-    delivery: str = field(metadata=rules(description="`pending`, `delivered` or `failed`."))
+    data: EventData = field(metadata=rules(
+        description="The payload; its fields depend on `type` (see the schema of each): "
+                    + _PAYLOAD_DOC + "."))
+    delivery: str = field(metadata=rules(
+        description="`pending` (will be tried), `delivered`, `failed` (retries exhausted) "
+                    "or `no_endpoint` (no endpoint was set when it was due; set one and "
+                    "redeliver)."))
     attempts: int
     last_status: int | None
     delivered_at: datetime | None
@@ -89,7 +181,8 @@ class EventPage:
 
 def event_view(event: OutboundEvent) -> EventOut:
     delivery = ("pending" if event.next_attempt_at is not None
-                else "delivered" if event.delivered_at is not None else "failed")
+                else "delivered" if event.delivered_at is not None
+                else "no_endpoint" if event.last_error == "no_endpoint" else "failed")
     return EventOut(event.id, event.type, event.created_at, _data(event.data), delivery,
                     event.attempts, event.last_status, event.delivered_at)
 
@@ -180,6 +273,7 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/v1/events", get_events, "GET", Operation(
             summary="List the application's events", description=get_events.__doc__,
             query=EventsQuery, response=EventPage, tags=tags, errors=(422,),
+            documents=tuple(dict.fromkeys(EVENT_PAYLOADS.values())),
         )),
         ApiRoute("/v1/events/{id}/redeliver", post_redeliver, "POST", Operation(
             description=(

@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.custody import RegionCustody
 from aggregator.http.problems import NotFound
-from aggregator.http.views import ConnectionOut, TransactionOut
+from aggregator.http.views import ConnectionOut, ErrorOut, TransactionOut
 from aggregator.ids import ApplicationId
-from aggregator.models import Account, Connection, Transaction, User
+from aggregator.models import Account, Connection, SyncOutcome, SyncState, Transaction, User
 from aggregator.sealing import Field
+from aggregator.sync.runs import message_for
 from vault import WrappedKey
 
 
@@ -59,13 +60,22 @@ async def owned_account(
 
 
 def connection_view(
-    connection: Connection, next_sync_allowed_at: datetime | None = None
+    connection: Connection, next_sync_allowed_at: datetime | None = None,
+    state: SyncState | None = None, in_flight: str | None = None,
 ) -> ConnectionOut:
+    """``state`` and ``in_flight`` as :func:`aggregator.http.routes.syncs.sync_state` reads
+    them."""
+    outcome = state.last_outcome if state is not None else None
+    code = state.last_error if state is not None else None
     return ConnectionOut(
         id=connection.id, user_id=connection.user_id, bank_id=connection.bank_id,
         status=connection.status, status_reason=connection.status_reason,
         consent_expires_at=connection.consent_expires_at, created_at=connection.created_at,
         updated_at=connection.updated_at, next_sync_allowed_at=next_sync_allowed_at,
+        last_synced_at=state.last_synced_at if state is not None else None,
+        last_sync_outcome=SyncOutcome(outcome) if outcome else None,
+        last_error=ErrorOut(code, message_for(code)) if code else None,
+        in_flight=in_flight,
     )
 
 

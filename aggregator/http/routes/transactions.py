@@ -19,6 +19,7 @@ from aggregator.http.routes.owned import (
     transaction_row_view,
     transaction_view,
 )
+from aggregator.http.routes.syncs import freshness_view
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.services import Services
 from aggregator.http.views import (
@@ -31,11 +32,19 @@ from aggregator.http.views import (
     TransactionPage,
     TransactionSync,
 )
-from aggregator.models import Account, Balance, Connection, ConnectionStatus, Transaction
+from aggregator.models import (
+    Account,
+    AccountResource,
+    Balance,
+    Connection,
+    ConnectionStatus,
+    Transaction,
+)
 from aggregator.models.banking import PAGE_ORDER
 from aggregator.models.base import utcnow
 from aggregator.store import changes_since
 from aggregator.sync import BankDirectory, account_allowed_at, next_allowed_at
+from aggregator.sync.runs import freshness_of
 
 CONNECTION_ID = {"id": "A connection id (`con_<region>_…`)."}
 ACCOUNT_ID = {"id": "An account id (`acc_<region>_…`)."}
@@ -62,7 +71,9 @@ async def get_accounts(call: Call) -> AccountList:
                                     [account.id for account, _ in rows])
         names = await account_names(session, call.services.custody[region], connection.user_id,
                                     [account for account, _ in rows])
-    return AccountList([_account(account, balance, allowed.get(account.id), names[account.id])
+        fresh = await freshness_of(session, [account.id for account, _ in rows])
+    return AccountList([_account(account, balance, allowed.get(account.id), names[account.id],
+                                 fresh.get(account.id, []))
                         for account, balance in rows])
 
 
@@ -81,7 +92,7 @@ async def _allowed_at(session: AsyncSession, services: Services, connection: Con
 
 
 def _account(account: Account, balance: Balance | None, allowed: datetime | None,
-             name: str) -> AccountOut:
+             name: str, fresh: list[AccountResource]) -> AccountOut:
     return AccountOut(
         id=account.id, connection_id=account.connection_id, name=name,
         type=account.type, currency=account.currency, mask=account.masked_identifier,
@@ -89,7 +100,7 @@ def _account(account: Account, balance: Balance | None, allowed: datetime | None
             current=balance.current, available=balance.available,
             credit_limit=balance.credit_limit, currency=balance.currency, as_of=balance.as_of,
         ),
-        next_sync_allowed_at=allowed,
+        next_sync_allowed_at=allowed, freshness=freshness_view(fresh),
     )
 
 

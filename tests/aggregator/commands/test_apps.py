@@ -78,4 +78,10 @@ def test_create_needs_migrated_regions(
     for var in [v for v in os.environ if v.startswith("AGGREGATOR_")]:
         monkeypatch.delenv(var)
     with pytest.raises(SchemaOutOfDate, match="aggregator migrate"):
+        run("apps", "create", "Budgetly", "--redirect-uri", "https://budgetly.test/cb")
+
+
+def test_create_requires_a_redirect_uri(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
         run("apps", "create", "Budgetly")
+    assert "--redirect-uri" in capsys.readouterr().err

@@ -62,10 +62,47 @@ def test_list_shows_builtin_banks(workdir: Path, capsys: pytest.CaptureFixture[s
     assert run("list") == 0
 
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "NAME", "REGION", "DIALECT", "ISSUER"]
+    assert lines[0].split() == ["ID", "NAME", "REGION", "DIALECT", "ISSUER", "LOADED"]
     eu = next(line for line in lines if line.startswith("sandbox-eu"))
     assert "Sandbox Bank (EU)" in eu
-    assert eu.split()[-3:] == ["eu", "obie", "http://127.0.0.1:8600"]
+    assert eu.split()[-4:] == ["eu", "obie", "http://127.0.0.1:8600", "no"]
+    # Off by default, and the listing says which setting turns the sandboxes on.
+    assert any(line.startswith("sandbox-eu: not loaded, sandbox bank, off: set [banks] "
+                               "sandbox = true") for line in lines)
+    assert any(line.startswith("no bank is offered") for line in lines)
+
+
+def test_sandbox_banks_are_opt_in(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aggregator.bank_profiles import gateway_profiles
+    from aggregator.settings import load_settings
+
+    assert gateway_profiles(load_settings(environ={})) == {}
+    (workdir / "aggregator.toml").write_text("[banks]\nsandbox = true\n")
+    # Every profile shipped in connectors/banks/ is a sandbox bank, new ones included.
+    builtin = set(load_profiles([]))
+    assert {"sandbox-eu", "sandbox-us"} <= builtin
+    assert set(gateway_profiles(load_settings(environ={}))) == builtin
+    (workdir / "aggregator.toml").unlink()
+    monkeypatch.setenv("AGGREGATOR_BANKS_SANDBOX", "true")
+
+    assert run("list", "--json") == 0
+
+    rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["sandbox-eu"]["loaded"] is True
+    assert "AGGREGATOR_BANKS_SANDBOX" in rows["sandbox-eu"]["reason"]
+
+
+def test_sandbox_setting_must_be_a_flag(workdir: Path) -> None:
+    from aggregator.errors import ConfigError
+    from aggregator.settings import load_settings
+
+    (workdir / "aggregator.toml").write_text('[banks]\nsandbox = "yes"\n')
+    with pytest.raises(ConfigError, match=r"aggregator\.toml: banks\.sandbox must be true"):
+        load_settings(environ={})
+    with pytest.raises(ConfigError, match="AGGREGATOR_BANKS_SANDBOX"):
+        load_settings(environ={"AGGREGATOR_BANKS_SANDBOX": "maybe"})
 
 
 def test_list_json_includes_operator_profiles(
@@ -79,6 +116,8 @@ def test_list_json_includes_operator_profiles(
     assert set(rows) == {*load_profiles([]), "strict-bank"}
     assert "sandbox-berlin" in rows
     assert rows["strict-bank"]["dialect"] == "berlin_group"
+    assert rows["strict-bank"]["loaded"] is True
+    assert rows["strict-bank"]["reason"] == "from [banks] directories: banks"
 
 
 def test_check_reports_what_the_sandbox_supports(

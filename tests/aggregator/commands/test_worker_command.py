@@ -20,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
 def test_worker_command_registers_with_its_defaults() -> None:
     args = _parser().parse_args(["worker", "--concurrency", "4", "--metrics-port", "9464"])
     assert args.handler is not None
-    assert (args.concurrency, args.per_bank, args.lease_seconds) == (4, 8, 60.0)
+    assert (args.concurrency, args.per_bank, args.lease_seconds) == (4, 8, 15.0)
     assert args.metrics_port == 9464
 
 

@@ -94,16 +94,30 @@ class Gateway:
 
 
 @pytest.fixture
+def bank_config() -> SandboxConfig:
+    """The sandbox bank's settings; a test module overrides this fixture to change them."""
+    return SandboxConfig(clients=[gateway_client()])
+
+
+@pytest.fixture
+def profile_overrides() -> dict[str, Any]:
+    """Extra bank-profile values for both sandbox profiles; a test module overrides it."""
+    return {}
+
+
+@pytest.fixture
 async def gateway(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
+    bank_config: SandboxConfig, profile_overrides: dict[str, Any],
 ) -> AsyncIterator[Gateway]:
-    bank = SandboxBank(SandboxConfig(clients=[gateway_client()]))
+    bank = SandboxBank(bank_config)
     issued: list[str] = []
     async with (
         bank.serve() as bank_url,
         httpx.AsyncClient(timeout=10, event_hooks={"response": [_token_watch(issued)]}) as http,
     ):
-        profiles = load_profiles([], {b: {"issuer": bank_url} for b in BANK_FOR.values()})
+        profiles = load_profiles(
+            [], {b: {"issuer": bank_url, **profile_overrides} for b in BANK_FOR.values()})
         services = Services(settings, region_router, custody, BankDirectory(profiles, http))
         sock = bind("127.0.0.1", 0)
         install(services, public_url=base_url(sock))

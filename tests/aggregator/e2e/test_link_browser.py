@@ -1,7 +1,7 @@
 """A person in headless Chromium links a bank through the hosted Link page.
 
 Debian's Chromium (``/usr/bin/chromium``) driven by Playwright for Python, with the flags
-FINDINGS.md ("Headless Chromium") lists and a fresh profile. Each page is kept as a
+docs/architecture.md ("Performance notes") lists and a fresh profile. Each page is kept as a
 screenshot under ``test-artifacts/link-browser/`` (git-ignored) for people to look at.
 The app's redirect URI is answered inside the browser: nothing listens there.
 """

@@ -253,3 +253,17 @@ async def test_a_clear_url_of_an_earlier_release_is_sealed_by_the_migration_step
         assert app.webhook_url_sealed is not None
         assert b"s3cr3t" not in bytes(app.webhook_url_sealed)
         assert url_of(custody["eu"].hasher, app) == legacy
+
+
+async def test_an_event_without_an_endpoint_says_no_endpoint_not_failed(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], emit_erased: Emit,
+) -> None:
+    from aggregator.http.routes.events import event_view
+
+    event_id = await emit_erased("eu")
+    async with egress_client(DEV) as http:
+        await deliver_due(region_router, http, custody, policy=DEV, owner="w1")
+    event = await _event(region_router, event_id)
+    assert event.delivered_at is None
+    assert event.next_attempt_at is None
+    assert event_view(event).delivery == "no_endpoint"

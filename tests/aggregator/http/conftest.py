@@ -146,4 +146,4 @@ def bare_settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, regions={"eu": RegionSettings(
         "eu", f"sqlite+aiosqlite:///{tmp_path / 'eu.sqlite3'}",
         LocalKeyringConfig(tmp_path / "keys", "eu"),
-    )})
+    )}, sandbox_banks=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from aggregator.custody import RegionCustody
@@ -201,3 +204,43 @@ async def test_a_stale_lease_never_persists_over_newer_tokens(
     assert await refresh_leased(_ctx(region_router, custody, bank), "eu", lease) == "lease_lost"
     assert bank.presented == []
     await asyncio.sleep(0)
+
+
+async def test_each_refresh_logs_one_line_with_ids_bank_and_outcome_never_a_token(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    linked = await make_linked("eu", refresh_token="rt-old-secret")
+    lease = await _lease(region_router, linked)
+    caplog.set_level(logging.INFO, logger="aggregator.worker.refresh")
+
+    assert await refresh_leased(_ctx(region_router, custody, StubOAuth()), "eu", lease) == "ok"
+
+    lines = [r for r in caplog.records if r.name == "aggregator.worker.refresh"]
+    assert len(lines) == 1
+    fields = lines[0].fields  # type: ignore[attr-defined]
+    assert fields == {"credential_id": linked.credential.id,
+                      "connection_id": linked.connection.id,
+                      "bank": linked.connection.bank_id, "outcome": "ok"}
+    assert linked.connection.id in lines[0].getMessage()
+    assert "rt-" not in caplog.text
+    assert "at-new" not in caplog.text
+
+
+async def test_a_refresh_is_not_sent_when_its_lease_may_have_lapsed(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+) -> None:
+    """Sent after the lease's end, it could race a worker that took the row over with the
+    same refresh token: a strict bank then revokes the grant and neither worker sees it."""
+    linked = await make_linked("eu")
+    bank = StubOAuth()
+    lease = await _lease(region_router, linked)
+    ctx = _ctx(region_router, custody, bank)
+    ctx.lease_deadlines[lease.credential.id] = time.monotonic() - 1.0  # long past
+
+    outcome = await refresh_leased(ctx, "eu", lease)
+
+    credential, _ = await _row(region_router)
+    assert outcome == "lease_lost"
+    assert bank.presented == []  # nothing left for the bank
+    assert credential.lease_owner is None  # handed back, due again

@@ -31,7 +31,7 @@ class RecordingSyncer:
         self.calls: list[tuple[str, str]] = []
 
     async def sync(self, connection_id: ConnectionId, *, actor: str = "gateway",
-                   request_id: str | None = None) -> None:
+                   request_id: str | None = None, spent_at: datetime | None = None) -> None:
         self.calls.append((connection_id, actor))
         await asyncio.sleep(0.01)  # let a concurrent pass overlap
         if self.fail is not None:

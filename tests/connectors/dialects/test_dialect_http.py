@@ -3,6 +3,7 @@ error mapping, Retry-After, bounded same-origin paging, and no token in errors o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,13 @@ from connectors.dialects import (
     get_dialect,
     parse_retry_after,
 )
-from connectors.errors import BankProtocolError, BankUnavailable, ConnectorError
+from connectors.errors import (
+    BankProtocolError,
+    BankUnavailable,
+    ConnectorError,
+    ResourceNotOffered,
+    ResourceNotPermitted,
+)
 from tests.connectors.dialects.fakebank import FakeBank
 
 TOKEN = "tok-NEVER-LOG-9f8e7d6c5b4a"
@@ -93,8 +100,10 @@ FAILURES: dict[str, tuple[Callable[..., httpx.Response], type[ConnectorError], s
     "refused": (_raise(httpx.ConnectError("refused")), BankUnavailable, "ConnectError"),
     "broken": (_raise(httpx.RemoteProtocolError("x")), BankProtocolError, "broken HTTP"),
     "401": (_status(401), BankProtocolError, "HTTP 401.*refused the access token"),
-    "403": (_status(403), BankProtocolError, "HTTP 403"),
-    "404": (_status(404), BankProtocolError, "HTTP 404.*unexpected status"),
+    "403": (_status(403), ResourceNotPermitted, "HTTP 403.*does not permit"),
+    "404": (_status(404), ResourceNotOffered, "HTTP 404.*does not offer"),
+    "501": (_status(501), ResourceNotOffered, "HTTP 501.*does not offer"),
+    "418": (_status(418), BankProtocolError, "HTTP 418.*unexpected status"),
     "302": (_status(302, {"Location": "https://evil.example/"}), BankProtocolError, "HTTP 302"),
     "not-json": (_body(b"<html>oops</html>"), BankProtocolError, "HTTP 200.*not valid JSON"),
     "not-utf8": (_body(b'{"a": "\xff"}'), BankProtocolError, "not valid JSON"),
@@ -155,6 +164,28 @@ async def test_error_names_the_request_id_for_support(case: Case) -> None:
 
     with pytest.raises(BankUnavailable, match="bank-echo-42"):
         await _accounts_with(case, answer)
+
+
+@each_dialect
+@pytest.mark.parametrize(("status", "echo"), [(403, "bank-403"), (404, None), (200, "ok-1")])
+async def test_last_request_id_is_set_for_a_failed_call_too(
+    case: Case, status: int, echo: str | None
+) -> None:
+    """The contract in connectors/dialects/base.py: the sync keeps it per resource."""
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers[case.cls.request_id_header])
+        headers = {case.cls.request_id_header: echo} if echo else {}
+        return httpx.Response(status, headers=headers, json={"Data": {"Account": []}})
+
+    bank = FakeBank(case.cls.request_id_header)
+    bank.route(case.base + case.accounts_path, answer)
+    async with bank.client() as client:
+        dialect = case.cls(client, case.base, TOKEN, case.headers)
+        with contextlib.suppress(ConnectorError):
+            await dialect.accounts()
+    assert dialect.last_request_id == (echo or sent[-1])
 
 
 NOW = datetime(2024, 3, 14, 12, 0, 0, tzinfo=UTC)

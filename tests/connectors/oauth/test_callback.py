@@ -8,6 +8,7 @@ import pytest
 
 from connectors import (
     AuthorizationExpired,
+    BankMisconfigured,
     BankProtocolError,
     ConnectorError,
     ConsentRejected,
@@ -62,7 +63,11 @@ def test_iss_may_be_absent_when_not_advertised(pending: PendingAuthorization) ->
             IssuerMismatch,  # iss is checked before the error is believed
         ),
         ({"error": "access_denied", "state": "{state}", "iss": ISSUER}, ConsentRejected),
-        ({"error": "invalid_scope", "state": "{state}", "iss": ISSUER}, BankProtocolError),
+        # Our configuration, not the user: an operator fixes `scopes` (issue 14).
+        ({"error": "invalid_scope", "state": "{state}", "iss": ISSUER}, BankMisconfigured),
+        ({"error": "unauthorized_client", "state": "{state}", "iss": ISSUER},
+         BankMisconfigured),
+        ({"error": "invalid_request", "state": "{state}", "iss": ISSUER}, BankProtocolError),
         ({"state": "{state}", "iss": ISSUER}, BankProtocolError),
     ],
 )

@@ -16,6 +16,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from connectors import (
+    BankMisconfigured,
     BankOAuthClient,
     BankProtocolError,
     BankUnavailable,
@@ -299,7 +300,7 @@ def _date_in(seconds: int) -> str:
     ("reply", "error", "retry_after"),
     [
         (httpx.Response(400, json={"error": "invalid_grant"}), GrantRevoked, None),
-        (httpx.Response(401, json={"error": "invalid_client"}), BankProtocolError, None),
+        (httpx.Response(401, json={"error": "invalid_client"}), BankMisconfigured, None),
         (httpx.Response(503, text="down", headers={"Retry-After": "120"}), BankUnavailable, 120),
         (httpx.Response(500, text="<html>oops</html>"), BankUnavailable, None),
         (

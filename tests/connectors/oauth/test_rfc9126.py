@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from connectors import BankProtocolError, BankUnavailable, ConnectorError
+from connectors import BankMisconfigured, BankProtocolError, BankUnavailable, ConnectorError
 from connectors.oauth.rfc9126 import authorization_url, push_authorization_request
 
 
@@ -42,7 +42,7 @@ async def test_success_returns_the_reference(status: int) -> None:
     ("reply", "error"),
     [
         (httpx.Response(400, json={"error": "invalid_request"}), BankProtocolError),
-        (httpx.Response(401, json={"error": "invalid_client"}), BankProtocolError),
+        (httpx.Response(401, json={"error": "invalid_client"}), BankMisconfigured),
         (httpx.Response(403, text="forbidden"), BankProtocolError),
         (httpx.Response(503, headers={"Retry-After": "10"}), BankUnavailable),
         (httpx.Response(429), BankUnavailable),
