@@ -61,6 +61,8 @@ def routes() -> list[BaseRoute]:
         ("/console/events/{id}/redeliver", action(actions.redeliver_event), post),
         ("/console/erasures", action(actions.start_erasure), post),
         ("/console/erasures/{id}/retry", action(actions.retry_revocations), post),
+        ("/console/applications/{id}/disable", action(actions.disable_app), post),
+        ("/console/keys/{prefix}/revoke", action(actions.revoke_api_key), post),
     ]
     return [Route(path, endpoint, methods=methods, include_in_schema=False)  # type: ignore[arg-type]
             for path, endpoint, methods in table]

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from aggregator import audit
+from aggregator.applications import disable_application, revoke_key
 from aggregator.console.needs import ConsoleNeeds
 from aggregator.console.pages import sync_policy
 from aggregator.console.web import HEADERS, client_ip, message, needs, render, request_id
@@ -185,3 +186,39 @@ async def verify_chain(request: Request, who: SignedIn) -> Response:
                        f"The database of region {region} does not answer.", status=503)
     return render(request, "verified.html", title=f"Audit chain of {region}",
                   report=report, region=region)
+
+
+async def disable_app(request: Request, who: SignedIn) -> Response:
+    """Disable an application (every key refused from now on): its id typed to confirm.
+    Written to every region, so every region must answer."""
+    services = needs(request)
+    app_id = request.path_params["id"]
+    form = await request.form()
+    if form.get("confirm") != app_id:
+        return message(request, "Not disabled",
+                       "Type the application id exactly to confirm. Nothing changed.",
+                       status=400)
+    try:
+        await disable_application(services.router, app_id, actor=who.operator_id)
+    except REGION_DOWN:
+        return message(request, "A region is unavailable",
+                       "Every region must answer to disable an application; nothing "
+                       "changed.", status=503)
+    except GatewayError as exc:
+        return message(request, "Not disabled", str(exc), status=404)
+    return back("/console/applications", "disabled")
+
+
+async def revoke_api_key(request: Request, who: SignedIn) -> Response:
+    """Revoke one API key now, by its public prefix (written to every region)."""
+    services = needs(request)
+    prefix = request.path_params["prefix"]
+    try:
+        await revoke_key(services.router, prefix, actor=who.operator_id)
+    except REGION_DOWN:
+        return message(request, "A region is unavailable",
+                       "Every region must answer to revoke a key; nothing changed.",
+                       status=503)
+    except GatewayError as exc:
+        return message(request, "Not revoked", str(exc), status=404)
+    return back("/console/applications", "revoked")

@@ -59,6 +59,8 @@ DONE = {
     "redelivered": "The event is due for delivery again; a worker sends it shortly.",
     "erasure": "The erasure request was created; a worker carries it out.",
     "retried": "The failed revocations were retried; see their outcomes below.",
+    "disabled": "The application is disabled: every one of its keys is refused now.",
+    "revoked": "The API key is revoked.",
 }
 
 Page = Callable[[Request, SignedIn], Awaitable[Response]]

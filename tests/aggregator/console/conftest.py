@@ -30,6 +30,7 @@ bank_switch = http_fixtures.bank_switch
 bank_http = http_fixtures.bank_http
 services = http_fixtures.services
 make_app = http_fixtures.make_app
+api_key = http_fixtures.api_key
 
 ORIGIN = "https://console.test"
 PASSWORDS = {"ada": "correct horse battery staple", "vic": "viewer-password-42"}

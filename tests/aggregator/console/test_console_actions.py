@@ -96,3 +96,30 @@ async def test_audit_search_filters_by_action_actor_and_target(
     assert "Region eu" not in found.text
     none = await admin.http.get("/console/audit", params={"action": "%"})
     assert "No events match" in none.text
+
+
+async def test_an_admin_revokes_a_key_and_disables_an_application(
+    admin: Console, linked: Linked, region_router: RegionRouter, operators: dict[str, str],
+    api_key: str,
+) -> None:
+    from aggregator.models import ApiKey, Application
+
+    prefix = api_key.split("_")[1]
+    app_id = linked.connection.application_id
+    revoked = await admin.post(f"/console/keys/{prefix}/revoke")
+    assert revoked.status_code == 303
+    typo = await admin.post(f"/console/applications/{app_id}/disable", confirm="app_x")
+    assert typo.status_code == 400
+    disabled = await admin.post(f"/console/applications/{app_id}/disable", confirm=app_id)
+    assert disabled.status_code == 303
+    for region in region_router.regions:
+        async with region_router.reader(region) as session:
+            key = await session.get(ApiKey, prefix)
+            app = await session.get(Application, app_id)
+        assert key is not None
+        assert key.revoked_at is not None
+        assert app is not None
+        assert app.disabled_at is not None
+        actions = {(e.actor, e.action) for e in await _audited(region_router, region,
+                                                                "api_key.revoked")}
+        assert actions == {(operators["ada"], "api_key.revoked")}

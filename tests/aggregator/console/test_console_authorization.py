@@ -23,6 +23,7 @@ from tests.aggregator.console.conftest import Console, ConsoleFactory
 ADMIN_ACTIONS = {
     "/console/connections/{id}/sync", "/console/events/{id}/redeliver",
     "/console/erasures", "/console/erasures/{id}/retry",
+    "/console/applications/{id}/disable", "/console/keys/{prefix}/revoke",
 }
 ANY_ROLE_ACTIONS = {"/console/audit/verify", "/console/sign-out"}
 OPEN = {"/console/sign-in", "/console/static/console.css"}
@@ -44,7 +45,10 @@ def _concrete(path: str, linked: Linked, event_id: str) -> str:
     ids = {"/console/connections/{id}": linked.connection.id,
            "/console/connections/{id}/sync": linked.connection.id,
            "/console/events/{id}/redeliver": event_id,
-           "/console/erasures/{id}/retry": "era_eu_" + "a" * 26}
+           "/console/erasures/{id}/retry": "era_eu_" + "a" * 26,
+           "/console/applications/{id}/disable": linked.connection.application_id}
+    if "{prefix}" in path:
+        return path.replace("{prefix}", "abcdefgh")
     return path.replace("{id}", ids[path]) if "{id}" in path else path
 
 
