@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aggregator.commands.output import examples
 from aggregator.errors import ConfigError
 from aggregator.ids import OperatorId
 from aggregator.models import OperatorRole
@@ -24,9 +25,19 @@ from aggregator.store import RegionRouter, require_head
 
 
 def register(subparsers: Any) -> None:
-    operators = subparsers.add_parser("operators", help="manage operator console accounts")
+    operators = subparsers.add_parser(
+        "operators", help="manage operator console accounts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("aggregator operators create ada --role admin",
+                        "echo \"$PASSWORD\" | aggregator operators create vic --role viewer "
+                        "--password-stdin"),
+    )
     actions = operators.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = actions.add_parser("create", help="create an operator account")
+    create = actions.add_parser(
+        "create", help="create an operator account",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("aggregator operators create ada --role admin"),
+    )
     create.add_argument("name", metavar="NAME", help="the sign-in name, e.g. ada")
     create.add_argument("--role", required=True, choices=[r.value for r in OperatorRole],
                         help="viewer: reads every page; admin: may also act")
