@@ -291,10 +291,21 @@ def routes() -> list[BaseRoute]:
     tags = ("events",)
     return [
         ApiRoute("/v1/webhook-endpoint", put_endpoint, "PUT", Operation(
+            description=(
+                "Sets the HTTPS endpoint that receives the application's events, in every "
+                "region, signed as the Standard Webhooks specification describes. The "
+                "answer that first sets it carries the signing secret (`whsec_…`), once: "
+                "keep it to verify signatures."
+            ),
             summary="Set where outbound events are delivered", body=EndpointIn,
             response=EndpointOut, tags=tags, errors=(422,),
         )),
         ApiRoute("/v1/webhook-endpoint/rotate", rotate_secret, "POST", Operation(
+            description=(
+                "Issues a new signing secret, returned once. For 24 hours every event "
+                "carries signatures under both secrets, so receivers can switch without "
+                "missing one."
+            ),
             summary="Rotate the signing secret; the previous one signs for 24 hours more",
             response=EndpointOut, tags=tags,
         )),
@@ -304,6 +315,10 @@ def routes() -> list[BaseRoute]:
             documents=tuple(dict.fromkeys(EVENT_PAYLOADS.values())),
         )),
         ApiRoute("/v1/events/{id}/redeliver", post_redeliver, "POST", Operation(
+            description=(
+                "Makes the event due now with its attempt count reset; a worker delivers "
+                "it shortly, signed anew. Use it after fixing an endpoint that failed."
+            ),
             summary="Deliver an event again, with a fresh retry schedule",
             response=EventOut, status=202, tags=tags, path_params=EVENT_ID,
         )),
