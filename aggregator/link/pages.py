@@ -1,13 +1,14 @@
-"""Server-rendered pages of the Link flow: the bank picker, the outcome and error pages.
+"""Server-rendered pages of the Link flow: the bank picker and the error pages.
 
 Plain HTML forms and one stylesheet, no script: they work with a keyboard, a screen
 reader, a headless browser and an ``httpx`` client alike. Templates are Jinja2 files next
-to this module, rendered with autoescaping on (:mod:`aggregator.link.rendering`), so a
-template cannot forget to escape. The response headers keep the page out of frames (a
-consent click is worth hijacking) and caches, and ``Referrer-Policy: no-referrer`` keeps
-the link token in the page's URL from reaching the bank. An app's accent colour is one
-inline ``<style>`` block allowed by its SHA-256 hash (CSP Level 3, "hash-source"); its
-logo is a ``data:`` image (:mod:`aggregator.link.branding`).
+to this module, loaded through :func:`aggregator.templating.environment` like the
+operator console's: every value is escaped by the template engine, so no page can forget
+to. The response headers keep the page out of
+frames (a consent click is worth hijacking) and caches, and ``Referrer-Policy:
+no-referrer`` keeps the link token in the page's URL from reaching the bank. An app's
+branding (:mod:`aggregator.link.branding`) adds one inline ``<style>`` allowed by its
+SHA-256 hash (CSP Level 3, "hash-source") and a ``data:`` logo; nothing else widens.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
+from jinja2 import Environment
 from starlette.responses import HTMLResponse
 
 from aggregator.link.branding import Brand
 from aggregator.link.errors import LinkError
-from aggregator.link.rendering import DEFAULT_LOCALE, gettext, render
+from aggregator.link.i18n import DEFAULT, translations
+from aggregator.templating import environment
 from connectors import BankProfile
 
 STYLESHEET = "/link/static/link.css"
-#: More banks than this in a region and the picker offers a search (a GET form).
-SEARCH_THRESHOLD = 6
 
 HEADERS = {
     "Cache-Control": "no-store",
@@ -54,78 +54,82 @@ _ADVICE = {
 _GENERIC_ADVICE = "Please go back to the app and try again in a few minutes."
 
 
-@dataclass(frozen=True, slots=True)
-class _Bank:
-    id: str
-    name: str
-    country: str
-    logo: str
+@cache
+def _env(locale: str) -> Environment:
+    env = environment("aggregator.link", extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["logo_url"] = logo_url
+    return env
 
 
-def _headers(brand: Brand | None) -> dict[str, str]:
+def _t(locale: str, text: str) -> str:
+    return translations(locale).gettext(text)
+
+
+def _policy(brand: Brand | None) -> str:
+    """The page's CSP: :data:`HEADERS`' own, plus what ``brand`` needs and no more."""
     css = brand.css() if brand else None
     if css is None and not (brand and brand.logo):
-        return HEADERS
+        return HEADERS["Content-Security-Policy"]
     styles = ""
     if css is not None:
         digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
         styles = f" 'sha256-{digest}'"
     images = " data:" if brand and brand.logo else ""
-    policy = ("default-src 'none'; style-src 'self'" + styles + "; img-src 'self'" + images
-              + "; base-uri 'none'; frame-ancestors 'none'")
-    return {**HEADERS, "Content-Security-Policy": policy}
+    return (f"default-src 'none'; style-src 'self'{styles}; img-src 'self'{images}; "
+            "base-uri 'none'; frame-ancestors 'none'")
 
 
-def _page(template: str, title: str, *, status: int = 200, request_id: str | None = None,
-          locale: str = DEFAULT_LOCALE, brand: Brand | None = None, **context: object
-          ) -> HTMLResponse:
-    html = render(locale, template, title=title, stylesheet=STYLESHEET,
-                  request_id=request_id, brand=brand,
-                  brand_css=brand.css() if brand else None, **context)
-    return HTMLResponse(html, status_code=status, headers=_headers(brand))
+def _page(
+    template: str, title: str, *, status: int = 200, request_id: str | None = None,
+    locale: str = DEFAULT, brand: Brand | None = None, **context: object,
+) -> HTMLResponse:
+    html = _env(locale).get_template(template).render(
+        title=title, stylesheet=STYLESHEET, request_id=request_id, locale=locale,
+        brand=brand, brand_css=brand.css() if brand else None, **context,
+    )
+    headers = {**HEADERS, "Content-Language": locale, "Vary": "Accept-Language",
+               "Content-Security-Policy": _policy(brand)}
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def logo_url(profile: BankProfile) -> str:
     return f"/link/banks/{profile.id}/logo"
 
 
+#: From this many banks on, the picker offers a search (a plain GET form, no script).
+SEARCH_FROM = 7
+
+
 def matching(banks: Sequence[BankProfile], query: str) -> list[BankProfile]:
     """The banks whose name, id or country contains every word of ``query``."""
     words = query.casefold().split()
-    return [p for p in banks
-            if all(w in f"{p.display_name} {p.id} {p.country}".casefold() for w in words)]
+    return [b for b in banks
+            if all(w in f"{b.display_name} {b.id} {b.country}".casefold() for w in words)]
 
 
 def picker_page(
     *, action: str, form_nonce: str, banks: Sequence[BankProfile], app_name: str,
-    update: bool, request_id: str | None = None, locale: str = DEFAULT_LOCALE,
-    brand: Brand | None = None, query: str = "", cancel_action: str | None = None,
+    update: bool, request_id: str | None = None, query: str = "", locale: str = DEFAULT,
+    brand: Brand | None = None,
 ) -> HTMLResponse:
-    """The bank picker; one bank is preselected when the app named it.
-
-    A region with more than :data:`SEARCH_THRESHOLD` banks gets a search: a GET form
-    back to this page with ``q``, filtered here, so it works without script.
-    """
-    name = brand.name if brand else app_name
-    heading = gettext(locale, "Reconnect your bank" if update else "Connect your bank")
-    query = query.strip()[:60]
+    """The bank picker; one bank is preselected when the app named it. With many banks,
+    a search narrows the list (``query``, from the page's own search form)."""
+    heading = _t(locale, "Reconnect your bank" if update else "Connect your bank")
+    app_name = brand.name if brand else app_name
     if not banks:
-        return _page("empty.html", heading, request_id=request_id, locale=locale,
-                     brand=brand, heading=heading, app_name=name, form_nonce=form_nonce,
-                     cancel_action=cancel_action)
-    searchable = len(banks) > SEARCH_THRESHOLD
-    shown = matching(banks, query) if searchable and query else list(banks)
-    return _page(
-        "picker.html", heading, request_id=request_id, locale=locale, brand=brand,
-        heading=heading, update=update, app_name=name, action=action,
-        form_nonce=form_nonce, preselect=len(banks) == 1, searchable=searchable,
-        search_action=action, query=query if searchable else "",
-        cancel_action=cancel_action,
-        banks=[_Bank(p.id, p.display_name, p.country, logo_url(p)) for p in shown],
-    )
+        return _page("empty.html", heading, request_id=request_id, heading=heading,
+                     app_name=app_name, locale=locale, brand=brand)
+    searchable = len(banks) >= SEARCH_FROM
+    query = query.strip()[:64] if searchable else ""
+    shown = matching(banks, query) if query else list(banks)
+    return _page("picker.html", heading, request_id=request_id, heading=heading,
+                 app_name=app_name, update=update, action=action, form_nonce=form_nonce,
+                 banks=shown, searchable=searchable, query=query, total=len(banks),
+                 locale=locale, brand=brand)
 
 
-def error_page(error: LinkError, *, request_id: str | None, locale: str = DEFAULT_LOCALE
+def error_page(error: LinkError, *, request_id: str | None, locale: str = DEFAULT
                ) -> HTMLResponse:
     """The page for a refused step: what happened, what to do, and a reference."""
     return message_page(
@@ -136,23 +140,20 @@ def error_page(error: LinkError, *, request_id: str | None, locale: str = DEFAUL
 
 def message_page(
     title: str, message: str, *, status: int, request_id: str | None, advice: str | None = None,
-    locale: str = DEFAULT_LOCALE,
+    locale: str = DEFAULT,
 ) -> HTMLResponse:
-    """An error page (``role=alert``); texts found in the catalogue are translated."""
-    heading = gettext(locale, title)
-    return _page("error.html", heading, status=status, request_id=request_id, locale=locale,
-                 heading=heading, message=gettext(locale, message),
-                 advice=gettext(locale, advice or _GENERIC_ADVICE))
+    """An error page; title, message and advice are shown in ``locale`` when its
+    catalogue has them (their English text is the key), else in English."""
+    title = _t(locale, title)
+    return _page("error.html", title, status=status, request_id=request_id, heading=title,
+                 message=_t(locale, message), advice=_t(locale, advice or _GENERIC_ADVICE),
+                 locale=locale)
 
 
-def success_page(
-    title: str, message: str, *, request_id: str | None = None, advice: str | None = None,
-    locale: str = DEFAULT_LOCALE,
-) -> HTMLResponse:
-    """A page announcing that something worked: ``role=status``, success styling."""
-    heading = gettext(locale, title)
-    return _page("success.html", heading, request_id=request_id, locale=locale,
-                 heading=heading, message=message, advice=advice)
+def success_page(title: str, message: str, *, advice: str | None = None) -> HTMLResponse:
+    """A page that reports something that went well: announced politely
+    (``role="status"``), not as an alert, and drawn as a success."""
+    return _page("success.html", title, heading=title, message=message, advice=advice or "")
 
 
 @cache

@@ -32,7 +32,6 @@ from aggregator.http.services import services_of
 from aggregator.http.views import ID
 from aggregator.link import browser
 from aggregator.link.accounts_page import accounts_page
-from aggregator.link.cancel import cancel_link
 from aggregator.link.errors import (
     LinkError,
     LinkFormInvalid,
@@ -42,6 +41,7 @@ from aggregator.link.errors import (
     LinkRequestInvalid,
 )
 from aggregator.link.flow import Outcome
+from aggregator.link.i18n import LOCALES, negotiate
 from aggregator.link.misconfiguration import BankNotLinkable, count
 from aggregator.link.pages import (
     HEADERS,
@@ -51,7 +51,6 @@ from aggregator.link.pages import (
     stylesheet,
 )
 from aggregator.link.picking import ACCOUNTS_PATH, choose_accounts
-from aggregator.link.rendering import negotiate
 from aggregator.link.sessions import LinkRequest, create_link_session, open_link
 from aggregator.link.wiring import LinkComponents, components
 from aggregator.plaid.link import plaid_link_token
@@ -62,7 +61,6 @@ from connectors import ConnectorError
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/link/callback"
-CANCEL_SUFFIX = "/cancel"
 _OTHER_BROWSER = "This link was opened in another browser, so it cannot continue here."
 #: Names the region of the session in flight, so the callback asks that region first.
 
@@ -76,8 +74,7 @@ class CreateLinkSession:
         min_length=1, max_length=2048,
         description="Where the user returns; must be on the application's allow-list, "
                     "exactly. It receives `connection_id` and `outcome` "
-                    "(`success`, `denied`, `error`, or `cancelled` when the user chose "
-                    "\"Cancel and return\" on the Link page) and nothing else.",
+                    "(`success`, `denied`, `cancelled` or `error`) and nothing else.",
     ))
     bank_id: str | None = field(default=None, metadata=rules(
         pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
@@ -89,7 +86,7 @@ class CreateLinkSession:
     ))
     locale: str | None = field(default=None, metadata=rules(
         pattern=r"^(en|de|fr|es)(-[A-Za-z0-9]{1,8})*$",
-        description="The Link page's language (`en`, `de`, `fr`, `es`, optionally with a "
+        description="The Link page's language (`en`, `de`, `fr` or `es`, optionally with a "
                     "region, e.g. `de-AT`); without it the browser's `Accept-Language` "
                     "chooses, then English.",
     ))
@@ -186,12 +183,12 @@ def _for_people(handler: Handler) -> Handler:
     """
 
     async def page(call: Call) -> Any:
-        locale = negotiate(None, call.request.headers.get("accept-language"))
+        locale = negotiate(call.request.headers.get("accept-language"))
         try:
             return await handler(call)
         except BankNotLinkable as exc:
             count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
-            return error_page(exc, request_id=call.request_id, locale=locale)
+            return error_page(exc, request_id=call.request_id)
         except LinkError as exc:
             return error_page(exc, request_id=call.request_id, locale=locale)
         except (ConnectorError, UnknownBank) as exc:
@@ -223,45 +220,17 @@ async def show_page(call: Call) -> Response:
     elif not browser.matches(opened.session.browser_digest, given):
         raise LinkOtherBrowser(_OTHER_BROWSER)
     # Relative without public_url: the browser resolves it against the URL it used.
-    action = f"{parts.public_url or ''}/link/{token}"
     page = picker_page(
-        action=action, form_nonce=opened.form_nonce,
+        action=f"{parts.public_url or ''}/link/{token}", form_nonce=opened.form_nonce,
         banks=opened.banks, app_name=opened.app_name,
         update=opened.session.update_connection_id is not None, request_id=call.request_id,
-        locale=_locale(call, opened.session.locale), brand=opened.brand,
-        query=call.request.query_params.get("q", ""), cancel_action=action + CANCEL_SUFFIX,
+        query=call.request.query_params.get("q", ""), brand=opened.brand,
+        locale=_session_locale(opened.session.locale)
+        or negotiate(call.request.headers.get("accept-language")),
     )
     if fresh is not None and fresh != given:
         browser.set_cookie(page, base, fresh)
     return page
-
-
-def _locale(call: Call, session_locale: str | None) -> str:
-    return negotiate(session_locale, call.request.headers.get("accept-language"))
-
-
-async def cancel(call: Call) -> Response:
-    """"Cancel and return to the app" (:mod:`aggregator.link.cancel`)."""
-    request = call.request
-    parts = components(call.services)
-    try:
-        async with request.form(max_files=0, max_fields=4) as form:
-            nonce = form.get("form_nonce")
-    except HTTPException:
-        raise LinkFormInvalid("The form could not be read. Please go back and try "
-                              "again.") from None
-    base = _base_url(request, parts)
-    opened = await open_link(
-        call.services.router, call.services.custody, parts.banks, request.path_params["token"],
-    )
-    if not browser.matches(opened.session.browser_digest, browser.presented(request, base)):
-        raise LinkOtherBrowser(_OTHER_BROWSER)
-    url = await cancel_link(
-        call.services.router, call.services.custody[opened.region], opened,
-        nonce if isinstance(nonce, str) else "", request_id=call.request_id,
-        client_ip=call.client_ip,
-    )
-    return RedirectResponse(url, status_code=303, headers=HEADERS)
 
 
 async def choose_bank(call: Call) -> Response:
@@ -279,6 +248,11 @@ async def choose_bank(call: Call) -> Response:
     )
     if not browser.matches(opened.session.browser_digest, browser.presented(request, base)):
         raise LinkOtherBrowser(_OTHER_BROWSER)
+    if "cancel" in fields:  # "Cancel and return to the app"
+        outcome = await parts.flow.cancel(opened, fields.get("form_nonce", ""),
+                                          client_ip=call.client_ip,
+                                          request_id=call.request_id)
+        return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
     url = await parts.flow.authorize(
         opened, fields.get("form_nonce", ""), fields.get("bank_id", ""),
         base + CALLBACK_PATH, client_ip=call.client_ip,
@@ -297,7 +271,8 @@ async def callback(call: Call) -> Response:
     _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
-                             request_id=call.request_id)
+                             request_id=call.request_id,
+                             locale=negotiate(call.request.headers.get("accept-language")))
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
@@ -343,15 +318,22 @@ async def callback_form(call: Call) -> Response:
     _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
-                             request_id=call.request_id)
+                             request_id=call.request_id,
+                             locale=negotiate(call.request.headers.get("accept-language")))
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
-def _bank_trouble(request_id: str, locale: str) -> Response:
+def _session_locale(locale: str | None) -> str | None:
+    """The language the app asked for (``de-AT`` → ``de``), when the pages speak it."""
+    language = (locale or "").split("-")[0].lower()
+    return language if language in LOCALES else None
+
+
+def _bank_trouble(request_id: str, locale: str = "en") -> Response:
     return message_page(
         "Your bank is not reachable", "We could not reach your bank just now.",
-        status=502, request_id=request_id, locale=locale,
-        advice="Please go back to the app and try again in a few minutes.",
+        status=502, request_id=request_id,
+        advice="Please go back to the app and try again in a few minutes.", locale=locale,
     )
 
 
@@ -429,17 +411,16 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/link/{token}", _for_people(show_page), "GET", Operation(
             summary="The hosted Link page: the bank picker", response=None,
             auth=False, media_type="text/html", tags=("link",), path_params=_PAGE,
-            errors=_PAGE_ERRORS,
-        )),
-        ApiRoute("/link/{token}" + CANCEL_SUFFIX, _for_people(cancel), "POST", Operation(
-            summary="Cancel and return to the app: closes the link session; answered with "
-                    "a redirect to the app's redirect URI with `outcome=cancelled`",
-            response=None, status=303, auth=False, media_type="text/html", tags=("link",),
-            path_params=_PAGE, errors=_PAGE_ERRORS,
-            form={"form_nonce": "The nonce the page's form carries."},
+            errors=_PAGE_ERRORS, query_params={
+                "q": "Narrows the list to banks whose name, id or country contains "
+                     "every word (the page's search form, shown from 7 banks on).",
+            },
         )),
         ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
             summary="Pick a bank; answered with a redirect to the bank", response=None,
+            description="A form with `cancel` (the page's \"Cancel and return\" button) "
+                        "instead ends the session and redirects to the application's "
+                        "redirect URI with `outcome=cancelled`.",
             status=303, auth=False, media_type="text/html", tags=("link",),
             path_params=_PAGE, errors=_PAGE_ERRORS, form={
                 "form_nonce": "The nonce the page's form carries.",

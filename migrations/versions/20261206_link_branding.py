@@ -1,7 +1,7 @@
 """link page branding and locale
 
 Revision ID: s3_link_branding
-Revises: s3_sync_runs
+Revises: s3_operators
 Create Date: 2026-12-06 15:00:00.000000
 
 ``applications.brand_name``, ``brand_logo`` (a size-capped ``data:`` image URL) and
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s3_link_branding"
-down_revision: str | None = "s3_sync_runs"
+down_revision: str | None = "s3_operators"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,5 +1,9 @@
 """The Link page in headless Chromium: branded, in two languages, accessible, cancellable.
 
+Complements ``test_link_browser_locales.py`` (languages from ``Accept-Language``): here
+the app's branding under the page's real CSP, and the session's ``locale`` winning over
+the browser's.
+
 The fixtures of ``test_link_browser.py`` (Debian's Chromium driven by Playwright). The
 pages keep their real Content-Security-Policy here (no ``bypass_csp``): the app's accent
 (an inline style allowed by its hash) and its ``data:`` logo must survive it. axe-core,
@@ -96,7 +100,7 @@ async def test_a_branded_link_in_french_from_accept_language(
         page = context.pages[0] if context.pages else await context.new_page()
         await page.goto(link_url)
         assert await page.get_attribute("html", "lang") == "fr"
-        assert await page.locator("h1").inner_text() == "Connecter votre banque"
+        assert await page.locator("h1").inner_text() == "Connectez votre banque"
         assert "Budgetly" in await page.locator(".brand").inner_text()
         # The CSP let the hashed accent style and the data: logo through.
         button = page.get_by_role("button", name="Continuer vers votre banque")
@@ -140,7 +144,7 @@ async def test_a_link_in_german_is_cancelled_back_to_the_app(
         page = context.pages[0] if context.pages else await context.new_page()
         await page.goto(link_url)
         assert await page.get_attribute("html", "lang") == "de"
-        assert await page.locator("h1").inner_text() == "Bank verbinden"
+        assert await page.locator("h1").inner_text() == "Verbinden Sie Ihre Bank"
         await assert_accessible(page, "de-picker")
         cancel = page.get_by_role("button", name="Abbrechen und zurück zu Budgetly")
         await cancel.focus()

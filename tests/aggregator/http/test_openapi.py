@@ -45,10 +45,9 @@ async def test_every_route_of_the_app_is_documented_and_nothing_else(
     assert ("/v1/connections/{id}/transactions/sync", "get") in documented
     # 18 + erasure (2) + POST /webhooks/plaid/{region} + events (4) + POST /v1/plaid/exchange
     # + POST /link/callback (form post response mode) + POST /link/accounts (two-step)
-    # + GET /v1/connections/{id}/syncs + POST /link/{token}/cancel
+    # + GET /v1/connections/{id}/syncs
     assert ("/v1/connections/{id}/syncs", "get") in documented
-    assert ("/link/{token}/cancel", "post") in documented
-    assert len(documented) == 30
+    assert len(documented) == 29
     assert ("/webhooks/plaid/{region}", "post") in documented
 
 

@@ -1,4 +1,4 @@
-"""The Link page's languages, branding, search and escaping (rendered, no server)."""
+"""The Link page's per-application branding and escaping (rendered, no server)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,7 @@ from aggregator.link.branding import (
     contrast,
     data_url,
 )
-from aggregator.link.errors import LinkUsed
-from aggregator.link.pages import SEARCH_THRESHOLD, error_page, picker_page, success_page
-from aggregator.link.rendering import LOCALES, negotiate, translations
-from aggregator.link.walk import forms_of
+from aggregator.link.pages import SEARCH_FROM, picker_page
 from connectors import load_profiles
 
 PROFILES = load_profiles([])
@@ -50,92 +47,13 @@ def many_banks(n: int) -> list:  # type: ignore[type-arg]
     return [dataclasses.replace(base, id=f"bank-{i}", display_name=names[i]) for i in range(n)]
 
 
-@pytest.mark.parametrize(("locale", "heading", "button"), [
-    ("en", "Connect your bank", "Continue to your bank"),
-    ("de", "Bank verbinden", "Weiter zu Ihrer Bank"),
-    ("fr", "Connecter votre banque", "Continuer vers votre banque"),
-    ("es", "Conectar su banco", "Continuar a su banco"),
-])
-def test_the_picker_speaks_each_language_and_says_so(locale: str, heading: str,
-                                                     button: str) -> None:
-    html = html_of(picker_page(action="/link/t", form_nonce="n", banks=[PROFILES["sandbox-eu"]],
-                               app_name="Budgetly", update=False, locale=locale))
-    assert f'<html lang="{locale}">' in html
-    assert f"<h1>{heading}</h1>" in html
-    assert button in html
-
-
-def test_every_catalogue_translates_every_message() -> None:
-    english = None
-    for locale in LOCALES[1:]:
-        catalogue = translations(locale)
-        ids = {m for m in catalogue._catalog if isinstance(m, str) and m}
-        english = ids if english is None else english
-        assert ids == english
-        assert len(ids) > 40
-        untranslated = [m for m in ids if catalogue.gettext(m) == m and m != "Search"]
-        assert untranslated == [], locale
-
-
-@pytest.mark.parametrize(("session", "header", "chosen"), [
-    ("de", "fr-FR,fr;q=0.9", "de"),
-    (None, "fr-CA,fr;q=0.9,en;q=0.5", "fr"),
-    (None, "pt-BR, es;q=0.4, de;q=0.8", "de"),
-    (None, "ja", "en"),
-    (None, "es;q=0, de;q=0.1", "de"),
-    (None, None, "en"),
-    ("xx", "es", "es"),
-])
-def test_the_language_is_the_sessions_then_the_browsers_then_english(
-        session: str | None, header: str | None, chosen: str) -> None:
-    assert negotiate(session, header) == chosen
-
-
-def test_error_pages_are_translated_and_stay_alerts() -> None:
-    html = html_of(error_page(LinkUsed("A bank was already chosen with this link."),
-                              request_id="req_1", locale="es"))
-    assert '<html lang="es">' in html
-    assert "<h1>Este enlace ya se ha usado</h1>" in html
-    assert "Ya se eligió un banco con este enlace." in html
-    assert 'role="alert"' in html
-
-
-def test_the_success_page_is_a_status_not_an_alert() -> None:
-    html = html_of(success_page("Your bank is connected", "Connection con_x is active.",
-                                locale="fr"))
-    assert "<h1>Votre banque est connectée</h1>" in html
-    assert 'class="success" role="status"' in html
-    assert 'role="alert"' not in html
-    assert 'class="problem"' not in html
-
-
-def test_a_large_region_gets_a_search_that_filters_server_side() -> None:
-    banks = many_banks(SEARCH_THRESHOLD + 2)
-    html = html_of(picker_page(action="/link/t", form_nonce="n", banks=banks,
-                               app_name="Budgetly", update=False, query="  spar "))
-    search, picker = forms_of(html)[:2]
-    assert search.method == "get"
-    assert search.action == "/link/t"
-    assert "q" in search.inputs
-    assert picker.radios == {"bank_id": ["bank-1"]}  # Beta Sparkasse only
-    assert 'value="spar"' in html
-    few = html_of(picker_page(action="/link/t", form_nonce="n", banks=banks[:3],
-                              app_name="Budgetly", update=False, query="spar"))
-    assert 'role="search"' not in few
-    assert len(forms_of(few)[0].radios["bank_id"]) == 3
-    none = html_of(picker_page(action="/link/t", form_nonce="n", banks=banks,
-                               app_name="Budgetly", update=False, query="nomatch"))
-    assert "No bank matches" in none
-    assert 'href="/link/t"' in none
-
-
 def test_hostile_app_bank_and_query_values_render_inert() -> None:
     hostile = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
     banks = [dataclasses.replace(b, display_name=hostile, country=hostile)
-             for b in many_banks(SEARCH_THRESHOLD + 1)]
+             for b in many_banks(SEARCH_FROM)]
     html = html_of(picker_page(
         action="/link/t", form_nonce="n", banks=banks, app_name=hostile, update=False,
-        brand=Brand(hostile), query=hostile, cancel_action="/link/t/cancel", locale="de"))
+        brand=Brand(hostile), query=hostile, locale="de"))
     assert "<script>" not in html
     assert "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -145,8 +63,7 @@ def test_branding_shows_the_name_logo_and_accent_allowed_by_the_csp() -> None:
     logo = data_url(png())
     brand = Brand("Budgetly Pro", check_logo(logo), check_accent("#7A1FA2"))
     page = picker_page(action="/link/t", form_nonce="n", banks=[PROFILES["sandbox-eu"]],
-                       app_name="Budgetly", update=False, brand=brand,
-                       cancel_action="/link/t/cancel")
+                       app_name="Budgetly", update=False, brand=brand)
     html = html_of(page)
     assert "Budgetly Pro · Secure bank connection" in html
     assert f'<img src="{logo}"' in html
