@@ -12,24 +12,51 @@ Crash safety, and the window that remains
 ``refresh_started_at`` is committed before the request leaves: by the lease itself
 (``lease_batch(mark_in_flight=True)``), or by :func:`mark_in_flight`.
 A worker that later leases a row still carrying it knows the previous holder died (or
-timed out) with a request possibly at the bank. It does not know whether the bank
-rotated. It presents the stored refresh token exactly once:
+its lease lapsed) with a request possibly at the bank. It does not know whether the
+bank rotated. It presents the stored refresh token exactly once.
 
-- the bank answers with tokens: the previous request never arrived (or the bank does
-  not rotate); nothing was lost;
-- the bank answers ``invalid_grant``: it re-reads the row; if another worker stored new
-  tokens meanwhile, that worker won and nothing is done; otherwise the connection is
-  declared ``reauth_required``.
+The resolution rule (every path ends with live tokens stored, or with the connection
+flagged through :func:`aggregator.reauth.require_reauth`, never ``active`` on a dead
+grant). Every write to a credential row bumps ``version``; each step under a lease is a
+compare-and-set on the version it claimed (:mod:`aggregator.worker.lease`,
+:mod:`aggregator.worker.commit`):
+
+- the bank answers with tokens: they are stored only if the row is still at our
+  version. If it is not, our lease was taken over; the new holder presents the same
+  refresh token, which the bank (having rotated it for us) refuses, and the holder,
+  still at its version, flags the connection. Our tokens are dropped;
+- the bank answers ``invalid_grant`` and the row is still at our version: nobody stored
+  tokens since we claimed it, so the token we presented was the newest one. The grant is
+  dead: the connection is flagged (``invalid_grant``, or ``invalid_grant_after_crash``
+  for a takeover);
+- the bank answers ``invalid_grant``, or may have received a request we saw no answer
+  to (a timeout, a cancelled call), and the row is **no longer at our version**: our
+  request went out under a lease that has since lapsed, and another worker took the row.
+  Its tokens cannot be trusted: at a strict bank (rotation with reuse detection) our
+  late presentation of the old token revoked the very grant they belong to, and a
+  rotation it still holds uncommitted is dead too. Nothing is assumed either way:
+  :func:`reverify` bumps the version (a commit pending under the other worker's claim is
+  refused), clears the owner (no heartbeat extends it; the lease runs to its end) and
+  marks the row in flight and due now. Its next lessee presents the stored refresh
+  token once and stores the answer or flags the connection, by the two rules above. At a
+  bank without reuse detection this can cost a live grant its pending rotation (the
+  flag is then a false alarm); it never leaves a dead grant looking alive.
+
+A worker never sends a refresh within ``lease_margin`` of its lease's end as it reckons
+it (``RefreshContext.lease_deadlines``: taken before the lease's transaction, moved only
+for the rows a heartbeat actually extended). A request sent earlier can still be at
+the bank when the lease lapses (the worker stalled past its heartbeats): that is the
+third case above.
 
 What cannot be recovered: a process that dies (or stalls past its lease) *after* the
 bank rotated the token and *before* the commit. The new refresh token existed only in
-that process's memory; at a strict bank (reuse detection) presenting the old one
-revokes the grant, so the resolution ends in ``reauth_required`` — correctly flagged,
-but the user must re-consent. For crashes the window is the wait for the group commit
-(at most two commits, a few ms); for stalls it needs a pause longer than the lease (60 s
-by default, six times the OAuth client's 10 s timeout). Closing it needs the bank's help
-(a reuse grace period) or a durable journal of token responses written before the
-commit, which would just move the same window to that journal's write.
+that process's memory; at a strict bank presenting the old one revokes the grant, so
+the resolution ends in ``reauth_required`` — correctly flagged, but the user must
+re-consent. For crashes the window is the wait for the group commit (at most two
+commits, a few ms); for stalls it needs a pause longer than the lease (15 s by default,
+kept alive by a heartbeat every 4 s). Closing it needs the bank's help (a reuse grace
+period) or a durable journal of token responses written before the commit, which would
+just move the same window to that journal's write.
 """
 
 from __future__ import annotations
