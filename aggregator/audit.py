@@ -19,9 +19,9 @@ writer. The lock is held until the caller's commit, so record the event last in 
 of work, right before committing, and the event commits or rolls back with the change
 it describes.
 
-Nothing free-form is accepted: actors are application or user ids or a system actor,
-actions dotted lowercase codes, targets ids, request ids ours or UUIDs, client IPs
-parsed addresses. A token or an email address cannot take any of those shapes.
+Nothing free-form is accepted: actors are application, user or console operator ids or
+a system actor, actions dotted lowercase codes, targets ids, request ids ours or UUIDs,
+client IPs parsed addresses. A token or an email address cannot take any of those shapes.
 """
 
 from __future__ import annotations
@@ -142,9 +142,9 @@ def _check(actor: str, action: str, target_id: str | None, request_id: str | Non
             kind = parse_id(actor).kind
         except InvalidId:
             kind = None
-        if kind not in ("app", "usr"):
+        if kind not in ("app", "usr", "opr"):
             raise AuditValueRejected(
-                "audit actor must be an application id, a user id or one of "
+                "audit actor must be an application, user or operator id, or one of "
                 + ", ".join(sorted(SYSTEM_ACTORS))
             )
     if len(action) > 64 or not _ACTION.fullmatch(action):

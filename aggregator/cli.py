@@ -21,7 +21,7 @@ from vault.errors import VaultError
 #: Modules under ``aggregator.commands`` that contribute sub-commands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "demo", "dev", "keys", "migrate", "apps", "serve", "worker", "erase", "banks", "sandbox",
-    "audit",
+    "audit", "operators",
 )
 
 

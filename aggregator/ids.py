@@ -45,7 +45,11 @@ ErasureRequestId = NewType("ErasureRequestId", str)
 OutboundEventId = NewType("OutboundEventId", str)
 SyncRunId = NewType("SyncRunId", str)
 
-Kind = Literal["app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era", "msg", "syn"]
+OperatorId = NewType("OperatorId", str)
+
+Kind = Literal[
+    "app", "usr", "lnk", "con", "crd", "acc", "txn", "evt", "req", "era", "msg", "syn", "opr",
+]
 
 #: What each kind names; global kinds carry no region.
 KINDS: dict[str, str] = {
@@ -61,8 +65,9 @@ KINDS: dict[str, str] = {
     "era": "erasure request",
     "msg": "outbound event",  # a webhook message; Standard Webhooks ids read msg_…
     "syn": "sync run",
+    "opr": "console operator (global)",  # replicated like applications: aggregator.operators
 }
-GLOBAL_KINDS = frozenset({"app", "req"})
+GLOBAL_KINDS = frozenset({"app", "req", "opr"})
 
 _RANDOM = r"[a-z2-7]{26}"
 _REGION = r"[a-z]{2,8}"
@@ -92,6 +97,8 @@ def _check_region(region: str) -> None:
 def new_id(kind: Literal["app"], region: None = None) -> ApplicationId: ...
 @overload
 def new_id(kind: Literal["req"], region: None = None) -> RequestId: ...
+@overload
+def new_id(kind: Literal["opr"], region: None = None) -> OperatorId: ...
 @overload
 def new_id(kind: Literal["usr"], region: str) -> UserId: ...
 @overload

@@ -46,7 +46,7 @@ from aggregator.custody import open_custody
 from aggregator.http import Services, create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.keyring import envelope_for
-from aggregator.link.pages import message_page
+from aggregator.link.pages import message_page, success_page
 from aggregator.link.walk import Walk, link_as_person
 from aggregator.link.wiring import install
 from aggregator.models import Account, Connection, Credential, Transaction
@@ -257,13 +257,13 @@ def _demo_routes() -> list[BaseRoute]:
     async def done(request: Request) -> Response:
         query = request.query_params
         outcome, connection = query.get("outcome", "?"), query.get("connection_id")
+        advice = ("This is the demo application's own page. Press Ctrl-C in the terminal "
+                  "to stop the demo.")
         if outcome == "success" and connection:
-            title, text = "Your bank is connected", f"Connection {connection} is active."
-        else:
-            title, text = "Your bank was not connected", f"The outcome was: {outcome}."
-        return message_page(title, text, status=200, request_id=None,
-                            advice="This is the demo application's own page. Press Ctrl-C "
-                                   "in the terminal to stop the demo.")
+            return success_page("Your bank is connected",
+                                f"Connection {connection} is active.", advice=advice)
+        return message_page("Your bank was not connected", f"The outcome was: {outcome}.",
+                            status=200, request_id=None, advice=advice)
 
     return [Route(DONE_PATH, done, methods=["GET"], include_in_schema=False)]
 

@@ -12,6 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from aggregator.commands.output import examples
 from aggregator.custody import open_custody
 from aggregator.errors import ConfigError, InvalidId
 from aggregator.ids import UserId, parse_id
@@ -23,7 +24,11 @@ from aggregator.store import RegionRouter, require_head
 def add_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = actions.add_parser(
         "rotate-user", help="give one user a new data key and reseal their values "
-                            "(resumable; what a seal-limit error asks for)")
+                            "(resumable; what a seal-limit error asks for)",
+        epilog=examples("aggregator keys rotate-user usr_eu_01j…",
+                        "aggregator keys rotate-user usr_eu_01j… --batch 50   # smaller steps"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("user_id", metavar="USER_ID")
     parser.add_argument("--batch", type=int, default=200, metavar="N",
                         help="rows per transaction (default 200)")

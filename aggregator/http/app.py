@@ -23,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from aggregator import console
+from aggregator.http.docs import docs_routes
 from aggregator.http.idempotency import IdempotencyMetrics
 from aggregator.http.metrics import HttpMetrics
 from aggregator.http.middleware import (
@@ -66,7 +68,8 @@ def create_app(
     options = options or HttpOptions()
     metrics = metrics or HttpMetrics()
     IdempotencyMetrics.of(metrics.registry)  # on /metrics, at zero, before the first retry
-    all_routes = [*api_routes(), *routes]
+    # The console and /docs are pieces the builder composes; neither imports this package.
+    all_routes = [*api_routes(), *console.routes(), *docs_routes(), *routes]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -22,6 +22,12 @@ from aggregator.models import (
 
 ID = r"^[a-z]{3}_[a-z]{2,8}_[a-z2-7]{26}$"
 
+#: Example ids for the OpenAPI document (Swagger UI builds its sample bodies from them).
+EXAMPLE_CON = "con_eu_7u67ztg3wonvlflnxte242dddm"
+EXAMPLE_USR = "usr_eu_4kq3ajxmvzd2tq5w6n7ypc3e2a"
+EXAMPLE_ACC = "acc_eu_775eazj22nnogakcfha6za4sem"
+EXAMPLE_TXN = "txn_eu_q2dm3wz5lfz6x7uvrkcbjqyhye"
+
 
 # -- requests -------------------------------------------------------------------------
 
@@ -69,7 +75,7 @@ class SyncQuery:
 class UserOut:
     """A user of the calling application."""
 
-    id: str = field(metadata=rules(pattern=ID, example="usr_eu_4kq3ajxmvzd2tq5w6n7ypc3e2a"))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_USR))
     external_id: str
     region: str
     created_at: datetime
@@ -88,8 +94,8 @@ class ErrorOut:
 class ConnectionOut:
     """A user's grant at one bank."""
 
-    id: str = field(metadata=rules(pattern=ID))
-    user_id: str = field(metadata=rules(pattern=ID))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_CON))
+    user_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_USR))
     bank_id: str
     status: ConnectionStatus
     status_reason: str | None
@@ -158,8 +164,8 @@ class ResourceFreshness:
 class AccountOut:
     """An account and its latest balance (``null`` before the first sync fetched one)."""
 
-    id: str = field(metadata=rules(pattern=ID))
-    connection_id: str = field(metadata=rules(pattern=ID))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_ACC))
+    connection_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_CON))
     name: str
     type: AccountType
     currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
@@ -189,8 +195,8 @@ class AccountList:
 class TransactionOut:
     """A statement entry; ``amount`` is negative for money leaving the account."""
 
-    id: str = field(metadata=rules(pattern=ID))
-    account_id: str = field(metadata=rules(pattern=ID))
+    id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_TXN))
+    account_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_ACC))
     amount: Decimal
     currency: str = field(metadata=rules(pattern=r"^[A-Z]{3}$"))
     status: TransactionStatus
@@ -211,7 +217,7 @@ class TransactionPage:
 
 @dataclass(frozen=True)
 class RemovedTransaction:
-    transaction_id: str = field(metadata=rules(pattern=ID))
+    transaction_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_TXN))
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,7 @@ class TransactionSync:
 class SyncOut:
     """What a sync run changed."""
 
-    connection_id: str = field(metadata=rules(pattern=ID))
+    connection_id: str = field(metadata=rules(pattern=ID, example=EXAMPLE_CON))
     accounts: int
     added: int
     modified: int

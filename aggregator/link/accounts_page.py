@@ -1,31 +1,23 @@
 """The two-step consent's page: the accounts the bank listed, as checkboxes.
 
 Names and masked identifiers only (the full IBANs stay sealed in the session row);
-every value escaped before substitution, as :mod:`aggregator.link.pages` does.
+rendered through the Link pages' Jinja2 environment, so every value is escaped there,
+and in the person's language like the other Link pages.
 """
 
 from __future__ import annotations
 
-from html import escape
-
 from starlette.responses import HTMLResponse
 
-from aggregator.link.pages import _page, _template
+from aggregator.link.i18n import DEFAULT
+from aggregator.link.pages import _page, _t
 from aggregator.link.picking import AccountChoice
 
 
-def accounts_page(choice: AccountChoice, *, action: str, request_id: str | None
-                  ) -> HTMLResponse:
+def accounts_page(choice: AccountChoice, *, action: str, request_id: str | None,
+                  locale: str = DEFAULT) -> HTMLResponse:
     """One checkbox per account, all checked: sharing everything is the common choice."""
-    heading = "Choose your accounts"
-    options = "\n".join(
-        f'<li><label><input type="checkbox" name="account" value="{i}" checked> '
-        f"{escape(a.name)} <span class=\"country\">{escape(a.mask)}</span></label></li>"
-        for i, a in enumerate(choice.accounts)
-    )
-    if not options:
-        options = "<li>Your bank listed no accounts you can share.</li>"
-    body = _template("accounts.html").substitute(
-        heading=escape(heading), action=escape(action), state=escape(choice.state),
-        options=options)
-    return _page(heading, body, request_id=request_id)
+    heading = _t(locale, "Choose your accounts")
+    return _page("accounts.html", heading, request_id=request_id, locale=locale,
+                 heading=heading, action=action, state=choice.state,
+                 accounts=list(choice.accounts))

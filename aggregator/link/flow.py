@@ -160,6 +160,31 @@ class LinkFlow:
             )
         return url
 
+    async def cancel(
+        self, opened: OpenedLink, nonce: str, *, client_ip: str | None = None,
+        request_id: str | None = None,
+    ) -> Outcome:
+        """The person chose "cancel and return to the app" before picking a bank: the
+        session ends (``failed``) and the app hears ``outcome=cancelled``."""
+        check_form(opened, self.custody[opened.region], nonce, None)
+        link, now = opened.session, utcnow()
+        c = _links.c
+        async with self.router.session(opened.region) as session, session.begin():
+            moved = await session.execute(
+                update(_links)
+                .where(c.id == link.id, c.status == LinkStatus.PENDING, c.expires_at > now)
+                .values(status=LinkStatus.FAILED, used_at=now)
+            )
+            if getattr(moved, "rowcount", 0) != 1:
+                raise LinkUsed("A bank was already chosen with this link.")
+            await audit.record(
+                session, actor=link.user_id, action="link_session.cancelled",
+                target_id=link.id, request_id=request_id, client_ip=_network(client_ip),
+            )
+        target = link.update_connection_id
+        return Outcome(app_redirect(link.redirect_uri, target, "cancelled"), "cancelled",
+                       target)
+
     async def _start(
         self, bank_id: str, callback_url: str, state: str, client_ip: str | None,
         *, account_ids: tuple[str, ...] = (),

@@ -81,5 +81,5 @@ async def link_failed(session: AsyncSession, link: LinkSession, reason: str) -> 
     transaction (the one that marks the session failed)."""
     await emit(session, link.application_id, "link.failed", {
         "link_session_id": link.id, "user_id": link.user_id, "bank_id": link.bank_id,
-        "connection_id": link.update_connection_id, "reason": reason[:64],
+        "reason": reason[:64],
     })

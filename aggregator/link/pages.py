@@ -1,9 +1,10 @@
 """Server-rendered pages of the Link flow: the bank picker and the error pages.
 
 Plain HTML forms and one stylesheet, no script: they work with a keyboard, a screen
-reader, a headless browser and an ``httpx`` client alike. Templates are
-:class:`string.Template` files next to this module; every value is escaped here, before
-substitution, so a template cannot forget to. The response headers keep the page out of
+reader, a headless browser and an ``httpx`` client alike. Templates are Jinja2 files next
+to this module, loaded through :func:`aggregator.templating.environment` like the
+operator console's: every value is escaped by the template engine, so no page can forget
+to. The response headers keep the page out of
 frames (a consent click is worth hijacking) and caches, and ``Referrer-Policy:
 no-referrer`` keeps the link token in the page's URL from reaching the bank.
 """
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cache
-from html import escape
 from importlib.resources import files
-from string import Template
 
+from jinja2 import Environment
 from starlette.responses import HTMLResponse
 
 from aggregator.link.errors import LinkError
+from aggregator.link.i18n import DEFAULT, translations
+from aggregator.templating import environment
 from connectors import BankProfile
 
 STYLESHEET = "/link/static/link.css"
@@ -48,72 +50,87 @@ _GENERIC_ADVICE = "Please go back to the app and try again in a few minutes."
 
 
 @cache
-def _template(name: str) -> Template:
-    return Template(files("aggregator.link").joinpath("templates", name).read_text("utf-8"))
+def _env(locale: str) -> Environment:
+    env = environment("aggregator.link", extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["logo_url"] = logo_url
+    return env
+
+
+def _t(locale: str, text: str) -> str:
+    return translations(locale).gettext(text)
 
 
 def _page(
-    title: str, body: str, *, status: int = 200, request_id: str | None = None
+    template: str, title: str, *, status: int = 200, request_id: str | None = None,
+    locale: str = DEFAULT, **context: object,
 ) -> HTMLResponse:
-    reference = (
-        f" Reference for support: <code>{escape(request_id)}</code>." if request_id else ""
+    html = _env(locale).get_template(template).render(
+        title=title, stylesheet=STYLESHEET, request_id=request_id, locale=locale, **context,
     )
-    html = _template("page.html").substitute(
-        title=escape(title), stylesheet=STYLESHEET, body=body, reference=reference,
-    )
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    headers = {**HEADERS, "Content-Language": locale, "Vary": "Accept-Language"}
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def logo_url(profile: BankProfile) -> str:
     return f"/link/banks/{profile.id}/logo"
 
 
+#: From this many banks on, the picker offers a search (a plain GET form, no script).
+SEARCH_FROM = 7
+
+
+def matching(banks: Sequence[BankProfile], query: str) -> list[BankProfile]:
+    """The banks whose name, id or country contains every word of ``query``."""
+    words = query.casefold().split()
+    return [b for b in banks
+            if all(w in f"{b.display_name} {b.id} {b.country}".casefold() for w in words)]
+
+
 def picker_page(
     *, action: str, form_nonce: str, banks: Sequence[BankProfile], app_name: str,
-    update: bool, request_id: str | None = None,
+    update: bool, request_id: str | None = None, query: str = "", locale: str = DEFAULT,
 ) -> HTMLResponse:
-    """The bank picker; one bank is preselected when the app named it."""
-    heading = "Reconnect your bank" if update else "Connect your bank"
+    """The bank picker; one bank is preselected when the app named it. With many banks,
+    a search narrows the list (``query``, from the page's own search form)."""
+    heading = _t(locale, "Reconnect your bank" if update else "Connect your bank")
     if not banks:
-        body = _template("empty.html").substitute(
-            heading=escape(heading), app_name=escape(app_name)
-        )
-        return _page(heading, body, request_id=request_id)
-    options = "\n".join(
-        _template("bank.html").substitute(
-            bank_id=escape(p.id), name=escape(p.display_name), country=escape(p.country),
-            logo=escape(logo_url(p)), checked=" checked" if len(banks) == 1 else "",
-        )
-        for p in banks
-    )
-    verb = "renew its access to" if update else "see"
-    lead = (
-        f"{escape(app_name)} asks to {verb} your accounts, balances and transactions "
-        "through this secure connection."
-    )
-    body = _template("picker.html").substitute(
-        heading=escape(heading), lead=lead, action=escape(action),
-        form_nonce=escape(form_nonce), options=options, app_name=escape(app_name),
-    )
-    return _page(heading, body, request_id=request_id)
+        return _page("empty.html", heading, request_id=request_id, heading=heading,
+                     app_name=app_name, locale=locale)
+    searchable = len(banks) >= SEARCH_FROM
+    query = query.strip()[:64] if searchable else ""
+    shown = matching(banks, query) if query else list(banks)
+    return _page("picker.html", heading, request_id=request_id, heading=heading,
+                 app_name=app_name, update=update, action=action, form_nonce=form_nonce,
+                 banks=shown, searchable=searchable, query=query, total=len(banks),
+                 locale=locale)
 
 
-def error_page(error: LinkError, *, request_id: str | None) -> HTMLResponse:
+def error_page(error: LinkError, *, request_id: str | None, locale: str = DEFAULT
+               ) -> HTMLResponse:
     """The page for a refused step: what happened, what to do, and a reference."""
     return message_page(
         error.title, str(error), status=error.status, request_id=request_id,
-        advice=_ADVICE.get(error.status, _GENERIC_ADVICE),
+        advice=_ADVICE.get(error.status, _GENERIC_ADVICE), locale=locale,
     )
 
 
 def message_page(
     title: str, message: str, *, status: int, request_id: str | None, advice: str | None = None,
+    locale: str = DEFAULT,
 ) -> HTMLResponse:
-    body = _template("error.html").substitute(
-        heading=escape(title), message=escape(message),
-        advice=escape(advice or _GENERIC_ADVICE),
-    )
-    return _page(title, body, status=status, request_id=request_id)
+    """An error page; title, message and advice are shown in ``locale`` when its
+    catalogue has them (their English text is the key), else in English."""
+    title = _t(locale, title)
+    return _page("error.html", title, status=status, request_id=request_id, heading=title,
+                 message=_t(locale, message), advice=_t(locale, advice or _GENERIC_ADVICE),
+                 locale=locale)
+
+
+def success_page(title: str, message: str, *, advice: str | None = None) -> HTMLResponse:
+    """A page that reports something that went well: announced politely
+    (``role="status"``), not as an alert, and drawn as a success."""
+    return _page("success.html", title, heading=title, message=message, advice=advice or "")
 
 
 @cache

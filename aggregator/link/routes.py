@@ -41,6 +41,7 @@ from aggregator.link.errors import (
     LinkRequestInvalid,
 )
 from aggregator.link.flow import Outcome
+from aggregator.link.i18n import negotiate
 from aggregator.link.misconfiguration import BankNotLinkable, count
 from aggregator.link.pages import (
     HEADERS,
@@ -73,7 +74,7 @@ class CreateLinkSession:
         min_length=1, max_length=2048,
         description="Where the user returns; must be on the application's allow-list, "
                     "exactly. It receives `connection_id` and `outcome` "
-                    "(`success`, `denied` or `error`) and nothing else.",
+                    "(`success`, `denied`, `cancelled` or `error`) and nothing else.",
     ))
     bank_id: str | None = field(default=None, metadata=rules(
         pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
@@ -176,21 +177,22 @@ def _for_people(handler: Handler) -> Handler:
     """
 
     async def page(call: Call) -> Any:
+        locale = negotiate(call.request.headers.get("accept-language"))
         try:
             return await handler(call)
         except BankNotLinkable as exc:
             count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
             return error_page(exc, request_id=call.request_id)
         except LinkError as exc:
-            return error_page(exc, request_id=call.request_id)
+            return error_page(exc, request_id=call.request_id, locale=locale)
         except (ConnectorError, UnknownBank) as exc:
             log.warning("link: the bank step failed: %s", exc.code)
-            return _bank_trouble(call.request_id)
+            return _bank_trouble(call.request_id, locale)
         except Exception:
             log.exception("link: unexpected failure on %s", handler.__name__)
             return message_page(
                 "Something went wrong", "The gateway failed to handle this step.",
-                status=500, request_id=call.request_id,
+                status=500, request_id=call.request_id, locale=locale,
             )
 
     page.__name__ = handler.__name__
@@ -216,6 +218,8 @@ async def show_page(call: Call) -> Response:
         action=f"{parts.public_url or ''}/link/{token}", form_nonce=opened.form_nonce,
         banks=opened.banks, app_name=opened.app_name,
         update=opened.session.update_connection_id is not None, request_id=call.request_id,
+        query=call.request.query_params.get("q", ""),
+        locale=negotiate(call.request.headers.get("accept-language")),
     )
     if fresh is not None and fresh != given:
         browser.set_cookie(page, base, fresh)
@@ -237,6 +241,11 @@ async def choose_bank(call: Call) -> Response:
     )
     if not browser.matches(opened.session.browser_digest, browser.presented(request, base)):
         raise LinkOtherBrowser(_OTHER_BROWSER)
+    if "cancel" in fields:  # "Cancel and return to the app"
+        outcome = await parts.flow.cancel(opened, fields.get("form_nonce", ""),
+                                          client_ip=call.client_ip,
+                                          request_id=call.request_id)
+        return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
     url = await parts.flow.authorize(
         opened, fields.get("form_nonce", ""), fields.get("bank_id", ""),
         base + CALLBACK_PATH, client_ip=call.client_ip,
@@ -255,7 +264,8 @@ async def callback(call: Call) -> Response:
     _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
-                             request_id=call.request_id)
+                             request_id=call.request_id,
+                             locale=negotiate(call.request.headers.get("accept-language")))
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
@@ -301,15 +311,16 @@ async def callback_form(call: Call) -> Response:
     _count_misconfigured(call, outcome)
     if outcome.choice is not None:  # a two-step consent: the user picks accounts first
         return accounts_page(outcome.choice, action=f"{parts.public_url or ''}{ACCOUNTS_PATH}",
-                             request_id=call.request_id)
+                             request_id=call.request_id,
+                             locale=negotiate(call.request.headers.get("accept-language")))
     return RedirectResponse(outcome.redirect_to, status_code=303, headers=HEADERS)
 
 
-def _bank_trouble(request_id: str) -> Response:
+def _bank_trouble(request_id: str, locale: str = "en") -> Response:
     return message_page(
         "Your bank is not reachable", "We could not reach your bank just now.",
         status=502, request_id=request_id,
-        advice="Please go back to the app and try again in a few minutes.",
+        advice="Please go back to the app and try again in a few minutes.", locale=locale,
     )
 
 
@@ -387,10 +398,16 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/link/{token}", _for_people(show_page), "GET", Operation(
             summary="The hosted Link page: the bank picker", response=None,
             auth=False, media_type="text/html", tags=("link",), path_params=_PAGE,
-            errors=_PAGE_ERRORS,
+            errors=_PAGE_ERRORS, query_params={
+                "q": "Narrows the list to banks whose name, id or country contains "
+                     "every word (the page's search form, shown from 7 banks on).",
+            },
         )),
         ApiRoute("/link/{token}", _for_people(choose_bank), "POST", Operation(
             summary="Pick a bank; answered with a redirect to the bank", response=None,
+            description="A form with `cancel` (the page's \"Cancel and return\" button) "
+                        "instead ends the session and redirects to the application's "
+                        "redirect URI with `outcome=cancelled`.",
             status=303, auth=False, media_type="text/html", tags=("link",),
             path_params=_PAGE, errors=_PAGE_ERRORS, form={
                 "form_nonce": "The nonce the page's form carries.",

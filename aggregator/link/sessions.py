@@ -227,11 +227,16 @@ def form_nonce(custody: RegionCustody, session_id: str) -> str:
     return custody.hasher.digest("link_form_nonce", session_id).hex()
 
 
-def check_form(opened: OpenedLink, custody: RegionCustody, nonce: str, bank_id: str) -> str:
-    """The bank chosen on a genuine form of this session; else :class:`LinkFormInvalid`."""
+def check_form(
+    opened: OpenedLink, custody: RegionCustody, nonce: str, bank_id: str | None
+) -> str:
+    """The bank chosen on a genuine form of this session; else :class:`LinkFormInvalid`.
+    ``bank_id=None`` checks only that the form is genuine (the cancel button)."""
     expected = form_nonce(custody, opened.session.id)
     if not hmac.compare_digest(expected.encode(), nonce.encode()):
         raise LinkFormInvalid("The form was incomplete or had expired.")
+    if bank_id is None:
+        return ""
     if bank_id not in {p.id for p in opened.banks}:
         raise LinkFormInvalid("Please choose one of the banks listed.")
     return bank_id

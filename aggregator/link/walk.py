@@ -71,8 +71,9 @@ async def submit(
     http: httpx.AsyncClient, page: httpx.Response, values: Mapping[str, str],
     *, button: tuple[str, str] | None = None,
 ) -> httpx.Response:
-    """Fill the page's only form with ``values`` and submit it, not following redirects."""
-    forms = forms_of(page.text)
+    """Fill the page's only ``POST`` form with ``values`` and submit it, not following
+    redirects (a page may also carry a ``GET`` search form)."""
+    forms = [f for f in forms_of(page.text) if f.method == "post"]
     if len(forms) != 1:
         raise AssertionError(f"expected one form on {page.url.path}, found {len(forms)}")
     form = forms[0]
@@ -136,7 +137,7 @@ async def link_as_person(
     if page.status_code != 200 or not picker:
         walk.final = page
         return walk
-    choice = bank_id or (picker[0].radios.get("bank_id") or [""])[0]
+    choice = bank_id or (picker[-1].radios.get("bank_id") or [""])[0]
     steps: list[tuple[dict[str, str], tuple[str, str] | None]] = [
         ({"bank_id": choice}, None),
         ({"username": username, "password": password}, None),  # the bank's sign-in form

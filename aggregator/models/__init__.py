@@ -17,7 +17,9 @@ tables, by owner:
 - the API rate limiter's token buckets (no personal data in clear):
   ``rate_limit_buckets``;
 - idempotency keys (first answers kept 24 hours for retries): ``idempotency_keys``;
-- key rotation (the KEK's schedule and the rotating worker's lease): ``kek_rotations``.
+- key rotation (the KEK's schedule and the rotating worker's lease): ``kek_rotations``;
+- the operator console's accounts and sessions, replicated like applications:
+  ``operators``, ``operator_sessions``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -53,6 +55,7 @@ from aggregator.models.linking import (
     LinkSession,
     LinkStatus,
 )
+from aggregator.models.operators import Operator, OperatorRole, OperatorSession
 from aggregator.models.plaid import PlaidWebhookEvent, WebhookStatus
 from aggregator.models.ratelimits import RateLimitBucket
 from aggregator.models.syncs import AccountResource, ResourceOutcome, SyncOutcome, SyncRun
@@ -85,6 +88,9 @@ __all__ = [
     "LinkSession",
     "LinkStatus",
     "Money",
+    "Operator",
+    "OperatorRole",
+    "OperatorSession",
     "OutboundEvent",
     "PlaidWebhookEvent",
     "RateLimitBucket",

@@ -7,7 +7,9 @@ Route classes, and who a bucket belongs to:
 - ``write``: any other method of ``/v1``, per application;
 - ``link``: the hosted Link page (``/link/{token}``) and the OAuth callback
   (``/link/callback``), per client address: nobody authenticates there, and a browser
-  opening one session needs only a handful of requests;
+  opening one session needs only a handful of requests. The console's password form
+  (``POST /console/sign-in``) is charged here too: each attempt costs an argon2id hash,
+  and guessing must stay slow;
 - ``unauthenticated``: ``/v1`` answers of 401, per client address
   (:mod:`~aggregator.http.ratelimit.failures`).
 
@@ -59,6 +61,8 @@ def classify(method: str, path: str) -> RouteClass | None:
     if path.startswith("/v1/"):
         return RouteClass.READ if method in ("GET", "HEAD") else RouteClass.WRITE
     if path.startswith("/link/") and not path.startswith(_STATIC_LINK):
+        return RouteClass.LINK
+    if path == "/console/sign-in" and method == "POST":
         return RouteClass.LINK
     return None
 

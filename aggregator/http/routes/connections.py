@@ -228,6 +228,11 @@ async def post_sync(call: Call) -> SyncOut:
 def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/v1/connections/{id}", get_connection, "GET", Operation(
+            description=(
+                "The connection's status (and a short `status_reason` code), its bank, "
+                "consent expiry, and `next_sync_allowed_at` under the bank's "
+                "sync budget."
+            ),
             summary="Get a connection", response=ConnectionOut, tags=("connections",),
             path_params=CONNECTION_ID,
         )),

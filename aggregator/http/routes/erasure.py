@@ -86,6 +86,12 @@ def routes() -> list[BaseRoute]:
             tags=("erasure",), path_params={"id": "A user id (`usr_<region>_…`)."},
         )),
         ApiRoute("/v1/erasure-requests/{id}", get_erasure_request, "GET", Operation(
+            description=(
+                "Where an erasure stands (the last step it completed, up to `completed`), "
+                "its statutory deadline, and once completed the receipt: rows deleted per "
+                "table and each grant's revocation outcome at its bank. The receipt names "
+                "no user."
+            ),
             summary="Get an erasure request and, when done, its receipt",
             response=ErasureRequestOut, tags=("erasure",),
             path_params={"id": "An erasure request id (`era_<region>_…`)."},

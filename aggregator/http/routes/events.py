@@ -124,6 +124,42 @@ class SyncCompletedEventData:
 
 
 @dataclass(frozen=True)
+class SyncPartialEventData:
+    """``sync.partial``: what was read is committed; some resources were refused or not
+    offered (``GET /v1/connections/{connection_id}/syncs`` lists which)."""
+
+    connection_id: str = field(metadata=_CON)
+    user_id: str = field(metadata=_USR)
+    reason: str = field(metadata=rules(description="The first resource error's code, e.g. "
+                                                   "`not_permitted`, `not_offered`."))
+    accounts: int
+    added: int
+    modified: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class SyncFailedEventData:
+    """``sync.failed``: nothing was committed; a scheduled sync is retried with backoff."""
+
+    connection_id: str = field(metadata=_CON)
+    user_id: str = field(metadata=_USR)
+    reason: str = field(metadata=rules(description="The error code, e.g. `bank_unavailable`."))
+
+
+@dataclass(frozen=True)
+class LinkFailedEventData:
+    """``link.failed``: the bank refused the gateway's own configuration (not the user's
+    answer): the operator must fix the bank profile named by ``bank_id``."""
+
+    link_session_id: str = field(metadata=rules(description="The link session (`lnk_<region>_…`)."))
+    user_id: str = field(metadata=_USR)
+    bank_id: str = field(metadata=_BANK)
+    reason: str = field(metadata=rules(description="A code naming the setting, e.g. "
+                                                   "`invalid_client`, `par_required`."))
+
+
+@dataclass(frozen=True)
 class UserErasedEventData:
     """``user.erased``: the erasure request completed; its receipt is at
     ``GET /v1/erasure-requests/{erasure_request_id}``."""
@@ -140,6 +176,9 @@ EVENT_PAYLOADS: Mapping[str, type[Any]] = {
     "connection.reauth_required": ConnectionReauthRequiredEventData,
     "connection.consent_expiring": ConnectionConsentExpiringEventData,
     "sync.completed": SyncCompletedEventData,
+    "sync.partial": SyncPartialEventData,
+    "sync.failed": SyncFailedEventData,
+    "link.failed": LinkFailedEventData,
     "user.erased": UserErasedEventData,
 }
 _PAYLOAD_DOC = "; ".join(f"`{t}`: `{c.__name__}`" for t, c in EVENT_PAYLOADS.items())
@@ -252,10 +291,21 @@ def routes() -> list[BaseRoute]:
     tags = ("events",)
     return [
         ApiRoute("/v1/webhook-endpoint", put_endpoint, "PUT", Operation(
+            description=(
+                "Sets the HTTPS endpoint that receives the application's events, in every "
+                "region, signed as the Standard Webhooks specification describes. The "
+                "answer that first sets it carries the signing secret (`whsec_…`), once: "
+                "keep it to verify signatures."
+            ),
             summary="Set where outbound events are delivered", body=EndpointIn,
             response=EndpointOut, tags=tags, errors=(422,),
         )),
         ApiRoute("/v1/webhook-endpoint/rotate", rotate_secret, "POST", Operation(
+            description=(
+                "Issues a new signing secret, returned once. For 24 hours every event "
+                "carries signatures under both secrets, so receivers can switch without "
+                "missing one."
+            ),
             summary="Rotate the signing secret; the previous one signs for 24 hours more",
             response=EndpointOut, tags=tags,
         )),
@@ -265,6 +315,10 @@ def routes() -> list[BaseRoute]:
             documents=tuple(dict.fromkeys(EVENT_PAYLOADS.values())),
         )),
         ApiRoute("/v1/events/{id}/redeliver", post_redeliver, "POST", Operation(
+            description=(
+                "Makes the event due now with its attempt count reset; a worker delivers "
+                "it shortly, signed anew. Use it after fixing an endpoint that failed."
+            ),
             summary="Deliver an event again, with a fresh retry schedule",
             response=EventOut, status=202, tags=tags, path_params=EVENT_ID,
         )),

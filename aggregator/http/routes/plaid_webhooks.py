@@ -72,6 +72,13 @@ async def post_plaid_webhook(call: Call) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/webhooks/plaid/{region}", post_plaid_webhook, "POST", Operation(
+            description=(
+                "Plaid's webhook for one region. The raw body is verified before anything "
+                "else: the `Plaid-Verification` JWT must be ES256 with a known, unexpired "
+                "key, at most five minutes old, and carry the body's SHA-256. Verified "
+                "webhooks are stored and acted on by a worker (sync, re-consent, consent "
+                "expiry); anything else is refused."
+            ),
             summary="Receive a Plaid webhook (verified with Plaid-Verification)",
             response=None, auth=False, errors=(400, 413, 503), tags=("webhooks",),
             path_params={"region": "The region whose Plaid credentials the Item uses."},

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from aggregator.http.docs import problem_page, wants_html
 from aggregator.http.metrics import HttpMetrics
 from aggregator.http.problems import PROBLEM_TYPES, NotFound, problem
 from aggregator.http.routing import ApiRoute, Call, Operation
@@ -101,16 +102,24 @@ async def openapi(call: Call) -> Response:
     return JSONResponse(document, media_type="application/vnd.oai.openapi+json")
 
 
-async def problem_type(call: Call) -> ProblemTypeOut:
+async def problem_type(call: Call) -> ProblemTypeOut | Response:
+    """The problem type as JSON, or as a page for a browser (``Accept: text/html``)."""
     kind = PROBLEM_TYPES.get(call.request.path_params["code"])
     if kind is None:
         raise NotFound("no problem type with this code")
+    if wants_html(call.request):
+        return problem_page(kind)
     return ProblemTypeOut(f"/problems/{kind.code}", kind.title, kind.status, kind.description)
 
 
 def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/healthz", healthz, "GET", Operation(
+            description=(
+                "Answers 200 while the process serves requests; it checks no dependency "
+                "(use `/readyz` for that), so an orchestrator restarts only a process "
+                "that hangs."
+            ),
             summary="Liveness: the process answers", response=Health, auth=False,
             tags=("operations",),
         )),
@@ -120,14 +129,29 @@ def routes() -> list[BaseRoute]:
             tags=("operations",),
         )),
         ApiRoute("/metrics", metrics, "GET", Operation(
+            description=(
+                "Prometheus text exposition: HTTP requests by route template and status, "
+                "latency, rate-limit and idempotency outcomes, sync-budget refusals, and "
+                "the fleet view of every region (due refresh backlog, outbox depth). No "
+                "personal data and no ids appear in labels."
+            ),
             summary="Prometheus metrics", response=None, auth=False,
             media_type="text/plain; version=0.0.4", tags=("operations",),
         )),
         ApiRoute("/openapi.json", openapi, "GET", Operation(
+            description=(
+                "This document, generated from the same declarations that validate every "
+                "request; `/docs` renders it."
+            ),
             summary="This API description (OpenAPI 3.1)", response=None, auth=False,
             media_type="application/vnd.oai.openapi+json", tags=("operations",),
         )),
         ApiRoute("/problems/{code}", problem_type, "GET", Operation(
+            description=(
+                "The problem type a problem document's `type` names: its status, title "
+                "and meaning. A browser (`Accept: text/html`) gets a page; `/problems` "
+                "lists them all."
+            ),
             summary="What a problem `type` means", response=ProblemTypeOut, auth=False,
             tags=("operations",), path_params={"code": "The problem code, e.g. not_found."},
         )),

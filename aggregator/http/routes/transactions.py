@@ -191,6 +191,11 @@ async def get_transactions_sync(call: Call) -> TransactionSync:
 def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/v1/connections/{id}/accounts", get_accounts, "GET", Operation(
+            description=(
+                "The accounts read through the connection at the last sync: type, "
+                "currency, the masked account number (the full number is sealed at rest), "
+                "the latest balance and the account's own `next_sync_allowed_at`."
+            ),
             summary="List a connection's accounts with their balances",
             response=AccountList, tags=("accounts",), path_params=CONNECTION_ID,
         )),

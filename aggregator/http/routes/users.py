@@ -63,13 +63,29 @@ async def get_user_connections(call: Call) -> ConnectionList:
 def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/v1/users", post_user, "POST", Operation(
+            description=(
+                "Registers one of the application's end users in a home region, fixed "
+                "forever: every id of the user's data names that region, and the data "
+                "never leaves it. `external_id` is the application's own id for the user; "
+                "it is kept only as a keyed hash and sealed, and creating the same "
+                "`external_id` again answers 409."
+            ),
             summary="Create a user in a home region", body=CreateUser, response=UserOut,
             status=201, errors=(409,), tags=("users",),
         )),
         ApiRoute("/v1/users/{id}", get_user, "GET", Operation(
+            description=(
+                "The user's home region, creation time and the application's own "
+                "`external_id` (sealed at rest, opened for this answer)."
+            ),
             summary="Get a user", response=UserOut, tags=("users",), path_params=USER_ID,
         )),
         ApiRoute("/v1/users/{id}/connections", get_user_connections, "GET", Operation(
+            description=(
+                "Every connection of the user at any bank, oldest first, with its status "
+                "(`active`, `reauth_required`, `revoked`, `error`), consent expiry and "
+                "when the next sync is allowed."
+            ),
             summary="List a user's bank connections", response=ConnectionList,
             tags=("connections",), path_params=USER_ID,
         )),

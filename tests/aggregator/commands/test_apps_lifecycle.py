@@ -117,7 +117,7 @@ async def test_update_replaces_redirect_uris_and_refuses_bad_input(
                         "--redirect-uri", "https://b.test/a", "--redirect-uri", "https://b.test/b")
     assert updated["name"] == "B EU"
     assert updated["redirect_uris"] == ["https://b.test/a", "https://b.test/b"]
-    with pytest.raises(ConfigError, match=r"--redirect-uri http://b\.test/cb"):
+    with pytest.raises(ConfigError, match=r"--redirect-uri 'http://b\.test/cb'"):
         await asyncio.to_thread(run, "--config", config, "apps", "update", app["id"],
                                 "--redirect-uri", "http://b.test/cb")
     with pytest.raises(ConfigError, match="nothing to change"):

@@ -4,6 +4,7 @@ bank does not know (``invalid_client`` at the token endpoint)."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ async def test_par_required_with_use_par_false_is_a_configuration_error_not_an_o
     page = walk.final
     assert page is not None
     assert page.status_code == 502
-    assert "can&#x27;t be linked right now" in page.text or "can't be linked" in page.text
+    assert "can't be linked right now" in html.unescape(page.text)
     assert "not reachable" not in page.text
     (failed,) = await _link_failures(gateway)
     assert failed["reason"] == "par_required"

@@ -1,0 +1,208 @@
+"""The console's pages (``GET``): each reads every region from its own store.
+
+A page gathers one :class:`~aggregator.store.outage.RegionResult` per region and the
+template shows an unavailable region as such; no page fails because one region's
+database is down.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aggregator.console import reads
+from aggregator.console.chart import outcomes_chart
+from aggregator.console.web import message, needs, render
+from aggregator.errors import InvalidId
+from aggregator.ids import parse_id
+from aggregator.models import ConnectionStatus
+from aggregator.models.base import utcnow
+from aggregator.operators import SignedIn
+from aggregator.store.outage import REGION_DOWN, RegionResult, each_region
+from aggregator.sync import BankDirectory
+from connectors import SyncPolicy
+
+EXPIRY_DAYS = 30
+
+
+def _regions(results: list[RegionResult[Any]]) -> dict[str, bool]:
+    return {r.region: r.ok for r in results}
+
+
+async def overview(request: Request, who: SignedIn) -> Response:
+    router, now = needs(request).router, utcnow()
+
+    async def read(region: str) -> reads.Overview:
+        async with router.reader(region) as session:
+            return await reads.overview(session, now)
+
+    return render(request, "overview.html", title="Overview",
+                  results=await each_region(router, read))
+
+
+async def applications(request: Request, who: SignedIn) -> Response:
+    router, now = needs(request).router, utcnow()
+
+    async def read(region: str) -> tuple[list[reads.AppView], dict[str, reads.Delivery]]:
+        async with router.reader(region) as session:
+            return await reads.applications(session), await reads.deliveries(session, now)
+
+    results = await each_region(router, read)
+    # Applications are replicated: any region that answered lists them all.
+    apps = next((r.value[0] for r in results if r.value is not None), [])
+    health = {r.region: r.value[1] for r in results if r.value is not None}
+    return render(request, "applications.html", title="Applications", apps=apps,
+                  health=health, regions=_regions(results))
+
+
+def _choice(request: Request, name: str, allowed: set[str] | None = None) -> str | None:
+    value = request.query_params.get(name, "").strip()
+    if not value or len(value) > 64 or (allowed is not None and value not in allowed):
+        return None
+    return value
+
+
+async def connections(request: Request, who: SignedIn) -> Response:
+    router = needs(request).router
+    where = reads.ConnectionFilter(
+        status=_choice(request, "status", {s.value for s in ConnectionStatus}),
+        bank=_choice(request, "bank"), application=_choice(request, "application"),
+        region=_choice(request, "region", set(router.regions)),
+    )
+
+    async def read(region: str) -> list[Any]:
+        async with router.reader(region) as session:
+            return await reads.connections(session, where)
+
+    chosen = (where.region,) if where.region else None
+    results = await each_region(router, read, chosen)
+    rows = sorted((c for r in results if r.value for c in r.value),
+                  key=lambda c: c.created_at, reverse=True)
+    banks = sorted({c.bank_id for c in rows} | ({where.bank} if where.bank else set()))
+    return render(request, "connections.html", title="Connections", rows=rows,
+                  where=where, regions=_regions(results), all_regions=router.regions,
+                  statuses=[s.value for s in ConnectionStatus], banks=banks)
+
+
+async def connection(request: Request, who: SignedIn) -> Response:
+    router = needs(request).router
+    connection_id = request.path_params["id"]
+    try:
+        region = parse_id(connection_id, kind="con", regions=router.regions).region
+    except InvalidId:
+        region = None
+    if region is None:
+        return message(request, "No such connection",
+                       "That is not a connection id of this gateway.", status=404)
+    try:
+        async with router.reader(region) as session:
+            detail = await reads.connection(session, connection_id)
+    except REGION_DOWN:
+        return message(request, "Region unavailable",
+                       f"The database of region {region} does not answer; try again later.",
+                       status=503)
+    if detail is None:
+        return message(request, "No such connection",
+                       f"Region {region} has no connection {connection_id}.", status=404)
+    return render(request, "connection.html", title=f"Connection {connection_id}",
+                  d=detail, region=region, now=utcnow(),
+                  policy=sync_policy(needs(request).banks, detail.connection.bank_id, region))
+
+
+def sync_policy(banks: Any, bank_id: str, region: str) -> SyncPolicy:
+    """The bank's ``[sync]`` policy (the PSD2 default for a bank without a profile)."""
+    if isinstance(banks, BankDirectory):
+        if banks.is_plaid(bank_id):
+            return banks.plaid_policy(region)
+        try:
+            return banks.profile(bank_id).sync
+        except Exception:
+            return SyncPolicy()
+    return SyncPolicy()
+
+
+async def banks(request: Request, who: SignedIn) -> Response:
+    services = needs(request)
+    router, now = services.router, utcnow()
+    directory = services.banks if isinstance(services.banks, BankDirectory) else None
+    profiles = {r: directory.in_region(r) if directory else [] for r in router.regions}
+    budgets = {p.id: p.sync.daily_budget for ps in profiles.values() for p in ps}
+
+    async def read(region: str) -> tuple[dict[str, reads.BankStats], Any]:
+        async with router.reader(region) as session:
+            return (await reads.bank_stats(session, now, budgets),
+                    await reads.outcomes_by_bank(session, now))
+
+    results = await each_region(router, read)
+    charts = {
+        r.region: {bank: outcomes_chart(days, now, title=f"{bank} in {r.region}")
+                   for bank, days in sorted(r.value[1].items())}
+        for r in results if r.value is not None
+    }
+    return render(request, "banks.html", title="Banks", profiles=profiles,
+                  profile_ids={r: {p.id for p in ps} for r, ps in profiles.items()},
+                  results=results, charts=charts)
+
+
+async def expiries(request: Request, who: SignedIn) -> Response:
+    router, now = needs(request).router, utcnow()
+
+    async def read(region: str) -> list[Any]:
+        async with router.reader(region) as session:
+            return await reads.expiries(session, now, EXPIRY_DAYS)
+
+    return render(request, "expiries.html", title="Consent expiries", now=now,
+                  days=EXPIRY_DAYS, results=await each_region(router, read))
+
+
+async def erasures(request: Request, who: SignedIn) -> Response:
+    router = needs(request).router
+
+    async def read(region: str) -> list[reads.ErasureView]:
+        async with router.reader(region) as session:
+            return await reads.erasures(session)
+
+    return render(request, "erasures.html", title="Erasure requests", now=utcnow(),
+                  results=await each_region(router, read))
+
+
+async def keys(request: Request, who: SignedIn) -> Response:
+    services = needs(request)
+    router = services.router
+
+    async def read(region: str) -> reads.Custody:
+        async with router.reader(region) as session:
+            return await reads.custody(session)
+
+    results = await each_region(router, read)
+    schedule: dict[str, dict[str, Any]] = {}
+    for r in results:
+        config = services.settings.regions[r.region]
+        every: timedelta | None = config.rotate_every
+        rotation = r.value.rotation if r.value else None
+        schedule[r.region] = {
+            "provider": type(config.keys).__name__.removesuffix("Config"),
+            "every": every,
+            "next": rotation.rotated_at + every if rotation and every else None,
+        }
+    return render(request, "keys.html", title="Key custody", results=results,
+                  schedule=schedule)
+
+
+async def audit_trail(request: Request, who: SignedIn) -> Response:
+    router = needs(request).router
+    where = reads.AuditFilter(action=_choice(request, "action"),
+                              actor=_choice(request, "actor"),
+                              target=_choice(request, "target"))
+    region = _choice(request, "region", set(router.regions))
+
+    async def read(r: str) -> list[Any]:
+        async with router.reader(r) as session:
+            return await reads.audit_events(session, where)
+
+    results = await each_region(router, read, (region,) if region else None)
+    return render(request, "audit.html", title="Audit trail", results=results, where=where,
+                  region=region, all_regions=router.regions, report=None)
