@@ -197,12 +197,15 @@ async def backlog(router: RegionRouter, region: str, now: datetime) -> Backlog:
 
 
 async def heartbeat(router: RegionRouter, region: str, owner: str, *, now: datetime,
-                    lease_for: timedelta) -> int:
+                    lease_for: timedelta) -> set[str]:
     """Extend every unexpired lease ``owner`` holds in ``region`` to ``now + lease_for``.
 
     Ownership and ``version`` stay as they are (the steps under the lease keep their
     compare-and-set); a lease that already lapsed is not revived, since another worker
-    may be about to take it. Returns how many leases were extended.
+    may be about to take it. Returns the ids of the credentials whose leases were
+    extended: only their in-memory deadlines may move (the refresh guard in
+    :mod:`aggregator.worker.refresh`), since a row can also leave its holder before its
+    lease ends (a stale presentation makes it suspect, and the owner is cleared).
     """
     c = _credentials.c
     async with router.session(region) as session, session.begin():
@@ -210,5 +213,6 @@ async def heartbeat(router: RegionRouter, region: str, owner: str, *, now: datet
             update(_credentials)
             .where(c.lease_owner == owner[:64], c.lease_expires_at > now)
             .values(lease_expires_at=now + lease_for)
+            .returning(c.id)
         )
-    return int(getattr(moved, "rowcount", 0) or 0)
+        return set(moved.scalars().all())

@@ -17,7 +17,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 #: What a refresh attempt can end as.
 OUTCOMES = ("ok", "invalid_grant", "unavailable", "rate_limited", "protocol_error",
-            "lease_lost", "breaker_open", "resolved_elsewhere", "egress_refused", "error")
+            "lease_lost", "breaker_open", "resolved_elsewhere", "reverify", "egress_refused",
+            "error")
 _FAILURES = frozenset({"unavailable", "rate_limited", "protocol_error"})
 # Token endpoints answer in 50-500 ms (the figures); timeouts are at 10 s.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -82,7 +83,7 @@ class WorkerMetrics:
 
     def outcome(self, bank: str, outcome: str) -> None:
         self.refreshes.labels(bank, outcome).inc()
-        if outcome in ("breaker_open", "lease_lost", "resolved_elsewhere", "error"):
+        if outcome in ("breaker_open", "lease_lost", "resolved_elsewhere", "reverify", "error"):
             return  # no call reached the bank on our behalf, or not one we can judge
         failed = outcome in _FAILURES
         with self._lock:

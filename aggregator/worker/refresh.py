@@ -12,24 +12,51 @@ Crash safety, and the window that remains
 ``refresh_started_at`` is committed before the request leaves: by the lease itself
 (``lease_batch(mark_in_flight=True)``), or by :func:`mark_in_flight`.
 A worker that later leases a row still carrying it knows the previous holder died (or
-timed out) with a request possibly at the bank. It does not know whether the bank
-rotated. It presents the stored refresh token exactly once:
+its lease lapsed) with a request possibly at the bank. It does not know whether the
+bank rotated. It presents the stored refresh token exactly once.
 
-- the bank answers with tokens: the previous request never arrived (or the bank does
-  not rotate); nothing was lost;
-- the bank answers ``invalid_grant``: it re-reads the row; if another worker stored new
-  tokens meanwhile, that worker won and nothing is done; otherwise the connection is
-  declared ``reauth_required``.
+The resolution rule (every path ends with live tokens stored, or with the connection
+flagged through :func:`aggregator.reauth.require_reauth`, never ``active`` on a dead
+grant). Every write to a credential row bumps ``version``; each step under a lease is a
+compare-and-set on the version it claimed (:mod:`aggregator.worker.lease`,
+:mod:`aggregator.worker.commit`):
+
+- the bank answers with tokens: they are stored only if the row is still at our
+  version. If it is not, our lease was taken over; the new holder presents the same
+  refresh token, which the bank (having rotated it for us) refuses, and the holder,
+  still at its version, flags the connection. Our tokens are dropped;
+- the bank answers ``invalid_grant`` and the row is still at our version: nobody stored
+  tokens since we claimed it, so the token we presented was the newest one. The grant is
+  dead: the connection is flagged (``invalid_grant``, or ``invalid_grant_after_crash``
+  for a takeover);
+- the bank answers ``invalid_grant``, or may have received a request we saw no answer
+  to (a timeout, a cancelled call), and the row is **no longer at our version**: our
+  request went out under a lease that has since lapsed, and another worker took the row.
+  Its tokens cannot be trusted: at a strict bank (rotation with reuse detection) our
+  late presentation of the old token revoked the very grant they belong to, and a
+  rotation it still holds uncommitted is dead too. Nothing is assumed either way:
+  :func:`reverify` bumps the version (a commit pending under the other worker's claim is
+  refused), clears the owner (no heartbeat extends it; the lease runs to its end) and
+  marks the row in flight and due now. Its next lessee presents the stored refresh
+  token once and stores the answer or flags the connection, by the two rules above. At a
+  bank without reuse detection this can cost a live grant its pending rotation (the
+  flag is then a false alarm); it never leaves a dead grant looking alive.
+
+A worker never sends a refresh within ``lease_margin`` of its lease's end as it reckons
+it (``RefreshContext.lease_deadlines``: taken before the lease's transaction, moved only
+for the rows a heartbeat actually extended). A request sent earlier can still be at
+the bank when the lease lapses (the worker stalled past its heartbeats): that is the
+third case above.
 
 What cannot be recovered: a process that dies (or stalls past its lease) *after* the
 bank rotated the token and *before* the commit. The new refresh token existed only in
-that process's memory; at a strict bank (reuse detection) presenting the old one
-revokes the grant, so the resolution ends in ``reauth_required`` — correctly flagged,
-but the user must re-consent. For crashes the window is the wait for the group commit
-(at most two commits, a few ms); for stalls it needs a pause longer than the lease (60 s
-by default, six times the OAuth client's 10 s timeout). Closing it needs the bank's help
-(a reuse grace period) or a durable journal of token responses written before the
-commit, which would just move the same window to that journal's write.
+that process's memory; at a strict bank presenting the old one revokes the grant, so
+the resolution ends in ``reauth_required`` — correctly flagged, but the user must
+re-consent. For crashes the window is the wait for the group commit (at most two
+commits, a few ms); for stalls it needs a pause longer than the lease (15 s by default,
+kept alive by a heartbeat every 4 s). Closing it needs the bank's help (a reuse grace
+period) or a durable journal of token responses written before the commit, which would
+just move the same window to that journal's write.
 """
 
 from __future__ import annotations
@@ -42,15 +69,15 @@ import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.custody import RegionCustody
 from aggregator.ids import ConnectionId
-from aggregator.models import Credential
+from aggregator.models import Connection, ConnectionStatus, Credential
 from aggregator.models.base import table_of, utcnow
 from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
@@ -59,13 +86,14 @@ from aggregator.sync.tokens import Rotation, open_dpop_key, refresh_policy
 from aggregator.worker.breaker import Backoff, Breaker, BreakerState
 from aggregator.worker.commit import Committer
 from aggregator.worker.egress import refresh_refused
-from aggregator.worker.lease import Lease, mark, release, reread
+from aggregator.worker.lease import Lease, mark, release
 from aggregator.worker.metrics import WorkerMetrics
 from connectors import BankProtocolError, BankUnavailable, EgressRefused, GrantRevoked, TokenSet
 from vault import WrappedKey
 
 log = logging.getLogger(__name__)
 _credentials = table_of(Credential)
+_connections = table_of(Connection)
 
 #: Fault injection for the crash tests: ``point:n`` SIGKILLs the process the n-th time
 #: it passes ``point``: ``after_lease`` (a batch leased and marked in flight, nothing
@@ -306,9 +334,9 @@ async def _call(
                                maybe_sent=True, outcome="protocol_error")
     except BaseException:
         # Cancelled (shutdown) or a bug: hand the row back, still marked if it left.
-        await asyncio.shield(release(
-            ctx.router, region, credential.id, claimed, due_at=utcnow(),
-            keep_in_flight=sent or lease.in_flight_before, failed=False))
+        await asyncio.shield(_hand_back(
+            ctx, region, lease, claimed, due_at=utcnow(), maybe_sent=sent, failed=False,
+            keep_in_flight=sent or lease.in_flight_before))
         raise
     finally:
         ctx.metrics.latency.labels(lease.bank_id).observe(time.perf_counter() - started)
@@ -354,28 +382,69 @@ async def _back_off(
     attempts = lease.credential.attempts + 1
     delay = ctx.backoff.delay(attempts, retry_after, ctx.rng)
     due = utcnow() + timedelta(seconds=delay)
-    await asyncio.shield(release(ctx.router, region, lease.credential.id, claimed,
-                                 due_at=due, keep_in_flight=maybe_sent, failed=True))
+    await asyncio.shield(_hand_back(ctx, region, lease, claimed, due_at=due,
+                                    maybe_sent=maybe_sent, failed=True,
+                                    keep_in_flight=maybe_sent))
     return outcome
 
 
+async def _hand_back(
+    ctx: RefreshContext, region: str, lease: Lease, claimed: int, *, due_at: datetime,
+    maybe_sent: bool, failed: bool, keep_in_flight: bool,
+) -> None:
+    """End the lease without tokens. When the request may have reached the bank and the
+    row is no longer ours (our lease lapsed and another worker took it), our late
+    presentation may have revoked the grant under the new holder's feet: :func:`reverify`."""
+    released = await release(ctx.router, region, lease.credential.id, claimed, due_at=due_at,
+                             keep_in_flight=keep_in_flight, failed=failed)
+    if not released and maybe_sent:
+        await reverify(ctx, region, lease)
+
+
 async def _grant_refused(ctx: RefreshContext, region: str, lease: Lease, claimed: int) -> str:
-    """``invalid_grant``: unless another worker stored newer tokens, the user must act."""
+    """``invalid_grant``: flag the connection if the row is still ours, else have the
+    row's current tokens verified (:func:`reverify`): the module doc's resolution rule."""
     c = _credentials.c
     async with ctx.router.session(region) as session, session.begin():
-        now_row = await reread(session, lease.credential.id)
-        if now_row is None or now_row.version != claimed or (
-            now_row.refresh_token_sealed != lease.credential.refresh_token_sealed
-        ):
-            return "resolved_elsewhere"  # another worker won the race: its tokens stand
         moved = await session.execute(
             update(_credentials).where(c.id == lease.credential.id, c.version == claimed).values(
                 lease_owner=None, lease_expires_at=None, refresh_started_at=None,
                 refresh_due_at=None, version=claimed + 1, updated_at=utcnow(),
             )
         )
-        if getattr(moved, "rowcount", 0) != 1:
-            return "resolved_elsewhere"
-        reason = "invalid_grant_after_crash" if lease.in_flight_before else "invalid_grant"
-        await on_reauth_required(session, lease.credential.connection_id, reason=reason)
-    return "invalid_grant"
+        if getattr(moved, "rowcount", 0) == 1:
+            # Still at our version: nobody stored tokens since we claimed it, so the token
+            # we presented was the row's newest and the bank refused it: the grant is dead.
+            reason = "invalid_grant_after_crash" if lease.in_flight_before else "invalid_grant"
+            await on_reauth_required(session, lease.credential.connection_id, reason=reason)
+            return "invalid_grant"
+    return await reverify(ctx, region, lease)
+
+
+async def reverify(ctx: RefreshContext, region: str, lease: Lease) -> str:
+    """Our request presented a refresh token after the row left our hands: make the row
+    prove its current tokens before anyone trusts them (the module doc's rule).
+
+    The row's version moves (so a commit or release still pending under an older claim,
+    ours or the current holder's, is refused), its owner is cleared (no heartbeat extends
+    it; its lease still runs to its end, so the holder's own guard keeps it from sending
+    after that), and it is marked in flight and due now: its next lessee presents the
+    stored refresh token once, and stores the answer or flags the connection. Only rows
+    of ``active`` connections; returns ``"reverify"``, or ``"resolved_elsewhere"`` when
+    the credential is gone or its connection is already flagged.
+    """
+    c, k = _credentials.c, _connections.c
+    now = utcnow()
+    async with ctx.router.session(region) as session, session.begin():
+        moved = await session.execute(
+            update(_credentials)
+            .where(c.id == lease.credential.id, c.connection_id.in_(
+                select(k.id).where(k.status == ConnectionStatus.ACTIVE)))
+            .values(lease_owner=None, refresh_started_at=now, refresh_due_at=now,
+                    version=c.version + 1, updated_at=now)
+        )
+    if getattr(moved, "rowcount", 0) != 1:
+        return "resolved_elsewhere"
+    log.warning("credential %s: a refresh token went to the bank after the lease was lost; "
+                "its current tokens will be verified", lease.credential.id)
+    return "reverify"

@@ -234,17 +234,21 @@ class Worker:
             for region in regions:
                 beat = time.monotonic()  # before the update: a conservative new deadline
                 try:
-                    await heartbeat(self.ctx.router, region, self.ctx.owner, now=utcnow(),
-                                    lease_for=self.config.lease_for)
-                    self._extended(region, beat)
+                    extended = await heartbeat(self.ctx.router, region, self.ctx.owner,
+                                               now=utcnow(), lease_for=self.config.lease_for)
+                    self._extended(extended, beat)
                 except Exception:
                     log.warning("worker: heartbeat in region %s failed", region, exc_info=True)
 
-    def _extended(self, region: str, beat: float) -> None:
-        """Move the deadlines a heartbeat at ``beat`` extended: those still live then."""
+    def _extended(self, extended: set[str], beat: float) -> None:
+        """Move the deadlines a heartbeat at ``beat`` extended: those it names that were
+        still live then by our own reckoning. A lease the row lost without lapsing (its
+        owner cleared as suspect, :func:`aggregator.worker.refresh.reverify`) is not
+        extended, so its deadline stays where the database lease ends."""
         deadlines = self.ctx.lease_deadlines
-        for credential_id, deadline in list(deadlines.items()):
-            if deadline > beat and credential_id.split("_")[1] == region:
+        for credential_id in extended:
+            deadline = deadlines.get(credential_id)
+            if deadline is not None and deadline > beat:
                 deadlines[credential_id] = beat + self.config.lease_seconds
 
     @staticmethod

@@ -148,9 +148,41 @@ async def test_a_dead_workers_in_flight_row_is_tried_once_then_flagged_for_re_co
     assert credential.lease_owner is None
 
 
-async def test_invalid_grant_after_another_worker_won_leaves_its_tokens_alone(
+async def test_a_timeout_after_the_lease_was_taken_over_has_the_row_verified(
     region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
 ) -> None:
+    """Our request may have reached the bank after a peer took the row over: the release
+    fails on the version, and the row is handed to its next lessee for verification."""
+    linked = await make_linked("eu")
+    timeout = BankUnavailable("timeout")
+    timeout.__cause__ = httpx.ReadTimeout("read timed out")
+
+    async def taken_over() -> None:
+        async with region_router.session("eu") as session, session.begin():
+            await session.execute(update(Credential).values(
+                version=Credential.version + 1, lease_owner="peer",
+                lease_expires_at=utcnow() + LEASE))
+
+    lease = await _lease(region_router, linked)
+
+    outcome = await refresh_leased(
+        _ctx(region_router, custody, StubOAuth(fail=timeout, during=taken_over)), "eu", lease)
+
+    credential, connection = await _row(region_router)
+    assert outcome == "unavailable"
+    assert connection.status is ConnectionStatus.ACTIVE
+    assert credential.refresh_started_at is not None
+    assert credential.lease_owner is None  # the peer's heartbeat no longer extends it
+    # our mark, the peer's lease, then ours: a commit pending under the peer's is refused
+    assert credential.version == lease.claimed + 3
+
+
+async def test_invalid_grant_after_another_worker_stored_tokens_has_them_verified(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+) -> None:
+    """The peer's tokens are kept but not trusted: at a strict bank our late presentation
+    of the old refresh token revoked the grant they belong to (the real-bank orders are in
+    test_worker_takeover.py). The row is due now and marked, for its next lessee."""
     linked = await make_linked("eu")
 
     async def another_worker_wins() -> None:
@@ -166,9 +198,14 @@ async def test_invalid_grant_after_another_worker_won_leaves_its_tokens_alone(
     outcome = await refresh_leased(_ctx(region_router, custody, bank), "eu", lease)
 
     credential, connection = await _row(region_router)
-    assert outcome == "resolved_elsewhere"
-    assert connection.status is ConnectionStatus.ACTIVE
+    assert outcome == "reverify"
+    assert connection.status is ConnectionStatus.ACTIVE  # not flagged on a guess
     assert credential.refresh_token_sealed == b"peer"
+    assert credential.refresh_started_at is not None  # its next lessee resolves it
+    assert credential.refresh_due_at is not None
+    assert credential.refresh_due_at <= utcnow()
+    assert credential.lease_owner is None
+    assert credential.version > lease.claimed + 5
 
 
 async def test_an_open_breaker_hands_the_lease_back_without_calling_the_bank(
