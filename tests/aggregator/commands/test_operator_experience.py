@@ -11,13 +11,14 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from aggregator.cli import build_parser, main
 from aggregator.errors import ConfigError
-from aggregator.http.logs import configure_logging
+from aggregator.http.logs import QUIET_LOGGERS, configure_logging
 from aggregator.settings import load_settings
 
 
@@ -106,24 +107,41 @@ def test_unreachable_database_names_region_setting_and_fix(workdir: Path) -> Non
     assert "hunter2" not in done.stderr
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """``configure_logging`` rewires the root logger and quiets libraries for the whole
+    process: put both back, so later tests that count httpx's lines still see them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        for name, previous in quiet.items():
+            logging.getLogger(name).setLevel(previous)
+
+
+@pytest.mark.usefixtures("restored_logging")
 def test_console_logs_are_readable_and_json_stays_the_default_off_a_terminal() -> None:
     stream = io.StringIO()
-    try:
-        configure_logging("info", stream)
-        logging.getLogger("aggregator.test").info("refreshed", extra={"fields": {
-            "connection_id": "con_eu_x", "outcome": "ok", "absent": None}})
-        logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
-        assert json.loads(stream.getvalue())["message"] == "refreshed"
-        stream = io.StringIO()
-        configure_logging("info", stream, log_format="console")
-        logging.getLogger("aggregator.test").info("refreshed", extra={"fields": {
-            "connection_id": "con_eu_x", "outcome": "ok", "absent": None}})
-        line = stream.getvalue()
-        assert "INFO    aggregator.test  refreshed connection_id=con_eu_x outcome=ok" in line
-        assert "absent" not in line
-        assert "Context impl" not in line
-    finally:
-        configure_logging("warning", sys.stderr)
+    configure_logging("info", stream)
+    logging.getLogger("aggregator.test").info("refreshed", extra={"fields": {
+        "connection_id": "con_eu_x", "outcome": "ok", "absent": None}})
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+    assert json.loads(stream.getvalue())["message"] == "refreshed"
+    stream = io.StringIO()
+    configure_logging("info", stream, log_format="console")
+    logging.getLogger("aggregator.test").info("refreshed", extra={"fields": {
+        "connection_id": "con_eu_x", "outcome": "ok", "absent": None}})
+    line = stream.getvalue()
+    assert "INFO    aggregator.test  refreshed connection_id=con_eu_x outcome=ok" in line
+    assert "absent" not in line
+    assert "Context impl" not in line
 
 
 def test_data_files_and_directories_are_private(workdir: Path) -> None:
