@@ -33,10 +33,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator import audit
+from aggregator import audit, branding
 from aggregator.errors import GatewayError, InvalidApiKey
 from aggregator.ids import ApplicationId, new_id, secret_digest
-from aggregator.link import branding
 from aggregator.models import ApiKey, Application
 from aggregator.models.base import utcnow
 from aggregator.store.router import RegionRouter
@@ -159,7 +158,7 @@ class ApplicationInfo:
     created_at: datetime
     disabled_at: datetime | None
     keys: tuple[KeyInfo, ...]
-    #: The Link page's branding (aggregator/link/branding.py); None: not set.
+    #: The Link page's branding (aggregator/branding.py); None: not set.
     brand_name: str | None = None
     brand_accent: str | None = None
     brand_logo: bool = False

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aggregator import applications as lifecycle
+from aggregator import branding
 from aggregator.applications import ApplicationInfo, create_application
 from aggregator.commands.output import console, examples, print_json, print_table, when
 from aggregator.errors import ConfigError
-from aggregator.link import branding
 from aggregator.redirect_uris import redirect_uri_problem
 from aggregator.settings import load_settings
 from aggregator.store import RegionRouter, require_head

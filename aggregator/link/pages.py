@@ -7,7 +7,7 @@ operator console's: every value is escaped by the template engine, so no page ca
 to. The response headers keep the page out of
 frames (a consent click is worth hijacking) and caches, and ``Referrer-Policy:
 no-referrer`` keeps the link token in the page's URL from reaching the bank. An app's
-branding (:mod:`aggregator.link.branding`) adds one inline ``<style>`` allowed by its
+branding (:mod:`aggregator.branding`) adds one inline ``<style>`` allowed by its
 SHA-256 hash (CSP Level 3, "hash-source") and a ``data:`` logo; nothing else widens.
 """
 
@@ -22,7 +22,7 @@ from importlib.resources import files
 from jinja2 import Environment
 from starlette.responses import HTMLResponse
 
-from aggregator.link.branding import Brand
+from aggregator.branding import Brand
 from aggregator.link.errors import LinkError
 from aggregator.link.i18n import DEFAULT, translations
 from aggregator.templating import environment

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
+from aggregator.branding import Brand
 from aggregator.custody import RegionCustody
 from aggregator.errors import InvalidId
 from aggregator.ids import (
@@ -33,7 +34,6 @@ from aggregator.ids import (
     parse_secret,
     secret_digest,
 )
-from aggregator.link.branding import Brand
 from aggregator.link.errors import (
     LinkExpired,
     LinkFormInvalid,

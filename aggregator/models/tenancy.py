@@ -63,7 +63,7 @@ class Application(Base):
     #: The secret before the last rotation, still signed with until it expires.
     webhook_previous_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     webhook_previous_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: What the Link page shows of the app (aggregator/link/branding.py); NULL: its name
+    #: What the Link page shows of the app (aggregator/branding.py); NULL: its name
     #: and the gateway's look. The logo is a size-capped ``data:`` image URL.
     brand_name: Mapped[str | None] = mapped_column(String(80))
     brand_logo: Mapped[str | None] = mapped_column(Text)

@@ -6,7 +6,7 @@ Create Date: 2026-12-06 15:00:00.000000
 
 ``applications.brand_name``, ``brand_logo`` (a size-capped ``data:`` image URL) and
 ``brand_accent`` (``#rrggbb``, checked for WCAG contrast when set): what the Link page
-shows of the app (aggregator/link/branding.py). ``link_sessions.locale``: the language
+shows of the app (aggregator/branding.py). ``link_sessions.locale``: the language
 the app asked the Link page to speak. All nullable: existing rows fall back to the app's
 name, the gateway's look and the browser's ``Accept-Language``.
 

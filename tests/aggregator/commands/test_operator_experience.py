@@ -11,14 +11,13 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from aggregator.cli import build_parser, main
 from aggregator.errors import ConfigError
-from aggregator.http.logs import QUIET_LOGGERS, configure_logging
+from aggregator.http.logs import configure_logging
 from aggregator.settings import load_settings
 
 
@@ -107,26 +106,6 @@ def test_unreachable_database_names_region_setting_and_fix(workdir: Path) -> Non
     assert "hunter2" not in done.stderr
 
 
-@pytest.fixture
-def restored_logging() -> Iterator[None]:
-    """``configure_logging`` rewires the root logger and quiets libraries for the whole
-    process: put both back, so later tests that count httpx's lines still see them."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
-    try:
-        yield
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        for name, previous in quiet.items():
-            logging.getLogger(name).setLevel(previous)
-
-
-@pytest.mark.usefixtures("restored_logging")
 def test_console_logs_are_readable_and_json_stays_the_default_off_a_terminal() -> None:
     stream = io.StringIO()
     configure_logging("info", stream)

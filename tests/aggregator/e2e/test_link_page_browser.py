@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from aggregator.applications import update_application
-from aggregator.link.branding import data_url
+from aggregator.branding import data_url
 from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway
 from tests.aggregator.e2e.test_link_browser import CHROMIUM, FLAGS, HAVE_CHROMIUM
 from tests.aggregator.link.test_page_i18n_brand import png

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from starlette.responses import HTMLResponse
 
-from aggregator.link.branding import (
+from aggregator.branding import (
     MAX_LOGO_BYTES,
     Brand,
     BrandInvalid,

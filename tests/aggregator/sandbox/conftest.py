@@ -17,7 +17,9 @@ from aggregator.sandbox import SandboxClient, SandboxConfig
 from aggregator.sandbox.testing import ClientKey, FlowDriver, Served, ServeFactory, serve_bank
 
 CLIENT_ID = "c1"
-CLIENT_SECRET = "s1"
+# Long and unmistakable: the log tests look for it as a substring of every line, and a
+# two-character secret turned up inside a random PKCE challenge about once in a hundred runs.
+CLIENT_SECRET = "sandbox-test-client-secret-7Qx"
 JWT_CLIENT_ID = "jwt-client"
 REGISTERED_REDIRECT_URI = "http://127.0.0.1/cb"
 CALLBACK = "http://127.0.0.1:53682/cb"

@@ -19,6 +19,7 @@ from aggregator.sandbox.testing import (
     query_of,
     serve_bank,
 )
+from tests.aggregator.sandbox.conftest import CLIENT_SECRET
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -371,7 +372,7 @@ def test_token_endpoint_answers_through_a_threaded_server(
         response = httpx.post(
             f"{base_url}/token",
             data={"grant_type": "refresh_token", "refresh_token": "x"},
-            auth=("c1", "s1"),
+            auth=("c1", CLIENT_SECRET),
         )
 
     assert response.json()["error"] == "invalid_grant"
