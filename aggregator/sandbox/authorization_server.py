@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from authlib.common.urls import add_params_to_uri
@@ -38,8 +38,8 @@ from authlib.oidc.core import OpenIDCode, UserInfo
 from joserfc.jwk import ECKey
 from starlette.responses import JSONResponse, Response
 
-from aggregator.sandbox.config import CLIENT_AUTH_METHODS, SCOPES, SandboxConfig
-from aggregator.sandbox.discovery import ID_TOKEN_ALGORITHM
+from aggregator.sandbox.config import CLIENT_AUTH_METHODS, SCOPES, SandboxClient, SandboxConfig
+from aggregator.sandbox.discovery import ID_TOKEN_ALGORITHM, REGISTER_PATH
 from aggregator.sandbox.middleware import current_issuer
 from aggregator.sandbox.models import (
     AuthorizationCode,
@@ -50,6 +50,12 @@ from aggregator.sandbox.models import (
 )
 from aggregator.sandbox.requests import SandboxOAuth2Request
 from aggregator.sandbox.rfc7523 import PrivateKeyJWT
+from aggregator.sandbox.rfc7591 import (
+    RegistrationToken,
+    SandboxConfigurationEndpoint,
+    SandboxRegistrationEndpoint,
+    registered_model,
+)
 from aggregator.sandbox.rfc9126 import PushedAuthorizationEndpoint, PushedRequests
 from aggregator.sandbox.store import IssuedTokens, SandboxClock, TokenStore
 
@@ -213,7 +219,11 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     ) -> None:
         super().__init__(scopes_supported=list(SCOPES))
         self.config = config
-        self.clients: Mapping[str, ClientModel] = {c.get_client_id(): c for c in clients}
+        self.clients: dict[str, ClientModel] = {c.get_client_id(): c for c in clients}
+        #: Clients made by dynamic registration (RFC 7591), also in :attr:`clients`.
+        self.registered: dict[str, ClientModel] = {}
+        #: SHA-256 of each registration access token (RFC 7592 §1) -> its client.
+        self.registration_tokens: dict[str, RegistrationToken] = {}
         self.store = store
         self.clock = clock
         self.scope_hooks: list[ScopeHook] = []
@@ -238,6 +248,42 @@ class SandboxAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(RotatingRefreshTokenGrant)
         self.register_endpoint(Revocation(self))
         self.register_endpoint(PushedAuthorizationEndpoint(self, self.pushed))
+        self.register_endpoint(SandboxRegistrationEndpoint(self))
+        self.register_endpoint(SandboxConfigurationEndpoint(self))
+
+    def client_name(self, client_id: str) -> str:
+        """What the bank's pages call a client: its registered name, else its id."""
+        client = self.clients.get(client_id)
+        name = client.settings.client_name if client is not None else None
+        return name or client_id
+
+    def add_client(self, settings: SandboxClient, client_info: dict[str, Any],
+                   client_metadata: dict[str, Any]) -> ClientModel:
+        """Register (or replace, RFC 7592 §2.2) a dynamically registered client."""
+        model = registered_model(settings, client_info, client_metadata)
+        self.clients[settings.client_id] = model
+        self.registered[settings.client_id] = model
+        return model
+
+    def remove_client(self, client_id: str) -> None:
+        """RFC 7592 §2.3: the client, its registration token and its grants end."""
+        self.clients.pop(client_id, None)
+        self.registered.pop(client_id, None)
+        self.drop_registration_tokens(client_id)
+
+    def drop_registration_tokens(self, client_id: str) -> None:
+        for key in [k for k, t in self.registration_tokens.items() if t.client_id == client_id]:
+            del self.registration_tokens[key]
+
+    def registration_uri(self, client_id: str) -> str:
+        return f"{current_issuer()}{REGISTER_PATH}/{client_id}"
+
+    def registration_info(self, client_id: str) -> dict[str, str]:
+        """A new registration access token and the client's configuration URI."""
+        token = secrets.token_urlsafe(32)
+        self.registration_tokens[digest(token)] = RegistrationToken(client_id)
+        return {"registration_client_uri": self.registration_uri(client_id),
+                "registration_access_token": token}
 
     def validate_requested_scope(self, scope: str | None) -> None:
         """The standard scopes, plus any a registered :class:`ScopeHook` accepts."""

@@ -104,7 +104,8 @@ class AuthorizeViews:
                 return self._answer(oauth_request, None)
             params = list(oauth_request.payload.data.items())
             interaction = self.interactions.create(params, oauth_request.payload.client_id)
-        return login_page(LOGIN_PATH, interaction.interaction_id, interaction.client_id)
+        return login_page(LOGIN_PATH, interaction.interaction_id,
+                          self.server.client_name(interaction.client_id))
 
     async def login(self, request: Request) -> Response:
         form = await _form(request)
@@ -116,7 +117,7 @@ class AuthorizeViews:
             return login_page(
                 LOGIN_PATH,
                 interaction.interaction_id,
-                interaction.client_id,
+                self.server.client_name(interaction.client_id),
                 error="Unknown username or wrong password.",
             )
         interaction.user = username
@@ -126,7 +127,7 @@ class AuthorizeViews:
         return consent_page(
             CONSENT_PATH,
             interaction.interaction_id,
-            interaction.client_id,
+            self.server.client_name(interaction.client_id),
             username,
             scope_to_list(scope),
         )

@@ -26,6 +26,7 @@ from aggregator.sandbox.discovery import (
     JWKS_PATH,
     LOGIN_PATH,
     PAR_PATH,
+    REGISTER_PATH,
     REVOKE_PATH,
     TOKEN_PATH,
 )
@@ -192,6 +193,11 @@ class SandboxBank:
             Route(TOKEN_PATH, oauth.token, methods=["POST"], middleware=[token_faults]),
             Route(PAR_PATH, oauth.pushed_authorization, methods=["POST"]),
             Route(REVOKE_PATH, oauth.revoke, methods=["POST"]),
+            # RFC 7591/7592, open registration: loopback peers only, like /_sandbox.
+            Route(REGISTER_PATH, oauth.register, methods=["POST"],
+                  middleware=[Middleware(LoopbackOnly)]),
+            Route(REGISTER_PATH + "/{client_id}", oauth.configure,
+                  methods=["GET", "PUT", "DELETE"], middleware=[Middleware(LoopbackOnly)]),
             Mount(
                 AISP_PREFIX,
                 routes=accounts.routes(),

@@ -66,6 +66,9 @@ class SandboxClient:
     auth_methods: Sequence[str] = ("client_secret_basic", "client_secret_post")
     jwks: Mapping[str, Any] | str | None = None
     scopes: Sequence[str] = SCOPES
+    #: What the sign-in and consent pages call the client (RFC 7591 §2 ``client_name``);
+    #: None: its id. Set by dynamic registration (aggregator/sandbox/rfc7591.py).
+    client_name: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.auth_methods) - set(CLIENT_AUTH_METHODS)

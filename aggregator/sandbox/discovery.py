@@ -17,6 +17,8 @@ REVOKE_PATH = "/revoke"
 JWKS_PATH = "/jwks"
 LOGIN_PATH = "/login"
 CONSENT_PATH = "/consent"
+#: RFC 7591 §3 registration endpoint; RFC 7592 §2 configuration at ``/register/{id}``.
+REGISTER_PATH = "/register"
 
 #: Signing algorithms accepted for ``private_key_jwt`` (FAPI 1.0 Advanced §8.6).
 ASSERTION_ALGORITHMS: tuple[str, ...] = ("PS256", "ES256")
@@ -36,6 +38,7 @@ def server_metadata(issuer: str, config: SandboxConfig) -> dict[str, Any]:
         "pushed_authorization_request_endpoint": issuer + PAR_PATH,
         "require_pushed_authorization_requests": config.require_par,
         "revocation_endpoint": issuer + REVOKE_PATH,
+        "registration_endpoint": issuer + REGISTER_PATH,
         "jwks_uri": issuer + JWKS_PATH,
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],

@@ -17,7 +17,11 @@ from aggregator.sandbox.config import Faults
 from aggregator.sandbox.discovery import server_metadata
 from aggregator.sandbox.faults import FaultInjector
 from aggregator.sandbox.middleware import current_issuer
-from aggregator.sandbox.requests import SandboxOAuth2Request, read_oauth2_request
+from aggregator.sandbox.requests import (
+    SandboxOAuth2Request,
+    read_json_request,
+    read_oauth2_request,
+)
 
 
 class OAuthViews:
@@ -38,6 +42,24 @@ class OAuthViews:
         return await self._call(
             request, lambda r: self.server.create_endpoint_response("revocation", r)
         )
+
+    async def register(self, request: Request) -> Response:
+        """RFC 7591 §3: register a client from its JSON metadata."""
+        return await self._json(request, "client_registration")
+
+    async def configure(self, request: Request) -> Response:
+        """RFC 7592 §2: read, replace or delete a registration with its access token."""
+        return await self._json(request, "client_configuration")
+
+    async def _json(self, request: Request, endpoint: str) -> Response:
+        try:
+            json_request = await read_json_request(request)
+        except ValueError:
+            return JSONResponse({"error": "invalid_request",
+                                 "error_description": "the body is not JSON"}, 400)
+        with self.server.store.lock:
+            response: Response = self.server.create_endpoint_response(endpoint, json_request)
+        return response
 
     async def metadata(self, request: Request) -> Response:
         return JSONResponse(server_metadata(current_issuer(), self.server.config))

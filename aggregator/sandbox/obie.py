@@ -235,13 +235,14 @@ class ObieAuthorizeViews(AuthorizeViews):
                               "used. Start again from your app.")
         username = form.get("username", "")
         if not check_password(username, form.get("password", "")):
-            return login_page(LOGIN_PATH, interaction.interaction_id, interaction.client_id,
-                              error="Unknown username or wrong password.")
+            return login_page(LOGIN_PATH, interaction.interaction_id,
+                              self.server.client_name(interaction.client_id), error="Unknown username or wrong password.")
         consent = self.obie.consents.get(intent_of(dict(interaction.params)) or "")
         if consent is None:
             return error_page("Request refused", "The consent is gone.")
         interaction.user = username
-        return consent_page(interaction.interaction_id, interaction.client_id, username,
+        return consent_page(interaction.interaction_id,
+                            self.server.client_name(interaction.client_id), username,
                             consent, self.accounts_of(username))
 
     async def consent(self, request: Request) -> Response:

@@ -7,6 +7,7 @@ authlib request is built from the parsed values.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -86,5 +87,7 @@ class ParsedJsonPayload(JsonPayload):  # type: ignore[misc]
 async def read_json_request(request: Request) -> JsonRequest:
     """A JSON-bodied request for authlib (kept for endpoints such as RFC 7591 ones)."""
     json_request = JsonRequest(request.method, str(request.url), Headers(scope=request.scope))
-    json_request.payload = ParsedJsonPayload(await request.json())
+    body = await request.body()
+    # RFC 7592 §2.1, §2.3: a read or a delete carries no body.
+    json_request.payload = ParsedJsonPayload(json.loads(body) if body else {})
     return json_request
