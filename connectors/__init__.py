@@ -58,6 +58,13 @@ from connectors.oauth.credentials import load_client_credentials
 from connectors.oauth.fapi2 import fapi2_readiness
 from connectors.oauth.pending import PENDING_LIFETIME, PendingAuthorization
 from connectors.oauth.rfc7523 import PemSigner, Signer, build_client_assertion
+from connectors.oauth.rfc7591 import (
+    ClientMetadata,
+    ClientRegistration,
+    delete_client,
+    register_client,
+    update_client,
+)
 from connectors.oauth.rfc8414 import ServerMetadata, fetch_metadata
 from connectors.oauth.rfc8705 import bank_ssl_context
 from connectors.oauth.rfc9207 import check_issuer
@@ -85,6 +92,7 @@ from connectors.profiles import (
     Endpoints,
     ParMode,
     RefreshPolicy,
+    RegistrationPolicy,
     SenderConstraint,
     SyncPolicy,
     load_profiles,
@@ -110,6 +118,8 @@ __all__ = [
     "BankUnsupported",
     "BerlinGroupDialect",
     "ClientAuthMethod",
+    "ClientMetadata",
+    "ClientRegistration",
     "Compatibility",
     "ConnectorError",
     "ConsentInvalid",
@@ -148,6 +158,7 @@ __all__ = [
     "ProfileError",
     "RedactingFilter",
     "RefreshPolicy",
+    "RegistrationPolicy",
     "RejectReason",
     "RemovedTransaction",
     "Resolver",
@@ -177,6 +188,7 @@ __all__ = [
     "check_destination",
     "check_issuer",
     "consent_manager",
+    "delete_client",
     "egress_client",
     "fapi2_readiness",
     "fetch_metadata",
@@ -191,5 +203,7 @@ __all__ = [
     "parse_callback",
     "parse_retry_after",
     "redact",
+    "register_client",
     "register_hook",
+    "update_client",
 ]

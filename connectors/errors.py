@@ -105,6 +105,7 @@ MISCONFIGURATIONS: dict[str, str] = {
     "redirect_uri_mismatch": "redirect_uri",
     "par_required": "use_par",
     "unsupported": "profile",
+    "registration_refused": "registration",  # RFC 7591 §3.2.2: our client metadata
 }
 
 

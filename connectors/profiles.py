@@ -45,6 +45,17 @@ A minimal profile::
     [consent]            # optional
     max_days = 180       # default: 90 for GB, 180 for EEA countries, else none
     expiry_field = "consent_expires_at"   # a token response field naming the expiry
+
+    [registration]       # optional: the bank offers dynamic client registration
+    per_application = true   # one client per application, named after its brand
+    endpoint = "https://auth.examplebank.de/register"  # default: discovered
+                                                       # registration_endpoint
+
+A bank offering dynamic registration (RFC 7591, managed with RFC 7592) may get one
+client per application (``per_application = true``): the gateway registers it on the
+application's first link to that bank, with the application's brand name as
+``client_name`` (what the bank's consent page shows) and the static client's
+authentication method, grant types and (``private_key_jwt``) public key.
 """
 
 from __future__ import annotations
@@ -75,6 +86,7 @@ __all__ = [
     "ConsentPolicy",
     "Endpoints",
     "ParMode",
+    "RegistrationPolicy",
     "SenderConstraint",
     "SyncPolicy",
     "load_profiles",
@@ -129,6 +141,20 @@ class Endpoints:
     token: str | None = None
     par: str | None = None
     revocation: str | None = None
+
+
+@dataclass(frozen=True)
+class RegistrationPolicy:
+    """``[registration]``: the bank registers clients dynamically (RFC 7591 §3).
+
+    ``endpoint`` None: the one the bank's metadata names (``registration_endpoint``,
+    RFC 8414 §2). ``per_application``: each application gets its own client at this bank
+    (the static client keeps serving connections linked before, and every application
+    when this is false).
+    """
+
+    endpoint: str | None = None
+    per_application: bool = False
 
 
 #: The per-account resources a sync can read besides the (required) account list.
@@ -270,6 +296,8 @@ class BankProfile:
     berlin_group: BerlinGroupOptions | None = None
     #: How tokens are sender-constrained; DPoP keys are made per connection at link.
     sender_constraint: SenderConstraint = SenderConstraint.NONE
+    #: ``[registration]``: dynamic client registration (RFC 7591); None: not offered.
+    registration: RegistrationPolicy | None = None
 
     @property
     def mutual_tls(self) -> bool:
@@ -331,6 +359,7 @@ _TOP_KEYS = frozenset(
         "standard",
         *(s.value for s in Standard),
         "sender_constraint",
+        "registration",
     }
 )
 
@@ -432,7 +461,25 @@ def _parse(t: Table, path: Path) -> BankProfile:
                        signs_requests=standard is Standard.OBIE),
         **_transport_certificate(t, method, base=path.parent),
         sender_constraint=_sender_constraint(t),
+        registration=_registration(t, method, standard, discovery=discovery),
     )
+
+
+def _registration(t: Table, method: ClientAuthMethod, standard: Standard, *,
+                  discovery: bool) -> RegistrationPolicy | None:
+    if "registration" not in t.names():
+        return None
+    r = t.table("registration", {"endpoint", "per_application"})
+    endpoint = r.optional_url("endpoint", required=not discovery)
+    per_application = r.boolean("per_application", default=False)
+    if per_application and method.uses_certificate:
+        raise r.error("per_application", f"a {method.value} client is registered with its "
+                      "certificate's subject (RFC 8705 §2.1.2), which this gateway does not "
+                      "send; use client_secret_* or private_key_jwt")
+    if per_application and standard is not Standard.OAUTH2:
+        raise r.error("per_application", f'not supported with standard = "{standard.value}" '
+                      "yet: its consent resources belong to the static client")
+    return RegistrationPolicy(endpoint=endpoint, per_application=per_application)
 
 
 def _sender_constraint(t: Table) -> SenderConstraint:
