@@ -19,7 +19,9 @@ tables, by owner:
 - idempotency keys (first answers kept 24 hours for retries): ``idempotency_keys``;
 - key rotation (the KEK's schedule and the rotating worker's lease): ``kek_rotations``;
 - the operator console's accounts and sessions, replicated like applications:
-  ``operators``, ``operator_sessions``.
+  ``operators``, ``operator_sessions``;
+- applications' own clients at banks (dynamic registration), in the bank's region only:
+  ``app_registrations``.
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
@@ -58,6 +60,7 @@ from aggregator.models.linking import (
 from aggregator.models.operators import Operator, OperatorRole, OperatorSession
 from aggregator.models.plaid import PlaidWebhookEvent, WebhookStatus
 from aggregator.models.ratelimits import RateLimitBucket
+from aggregator.models.registrations import AppRegistration, RegistrationStatus
 from aggregator.models.syncs import AccountResource, ResourceOutcome, SyncOutcome, SyncRun
 from aggregator.models.tenancy import ApiKey, Application, DataKeyRecord, RegionSecret, User
 from aggregator.models.types import Money, UTCDateTime
@@ -68,6 +71,7 @@ __all__ = [
     "AccountResource",
     "AccountType",
     "ApiKey",
+    "AppRegistration",
     "Application",
     "AuditEvent",
     "AuditHead",
@@ -94,6 +98,7 @@ __all__ = [
     "OutboundEvent",
     "PlaidWebhookEvent",
     "RateLimitBucket",
+    "RegistrationStatus",
     "RegionSecret",
     "ResourceOutcome",
     "RevocationOutcome",

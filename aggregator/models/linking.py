@@ -132,6 +132,10 @@ class Connection(Base):
     consent_id: Mapped[str | None] = mapped_column(String(128))
     #: When the user last authorised that consent (OBIE ``x-fapi-auth-date``).
     consent_granted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The bank client that linked the connection: an application's own
+    #: (``app_registrations``, dynamic registration); NULL: the profile's static client.
+    #: Code exchange, refresh and revocation use the same client (a grant is the client's).
+    bank_client_id: Mapped[str | None] = mapped_column(String(255))
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = updated_column()
