@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aggregator import audit, branding
+from aggregator import audit, branding, registrations
 from aggregator.errors import GatewayError, InvalidApiKey
 from aggregator.ids import ApplicationId, new_id, secret_digest
 from aggregator.models import ApiKey, Application
@@ -252,6 +252,9 @@ async def update_application(
             app.redirect_uris = list(redirect_uris)
         for column, kept in brand.items():
             setattr(app, column, kept)
+        if name is not None or "brand_name" in brand:
+            # The name banks show may have changed (aggregator/registrations.py).
+            await registrations.mark_stale(session, app_id)
 
     await _everywhere(router, app_id, change, actor=actor, action="application.updated")
     return await show_application(router, app_id)
@@ -311,12 +314,17 @@ async def revoke_key(router: RegionRouter, prefix: str, *, actor: str = "operato
 
 async def disable_application(router: RegionRouter, app_id: str, *,
                               actor: str = "operator") -> None:
-    """Refuse every key of the application from now on (its data stays; erasure is apart)."""
+    """Refuse every key of the application from now on (its data stays; erasure is apart).
+
+    Its own clients at banks (dynamic registration) are marked for deletion; the worker
+    deletes them at the banks (aggregator/registrations.py).
+    """
 
     async def change(session: AsyncSession, now: datetime) -> None:
         app = await session.get(Application, app_id)
         assert app is not None
         if app.disabled_at is None:
             app.disabled_at = now
+        await registrations.mark_for_deletion(session, app_id)
 
     await _everywhere(router, app_id, change, actor=actor, action="application.disabled")

@@ -62,10 +62,14 @@ class PlaidRevoker:
         await self.connector.remove_item(Secret(token))
 
 
-def revoker_for(banks: Banks, bank_id: str, region: str) -> Revoker:
-    """The revoker for one connection's kind: Plaid Items, or the bank's RFC 7009."""
+async def revoker_for(banks: Banks, bank_id: str, region: str,
+                      client_id: str | None = None) -> Revoker:
+    """The revoker for one connection's kind: Plaid Items, or the bank's RFC 7009 with
+    the client that holds the grant (an application's own, aggregator/registrations.py)."""
     if isinstance(banks, BankDirectory) and banks.is_plaid(bank_id):
         return PlaidRevoker(banks.plaid(region))
+    if client_id is not None and isinstance(banks, BankDirectory):
+        return await banks.client(bank_id, client_id, region)
     return banks.oauth(bank_id)
 
 
@@ -143,7 +147,9 @@ async def _attempt(
                 await _delete_consent(banks, row.bank_id, row.consent_id)
                 consent_done = True
             if token is not None:
-                await revoker_for(banks, row.bank_id, custody.region).revoke(token, hint)
+                revoker = await revoker_for(banks, row.bank_id, custody.region,
+                                            row.bank_client_id)
+                await revoker.revoke(token, hint)
         except BankUnsupported:
             if row.consent_id is not None and consent_done:
                 outcome, error = RevocationOutcome.REVOKED, None  # the DELETE ended it

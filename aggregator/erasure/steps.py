@@ -157,7 +157,8 @@ async def enlist(
         )
         revocations.append({
             "request_id": request_id, "n": n, "connection_id": connection.id,
-            "bank_id": connection.bank_id, "token_type": token_type if token else None,
+            "bank_id": connection.bank_id, "bank_client_id": connection.bank_client_id,
+            "token_type": token_type if token else None,
             "token_escrow": seal_token(custody.hasher, request_id, n, token) if token else None,
             # A consent resource (connectors/consents) is deleted at the bank even when
             # no token is left; it stays in clear on this row only until then.

@@ -38,6 +38,7 @@ from aggregator.link.picking import LIST_STEP, AccountChoice, offer_accounts
 from aggregator.link.sessions import OpenedLink, check_form
 from aggregator.models import LinkSession, LinkStatus
 from aggregator.models.base import table_of, utcnow
+from aggregator.registrations import Registrations
 from aggregator.sealing import Field
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
@@ -102,12 +103,14 @@ class LinkFlow:
 
     def __init__(
         self, router: RegionRouter, custody: Mapping[str, RegionCustody],
-        banks: BankDirectory, syncer: Syncer,
+        banks: BankDirectory, syncer: Syncer, registrations: Registrations | None = None,
     ) -> None:
         self.router = router
         self.custody = custody
         self.banks = banks
         self.syncer = syncer
+        #: Applications' own clients at banks that offer them (dynamic registration).
+        self.registrations = registrations
 
     async def authorize(
         self, opened: OpenedLink, nonce: str, bank_id: str, callback_url: str,
@@ -119,7 +122,10 @@ class LinkFlow:
         state = new_secret("sta", opened.region)
         link = opened.session
         try:
-            created, pending, url = await self._start(bank_id, callback_url, state, client_ip)
+            client_id = await self._client_for_link(opened.region, link.application_id,
+                                                    bank_id, callback_url)
+            created, pending, url = await self._start(bank_id, callback_url, state, client_ip,
+                                                      client_id=client_id, region=opened.region)
         except BankMisconfigured as exc:
             report(exc, bank_id)
             await self._fail(opened.region, link, ERROR, None, reason=exc.reason,
@@ -128,6 +134,8 @@ class LinkFlow:
         kept: dict[str, object] = dict(pending.to_dict())
         if created is not None:
             kept["consent"] = created.to_dict()  # sealed with the rest: needed at the callback
+        if client_id is not None:
+            kept["bank_client_id"] = client_id  # the code is redeemable by that client only
         nonce_value = kept.pop("nonce")
         del kept["state"]  # stored only as a digest; the callback brings it back
         now = utcnow()
@@ -185,12 +193,25 @@ class LinkFlow:
         return Outcome(app_redirect(link.redirect_uri, target, "cancelled"), "cancelled",
                        target)
 
+    async def _client_for_link(self, region: str, app_id: str, bank_id: str,
+                               callback_url: str) -> str | None:
+        """The application's own client at the bank, registered or updated now where the
+        bank's profile asks for one (aggregator/registrations.py); None: static client."""
+        if self.registrations is None:
+            return None
+        return await self.registrations.client_for_link(region, app_id, bank_id,
+                                                        callback_url)
+
     async def _start(
         self, bank_id: str, callback_url: str, state: str, client_ip: str | None,
-        *, account_ids: tuple[str, ...] = (),
+        *, account_ids: tuple[str, ...] = (), client_id: str | None = None,
+        region: str | None = None,
     ) -> tuple[CreatedConsent | None, PendingAuthorization, str]:
         """The consent resource first, where the bank's standard has one, then OAuth."""
-        oauth = self.banks.oauth(bank_id)
+        if client_id is not None and region is not None:
+            oauth = await self.banks.client(bank_id, client_id, region)
+        else:
+            oauth = self.banks.oauth(bank_id)
         manager = self.banks.consents(bank_id)
         if manager is None:
             pending, url = await oauth.start_authorization(callback_url, state=state)
@@ -239,8 +260,8 @@ class LinkFlow:
         created: CreatedConsent | None = None
         manager: ConsentManager | None = None
         try:
-            pending, created = await self._pending(custody, link, state)
-            oauth = self.banks.oauth(pending.bank_id)
+            pending, created, client_id = await self._pending(custody, link, state)
+            oauth = await self.banks.client(pending.bank_id, client_id, region)
             manager = self.banks.consents(pending.bank_id) if created else None
             if created is not None and created.redirect_url is not None:
                 if pending.is_expired(utcnow()):  # as parse_callback checks an OAuth answer
@@ -280,7 +301,7 @@ class LinkFlow:
             saved = await save_grant(session, custody, key, link, pending.bank_id, tokens, now,
                                      consent_expires_at=expires,
                                      consent_id=granted.id if granted else None,
-                                     dpop_key=pending.dpop_key)
+                                     dpop_key=pending.dpop_key, bank_client_id=client_id)
             await session.execute(update(_links).where(_links.c.id == link.id).values(
                 status=LinkStatus.COMPLETED, connection_id=saved.connection.id,
             ))
@@ -296,7 +317,7 @@ class LinkFlow:
             )
         connection_id = saved.connection.id
         await self._after(connection_id, pending.bank_id, saved, request_id,
-                          UserPresence(client_ip, now) if client_ip else None)
+                          UserPresence(client_ip, now) if client_ip else None, region)
         return Outcome(app_redirect(link.redirect_uri, connection_id, SUCCESS), SUCCESS,
                        connection_id)
 
@@ -328,7 +349,7 @@ class LinkFlow:
 
     async def _pending(
         self, custody: RegionCustody, link: LinkSession, state: str
-    ) -> tuple[PendingAuthorization, CreatedConsent | None]:
+    ) -> tuple[PendingAuthorization, CreatedConsent | None, str | None]:
         async with self.router.reader(custody.region) as session:
             key = await custody.data_keys.load(session, link.user_id)
         kept = await custody.sealer.open_from(key, link, "pkce_verifier_sealed")
@@ -339,9 +360,11 @@ class LinkFlow:
         if "offered" in data:  # a two-step link awaiting its account choice (picking.py)
             raise LinkUsed("Choose your accounts on the page your bank sent you back to.")
         consent = data.pop("consent", None)
+        client_id = data.pop("bank_client_id", None)
         data.update(state=state, nonce=nonce)
         created = CreatedConsent.from_dict(consent) if isinstance(consent, dict) else None
-        return PendingAuthorization.from_dict(data), created
+        return (PendingAuthorization.from_dict(data), created,
+                client_id if isinstance(client_id, str) else None)
 
     async def _discard(
         self, manager: ConsentManager | None, created: CreatedConsent | None,
@@ -379,7 +402,7 @@ class LinkFlow:
 
     async def _after(
         self, connection_id: ConnectionId, bank_id: str, saved: SavedGrant,
-        request_id: str | None, presence: UserPresence | None,
+        request_id: str | None, presence: UserPresence | None, region: str,
     ) -> None:
         # The link stands even if the first sync fails: the app sees the connection and
         # `sync_states.last_error`, and can sync again.
@@ -400,8 +423,9 @@ class LinkFlow:
         superseded = saved.superseded
         if superseded:
             try:
-                await self.banks.oauth(bank_id).revoke(superseded, "refresh_token")
-            except ConnectorError as exc:
+                old = await self.banks.client(bank_id, saved.superseded_client_id, region)
+                await old.revoke(superseded, "refresh_token")
+            except (ConnectorError, GatewayError) as exc:
                 log.warning("connection %s: old grant not revoked: %s", connection_id, exc.code)
 
 

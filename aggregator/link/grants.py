@@ -33,6 +33,8 @@ class SavedGrant:
     superseded: str | None
     #: Update mode: the consent resource the new one replaced, to delete at the bank.
     superseded_consent: str | None = None
+    #: Update mode: the bank client that holds the superseded grant (None: static).
+    superseded_client_id: str | None = None
 
     def __repr__(self) -> str:
         return f"SavedGrant(connection={self.connection.id!r}, created={self.created})"
@@ -50,6 +52,7 @@ async def save_grant(
     consent_expires_at: datetime | None = None,
     consent_id: str | None = None,
     dpop_key: str | None = None,
+    bank_client_id: str | None = None,
 ) -> SavedGrant:
     """Create or update the connection of ``link`` with ``tokens``, in ``session``.
 
@@ -58,15 +61,17 @@ async def save_grant(
     is the grant's DPoP private key (RFC 9449; PKCS#8 PEM) at a bank that binds tokens
     to one: sealed with the tokens under the user's data key, so it lives exactly as
     long as the grant and erasure kills it. A re-consent brings a new key.
+    ``bank_client_id`` is the application's own client that obtained the grant
+    (aggregator/registrations.py); None: the profile's static client.
     """
-    superseded = superseded_consent = None
+    superseded = superseded_consent = superseded_client = None
     if link.update_connection_id is None:
         connection = Connection(
             id=new_id("con", custody.region), user_id=link.user_id,
             application_id=link.application_id, bank_id=bank_id,
             status=ConnectionStatus.ACTIVE, consent_expires_at=consent_expires_at,
             consent_id=consent_id, consent_granted_at=now if consent_id else None,
-            created_at=now, updated_at=now,
+            created_at=now, updated_at=now, bank_client_id=bank_client_id,
         )
         credential = Credential(
             id=new_id("crd", custody.region), connection_id=connection.id,
@@ -83,6 +88,8 @@ async def save_grant(
         connection.status_reason = None
         connection.consent_expires_at = consent_expires_at
         superseded_consent = connection.consent_id
+        superseded_client = connection.bank_client_id
+        connection.bank_client_id = bank_client_id  # the new grant is that client's
         connection.consent_id = consent_id
         connection.consent_granted_at = now if consent_id else None
         connection.updated_at = now
@@ -105,4 +112,4 @@ async def save_grant(
     credential.refresh_started_at = None
     credential.attempts = 0
     await session.flush()
-    return SavedGrant(connection, created, superseded, superseded_consent)
+    return SavedGrant(connection, created, superseded, superseded_consent, superseded_client)

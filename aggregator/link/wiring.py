@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from aggregator.http.services import Services, SyncSummary
 from aggregator.ids import ConnectionId
 from aggregator.link.flow import LinkFlow
+from aggregator.registrations import attach as attach_registrations
 from aggregator.sync import BankDirectory, Syncer
 from connectors import UserPresence
 
@@ -70,8 +71,10 @@ def install(services: Services, *, public_url: str | None = None) -> LinkCompone
     syncer = Syncer(services.router, services.custody, banks)
     if services.sync is None:
         services.sync = SyncJobAdapter(syncer)
+    registrations = attach_registrations(services.router, services.custody, banks)
     found = LinkComponents(
-        banks, syncer, LinkFlow(services.router, services.custody, banks, syncer),
+        banks, syncer,
+        LinkFlow(services.router, services.custody, banks, syncer, registrations),
         public_url.rstrip("/") if public_url else None,
     )
     services.extra[_KEY] = found

@@ -100,6 +100,8 @@ class ErasureRevocation(Base):
     #: The connection while the job runs; NULL once the request completes.
     connection_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), info={"region": "id"})
     bank_id: Mapped[str] = mapped_column(String(64))
+    #: The application's own client that holds the grant (NULL: the profile's static one).
+    bank_client_id: Mapped[str | None] = mapped_column(String(255))
     token_type: Mapped[str | None] = mapped_column(String(16))
     token_escrow: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: The consent resource to delete at the bank (connectors/consents), if any.

@@ -236,7 +236,8 @@ class ObieAuthorizeViews(AuthorizeViews):
         username = form.get("username", "")
         if not check_password(username, form.get("password", "")):
             return login_page(LOGIN_PATH, interaction.interaction_id,
-                              self.server.client_name(interaction.client_id), error="Unknown username or wrong password.")
+                              self.server.client_name(interaction.client_id),
+                              error="Unknown username or wrong password.")
         consent = self.obie.consents.get(intent_of(dict(interaction.params)) or "")
         if consent is None:
             return error_page("Request refused", "The consent is gone.")

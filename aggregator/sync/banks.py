@@ -10,6 +10,12 @@ client, built by the egress factory with that TLS context, so the certificate is
 presented on every call to that bank (PAR, token, revocation, account API) and never to
 another. Those clients are the directory's to close (:meth:`BankDirectory.aclose`).
 
+An application may have its own client at a bank (dynamic registration,
+:mod:`aggregator.registrations`); a connection it linked names that client
+(``connections.bank_client_id``), and :meth:`BankDirectory.client` hands out an OAuth
+client built from the bank's profile with that client id and its secret, which the
+attached :class:`ClientSecrets` opens from the region's database on first use.
+
 Plaid is one more "bank" per region: connections through it have ``bank_id`` "plaid"
 (:data:`PLAID_BANK_ID`), and the region's :class:`~connectors.PlaidConnector` and sync
 budget are attached once at start-up (:meth:`BankDirectory.attach_plaid`).
@@ -17,7 +23,9 @@ budget are attached once at start-up (:meth:`BankDirectory.attach_plaid`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import Protocol
 
 import httpx
 
@@ -36,7 +44,9 @@ from connectors import (
     consent_manager,
     egress_client,
     get_dialect,
+    load_client_credentials,
 )
+from vault import Secret
 
 #: The ``bank_id`` of every connection made through Plaid, in any region.
 PLAID_BANK_ID = "plaid"
@@ -46,6 +56,13 @@ class UnknownBank(GatewayError):
     """Raised when a bank id names no configured profile (or one of another region)."""
 
     code = "unknown_bank"
+
+
+class ClientSecrets(Protocol):
+    """Opens the secret of an application's own client at a bank (None: it has none,
+    e.g. ``private_key_jwt``); :class:`UnknownBank` when no such client is registered."""
+
+    async def secret(self, region: str, bank_id: str, client_id: str) -> Secret | None: ...
 
 
 class BankDirectory:
@@ -74,6 +91,12 @@ class BankDirectory:
         self._consents: dict[str, ConsentManager | None] = {}
         self._bank_http: dict[str, httpx.AsyncClient] = {}
         self._plaid: dict[str, tuple[PlaidConnector, SyncPolicy]] = {}
+        self._registered: dict[tuple[str, str], BankOAuthClient] = {}
+        self._secrets: ClientSecrets | None = None
+
+    def attach_client_secrets(self, secrets: ClientSecrets) -> None:
+        """Serve connections linked by applications' own clients (dynamic registration)."""
+        self._secrets = secrets
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -125,6 +148,29 @@ class BankDirectory:
             )
             self._clients[bank_id] = client
         return client
+
+    async def client(self, bank_id: str, client_id: str | None, region: str) -> BankOAuthClient:
+        """The OAuth client a connection was linked with: the profile's static one when
+        ``client_id`` is None (or the static id), else the application's own client."""
+        profile = self.profile(bank_id)
+        if client_id is None or client_id == profile.client_id:
+            return self.oauth(bank_id)
+        found = self._registered.get((bank_id, client_id))
+        if found is not None:
+            return found
+        if self._secrets is None:
+            raise UnknownBank(f"{bank_id}: client {client_id} is not the profile's, and no "
+                              "registrations are attached")
+        secret = await self._secrets.secret(region, bank_id, client_id)
+        _, signer = load_client_credentials(profile, self._environ)
+        client = BankOAuthClient(dataclasses.replace(profile, client_id=client_id),
+                                 self.http_for(bank_id), secret, signer)
+        self._registered[(bank_id, client_id)] = client
+        return client
+
+    def forget_client(self, bank_id: str, client_id: str) -> None:
+        """Drop a cached client whose credentials changed or that was deleted."""
+        self._registered.pop((bank_id, client_id), None)
 
     def consents(self, bank_id: str) -> ConsentManager | None:
         """The bank's consent manager (connectors/consents); None for plain OAuth2 banks."""

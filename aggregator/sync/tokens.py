@@ -210,7 +210,8 @@ async def _refresh(
     try:
         if refresh_token is None:
             raise GrantRevoked(f"{connection.bank_id}: the grant holds no refresh token")
-        tokens = await banks.oauth(connection.bank_id).refresh(refresh_token, dpop_key=dpop_key)
+        oauth = await banks.client(connection.bank_id, connection.bank_client_id, custody.region)
+        tokens = await oauth.refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
         await _needs_reauth(router, custody.region, connection, credential.id, claimed)
         raise

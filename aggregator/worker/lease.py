@@ -51,6 +51,8 @@ class Lease:
     marked: bool = False
     #: The user's data key, when the lease loaded it (None: not loaded, or erased).
     key: WrappedKey | None = None
+    #: The bank client that linked the connection (None: the profile's static client).
+    bank_client_id: str | None = None
 
     @property
     def claimed(self) -> int:
@@ -64,11 +66,11 @@ def _free(now: datetime) -> ColumnElement[bool]:
 
 def lease_query(
     now: datetime, limit: int, exclude_banks: Collection[str] = ()
-) -> Select[tuple[str, str, datetime | None]]:
+) -> Select[tuple[str, str, datetime | None, str | None]]:
     """The ``SELECT`` that picks due, free credentials of active connections, oldest first."""
     c, k = _credentials.c, _connections.c
     query = (
-        select(c.id, k.bank_id, c.refresh_started_at)
+        select(c.id, k.bank_id, c.refresh_started_at, k.bank_client_id)
         .join(_connections, k.id == c.connection_id)
         .where(c.refresh_due_at <= now, _free(now), k.status == ConnectionStatus.ACTIVE)
         .order_by(c.refresh_due_at)
@@ -118,7 +120,7 @@ async def lease_batch(
     order = {cid: i for i, cid in enumerate(picked)}  # oldest due first, as picked
     return [
         Lease(row, picked[row.id].bank_id, picked[row.id].refresh_started_at is not None,
-              mark_in_flight, found.get(row.user_id))
+              mark_in_flight, found.get(row.user_id), picked[row.id].bank_client_id)
         for row in sorted(rows, key=lambda r: order[r.id])
     ]
 

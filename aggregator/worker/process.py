@@ -22,6 +22,8 @@ from aggregator.custody import open_custody
 from aggregator.erasure import ErasureConfig, ErasureMetrics
 from aggregator.http.services import check_profiles
 from aggregator.plaid.wiring import attach_plaid
+from aggregator.registrations import RegistrationSweep
+from aggregator.registrations import attach as attach_registrations
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head
 from aggregator.sync import BudgetMetrics, Syncer
@@ -99,10 +101,12 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
             commit_before_send=options.commit_before_send,
         )
         attach_plaid(ctx.banks, settings)
+        registrations = attach_registrations(router, custody, banks)
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
-        await Worker(ctx, config, _jobs(ctx, config, options, http, settings)).run(stop)
+        jobs = [*_jobs(ctx, config, options, http, settings), RegistrationSweep(registrations)]
+        await Worker(ctx, config, jobs).run(stop)
         log.info("worker %s stopped", ctx.owner)
 
 

@@ -319,8 +319,9 @@ async def _call(
             await release(ctx.router, region, credential.id, claimed, due_at=utcnow(),
                           keep_in_flight=lease.in_flight_before, failed=False)
             return "lease_lost"
+        oauth = await ctx.banks.client(lease.bank_id, lease.bank_client_id, region)
         sent = True
-        tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token, dpop_key=dpop_key)
+        tokens = await oauth.refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
         breaker.success()  # the bank answered properly: it is up
         return await _grant_refused(ctx, region, lease, claimed)

@@ -7,8 +7,9 @@ Create Date: 2026-12-06 17:00:00.000000
 ``app_registrations``: one row per application and bank whose profile asks for
 per-application clients (RFC 7591), in the bank's region only; the client id in clear,
 the client secret and the registration access token sealed under the region's pepper
-(aggregator/models/registrations.py). ``connections.bank_client_id``: which client
-linked the connection; NULL for every existing row, which keeps the static client.
+(aggregator/models/registrations.py). ``connections.bank_client_id`` (and
+``erasure_revocations.bank_client_id``): which client linked the connection; NULL for
+every existing row, which keeps the static client.
 
 COMPATIBILITY: a new table and a nullable column; the previous release reads neither.
 The same file runs on SQLite and PostgreSQL (batch_alter_table, portable types).
@@ -59,13 +60,16 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_app_registrations_client_id"), ["client_id"], unique=False
         )
-    with op.batch_alter_table("connections", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("bank_client_id", sa.String(length=255), nullable=True))
+    for table in ("connections", "erasure_revocations"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(sa.Column("bank_client_id", sa.String(length=255),
+                                          nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("connections", schema=None) as batch_op:
-        batch_op.drop_column("bank_client_id")
+    for table in ("erasure_revocations", "connections"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column("bank_client_id")
     with op.batch_alter_table("app_registrations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_app_registrations_client_id"))
     op.drop_table("app_registrations")

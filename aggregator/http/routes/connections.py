@@ -129,9 +129,10 @@ async def delete_connection(call: Call) -> ConnectionOut:
     if token is not None and not plaid:
         try:
             # Revoking the refresh token ends the whole grant (RFC 7009 §2.1).
-            await services.banks.oauth(connection.bank_id).revoke(
-                token, "refresh_token" if refresh else "access_token"
-            )
+            oauth = (await banks.client(connection.bank_id, connection.bank_client_id, region)
+                     if connection.bank_client_id and isinstance(banks, BankDirectory)
+                     else banks.oauth(connection.bank_id))  # the client that holds the grant
+            await oauth.revoke(token, "refresh_token" if refresh else "access_token")
         except BankUnsupported:
             log.warning("bank %s offers no revocation; revoking %s locally only",
                         connection.bank_id, connection_id)
