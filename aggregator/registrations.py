@@ -85,8 +85,9 @@ def _aad(app_id: str, bank_id: str, slot: str) -> bytes:
     return b"|".join((_CONTEXT, app_id.encode(), bank_id.encode(), slot.encode()))
 
 
-def seal(hasher: KeyedHasher, app_id: str, bank_id: str, slot: str,
-         value: Secret | None) -> bytes | None:
+def seal(
+    hasher: KeyedHasher, app_id: str, bank_id: str, slot: str, value: Secret | None
+) -> bytes | None:
     if value is None:
         return None
     nonce = os.urandom(_NONCE)
@@ -94,8 +95,9 @@ def seal(hasher: KeyedHasher, app_id: str, bank_id: str, slot: str,
     return nonce + box.encrypt(nonce, value.reveal().encode(), _aad(app_id, bank_id, slot))
 
 
-def unseal(hasher: KeyedHasher, app_id: str, bank_id: str, slot: str,
-           blob: bytes | None) -> Secret | None:
+def unseal(
+    hasher: KeyedHasher, app_id: str, bank_id: str, slot: str, blob: bytes | None
+) -> Secret | None:
     if blob is None:
         return None
     raw = bytes(blob)
@@ -119,8 +121,9 @@ class Registrations:
         oauth = await banks.client("bank-x", client_id, "eu")
     """
 
-    def __init__(self, router: RegionRouter, custody: Mapping[str, RegionCustody],
-                 banks: BankDirectory) -> None:
+    def __init__(
+        self, router: RegionRouter, custody: Mapping[str, RegionCustody], banks: BankDirectory
+    ) -> None:
         self.router = router
         self.custody = custody
         self.banks = banks
@@ -133,18 +136,29 @@ class Registrations:
     async def secret(self, region: str, bank_id: str, client_id: str) -> Secret | None:
         """The client secret of an application's client (``ClientSecrets`` protocol)."""
         async with self.router.reader(region) as session:
-            row = (await session.execute(select(AppRegistration).where(
-                AppRegistration.bank_id == bank_id, AppRegistration.client_id == client_id,
-            ))).scalar_one_or_none()
+            row = (
+                await session.execute(
+                    select(AppRegistration).where(
+                        AppRegistration.bank_id == bank_id,
+                        AppRegistration.client_id == client_id,
+                    )
+                )
+            ).scalar_one_or_none()
         if row is None:
             raise UnknownBank(f"{bank_id}: no registered client {client_id} in {region}")
         if row.status is RegistrationStatus.DELETED:  # its grants ended with it at the bank
             raise GrantRevoked(f"{bank_id}: client {client_id} was deleted")
-        return unseal(self.custody[region].hasher, row.application_id, bank_id, SECRET,
-                      row.client_secret_sealed)
+        return unseal(
+            self.custody[region].hasher,
+            row.application_id,
+            bank_id,
+            SECRET,
+            row.client_secret_sealed,
+        )
 
-    async def client_for_link(self, region: str, app_id: str, bank_id: str,
-                              callback_url: str) -> str | None:
+    async def client_for_link(
+        self, region: str, app_id: str, bank_id: str, callback_url: str
+    ) -> str | None:
         """The client id a new link of ``app_id`` to ``bank_id`` uses; None: the static
         client. Registers or updates the application's client first where needed."""
         if not self.per_application(bank_id):
@@ -159,8 +173,7 @@ class Registrations:
                 raise UnknownBank(f"no application {app_id} in {region}")
             name = client_name_of(app)
             if row is not None and row.status is RegistrationStatus.DELETING:
-                raise RegistrationUnavailable(f"{bank_id}: the client of {app_id} is being "
-                                              "deleted")
+                raise RegistrationUnavailable(f"{bank_id}: the client of {app_id} is being deleted")
             if row is None or row.status is RegistrationStatus.DELETED:
                 return await self._register(region, app_id, bank_id, name, callback_url)
             if row.status is RegistrationStatus.STALE or row.client_name != name:
@@ -176,9 +189,13 @@ class Registrations:
             if public is None:
                 raise BankUnsupported(f"{profile.id}: the signing key has no public JWK")
             jwks = {"keys": [public()]}
-        return ClientMetadata(client_name=name, redirect_uris=(callback_url,),
-                              token_endpoint_auth_method=method.value, scope=profile.scope,
-                              jwks=jwks)
+        return ClientMetadata(
+            client_name=name,
+            redirect_uris=(callback_url,),
+            token_endpoint_auth_method=method.value,
+            scope=profile.scope,
+            jwks=jwks,
+        )
 
     async def _endpoint(self, bank_id: str) -> str:
         profile = self.banks.profile(bank_id)
@@ -188,29 +205,35 @@ class Registrations:
         metadata = await self.banks.oauth(bank_id).metadata()
         found = metadata.raw.get("registration_endpoint")
         if not isinstance(found, str) or not found:
-            raise BankUnsupported(f"{bank_id}: the bank advertises no registration_endpoint "
-                                  "(RFC 8414 §2); set [registration] endpoint")
+            raise BankUnsupported(
+                f"{bank_id}: the bank advertises no registration_endpoint "
+                "(RFC 8414 §2); set [registration] endpoint"
+            )
         return found
 
-    async def _register(self, region: str, app_id: str, bank_id: str, name: str,
-                        callback_url: str) -> str:
+    async def _register(
+        self, region: str, app_id: str, bank_id: str, name: str, callback_url: str
+    ) -> str:
         profile = self.banks.profile(bank_id)
         http = self.banks.http_for(bank_id)
         registered = await register_client(
-            http, await self._endpoint(bank_id), self._metadata(profile, name, callback_url),
-            bank=bank_id)
+            http,
+            await self._endpoint(bank_id),
+            self._metadata(profile, name, callback_url),
+            bank=bank_id,
+        )
         hasher = self.custody[region].hasher
         now = utcnow()
         try:
             async with self.router.session(region) as session, session.begin():
                 row = await session.get(AppRegistration, (app_id, bank_id))
                 if row is None:
-                    row = AppRegistration(application_id=app_id, bank_id=bank_id,
-                                          created_at=now)
+                    row = AppRegistration(application_id=app_id, bank_id=bank_id, created_at=now)
                     session.add(row)
                 self._store(row, registered, name, hasher)
-                await audit.record(session, actor=ACTOR, action="bank_client.registered",
-                                   target_id=app_id, at=now)
+                await audit.record(
+                    session, actor=ACTOR, action="bank_client.registered", target_id=app_id, at=now
+                )
         except IntegrityError:
             # Another process registered the same app at the same bank first: ours goes.
             await self._discard(registered, bank_id)
@@ -226,36 +249,41 @@ class Registrations:
         try:
             await delete_client(self.banks.http_for(bank_id), registered, bank=bank_id)
         except ConnectorError as exc:
-            log.warning("bank %s: a duplicate registration was not deleted: %s", bank_id,
-                        exc.code)
+            log.warning("bank %s: a duplicate registration was not deleted: %s", bank_id, exc.code)
 
-    async def _update(self, region: str, row: AppRegistration, name: str,
-                      callback_url: str) -> str:
+    async def _update(self, region: str, row: AppRegistration, name: str, callback_url: str) -> str:
         hasher = self.custody[region].hasher
         app_id, bank_id = row.application_id, row.bank_id
         current = self._current(row, hasher)
         profile = self.banks.profile(bank_id)
         try:
-            updated = await update_client(self.banks.http_for(bank_id), current,
-                                          self._metadata(profile, name, callback_url),
-                                          bank=bank_id)
+            updated = await update_client(
+                self.banks.http_for(bank_id),
+                current,
+                self._metadata(profile, name, callback_url),
+                bank=bank_id,
+            )
         except ConnectorError as exc:
             # The old name is still a working client: link with it, try again next time.
             log.warning("bank %s: client of %s not updated: %s", bank_id, app_id, exc.code)
             async with self.router.session(region) as session, session.begin():
-                await session.execute(update(AppRegistration).where(
-                    AppRegistration.application_id == app_id,
-                    AppRegistration.bank_id == bank_id,
-                ).values(attempts=AppRegistration.attempts + 1, last_error=exc.code))
-                await audit.record(session, actor=ACTOR, action="bank_client.update_failed",
-                                   target_id=app_id)
+                await session.execute(
+                    update(AppRegistration)
+                    .where(
+                        AppRegistration.application_id == app_id,
+                        AppRegistration.bank_id == bank_id,
+                    )
+                    .values(attempts=AppRegistration.attempts + 1, last_error=exc.code)
+                )
+                await audit.record(
+                    session, actor=ACTOR, action="bank_client.update_failed", target_id=app_id
+                )
             return row.client_id
         async with self.router.session(region) as session, session.begin():
             fresh = await session.get(AppRegistration, (app_id, bank_id))
             if fresh is not None:
                 self._store(fresh, updated, name, hasher)
-            await audit.record(session, actor=ACTOR, action="bank_client.updated",
-                               target_id=app_id)
+            await audit.record(session, actor=ACTOR, action="bank_client.updated", target_id=app_id)
         self.banks.forget_client(bank_id, row.client_id)  # the secret may have rotated
         return updated.client_id
 
@@ -263,23 +291,26 @@ class Registrations:
     def _current(row: AppRegistration, hasher: KeyedHasher) -> ClientRegistration:
         app_id, bank_id = row.application_id, row.bank_id
         return ClientRegistration(
-            client_id=row.client_id, client_name=row.client_name,
+            client_id=row.client_id,
+            client_name=row.client_name,
             client_secret=unseal(hasher, app_id, bank_id, SECRET, row.client_secret_sealed),
-            registration_access_token=unseal(hasher, app_id, bank_id, TOKEN,
-                                             row.registration_access_token_sealed),
+            registration_access_token=unseal(
+                hasher, app_id, bank_id, TOKEN, row.registration_access_token_sealed
+            ),
             registration_client_uri=row.registration_client_uri,
         )
 
     @staticmethod
-    def _store(row: AppRegistration, registered: ClientRegistration, name: str,
-               hasher: KeyedHasher) -> None:
+    def _store(
+        row: AppRegistration, registered: ClientRegistration, name: str, hasher: KeyedHasher
+    ) -> None:
         app_id, bank_id = row.application_id, row.bank_id
         row.client_id = registered.client_id
         row.client_name = registered.client_name or name
-        row.client_secret_sealed = seal(hasher, app_id, bank_id, SECRET,
-                                        registered.client_secret)
-        row.registration_access_token_sealed = seal(hasher, app_id, bank_id, TOKEN,
-                                                    registered.registration_access_token)
+        row.client_secret_sealed = seal(hasher, app_id, bank_id, SECRET, registered.client_secret)
+        row.registration_access_token_sealed = seal(
+            hasher, app_id, bank_id, TOKEN, registered.registration_access_token
+        )
         row.registration_client_uri = registered.registration_client_uri
         row.status = RegistrationStatus.ACTIVE
         row.attempts = 0
@@ -290,60 +321,90 @@ class Registrations:
         """Send RFC 7592 DELETE for registrations of disabled applications; a failure
         stays ``deleting`` (attempts and the error code kept) for the next pass."""
         async with self.router.reader(region) as session:
-            rows = (await session.execute(
-                select(AppRegistration)
-                .where(AppRegistration.status == RegistrationStatus.DELETING)
-                .order_by(AppRegistration.updated_at).limit(batch)
-            )).scalars().all()
+            rows = (
+                (
+                    await session.execute(
+                        select(AppRegistration)
+                        .where(AppRegistration.status == RegistrationStatus.DELETING)
+                        .order_by(AppRegistration.updated_at)
+                        .limit(batch)
+                    )
+                )
+                .scalars()
+                .all()
+            )
         hasher = self.custody[region].hasher
         done = 0
         for row in rows:
             error: str | None = None
             try:
-                await delete_client(self.banks.http_for(row.bank_id),
-                                    self._current(row, hasher), bank=row.bank_id)
+                await delete_client(
+                    self.banks.http_for(row.bank_id), self._current(row, hasher), bank=row.bank_id
+                )
             except (ConnectorError, GatewayError) as exc:
                 error = exc.code
-                log.warning("bank %s: client of %s not deleted (will retry): %s",
-                            row.bank_id, row.application_id, error)
+                log.warning(
+                    "bank %s: client of %s not deleted (will retry): %s",
+                    row.bank_id,
+                    row.application_id,
+                    error,
+                )
             await self._deleted(region, row, error)
             done += error is None
         return done
 
     async def _deleted(self, region: str, row: AppRegistration, error: str | None) -> None:
         now = utcnow()
-        where = (AppRegistration.application_id == row.application_id,
-                 AppRegistration.bank_id == row.bank_id,
-                 AppRegistration.status == RegistrationStatus.DELETING)
+        where = (
+            AppRegistration.application_id == row.application_id,
+            AppRegistration.bank_id == row.bank_id,
+            AppRegistration.status == RegistrationStatus.DELETING,
+        )
         async with self.router.session(region) as session, session.begin():
             if error is None:
                 values: dict[str, object] = {
-                    "status": RegistrationStatus.DELETED, "deleted_at": now, "last_error": None,
-                    "client_secret_sealed": None, "registration_access_token_sealed": None}
+                    "status": RegistrationStatus.DELETED,
+                    "deleted_at": now,
+                    "last_error": None,
+                    "client_secret_sealed": None,
+                    "registration_access_token_sealed": None,
+                }
             else:
                 values = {"attempts": AppRegistration.attempts + 1, "last_error": error}
             await session.execute(update(AppRegistration).where(*where).values(**values))
             await audit.record(
-                session, actor=ACTOR, target_id=row.application_id, at=now,
-                action="bank_client.deleted" if error is None else "bank_client.delete_failed")
+                session,
+                actor=ACTOR,
+                target_id=row.application_id,
+                at=now,
+                action="bank_client.deleted" if error is None else "bank_client.delete_failed",
+            )
         if error is None:
             self.banks.forget_client(row.bank_id, row.client_id)
 
 
 async def mark_stale(session: AsyncSession, app_id: str) -> None:
     """The app's brand changed: its live clients are updated before their next link."""
-    await session.execute(update(AppRegistration).where(
-        AppRegistration.application_id == app_id,
-        AppRegistration.status == RegistrationStatus.ACTIVE,
-    ).values(status=RegistrationStatus.STALE))
+    await session.execute(
+        update(AppRegistration)
+        .where(
+            AppRegistration.application_id == app_id,
+            AppRegistration.status == RegistrationStatus.ACTIVE,
+        )
+        .values(status=RegistrationStatus.STALE)
+    )
 
 
 async def mark_for_deletion(session: AsyncSession, app_id: str) -> None:
     """The app was disabled: its clients are deleted at their banks by the worker."""
-    await session.execute(update(AppRegistration).where(
-        AppRegistration.application_id == app_id,
-        AppRegistration.status.in_((RegistrationStatus.ACTIVE, RegistrationStatus.STALE)),
-    ).values(status=RegistrationStatus.DELETING, attempts=0, last_error=None))
+    await session.execute(
+        update(AppRegistration)
+        .where(
+            AppRegistration.application_id == app_id,
+            AppRegistration.status.in_((RegistrationStatus.ACTIVE, RegistrationStatus.STALE)),
+        )
+        .values(status=RegistrationStatus.DELETING, attempts=0, last_error=None)
+    )
 
 
 class RegistrationSweep:
@@ -351,8 +412,9 @@ class RegistrationSweep:
 
     name = "registrations"
 
-    def __init__(self, registrations: Registrations, *, interval: float = 60.0,
-                 batch: int = 20) -> None:
+    def __init__(
+        self, registrations: Registrations, *, interval: float = 60.0, batch: int = 20
+    ) -> None:
         self.registrations = registrations
         self.interval = interval
         self.batch = batch
@@ -366,8 +428,9 @@ class RegistrationSweep:
         return done
 
 
-def attach(router: RegionRouter, custody: Mapping[str, RegionCustody],
-           banks: BankDirectory) -> Registrations:
+def attach(
+    router: RegionRouter, custody: Mapping[str, RegionCustody], banks: BankDirectory
+) -> Registrations:
     """Give ``banks`` the registrations' secrets; returns the registrations."""
     registrations = Registrations(router, custody, banks)
     banks.attach_client_secrets(registrations)

@@ -101,6 +101,8 @@ class Walk:
     hops: list[tuple[str, str, int]] = field(default_factory=list)
     final: httpx.Response | None = None
     landed: str | None = None
+    #: The body of every page the walk stopped at (not the redirects), in order.
+    pages: list[str] = field(default_factory=list)
 
     @property
     def landed_query(self) -> dict[str, str]:
@@ -114,6 +116,7 @@ async def follow(http: httpx.AsyncClient, response: httpx.Response, walk: Walk) 
         walk.hops.append((response.request.method, str(response.request.url),
                           response.status_code))
         if response.status_code not in (301, 302, 303, 307, 308):
+            walk.pages.append(response.text)
             return response
         target = urljoin(str(response.url), response.headers["location"])
         if walk.stop_at is not None and target.startswith(walk.stop_at):

@@ -52,11 +52,17 @@ class AppRegistration(Base):
     registration_access_token_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     #: RFC 7592 §3 configuration URI (the bank's, holding the client id, no secret).
     registration_client_uri: Mapped[str | None] = mapped_column(String(2048))
-    status: Mapped[RegistrationStatus] = mapped_column(Enum(
-        RegistrationStatus, name="registration_status", native_enum=False,
-        create_constraint=True, length=16, validate_strings=True,
-        values_callable=lambda members: [m.value for m in members],
-    ))
+    status: Mapped[RegistrationStatus] = mapped_column(
+        Enum(
+            RegistrationStatus,
+            name="registration_status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            validate_strings=True,
+            values_callable=lambda members: [m.value for m in members],
+        )
+    )
     #: Failed update or deletion attempts since the last success, and the last error code.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(String(64))

@@ -86,18 +86,21 @@ class SandboxRegistrationEndpoint(ClientRegistrationEndpoint):  # type: ignore[m
     def generate_client_id(self, request: Any) -> str:
         return "dcr-" + secrets.token_urlsafe(12)
 
-    def save_client(self, client_info: dict[str, Any], client_metadata: dict[str, Any],
-                    request: Any) -> ClientModel:
-        settings = _client_from(client_info["client_id"], client_info["client_secret"],
-                                client_metadata)
+    def save_client(
+        self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any
+    ) -> ClientModel:
+        settings = _client_from(
+            client_info["client_id"], client_info["client_secret"], client_metadata
+        )
         model = self.server.add_client(settings, client_info, client_metadata)
         if settings.client_secret is None:
             client_info.pop("client_secret", None)  # RFC 7591 §3.2.1: none for JWT clients
             client_info.pop("client_secret_expires_at", None)
         return model
 
-    def generate_client_registration_info(self, client: ClientModel,
-                                          request: Any) -> dict[str, str]:
+    def generate_client_registration_info(
+        self, client: ClientModel, request: Any
+    ) -> dict[str, str]:
         return self.server.registration_info(client.get_client_id())
 
 
@@ -109,11 +112,15 @@ class SandboxConfigurationEndpoint(ClientConfigurationEndpoint):  # type: ignore
     def authenticate_token(self, request: Any) -> RegistrationToken:
         header = request.headers.get("Authorization") or ""
         scheme, _, token = header.partition(" ")
-        found = (self.server.registration_tokens.get(digest(token.strip()))
-                 if scheme.lower() == "bearer" and token else None)
+        found = (
+            self.server.registration_tokens.get(digest(token.strip()))
+            if scheme.lower() == "bearer" and token
+            else None
+        )
         if found is None:  # RFC 7592 §2 (RFC 6750 §3.1): 401, not authlib's 400
-            raise InvalidClientError(status_code=401,
-                                     description="unknown registration access token")
+            raise InvalidClientError(
+                status_code=401, description="unknown registration access token"
+            )
         return found
 
     def authenticate_client(self, request: Any) -> ClientModel | None:
@@ -135,28 +142,34 @@ class SandboxConfigurationEndpoint(ClientConfigurationEndpoint):  # type: ignore
             info.pop("client_secret", None)
         return {**info, **client.client_metadata}
 
-    def generate_client_registration_info(self, client: ClientModel,
-                                          request: Any) -> dict[str, str]:
+    def generate_client_registration_info(
+        self, client: ClientModel, request: Any
+    ) -> dict[str, str]:
         # RFC 7592 §3: the token may be rotated on a read or update; this bank keeps it.
         token = request.headers.get("Authorization", "").partition(" ")[2].strip()
-        return {"registration_client_uri": self.server.registration_uri(client.get_client_id()),
-                "registration_access_token": token}
+        return {
+            "registration_client_uri": self.server.registration_uri(client.get_client_id()),
+            "registration_access_token": token,
+        }
 
     def delete_client(self, client: ClientModel, request: Any) -> None:
         self.server.remove_client(client.get_client_id())
 
-    def update_client(self, client: ClientModel, client_metadata: dict[str, Any],
-                      request: Any) -> ClientModel:
+    def update_client(
+        self, client: ClientModel, client_metadata: dict[str, Any], request: Any
+    ) -> ClientModel:
         if "redirect_uris" not in client_metadata:
             # RFC 7592 §2.2: omitted fields are deleted; a redirect-based client needs these.
             raise InvalidRequestError("redirect_uris is required")
-        settings = _client_from(client.get_client_id(), client.settings.client_secret,
-                                client_metadata)
+        settings = _client_from(
+            client.get_client_id(), client.settings.client_secret, client_metadata
+        )
         return self.server.add_client(settings, client.client_info, client_metadata)
 
 
-def registered_model(settings: SandboxClient, client_info: dict[str, Any],
-                     client_metadata: dict[str, Any]) -> ClientModel:
+def registered_model(
+    settings: SandboxClient, client_info: dict[str, Any], client_metadata: dict[str, Any]
+) -> ClientModel:
     """A :class:`ClientModel` remembering what its registration said (for RFC 7592 reads)."""
     model = ClientModel(settings)
     model.client_info = {k: v for k, v in client_info.items() if k != "client_secret"}
@@ -164,4 +177,3 @@ def registered_model(settings: SandboxClient, client_info: dict[str, Any],
         model.client_info["client_secret"] = settings.client_secret
     model.client_metadata = dict(client_metadata)
     return model
-

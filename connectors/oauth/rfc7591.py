@@ -20,8 +20,13 @@ from connectors.errors import MISCONFIGURATIONS, BankMisconfigured, BankProtocol
 from connectors.oauth.boundary import error_code, map_bank_errors, raise_for_unavailable
 from vault import Secret
 
-__all__ = ["ClientMetadata", "ClientRegistration", "delete_client", "register_client",
-           "update_client"]
+__all__ = [
+    "ClientMetadata",
+    "ClientRegistration",
+    "delete_client",
+    "register_client",
+    "update_client",
+]
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -66,19 +71,28 @@ class ClientRegistration:
 
 
 async def register_client(
-    http: httpx.AsyncClient, endpoint: str, metadata: ClientMetadata, *, bank: str,
+    http: httpx.AsyncClient,
+    endpoint: str,
+    metadata: ClientMetadata,
+    *,
+    bank: str,
     http_timeout: httpx.Timeout | float = 10.0,
 ) -> ClientRegistration:
     """RFC 7591 §3.1: POST the metadata; a 201 carries the new client."""
     with map_bank_errors(bank, "client registration"):
-        response = await http.post(endpoint, json=metadata.to_json(), headers=_JSON,
-                                   timeout=http_timeout)
+        response = await http.post(
+            endpoint, json=metadata.to_json(), headers=_JSON, timeout=http_timeout
+        )
     return _registration(response, bank, "client registration", expect=201)
 
 
 async def update_client(
-    http: httpx.AsyncClient, current: ClientRegistration, metadata: ClientMetadata, *,
-    bank: str, http_timeout: httpx.Timeout | float = 10.0,
+    http: httpx.AsyncClient,
+    current: ClientRegistration,
+    metadata: ClientMetadata,
+    *,
+    bank: str,
+    http_timeout: httpx.Timeout | float = 10.0,
 ) -> ClientRegistration:
     """RFC 7592 §2.2: PUT the whole metadata again (omitted fields are deleted), with
     ``client_id`` and the current ``client_secret``; the answer may rotate either
@@ -88,29 +102,38 @@ async def update_client(
     if current.client_secret is not None:
         body["client_secret"] = current.client_secret.reveal()
     with map_bank_errors(bank, "client update"):
-        response = await http.put(uri, json=body, timeout=http_timeout,
-                                  headers={**_JSON, "Authorization": f"Bearer {token}"})
+        response = await http.put(
+            uri,
+            json=body,
+            timeout=http_timeout,
+            headers={**_JSON, "Authorization": f"Bearer {token}"},
+        )
     updated = _registration(response, bank, "client update", expect=200)
     return ClientRegistration(
         client_id=current.client_id,
         client_name=updated.client_name,
         client_secret=updated.client_secret or current.client_secret,
-        registration_access_token=(updated.registration_access_token
-                                   or current.registration_access_token),
+        registration_access_token=(
+            updated.registration_access_token or current.registration_access_token
+        ),
         registration_client_uri=updated.registration_client_uri or uri,
     )
 
 
 async def delete_client(
-    http: httpx.AsyncClient, current: ClientRegistration, *, bank: str,
+    http: httpx.AsyncClient,
+    current: ClientRegistration,
+    *,
+    bank: str,
     http_timeout: httpx.Timeout | float = 10.0,
 ) -> None:
     """RFC 7592 §2.3: DELETE the registration; a 401 after it means it is gone already
     (the server revokes the token with the client), which is success here too."""
     uri, token = _managed(current, bank)
     with map_bank_errors(bank, "client deletion"):
-        response = await http.delete(uri, timeout=http_timeout,
-                                     headers={"Authorization": f"Bearer {token}"})
+        response = await http.delete(
+            uri, timeout=http_timeout, headers={"Authorization": f"Bearer {token}"}
+        )
     raise_for_unavailable(response, bank, "client deletion")
     if response.status_code in (204, 200, 401, 404, 410):
         return
@@ -119,21 +142,27 @@ async def delete_client(
 
 def _managed(current: ClientRegistration, bank: str) -> tuple[str, str]:
     if current.registration_client_uri is None or current.registration_access_token is None:
-        raise BankProtocolError(f"{bank}: the registration of {current.client_id} cannot be "
-                                "managed (no registration_client_uri or access token)")
+        raise BankProtocolError(
+            f"{bank}: the registration of {current.client_id} cannot be "
+            "managed (no registration_client_uri or access token)"
+        )
     return current.registration_client_uri, current.registration_access_token.reveal()
 
 
-def _registration(response: httpx.Response, bank: str, operation: str, *,
-                  expect: int) -> ClientRegistration:
+def _registration(
+    response: httpx.Response, bank: str, operation: str, *, expect: int
+) -> ClientRegistration:
     raise_for_unavailable(response, bank, operation)
     body = _json(response)
     if response.status_code != expect:
         code = error_code(body.get("error")) if body else ""
         message = f"{bank}: {operation}: HTTP {response.status_code} {code}".rstrip()
         if response.status_code in (400, 401, 403):  # RFC 7591 §3.2.2: our metadata
-            raise BankMisconfigured(message, reason="registration_refused",
-                                    setting=MISCONFIGURATIONS["registration_refused"])
+            raise BankMisconfigured(
+                message,
+                reason="registration_refused",
+                setting=MISCONFIGURATIONS["registration_refused"],
+            )
         raise BankProtocolError(message)
     client_id = body.get("client_id") if body else None
     if not isinstance(client_id, str) or not client_id:
@@ -163,4 +192,3 @@ def _text(body: Mapping[str, Any], key: str) -> str | None:
 def _secret(body: Mapping[str, Any], key: str) -> Secret | None:
     value = _text(body, key)
     return Secret(value) if value is not None else None
-

@@ -40,8 +40,16 @@ def upgrade() -> None:
         sa.Column("registration_client_uri", sa.String(length=2048), nullable=True),
         sa.Column(
             "status",
-            sa.Enum("active", "stale", "deleting", "deleted", name="registration_status",
-                    native_enum=False, create_constraint=True, length=16),
+            sa.Enum(
+                "active",
+                "stale",
+                "deleting",
+                "deleted",
+                name="registration_status",
+                native_enum=False,
+                create_constraint=True,
+                length=16,
+            ),
             nullable=False,
         ),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
@@ -50,7 +58,8 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["application_id"], ["applications.id"],
+            ["application_id"],
+            ["applications.id"],
             name=op.f("fk_app_registrations_application_id_applications"),
             ondelete="RESTRICT",
         ),
@@ -62,8 +71,7 @@ def upgrade() -> None:
         )
     for table in ("connections", "erasure_revocations"):
         with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(sa.Column("bank_client_id", sa.String(length=255),
-                                          nullable=True))
+            batch_op.add_column(sa.Column("bank_client_id", sa.String(length=255), nullable=True))
 
 
 def downgrade() -> None:

@@ -61,7 +61,8 @@ class Gateway:
     api: httpx.AsyncClient
     browser: httpx.AsyncClient
     app_id: str
-    #: Every access and refresh token the bank's token endpoint issued to the gateway.
+    #: Every access and refresh token the bank's token endpoint issued to the gateway, and
+    #: every client secret and registration access token its registration endpoint did.
     issued_tokens: list[str] = field(default_factory=list)
 
     async def user(self, region: str, external_id: str = "customer-1") -> str:
@@ -133,14 +134,23 @@ async def gateway(
 
 
 def _token_watch(issued: list[str]) -> Callable[[httpx.Response], Any]:
-    """Record the tokens in each token response: the sandbox keeps only their digests."""
+    """Record the tokens in each token response (the sandbox keeps only their digests),
+    and the client secret and registration access token of each registration."""
 
     async def hook(response: httpx.Response) -> None:
-        if response.request.method == "POST" and response.request.url.path == "/token":
+        request = response.request
+        if request.method == "POST" and request.url.path == "/token":
             await response.aread()
             if response.is_success:
                 body = response.json()
                 issued.extend(body[k] for k in ("access_token", "refresh_token") if k in body)
+        elif request.method in ("POST", "PUT") and request.url.path.startswith("/register"):
+            # Dynamic registration (RFC 7591/7592): an application's client credentials.
+            await response.aread()
+            if response.is_success:
+                body = response.json()
+                issued.extend(body[k] for k in ("client_secret", "registration_access_token")
+                              if k in body)
 
     return hook
 
