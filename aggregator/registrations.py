@@ -144,10 +144,9 @@ class Registrations:
                     )
                 )
             ).scalar_one_or_none()
-        if row is None:
-            raise UnknownBank(f"{bank_id}: no registered client {client_id} in {region}")
-        if row.status is RegistrationStatus.DELETED:  # its grants ended with it at the bank
-            raise GrantRevoked(f"{bank_id}: client {client_id} was deleted")
+        if row is None or row.status is RegistrationStatus.DELETED:
+            # Deleted, or replaced after the bank forgot it: its grants ended with it.
+            raise GrantRevoked(f"{bank_id}: client {client_id} no longer exists")
         return unseal(
             self.custody[region].hasher,
             row.application_id,
@@ -316,6 +315,24 @@ class Registrations:
         row.attempts = 0
         row.last_error = None
         row.deleted_at = None
+
+    async def forget(self, region: str, app_id: str, bank_id: str, client_id: str) -> None:
+        """The bank refused the client as unknown (``invalid_client``): the next link
+        registers a new one. Audited; connections linked by the old client will find
+        their grants refused and ask their users to re-consent."""
+        async with self.router.session(region) as session, session.begin():
+            await session.execute(update(AppRegistration).where(
+                AppRegistration.application_id == app_id,
+                AppRegistration.bank_id == bank_id,
+                AppRegistration.client_id == client_id,
+                AppRegistration.status != RegistrationStatus.DELETING,
+            ).values(status=RegistrationStatus.DELETED, deleted_at=utcnow(),
+                     last_error="invalid_client"))
+            await audit.record(session, actor=ACTOR, action="bank_client.unknown_at_bank",
+                               target_id=app_id)
+        self.banks.forget_client(bank_id, client_id)
+        log.warning("bank %s: the client of application %s is unknown there; registering "
+                    "a new one", bank_id, app_id)
 
     async def delete_pending(self, region: str, *, batch: int = 20) -> int:
         """Send RFC 7592 DELETE for registrations of disabled applications; a failure

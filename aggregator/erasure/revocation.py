@@ -31,7 +31,7 @@ from aggregator.models import ErasureRevocation, RevocationOutcome
 from aggregator.models.base import table_of, utcnow
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
-from connectors import BankUnsupported, ConnectorError, PlaidConnector
+from connectors import BankUnsupported, ConnectorError, GrantRevoked, PlaidConnector
 from vault import Secret
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,9 @@ async def _attempt(
                 outcome, error = RevocationOutcome.REVOKED, None  # the DELETE ended it
             else:
                 outcome, error = RevocationOutcome.UNSUPPORTED, BankUnsupported.code
+            break
+        except GrantRevoked:  # the app's client at the bank is gone, its grants with it
+            outcome, error = RevocationOutcome.REVOKED, None
             break
         except (ConnectorError, GatewayError) as exc:
             error = exc.code

@@ -122,10 +122,8 @@ class LinkFlow:
         state = new_secret("sta", opened.region)
         link = opened.session
         try:
-            client_id = await self._client_for_link(opened.region, link.application_id,
-                                                    bank_id, callback_url)
-            created, pending, url = await self._start(bank_id, callback_url, state, client_ip,
-                                                      client_id=client_id, region=opened.region)
+            created, pending, url, client_id = await self._begin(
+                opened.region, link.application_id, bank_id, callback_url, state, client_ip)
         except BankMisconfigured as exc:
             report(exc, bank_id)
             await self._fail(opened.region, link, ERROR, None, reason=exc.reason,
@@ -192,6 +190,27 @@ class LinkFlow:
         target = link.update_connection_id
         return Outcome(app_redirect(link.redirect_uri, target, "cancelled"), "cancelled",
                        target)
+
+    async def _begin(
+        self, region: str, app_id: str, bank_id: str, callback_url: str, state: str,
+        client_ip: str | None,
+    ) -> tuple[CreatedConsent | None, PendingAuthorization, str, str | None]:
+        """:meth:`_start` with the application's own client where the bank has one.
+
+        A bank that no longer knows that client (``invalid_client`` at PAR: a restarted
+        sandbox, a bank-side clean-up) gets one new registration, once, in this link.
+        """
+        client_id = await self._client_for_link(region, app_id, bank_id, callback_url)
+        try:
+            return (*await self._start(bank_id, callback_url, state, client_ip,
+                                       client_id=client_id, region=region), client_id)
+        except BankMisconfigured as exc:
+            if client_id is None or self.registrations is None or exc.reason != "invalid_client":
+                raise
+            await self.registrations.forget(region, app_id, bank_id, client_id)
+        client_id = await self._client_for_link(region, app_id, bank_id, callback_url)
+        return (*await self._start(bank_id, callback_url, state, client_ip,
+                                   client_id=client_id, region=region), client_id)
 
     async def _client_for_link(self, region: str, app_id: str, bank_id: str,
                                callback_url: str) -> str | None:

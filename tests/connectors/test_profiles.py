@@ -14,6 +14,7 @@ from connectors import (
     ParMode,
     ProfileError,
     RefreshPolicy,
+    RegistrationPolicy,
     SenderConstraint,
     SyncPolicy,
     load_profiles,
@@ -142,6 +143,12 @@ def test_invalid_value_names_file_and_key(
         ("[refresh]\nevery = 3", "refresh.every", "unknown key"),
         ('sender_constraint = "bearer"', "sender_constraint", "unknown value 'bearer'"),
         ('sender_constraint = "mtls"', "sender_constraint", "tls_client_cert_file"),
+        ("[registration]\nper_application = 1", "registration.per_application",
+         "must be a boolean"),
+        ("[registration]\nendpoint = \"ftp://a.test/r\"", "registration.endpoint",
+         "not an absolute http(s) URL"),
+        ("[registration]\nper_app = true", "registration.per_app", "unknown key"),
+        ("registration = true", "registration", "must be a table"),
     ],
 )
 def test_invalid_addition_names_file_and_key(
@@ -406,3 +413,30 @@ def test_the_readme_fapi2_profile_example_loads(profile_dir: Path) -> None:
     assert profile.sender_constraint is SenderConstraint.DPOP
     assert profile.use_par is ParMode.ALWAYS
     assert profile.client_auth_method is ClientAuthMethod.PRIVATE_KEY_JWT
+
+
+def test_registration_table_asks_for_per_application_clients(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile(VALID_PROFILE.format(id="example")
+                  + "[registration]\nper_application = true\n")
+    registration = load_profiles([profile_dir])["example"].registration
+    assert registration == RegistrationPolicy(endpoint=None, per_application=True)
+    assert load_profiles([])["sandbox-us"].registration is None
+
+
+def test_per_application_clients_are_refused_for_certificate_clients(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    (profile_dir / "c.pem").write_text("x")
+    (profile_dir / "k.pem").write_text("x")
+    (profile_dir / "k.pem").chmod(0o600)
+    base = VALID_PROFILE.format(id="example").replace(
+        'client_auth_method = "client_secret_basic"\n', "").replace(
+        'client_secret_env = "EXAMPLE_SECRET"\n', "")
+    path = write_profile('tls_client_cert_file = "c.pem"\ntls_client_key_file = "k.pem"\n'
+                         'client_auth_method = "tls_client_auth"\n' + base
+                         + "[registration]\nper_application = true\n")
+    error = _error([profile_dir])
+    assert (error.file, error.key) == (str(path), "registration.per_application")
+    assert "certificate" in error.problem

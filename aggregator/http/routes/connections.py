@@ -41,7 +41,7 @@ from aggregator.sync import (
     spend_for_sync,
 )
 from aggregator.sync import next_allowed_at as budget_allows_at
-from connectors import BankUnsupported, SyncPolicy, UserPresence
+from connectors import BankUnsupported, GrantRevoked, SyncPolicy, UserPresence
 from vault import Secret
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,8 @@ async def delete_connection(call: Call) -> ConnectionOut:
                         connection.bank_id, connection_id)
             if not consent_deleted:  # the consent's DELETE already ended the grant
                 reason = "bank_revocation_unsupported"
+        except GrantRevoked:  # the app's client at the bank is gone, and its grants with it
+            log.info("connection %s: its bank client no longer exists", connection_id)
     async with services.router.session(region) as session, session.begin():
         connection = await owned_connection(session, connection_id, call.caller)
         if connection.status is not ConnectionStatus.REVOKED:
