@@ -152,8 +152,10 @@ class BankDirectory:
     async def client(self, bank_id: str, client_id: str | None, region: str) -> BankOAuthClient:
         """The OAuth client a connection was linked with: the profile's static one when
         ``client_id`` is None (or the static id), else the application's own client."""
+        if client_id is None:
+            return self.oauth(bank_id)
         profile = self.profile(bank_id)
-        if client_id is None or client_id == profile.client_id:
+        if client_id == profile.client_id:
             return self.oauth(bank_id)
         found = self._registered.get((bank_id, client_id))
         if found is not None:
