@@ -210,7 +210,9 @@ async def _refresh(
     try:
         if refresh_token is None:
             raise GrantRevoked(f"{connection.bank_id}: the grant holds no refresh token")
-        oauth = await banks.client(connection.bank_id, connection.bank_client_id, custody.region)
+        client_id = connection.bank_client_id  # None: the profile's static client
+        oauth = (banks.oauth(connection.bank_id) if client_id is None
+                 else await banks.client(connection.bank_id, client_id, custody.region))
         tokens = await oauth.refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
         await _needs_reauth(router, custody.region, connection, credential.id, claimed)

@@ -319,7 +319,8 @@ async def _call(
             await release(ctx.router, region, credential.id, claimed, due_at=utcnow(),
                           keep_in_flight=lease.in_flight_before, failed=False)
             return "lease_lost"
-        oauth = await ctx.banks.client(lease.bank_id, lease.bank_client_id, region)
+        oauth = (ctx.banks.oauth(lease.bank_id) if lease.bank_client_id is None  # static
+                 else await ctx.banks.client(lease.bank_id, lease.bank_client_id, region))
         sent = True
         tokens = await oauth.refresh(refresh_token, dpop_key=dpop_key)
     except GrantRevoked:
