@@ -321,18 +321,29 @@ class Registrations:
         registers a new one. Audited; connections linked by the old client will find
         their grants refused and ask their users to re-consent."""
         async with self.router.session(region) as session, session.begin():
-            await session.execute(update(AppRegistration).where(
-                AppRegistration.application_id == app_id,
-                AppRegistration.bank_id == bank_id,
-                AppRegistration.client_id == client_id,
-                AppRegistration.status != RegistrationStatus.DELETING,
-            ).values(status=RegistrationStatus.DELETED, deleted_at=utcnow(),
-                     last_error="invalid_client"))
-            await audit.record(session, actor=ACTOR, action="bank_client.unknown_at_bank",
-                               target_id=app_id)
+            await session.execute(
+                update(AppRegistration)
+                .where(
+                    AppRegistration.application_id == app_id,
+                    AppRegistration.bank_id == bank_id,
+                    AppRegistration.client_id == client_id,
+                    AppRegistration.status != RegistrationStatus.DELETING,
+                )
+                .values(
+                    status=RegistrationStatus.DELETED,
+                    deleted_at=utcnow(),
+                    last_error="invalid_client",
+                )
+            )
+            await audit.record(
+                session, actor=ACTOR, action="bank_client.unknown_at_bank", target_id=app_id
+            )
         self.banks.forget_client(bank_id, client_id)
-        log.warning("bank %s: the client of application %s is unknown there; registering "
-                    "a new one", bank_id, app_id)
+        log.warning(
+            "bank %s: the client of application %s is unknown there; registering a new one",
+            bank_id,
+            app_id,
+        )
 
     async def delete_pending(self, region: str, *, batch: int = 20) -> int:
         """Send RFC 7592 DELETE for registrations of disabled applications; a failure
@@ -354,23 +365,32 @@ class Registrations:
         done = 0
         for row in rows:
             error: str | None = None
-            try:
-                await delete_client(
-                    self.banks.http_for(row.bank_id), self._current(row, hasher), bank=row.bank_id
-                )
-            except (ConnectorError, GatewayError) as exc:
-                error = exc.code
-                log.warning(
-                    "bank %s: client of %s not deleted (will retry): %s",
-                    row.bank_id,
-                    row.application_id,
-                    error,
-                )
-            await self._deleted(region, row, error)
-            done += error is None
+            action = "bank_client.deleted"
+            if row.registration_client_uri is None or row.registration_access_token_sealed is None:
+                # The bank gave no way to manage the client (RFC 7592 is optional for it):
+                # nothing to send; the operator removes it at the bank by hand.
+                action = "bank_client.deleted_locally"
+            else:
+                try:
+                    await delete_client(
+                        self.banks.http_for(row.bank_id),
+                        self._current(row, hasher),
+                        bank=row.bank_id,
+                    )
+                except (ConnectorError, GatewayError) as exc:
+                    error, action = exc.code, "bank_client.delete_failed"
+                    log.warning(
+                        "bank %s: client of %s not deleted (will retry): %s",
+                        row.bank_id,
+                        row.application_id,
+                        error,
+                    )
+            done += await self._deleted(region, row, error, action)
         return done
 
-    async def _deleted(self, region: str, row: AppRegistration, error: str | None) -> None:
+    async def _deleted(
+        self, region: str, row: AppRegistration, error: str | None, action: str
+    ) -> int:
         now = utcnow()
         where = (
             AppRegistration.application_id == row.application_id,
@@ -388,16 +408,15 @@ class Registrations:
                 }
             else:
                 values = {"attempts": AppRegistration.attempts + 1, "last_error": error}
-            await session.execute(update(AppRegistration).where(*where).values(**values))
+            moved = await session.execute(update(AppRegistration).where(*where).values(**values))
+            if getattr(moved, "rowcount", 0) != 1:
+                return 0  # another worker settled it meanwhile, and audited it
             await audit.record(
-                session,
-                actor=ACTOR,
-                target_id=row.application_id,
-                at=now,
-                action="bank_client.deleted" if error is None else "bank_client.delete_failed",
+                session, actor=ACTOR, target_id=row.application_id, at=now, action=action
             )
         if error is None:
             self.banks.forget_client(row.bank_id, row.client_id)
+        return 1 if error is None else 0
 
 
 async def mark_stale(session: AsyncSession, app_id: str) -> None:
