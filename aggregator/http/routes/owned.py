@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.custody import RegionCustody
@@ -92,7 +92,7 @@ async def transaction_view(
 
 
 async def transaction_row_view(
-    custody: RegionCustody, key: WrappedKey, row: Row[Any]
+    custody: RegionCustody, key: WrappedKey, row: Any
 ) -> TransactionOut:
     """:func:`transaction_view` of a Core row (``id``, ``user_id`` and the view's columns)."""
     sealer = custody.sealer
