@@ -12,7 +12,7 @@ from aggregator.custody import RegionCustody
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import InvalidCursor, NotFound
 from aggregator.http.routes.connections import sync_policy
-from aggregator.http.routes.owned import transaction_row_view
+from aggregator.http.routes.owned import transaction_views
 from aggregator.http.routes.syncs import freshness_view
 from aggregator.http.routing import ApiRoute, Call, Operation
 from aggregator.http.views import (
@@ -244,7 +244,7 @@ async def get_transactions(call: Call) -> TransactionPage:
     data = []
     if page:
         key = await custody.data_keys.load_quick(quick, owner[0][0])
-        data = [await transaction_row_view(custody, key, t) for t in page]
+        data = await transaction_views(custody, key, page)
     next_cursor = None
     if len(rows) > query.limit:
         last = page[-1]
@@ -286,7 +286,8 @@ async def get_transactions_sync(call: Call) -> TransactionSync:
     views = {}
     if changed:
         key = await custody.data_keys.load_quick(quick, user_id)
-        views = {t.id: await transaction_row_view(custody, key, t) for t in changed}
+        views = dict(zip([t.id for t in changed], await transaction_views(custody, key, changed),
+                         strict=True))
     return TransactionSync(
         added=[views[t.id] for t in changes.added],
         modified=[views[t.id] for t in changes.modified],
