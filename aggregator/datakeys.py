@@ -246,6 +246,13 @@ class DataKeys:
         found = await reader.rows(_KEY_OF_USER, {"user_id": user_id})
         return await self._adopt(found[0] if found else None, user_id)
 
+    async def adopt_quick(self, reader: QuickReader, row: Any, user_id: UserId) -> WrappedKey:
+        """:meth:`load_quick` for a ``data_keys`` row the caller read in its own batch of
+        statements (:meth:`QuickReader.rows_of`); None: the user has no key."""
+        self._check(user_id)
+        await self._notice(reader.rows)
+        return await self._adopt(row, user_id)
+
     async def _adopt(self, row: Any, user_id: UserId) -> WrappedKey:
         """The wrapped key of a ``data_keys`` row, unwrapped into the cache if need be."""
         if row is None:

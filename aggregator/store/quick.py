@@ -72,18 +72,33 @@ class QuickReader:
     async def rows(self, statement: ClauseElement, params: Mapping[str, Any] | None = None
                    ) -> Sequence[Any]:
         """The statement's rows; ``params`` fill its ``bindparam`` placeholders."""
+        (found,) = await self.rows_of([(statement, params or {})])
+        return found
+
+    async def rows_of(self, statements: Sequence[tuple[ClauseElement, Mapping[str, Any]]]
+                      ) -> list[Sequence[Any]]:
+        """Each statement's rows, in order, from one connection.
+
+        On PostgreSQL the statements go out together in pipeline mode: one round trip
+        and one pool checkout for all of them instead of one each. Each still runs in its
+        own autocommit snapshot.
+        """
         if not self._postgres:
             async with self._sessions() as session:
-                result = await session.execute(statement, dict(params or {}))
-                return result.all()  # type: ignore[no-any-return]
-        sql = self._compiled(statement)
+                return [(await session.execute(statement, dict(params))).all()
+                        for statement, params in statements]
+        compiled = [(self._compiled(statement), params) for statement, params in statements]
         pool = self._pool or await self._open()
         for attempt in (1, 2):
             try:
                 async with pool.connection() as connection:
-                    cursor = await connection.execute(sql, params)
-                    found: Sequence[Any] = await cursor.fetchall()
-                    return found
+                    if len(compiled) == 1:
+                        sql, params = compiled[0]
+                        return [await (await connection.execute(sql, params)).fetchall()]
+                    async with connection.pipeline():
+                        cursors = [await connection.execute(sql, params)
+                                   for sql, params in compiled]
+                    return [await cursor.fetchall() for cursor in cursors]
             except psycopg.OperationalError:
                 # A server restart or a dropped idle connection: the pool discards the
                 # broken connection on check-in; a read is safe to send once more.

@@ -8,7 +8,6 @@ from typing import Any, cast
 from sqlalchemy import Date, Integer, Select, String, bindparam, literal_column, select, tuple_
 from starlette.routing import BaseRoute
 
-from aggregator.custody import RegionCustody
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import InvalidCursor, NotFound
 from aggregator.http.routes.connections import sync_policy
@@ -25,7 +24,7 @@ from aggregator.http.views import (
     TransactionPage,
     TransactionSync,
 )
-from aggregator.ids import ConnectionId, UserId
+from aggregator.ids import ConnectionId
 from aggregator.models import (
     Account,
     AccountResource,
@@ -33,12 +32,12 @@ from aggregator.models import (
     Balance,
     Connection,
     ConnectionStatus,
+    DataKeyRecord,
     Transaction,
 )
 from aggregator.models.banking import PAGE_ORDER
 from aggregator.models.base import utcnow
-from aggregator.sealing import Field
-from aggregator.store import QuickReader, change_rows_since
+from aggregator.store import change_rows_since
 from aggregator.sync import BankDirectory
 from aggregator.sync.budget import (
     SPENT_IN_WINDOW,
@@ -96,65 +95,58 @@ _FRESHNESS_OF = (
 )
 
 
+#: The user's data key, found from the caller's connection (for the sealed names).
+_KEY_OF_CONNECTION = (
+    select(DataKeyRecord.__table__)
+    .join(Connection, Connection.user_id == DataKeyRecord.user_id)
+    .where(Connection.id == bindparam("connection_id"),
+           Connection.application_id == bindparam("app_id"))
+)
+
+
 async def get_accounts(call: Call) -> AccountList:
-    """Three statements on an autocommit connection, each consistent on its own: the
-    caller's connection with its accounts and balances (the ownership check in the same
-    statement), the per-resource freshness, and the budget spends that give
-    ``next_sync_allowed_at``; a fourth reads the user's data key only when a name is sealed.
-    """
+    """One round trip of four statements on an autocommit connection, each consistent on
+    its own: the caller's connection with its accounts and balances (the ownership
+    check), the per-resource freshness, the budget spends that give
+    ``next_sync_allowed_at``, and the user's data key for the sealed names. All four run
+    whether or not the caller owns the connection: a foreign id costs the same work and
+    answers the same 404, and nothing of it is used."""
     connection_id, region = call.path_id("id", "con")
     quick = call.services.router.quick(region)
-    found = await quick.rows(_ACCOUNTS_OF, {"connection_id": connection_id, "app_id": call.caller})
+    now = utcnow()
+    owned = {"connection_id": connection_id, "app_id": call.caller}
+    found, freshness, spends, keys = await quick.rows_of([
+        (_ACCOUNTS_OF, owned),
+        (_FRESHNESS_OF, {"connection_id": connection_id}),
+        (SPENT_IN_WINDOW, {"connection_id": connection_id, "since": now - WINDOW}),
+        (_KEY_OF_CONNECTION, owned),
+    ])
     if not found:
         raise NotFound("no connection with this id")
     status, user_id, bank_id = found[0][0], found[0][1], found[0][2]
     rows = [r for r in found if r.id is not None]
-    ids = [r.id for r in rows]
     fresh: dict[str, list[Any]] = {}
+    for f in freshness:
+        fresh.setdefault(f.account_id, []).append(f)
     allowed: dict[str, datetime] = {}
-    if rows:
-        for f in await quick.rows(_FRESHNESS_OF, {"connection_id": connection_id}):
-            fresh.setdefault(f.account_id, []).append(f)
-        if ConnectionStatus(status) is ConnectionStatus.ACTIVE:
-            now = utcnow()
-            spent = spent_by_ledger(
-                await quick.rows(
-                    SPENT_IN_WINDOW, {"connection_id": connection_id, "since": now - WINDOW}
-                )
-            )
-            services = call.services
-            item_level = isinstance(services.banks, BankDirectory) and services.banks.is_plaid(
-                bank_id
-            )
-            allowed = allowed_per_account(
-                spent, sync_policy(services, bank_id, region), now, ids, item_level=item_level
-            )
-    names = await _names(call.services.custody[region], quick, user_id, rows)
-    return AccountList(
-        [
-            _account(
-                r, connection_id, allowed.get(r.id), names.get(r.id, r.name), fresh.get(r.id, [])
-            )
-            for r in rows
-        ]
-    )
-
-
-async def _names(
-    custody: RegionCustody, quick: QuickReader, user_id: UserId, rows: list[Any]
-) -> dict[str, str]:
-    """Sealed account names opened (rows of releases before sealing keep a clear one)."""
+    if rows and ConnectionStatus(status) is ConnectionStatus.ACTIVE:
+        services = call.services
+        item_level = (isinstance(services.banks, BankDirectory)
+                      and services.banks.is_plaid(bank_id))
+        allowed = allowed_per_account(spent_by_ledger(spends),
+                                      sync_policy(services, bank_id, region), now,
+                                      [r.id for r in rows], item_level=item_level)
+    names: dict[str, str] = {}
     sealed = [r for r in rows if r.name_sealed is not None]
-    if not sealed:
-        return {}
-    key = await custody.data_keys.load_quick(quick, user_id)
-    out: dict[str, str] = {}
-    for r in sealed:
-        opened = await custody.sealer.open(
-            key, Field("accounts", "name_sealed", r.id, user_id), bytes(r.name_sealed)
-        )
-        out[r.id] = opened.decode("utf-8")
-    return out
+    if sealed:
+        custody = call.services.custody[region]
+        key = await custody.data_keys.adopt_quick(quick, keys[0] if keys else None, user_id)
+        opened = await custody.sealer.open_column(
+            key, "accounts", "name_sealed", [(r.id, user_id, r.name_sealed) for r in sealed])
+        names = {r.id: (name or b"").decode("utf-8")
+                 for r, name in zip(sealed, opened, strict=True)}
+    return AccountList([_account(r, connection_id, allowed.get(r.id), names.get(r.id, r.name),
+                                 fresh.get(r.id, [])) for r in rows])
 
 
 def _account(

@@ -3,6 +3,7 @@ revocation bound, and rate-limit leases keeping the shared budget (both database
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -174,6 +175,28 @@ async def test_leases_never_grant_more_than_the_shared_bucket(
     assert 64 - 2 * 4 <= granted <= 64
     exact = await DatabaseBuckets(region_router).take("eu", "read:app_shared", limit)
     assert not exact.granted
+
+
+async def test_requests_in_flight_share_one_lease_renewal(
+    region_router: RegionRouter,
+) -> None:
+    class Counting(DatabaseBuckets):
+        costs: list[int] = []
+
+        async def take(self, region: str, bucket: str, limit: RateLimit, *, cost: int = 1,
+                       now: float | None = None) -> Level:
+            Counting.costs.append(cost)
+            return await super().take(region, bucket, limit, cost=cost, now=now)
+
+    store = LeasedBuckets(Counting(region_router), hold=3600.0)
+    limit = RateLimit(512, SLOW)  # leases of 32
+    levels = await asyncio.gather(*(store.take("eu", "read:app_herd", limit)
+                                    for _ in range(16)))
+    assert all(level.granted for level in levels)
+    # Sixteen concurrent requests on an empty lease: one renewal, not sixteen.
+    assert Counting.costs == [32]
+    exact = await DatabaseBuckets(region_router).take("eu", "read:app_herd", limit)
+    assert int(exact.tokens) == 512 - 32 - 1
 
 
 async def test_leases_spare_the_store_a_write_per_request(
