@@ -87,7 +87,8 @@ class SealLedger:
         self._engine = with_begin(engine, "IMMEDIATE")
         self._sqlite = engine.dialect.name == "sqlite"
         self.block = block
-        self._low_water = low_water
+        #: ``ensure`` has nothing to do while at least this many seals are reserved.
+        self.low_water = low_water
         self._blocks: dict[str, _Block] = {}
 
     # -- vault.SealCounter ----------------------------------------------------
@@ -114,7 +115,7 @@ class SealLedger:
 
     async def ensure(self, dek_id: str, session: AsyncSession | None = None) -> None:
         """Make sure at least ``low_water`` seals are reserved for ``dek_id``."""
-        if self.available(dek_id) >= self._low_water:
+        if self.available(dek_id) >= self.low_water:
             return
         stmt = (
             update(_data_keys)

@@ -163,7 +163,7 @@ async def seed(settings: Any, database: str, scales: Sequence[int]) -> Seeded:
                 if a == 0:
                     out.accounts.append(account.id)
             out.connections.append(connection.id)
-    await custody.sealer._ready(key)
+    custody.envelope.prepare(key)  # cached, as a loaded key is in the gateway
     dek = custody.envelope.provider.unwrap(key)
     out.gcm_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                        info=ENCRYPT_INFO).derive(dek)
