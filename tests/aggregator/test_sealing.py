@@ -141,6 +141,31 @@ async def test_a_sealed_value_copied_to_another_place_does_not_open(
     assert await eu.sealer.open_from(key, credential, "refresh_token_sealed") == SECRETS["refresh"]
 
 
+async def test_a_column_opened_at_once_opens_as_value_by_value_and_refuses_copies(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    first = await make_linked("eu", refresh_token=SECRETS["refresh"])
+    second = await make_linked("eu")
+    eu = custody["eu"]
+    async with region_router.reader("eu") as session:
+        key = await eu.data_keys.load(session, first.user.id)
+        credential = await session.get(Credential, first.credential.id)
+    assert credential is not None
+    assert credential.refresh_token_sealed is not None
+    blob = credential.refresh_token_sealed
+    opened = await eu.sealer.open_column(key, "credentials", "refresh_token_sealed", [
+        (first.credential.id, first.user.id, blob), (first.credential.id, first.user.id, None),
+    ])
+    assert opened == [SECRETS["refresh"].encode(), None]
+    with pytest.raises(AadMismatch):  # the same blob claimed for another row
+        await eu.sealer.open_column(key, "credentials", "refresh_token_sealed",
+                                    [(second.credential.id, first.user.id, blob)])
+    with pytest.raises(AadMismatch):  # or for another column
+        await eu.sealer.open_column(key, "credentials", "access_token_sealed",
+                                    [(first.credential.id, first.user.id, blob)])
+
+
 def _documented_aad(*parts: str) -> bytes:
     # The encoding in aggregator/sealing.py's docstring, written out independently.
     out = b"aggregator/field/v1"
