@@ -7,6 +7,8 @@ when ``[banks] sandbox = true`` (or ``AGGREGATOR_BANKS_SANDBOX=true``). Profiles
 operator's ``[banks] directories`` always load. A production deployment therefore never
 offers "Sandbox Bank (EU)" to its users unless someone asked for it, and a new sandbox
 profile added to ``connectors/banks/`` follows the same switch without a marker of its own.
+A profile's ``dev_private_key`` is generated here, in the data directory
+(:mod:`aggregator.sandbox_keys`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aggregator.sandbox_keys import resolve_sandbox_keys
 from aggregator.settings import Settings
 from connectors import BankProfile, load_profiles
 from connectors.profiles import BUILTIN_PROFILES_DIR
@@ -33,7 +36,9 @@ def gateway_profiles(
     settings: Settings, overrides: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, BankProfile]:
     """The profiles this gateway offers: the operator's, plus the sandboxes if opted in."""
-    return load_profiles(settings.bank_dirs, overrides, include_builtin=settings.sandbox_banks)
+    profiles = load_profiles(settings.bank_dirs, overrides,
+                             include_builtin=settings.sandbox_banks)
+    return resolve_sandbox_keys(profiles, settings.data_dir)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ async def test_a_person_links_one_of_two_accounts_through_the_hybrid_flow(
         pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
     from playwright.async_api import Route, async_playwright
 
-    bank = ObieSandboxBank(SandboxConfig(clients=[dev_obie_client(CALLBACK)]))
+    bank = ObieSandboxBank(SandboxConfig(clients=[dev_obie_client(settings.data_dir, CALLBACK)]))
     hybrid = {"obie": {"response_type": "code id_token"}}
     landed: list[str] = []
 
