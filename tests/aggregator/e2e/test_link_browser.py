@@ -13,14 +13,8 @@ from pathlib import Path
 import pytest
 
 from aggregator.ids import parse_id
-from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway
+from tests.aggregator.e2e.conftest import APP_REDIRECT, CHROMIUM, FLAGS, HAVE_CHROMIUM, Gateway
 
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "link-browser"
 
 pytestmark = pytest.mark.browser

@@ -17,7 +17,7 @@ from aggregator.sandbox import SandboxConfig
 from aggregator.sandbox.obie import ObieSandboxBank, dev_obie_client
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
-from tests.aggregator.e2e.test_link_browser import CHROMIUM, FLAGS, HAVE_CHROMIUM
+from tests.aggregator.e2e.conftest import CHROMIUM, FLAGS, HAVE_CHROMIUM
 from tests.aggregator.e2e.test_obie_flow import APP_REDIRECT, BANK, CALLBACK, running
 
 pytestmark = pytest.mark.browser
