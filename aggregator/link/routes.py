@@ -188,7 +188,7 @@ def _for_people(handler: Handler) -> Handler:
             return await handler(call)
         except BankNotLinkable as exc:
             count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
-            return error_page(exc, request_id=call.request_id)
+            return error_page(exc, request_id=call.request_id, locale=locale)
         except LinkError as exc:
             return error_page(exc, request_id=call.request_id, locale=locale)
         except (ConnectorError, UnknownBank) as exc:
