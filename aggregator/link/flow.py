@@ -29,6 +29,7 @@ from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.errors import GatewayError, InvalidId
 from aggregator.events.hooks import connection_event
+from aggregator.events.outbox import emit
 from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link import browser as browser_binding
 from aggregator.link.errors import LinkNotFound, LinkOtherBrowser, LinkUsed
@@ -165,7 +166,8 @@ class LinkFlow:
         request_id: str | None = None,
     ) -> Outcome:
         """The person chose "cancel and return to the app" before picking a bank: the
-        session ends (``failed``) and the app hears ``outcome=cancelled``."""
+        session ends (``failed``), the browser returns with ``outcome=cancelled`` and the
+        app's backend gets ``link.cancelled`` (a user's choice, not a ``link.failed``)."""
         check_form(opened, self.custody[opened.region], nonce, None)
         link, now = opened.session, utcnow()
         c = _links.c
@@ -181,6 +183,8 @@ class LinkFlow:
                 session, actor=link.user_id, action="link_session.cancelled",
                 target_id=link.id, request_id=request_id, client_ip=_network(client_ip),
             )
+            await emit(session, link.application_id, "link.cancelled",
+                       {"link_session_id": link.id, "user_id": link.user_id})
         target = link.update_connection_id
         return Outcome(app_redirect(link.redirect_uri, target, "cancelled"), "cancelled",
                        target)

@@ -420,7 +420,8 @@ def routes() -> list[BaseRoute]:
             summary="Pick a bank; answered with a redirect to the bank", response=None,
             description="A form with `cancel` (the page's \"Cancel and return\" button) "
                         "instead ends the session and redirects to the application's "
-                        "redirect URI with `outcome=cancelled`.",
+                        "redirect URI with `outcome=cancelled` (and the `link.cancelled` "
+                        "event).",
             status=303, auth=False, media_type="text/html", tags=("link",),
             path_params=_PAGE, errors=_PAGE_ERRORS, form={
                 "form_nonce": "The nonce the page's form carries.",
