@@ -40,9 +40,9 @@ from aggregator.link.errors import (
     LinkOtherBrowser,
     LinkRequestInvalid,
 )
-from aggregator.link.flow import Outcome
 from aggregator.link.i18n import LOCALES, negotiate
 from aggregator.link.misconfiguration import BankNotLinkable, count
+from aggregator.link.outcome import Outcome
 from aggregator.link.pages import (
     HEADERS,
     error_page,
