@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aggregator.http.logs import bind_request_id, unbind_request_id
-from aggregator.http.problems import PROBLEM_TYPES, FieldError, problem
+from aggregator.http.problems import PROBLEM_TYPES, FieldError, problem, status_problem
 
 #: The request id in example problems (the shape ``RequestIdMiddleware`` issues).
 EXAMPLE_REQUEST_ID = "req_27navtlwhrzpakt72trosxyr2e"
@@ -153,20 +153,18 @@ def problem_example(status: int, path: str, operation: Mapping[str, Any],
     """The problem document the gateway sends for ``status`` on ``path``."""
     invalid = _first_invalid(operation, components) if status == 422 else None
     code = _PROBLEM_FOR_STATUS.get(status) or next(
-        t.code for t in PROBLEM_TYPES.values() if t.status == status)
+        (t.code for t in PROBLEM_TYPES.values() if t.status == status), None)
     if status == 422 and invalid is None:  # no body, no query: only a reused key is a 422
         code = "idempotency_key_reused"
-    kind = PROBLEM_TYPES[code]
-    extra: dict[str, Any] = {}
-    detail = None
-    if invalid is not None:
-        extra["errors"] = [invalid.as_json()]
-        detail = "1 field failed validation"
-    elif code == "not_found":
-        detail = f"no such {path.strip('/').split('/')[-1].rstrip('s') or 'resource'}"
     token = bind_request_id(EXAMPLE_REQUEST_ID)
     try:
-        rendered = problem(kind, detail=detail, instance=instance_of(path), extra=extra)
+        if code is None:  # a status without a type of ours: "about:blank" (RFC 9457 §4.2.1)
+            rendered = status_problem(status, instance_of(path))
+        elif invalid is not None:
+            rendered = problem(PROBLEM_TYPES[code], detail="1 field failed validation",
+                               instance=instance_of(path), extra={"errors": [invalid.as_json()]})
+        else:
+            rendered = problem(PROBLEM_TYPES[code], instance=instance_of(path))
     finally:
         unbind_request_id(token)
     document: dict[str, Any] = json.loads(bytes(rendered.body))
