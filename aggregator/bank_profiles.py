@@ -13,6 +13,7 @@ A profile's ``dev_private_key`` is generated here, in the data directory
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Any
 
 from aggregator.sandbox_keys import resolve_sandbox_keys
 from aggregator.settings import Settings
-from connectors import BankProfile, load_profiles
+from connectors import BankProfile, bank_ssl_context, load_client_credentials, load_profiles
 from connectors.profiles import BUILTIN_PROFILES_DIR
+
+log = logging.getLogger(__name__)
 
 #: The setting that turns the sandbox banks on, as an operator writes it.
 SANDBOX_SETTING = "[banks] sandbox = true (or AGGREGATOR_BANKS_SANDBOX=true)"
@@ -39,6 +42,27 @@ def gateway_profiles(
     profiles = load_profiles(settings.bank_dirs, overrides,
                              include_builtin=settings.sandbox_banks)
     return resolve_sandbox_keys(profiles, settings.data_dir)
+
+
+def check_profiles(settings: Settings) -> dict[str, BankProfile]:
+    """Load every bank profile and the credentials of those in a served region.
+
+    A typo in a profile, a missing client secret or an unreadable (or group-readable)
+    transport certificate key stops start-up here instead of failing the first user who
+    picks that bank.
+    """
+    profiles = gateway_profiles(settings)
+    for profile in profiles.values():
+        if profile.region in settings.regions:
+            load_client_credentials(profile)
+            bank_ssl_context(profile)
+            for url in (profile.issuer, profile.api.base_url):
+                problem = settings.egress.url_problem(url)
+                if problem:  # the built-in loopback sandboxes, in production
+                    log.warning("bank %s is unreachable under the egress policy: %s",
+                                profile.id, problem)
+                    break
+    return profiles
 
 
 @dataclass(frozen=True, slots=True)

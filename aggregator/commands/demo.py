@@ -43,7 +43,8 @@ from starlette.routing import BaseRoute, Route
 from aggregator.applications import create_application
 from aggregator.bank_profiles import gateway_profiles
 from aggregator.custody import open_custody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.keyring import envelope_for
 from aggregator.link.pages import message_page, success_page

@@ -20,8 +20,6 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import select, update
 
@@ -35,7 +33,8 @@ from aggregator.link import browser as browser_binding
 from aggregator.link.errors import LinkNotFound, LinkOtherBrowser, LinkUsed
 from aggregator.link.grants import SavedGrant, save_grant
 from aggregator.link.misconfiguration import BankNotLinkable, link_failed, report
-from aggregator.link.picking import LIST_STEP, AccountChoice, offer_accounts
+from aggregator.link.outcome import DENIED, ERROR, SUCCESS, Outcome, app_redirect
+from aggregator.link.picking import LIST_STEP, offer_accounts
 from aggregator.link.sessions import OpenedLink, check_form
 from aggregator.models import LinkSession, LinkStatus
 from aggregator.models.base import table_of, utcnow
@@ -63,32 +62,7 @@ log = logging.getLogger(__name__)
 
 _links = table_of(LinkSession)
 
-SUCCESS, DENIED, ERROR = "success", "denied", "error"
 _NO_LINK = "Your bank sent you back with an answer that belongs to no link we know of."
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """Where the browser goes after the callback: the app's redirect URI, annotated."""
-
-    redirect_to: str
-    outcome: str
-    connection_id: ConnectionId | None
-    #: A two-step consent's account list: the callback shows it instead of redirecting.
-    choice: AccountChoice | None = None
-    #: Set when the bank refused our configuration: the route counts it for operators.
-    misconfigured: BankMisconfigured | None = None
-    misconfigured_bank: str | None = None
-
-
-def app_redirect(redirect_uri: str, connection_id: str | None, outcome: str) -> str:
-    """``redirect_uri`` with exactly ``connection_id`` (when known) and ``outcome`` added."""
-    parts = urlsplit(redirect_uri)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("connection_id", "outcome")]
-    if connection_id is not None:
-        query.append(("connection_id", connection_id))
-    query.append(("outcome", outcome))
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class LinkFlow:

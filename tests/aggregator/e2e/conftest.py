@@ -30,7 +30,8 @@ import pytest
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.link.walk import Walk, link_as_person
 from aggregator.link.wiring import install
@@ -201,7 +202,7 @@ async def gateway(
         services = Services(settings, region_router, custody, BankDirectory(profiles, http))
         sock = bind("127.0.0.1", 0)
         install(services, public_url=base_url(sock))
-        app = create_app(settings, services=services)  # Link routes: ROUTE_MODULES
+        app = create_app(settings, services=services)  # Link routes: gateway_routes()
         app_id, key = await create_application(region_router, "Budgetly", [APP_REDIRECT])
         async with (
             serving(app, sock) as url,
