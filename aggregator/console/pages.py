@@ -7,14 +7,15 @@ database is down.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aggregator.bankhealth.reads import RegionHealth, refresh_class, region_health
 from aggregator.console import reads
-from aggregator.console.chart import outcomes_chart
+from aggregator.console.chart import latency_chart, outcomes_chart, refresh_chart
 from aggregator.console.web import message, needs, render
 from aggregator.errors import InvalidId
 from aggregator.ids import parse_id
@@ -131,10 +132,11 @@ async def banks(request: Request, who: SignedIn) -> Response:
     profiles = {r: directory.in_region(r) if directory else [] for r in router.regions}
     budgets = {p.id: p.sync.daily_budget for ps in profiles.values() for p in ps}
 
-    async def read(region: str) -> tuple[dict[str, reads.BankStats], Any]:
+    async def read(region: str) -> tuple[dict[str, reads.BankStats], Any, RegionHealth]:
         async with router.reader(region) as session:
             return (await reads.bank_stats(session, now, budgets),
-                    await reads.outcomes_by_bank(session, now))
+                    await reads.outcomes_by_bank(session, now),
+                    await region_health(session, now))
 
     results = await each_region(router, read)
     charts = {
@@ -142,9 +144,45 @@ async def banks(request: Request, who: SignedIn) -> Response:
                    for bank, days in sorted(r.value[1].items())}
         for r in results if r.value is not None
     }
+    health = {r.region: _health_rows(r.value[2], now, r.region, profiles[r.region],
+                                     r.value[0])
+              for r in results if r.value is not None}
     return render(request, "banks.html", title="Banks", profiles=profiles,
                   profile_ids={r: {p.id for p in ps} for r, ps in profiles.items()},
-                  results=results, charts=charts)
+                  results=results, charts=charts, health=health)
+
+
+def _health_rows(health: RegionHealth, now: datetime, region: str, profiles: list[Any],
+                 stats: dict[str, reads.BankStats]) -> list[dict[str, Any]]:
+    """One row per bank of the region (profiles first, then banks only the data names):
+    last hour's figures, the breaker, and the two charts."""
+    banks = [p.id for p in profiles]
+    seen = set(banks)
+    for bank in sorted({*health.last_hour, *health.hourly, *health.breakers, *stats}):
+        if bank not in seen:
+            banks.append(bank)
+            seen.add(bank)
+    rows = []
+    for bank in banks:
+        hourly = health.hourly.get(bank, {})
+        outcomes: dict[str, dict[str, int]] = {}
+        for hour, summary in hourly.get("refresh", {}).items():
+            by = outcomes.setdefault(hour, {})
+            for outcome, n in summary.outcomes.items():
+                key = refresh_class(outcome)
+                by[key] = by.get(key, 0) + n
+        latency = {hour: s.p95 for hour, s in hourly.get("sync", {}).items()}
+        found = stats.get(bank)
+        rows.append({
+            "bank": bank, "ops": health.last_hour.get(bank, {}),
+            "breaker": health.breakers.get(bank),
+            "exhausted": found.exhausted if found else 0,
+            "refresh_chart": refresh_chart(outcomes, now, title=f"{bank} in {region}")
+            if outcomes else None,
+            "latency_chart": latency_chart(latency, now, title=f"{bank} in {region}")
+            if latency else None,
+        })
+    return rows
 
 
 async def expiries(request: Request, who: SignedIn) -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aggregator.bankhealth.reads import refresh_history
 from aggregator.models import (
     Account,
     ApiKey,
@@ -32,6 +33,7 @@ from aggregator.models import (
     ErasureState,
     KekRotation,
     OutboundEvent,
+    RefreshAttempt,
     SyncSpend,
     SyncState,
 )
@@ -145,6 +147,7 @@ class ConnectionDetail:
     history: list[AuditEvent]
     events: list[OutboundEvent]
     spends: list[Any] = field(default_factory=list)
+    refreshes: list[RefreshAttempt] = field(default_factory=list)
 
 
 async def connection(session: AsyncSession, connection_id: str) -> ConnectionDetail | None:
@@ -179,8 +182,9 @@ async def connection(session: AsyncSession, connection_id: str) -> ConnectionDet
         .where(SyncSpend.connection_id == connection_id)
         .order_by(SyncSpend.spent_at.desc()).limit(20)
     )).all()
+    refreshes = await refresh_history(session, connection_id)
     return ConnectionDetail(found, credential, sync, list(accounts), list(history), events,
-                            list(spends))
+                            list(spends), refreshes)
 
 
 @dataclass

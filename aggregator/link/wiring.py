@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aggregator.bankhealth import recorder_in
 from aggregator.http.services import Services, SyncSummary
 from aggregator.ids import ConnectionId
 from aggregator.link.flow import LinkFlow
@@ -67,7 +68,10 @@ def install(services: Services, *, public_url: str | None = None) -> LinkCompone
         raise TypeError(
             "the Link flow needs services.banks to be an aggregator.sync.BankDirectory"
         )
-    syncer = Syncer(services.router, services.custody, banks)
+    # The gateway's syncs are tallied like the worker's (docs/architecture.md, "Bank
+    # health"); the app's lifespan flushes the recorder at shutdown.
+    syncer = Syncer(services.router, services.custody, banks,
+                    recorder_in(services.extra, services.router))
     if services.sync is None:
         services.sync = SyncJobAdapter(syncer)
     found = LinkComponents(
