@@ -31,7 +31,7 @@ FAILURES = frozenset({"unavailable", "rate_limited", "protocol_error", "error",
 #: A heartbeat older than this belongs to a process that stopped or lost its database.
 STALE = timedelta(seconds=60)
 #: Breaker states, least to most severe (aggregator/worker/breaker.py, BreakerState).
-_WORST = {"closed": 0, "half_open": 1, "open": 2}
+BREAKER_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
 
 
 @dataclass
@@ -148,7 +148,7 @@ async def breakers(session: AsyncSession, now: datetime) -> dict[str, BreakerVie
         by_bank.setdefault(bank, []).append((state, since))
     out = {}
     for bank, states in by_bank.items():
-        worst = max((s for s, _ in states), key=lambda s: _WORST.get(s, -1))
+        worst = max((s for s, _ in states), key=lambda s: BREAKER_LEVELS.get(s, -1))
         at = min(since for s, since in states if s == worst)
         out[bank] = BreakerView(worst, sum(1 for s, _ in states if s == worst),
                                 len(states), at)
