@@ -33,6 +33,7 @@ _attempts = table_of(RefreshAttempt)
 CALL_RETENTION = timedelta(days=7)
 ATTEMPT_RETENTION = timedelta(days=30)
 HEARTBEAT_RETENTION = timedelta(days=1)
+_IDS_PER_QUERY = 500
 
 
 def _insert(dialect: str, table: Any) -> Insert:
@@ -58,9 +59,11 @@ async def write_batch(router: RegionRouter, region: str, tallies: Sequence[dict[
             await session.execute(_add_tallies(dialect), list(tallies))
         kept: list[dict[str, Any]] = []
         if attempts:
-            ids = {a["connection_id"] for a in attempts}
-            alive = set((await session.execute(
-                select(Connection.id).where(Connection.id.in_(ids)))).scalars())
+            ids = sorted({a["connection_id"] for a in attempts})
+            alive: set[str] = set()
+            for at in range(0, len(ids), _IDS_PER_QUERY):  # SQLite caps bound parameters
+                alive.update((await session.execute(select(Connection.id).where(
+                    Connection.id.in_(ids[at:at + _IDS_PER_QUERY])))).scalars())
             kept = [a for a in attempts if a["connection_id"] in alive]
             if kept:
                 await session.execute(insert(_attempts), kept)

@@ -68,8 +68,8 @@ def install(services: Services, *, public_url: str | None = None) -> LinkCompone
         raise TypeError(
             "the Link flow needs services.banks to be an aggregator.sync.BankDirectory"
         )
-    # The gateway's syncs are tallied like the worker's (docs/architecture.md, "Bank
-    # health"); the app's lifespan flushes the recorder at shutdown.
+    # The gateway's syncs are tallied like the worker's; the app's lifespan flushes the
+    # recorder at shutdown (docs/architecture.md, "Bank health").
     syncer = Syncer(services.router, services.custody, banks,
                     recorder_in(services.extra, services.router))
     if services.sync is None:

@@ -111,7 +111,8 @@ class Syncer:
         calls = CallLog()
         try:
             grant = await fresh_grant(
-                self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}"
+                self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}",
+                recorder=self.recorder,
             )
         except (ConnectorError, CredentialBusy) as exc:
             await self._failed(region, connection_id, trigger_of(actor, budgeted), started,

@@ -13,6 +13,9 @@ import pytest
 from aggregator.bankhealth import CallRecorder
 from aggregator.bankhealth.store import publish_breakers
 from aggregator.console import paging, reads
+from aggregator.custody import RegionCustody
+from aggregator.erasure import ErasureConfig
+from aggregator.erasure.requests import request_erasure
 from aggregator.events.outbox import emit
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
@@ -146,3 +149,26 @@ async def test_audit_erasures_and_events_lists_page_too(
     erasures = await viewer.http.get("/console/erasures")
     assert erasures.status_code == 200
     assert _next(erasures.text) is None
+
+
+async def test_erasure_requests_page_newest_first_without_repeats(
+    viewer: Console, make_linked: LinkFactory, region_router: RegionRouter,
+    custody: dict[str, RegionCustody], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(paging, "PAGE", 2)
+    made = []
+    for _ in range(3):
+        linked = await make_linked("eu")
+        found = await request_erasure(region_router, custody["eu"], linked.user.id,
+                                      linked.connection.application_id,
+                                      config=ErasureConfig(), actor="operator")
+        assert found is not None
+        made.append(found.id)
+    first = await viewer.http.get("/console/erasures")
+    following = _next(first.text)
+    assert following is not None
+    second = await viewer.http.get(following)
+    assert _next(second.text) is None
+    shown = [re.findall(r"<code>(era_eu_[a-z2-7]{26})</code>", p.text) for p in (first, second)]
+    assert [len(s) for s in shown] == [2, 1]
+    assert sorted(shown[0] + shown[1]) == sorted(made)
