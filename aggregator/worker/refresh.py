@@ -305,9 +305,12 @@ def _done(ctx: RefreshContext, bank: str, outcome: str, lease: Lease | None = No
 
 def _record(recorder: CallRecorder, owner: str, region: str, lease: Lease, outcome: str,
             timing: _Timing) -> None:
-    """In memory only: the recorder writes in batches (no database write per refresh)."""
+    """In memory only: the recorder writes in batches (no database write per refresh).
+    A refresh that never left (breaker open, lease lost before sending) is no attempt."""
     credential = lease.credential
-    if timing.seconds is not None and outcome != "egress_refused":  # it left for the bank
+    if timing.seconds is None:
+        return
+    if outcome != "egress_refused":  # our policy refused it: the bank saw nothing
         recorder.call(region, lease.bank_id, "refresh", outcome, timing.seconds)
     recorder.attempt(region, connection_id=credential.connection_id,
                      user_id=credential.user_id, bank_id=lease.bank_id, outcome=outcome,
