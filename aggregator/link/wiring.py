@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aggregator.bankhealth import recorder_in
 from aggregator.http.services import SyncSummary
 from aggregator.ids import ConnectionId
 from aggregator.link.flow import LinkFlow
@@ -68,7 +69,10 @@ def install(services: LinkNeeds, *, public_url: str | None = None) -> LinkCompon
         raise TypeError(
             "the Link flow needs services.banks to be an aggregator.sync.BankDirectory"
         )
-    syncer = Syncer(services.router, services.custody, banks)
+    # The gateway's syncs are tallied like the worker's; the app's lifespan flushes the
+    # recorder at shutdown (docs/architecture.md, "Bank health").
+    syncer = Syncer(services.router, services.custody, banks,
+                    recorder_in(services.extra, services.router))
     if services.sync is None:
         services.sync = SyncJobAdapter(syncer)
     found = LinkComponents(
