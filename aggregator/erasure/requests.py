@@ -37,6 +37,11 @@ class ErasureConfig:
     #: Attempts per revocation within one run, and the first backoff (doubling).
     revoke_attempts: int = 3
     revoke_backoff: float = 0.5
+    #: Revocations in flight at once: at one bank, and over all banks. Grants are revoked
+    #: concurrently (a user's N grants cost one bank round trip, not N), but a bank sees
+    #: no more than a few calls of ours at once: its rate limits answer a burst with 429.
+    revoke_per_bank: int = 4
+    revoke_concurrency: int = 16
     #: How long one run owns a request before another process may resume it.
     lease: timedelta = timedelta(minutes=5)
 
