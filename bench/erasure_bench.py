@@ -288,7 +288,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=6, help="an even number (pairs)")
-    parser.add_argument("--revoke-per-bank", type=int, default=ErasureConfig.revoke_per_bank,
+    parser.add_argument("--revoke-per-bank", type=int, default=ErasureConfig().revoke_per_bank,
                         help="revocations in flight at one bank (1: one after another)")
     parser.add_argument("--revoke-ms", type=float, default=150.0,
                         help="the slow bank's revocation latency")
