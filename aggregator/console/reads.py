@@ -32,6 +32,7 @@ from aggregator.models import (
     ErasureState,
     KekRotation,
     OutboundEvent,
+    SyncRun,
     SyncSpend,
     SyncState,
 )
@@ -145,6 +146,8 @@ class ConnectionDetail:
     history: list[AuditEvent]
     events: list[OutboundEvent]
     spends: list[Any] = field(default_factory=list)
+    #: The latest sync runs (bank and Plaid syncs alike), newest first.
+    runs: list[SyncRun] = field(default_factory=list)
 
 
 async def connection(session: AsyncSession, connection_id: str) -> ConnectionDetail | None:
@@ -179,8 +182,12 @@ async def connection(session: AsyncSession, connection_id: str) -> ConnectionDet
         .where(SyncSpend.connection_id == connection_id)
         .order_by(SyncSpend.spent_at.desc()).limit(20)
     )).all()
+    runs = (await session.execute(
+        select(SyncRun).where(SyncRun.connection_id == connection_id)
+        .order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).limit(20)
+    )).scalars().all()
     return ConnectionDetail(found, credential, sync, list(accounts), list(history), events,
-                            list(spends))
+                            list(spends), list(runs))
 
 
 @dataclass
