@@ -156,7 +156,7 @@ async def test_the_connection_page_lists_its_sync_runs(
     shown = (await admin.http.get(page)).text
     runs = shown[shown.index('id="runs"'):shown.index('id="history"')]
     assert re.search(r"<td>on_demand</td><td><span class=\"tag\">complete</span></td>"
-                     r"<td>—</td><td>2</td><td>\+7 ~1 −3</td>", runs), runs
+                     r"<td>—</td><td>2</td><td>\+7 ~1 -3</td>", runs), runs
     assert re.search(r"<td>webhook</td><td><span class=\"tag bad\">failed</span></td>"
                      r"<td><code>item_login_required</code></td>", runs), runs
     assert runs.index("on_demand") < runs.index("webhook")  # newest first
