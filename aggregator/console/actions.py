@@ -164,7 +164,8 @@ async def retry_revocations(request: Request, who: SignedIn) -> Response:
     erasure_id, region = found
     try:
         await retry_failed(services.router, services.custody[region], services.banks,
-                           erasure_id, actor=who.operator_id)
+                           erasure_id, actor=who.operator_id,
+                           config=ErasureConfig.from_settings(services.settings))
     except REGION_DOWN:
         return message(request, "Region unavailable",
                        f"The database of region {region} does not answer.", status=503)

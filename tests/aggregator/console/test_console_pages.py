@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from aggregator.console.chart import outcomes_chart
-from aggregator.models import AuditEvent
+from aggregator.models import AuditEvent, SyncOutcome
 from aggregator.store import RegionRouter
+from aggregator.sync.runs import RunStart, add_run
+from aggregator.sync.upsert import SyncCounts
 from tests.aggregator._factories import Linked
 from tests.aggregator.console.conftest import Console, ConsoleFactory, region_down
 
@@ -140,10 +142,6 @@ async def test_with_every_region_down_the_console_says_so(
 async def test_the_connection_page_lists_its_sync_runs(
     admin: Console, linked: Linked, region_router: RegionRouter
 ) -> None:
-    from aggregator.models import SyncOutcome
-    from aggregator.sync.runs import RunStart, add_run
-    from aggregator.sync.upsert import SyncCounts
-
     page = f"/console/connections/{linked.connection.id}"
     assert "No sync has run yet." in (await admin.http.get(page)).text
     async with region_router.session("eu") as session, session.begin():
