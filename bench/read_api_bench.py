@@ -206,7 +206,7 @@ async def seed(settings: Any, database: str, scales: Sequence[int]) -> Seeded:
 
 
 def _serve_gateway(settings: Any, ready: Any) -> None:
-    from aggregator.http import create_app, open_services
+    from aggregator.http.app import create_app, open_services
     from aggregator.http.serving import bind, serving
 
     async def main() -> None:

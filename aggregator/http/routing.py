@@ -80,6 +80,10 @@ class Operation:
     #: Further dataclasses published under ``components.schemas`` because the response
     #: refers to them in words (e.g. each event type's payload).
     documents: tuple[type[Any], ...] = ()
+    #: Whole examples the schemas cannot give (a form post, an HTML page, a text body),
+    #: keyed ``"request"`` or by status (``"200"``); :mod:`aggregator.http.examples`
+    #: builds every other one from the schemas.
+    examples: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
