@@ -35,6 +35,7 @@ from aggregator.models import (
     KekRotation,
     OutboundEvent,
     RefreshAttempt,
+    SyncRun,
     SyncSpend,
     SyncState,
 )
@@ -158,6 +159,8 @@ class ConnectionDetail:
     events: list[OutboundEvent]
     spends: list[Any] = field(default_factory=list)
     refreshes: list[RefreshAttempt] = field(default_factory=list)
+    #: The latest sync runs (bank and Plaid syncs alike), newest first.
+    runs: list[SyncRun] = field(default_factory=list)
 
 
 async def connection_events(session: AsyncSession, found: Connection, after: After = None
@@ -203,8 +206,12 @@ async def connection(session: AsyncSession, connection_id: str, events_after: Af
         .order_by(SyncSpend.spent_at.desc()).limit(20)
     )).all()
     refreshes = await refresh_history(session, connection_id)
+    runs = (await session.execute(
+        select(SyncRun).where(SyncRun.connection_id == connection_id)
+        .order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).limit(20)
+    )).scalars().all()
     return ConnectionDetail(found, credential, sync, list(accounts), list(history), events,
-                            list(spends), refreshes)
+                            list(spends), refreshes, list(runs))
 
 
 @dataclass

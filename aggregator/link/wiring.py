@@ -18,6 +18,7 @@ hand, as the tests and ``aggregator demo`` do, calls it. Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from aggregator.bankhealth import recorder_in
 from aggregator.http.services import SyncSummary
@@ -38,10 +39,10 @@ class SyncJobAdapter:
 
     async def __call__(
         self, connection_id: ConnectionId, *, request_id: str, actor: str,
-        presence: UserPresence | None = None,
+        presence: UserPresence | None = None, spent_at: datetime | None = None,
     ) -> SyncSummary:
         result = await self.syncer.sync(connection_id, actor=actor, request_id=request_id,
-                                        presence=presence)
+                                        presence=presence, spent_at=spent_at)
         c = result.counts
         return SyncSummary(c.accounts, c.added, c.modified, c.removed, result.outcome,
                            result.run_id)

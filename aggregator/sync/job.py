@@ -103,9 +103,9 @@ class Syncer:
         if await self._through_plaid(region, connection_id):
             from aggregator.plaid.sync import PlaidSyncer  # the Plaid layer builds on this one
 
-            counts, at = await PlaidSyncer(self.router, self.custody, self.banks).sync(
-                connection_id, actor=actor, request_id=request_id)
-            return SyncResult(connection_id, counts, at)
+            return await PlaidSyncer(self.router, self.custody, self.banks).sync(
+                connection_id, actor=actor, request_id=request_id, budgeted=budgeted,
+                spent_at=spent_at)
         custody = self.custody[region]
         started = utcnow()
         calls = CallLog()
