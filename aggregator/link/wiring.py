@@ -1,14 +1,14 @@
-"""How the Link flow and the sync job plug into the HTTP layer's :class:`Services`.
+"""How the Link flow and the sync job plug into a process's shared state.
 
-The HTTP layer owns :class:`~aggregator.http.Services`; it leaves two seams, its
-``banks`` (anything with ``oauth(bank_id)``) and its ``sync`` job. :func:`install` fills
-them: the banks become a :class:`~aggregator.sync.BankDirectory` (which also builds API
-dialects and filters banks by region) and ``sync`` runs :class:`~aggregator.sync.Syncer`.
-The Link routes find what they need through :func:`components`.
+The Link piece names what it needs (:class:`~aggregator.link.needs.LinkNeeds`): the
+process's ``banks`` (a :class:`~aggregator.sync.BankDirectory`, which also builds API
+dialects and filters banks by region), its ``sync`` seam and its ``extra`` slots.
+:func:`install` fills ``sync`` with :class:`~aggregator.sync.Syncer` and keeps the Link
+flow in ``extra``; the Link routes find it through :func:`components`.
 
-:func:`~aggregator.http.open_services` calls :func:`install` itself (with
-``settings.public_url``); whoever builds :class:`~aggregator.http.Services` by hand, as
-the tests and ``aggregator demo`` do, calls it. Example::
+The composer (:func:`aggregator.http.app.open_services`) calls :func:`install` itself
+(with ``settings.public_url``); whoever builds :class:`~aggregator.http.Services` by
+hand, as the tests and ``aggregator demo`` do, calls it. Example::
 
     services = Services(settings, router, custody, BankDirectory(profiles, http))
     install(services, public_url="https://gateway.example")
@@ -18,10 +18,13 @@ the tests and ``aggregator demo`` do, calls it. Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from aggregator.http.services import Services, SyncSummary
+from aggregator.bankhealth import recorder_in
+from aggregator.http.services import SyncSummary
 from aggregator.ids import ConnectionId
 from aggregator.link.flow import LinkFlow
+from aggregator.link.needs import LinkNeeds
 from aggregator.registrations import attach as attach_registrations
 from aggregator.sync import BankDirectory, Syncer
 from connectors import UserPresence
@@ -37,10 +40,10 @@ class SyncJobAdapter:
 
     async def __call__(
         self, connection_id: ConnectionId, *, request_id: str, actor: str,
-        presence: UserPresence | None = None,
+        presence: UserPresence | None = None, spent_at: datetime | None = None,
     ) -> SyncSummary:
         result = await self.syncer.sync(connection_id, actor=actor, request_id=request_id,
-                                        presence=presence)
+                                        presence=presence, spent_at=spent_at)
         c = result.counts
         return SyncSummary(c.accounts, c.added, c.modified, c.removed, result.outcome,
                            result.run_id)
@@ -56,7 +59,7 @@ class LinkComponents:
     public_url: str | None
 
 
-def install(services: Services, *, public_url: str | None = None) -> LinkComponents:
+def install(services: LinkNeeds, *, public_url: str | None = None) -> LinkComponents:
     """Give ``services`` the bank directory, the sync job and the Link flow.
 
     ``public_url`` (``https://gateway.example``) is where browsers and banks reach the
@@ -68,7 +71,10 @@ def install(services: Services, *, public_url: str | None = None) -> LinkCompone
         raise TypeError(
             "the Link flow needs services.banks to be an aggregator.sync.BankDirectory"
         )
-    syncer = Syncer(services.router, services.custody, banks)
+    # The gateway's syncs are tallied like the worker's; the app's lifespan flushes the
+    # recorder at shutdown (docs/architecture.md, "Bank health").
+    syncer = Syncer(services.router, services.custody, banks,
+                    recorder_in(services.extra, services.router))
     if services.sync is None:
         services.sync = SyncJobAdapter(syncer)
     registrations = attach_registrations(services.router, services.custody, banks)
@@ -81,7 +87,7 @@ def install(services: Services, *, public_url: str | None = None) -> LinkCompone
     return found
 
 
-def components(services: Services) -> LinkComponents:
+def components(services: LinkNeeds) -> LinkComponents:
     """The components :func:`install` put on ``services`` (installing them if needed)."""
     found = services.extra.get(_KEY)
     if isinstance(found, LinkComponents):

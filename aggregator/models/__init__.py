@@ -25,6 +25,7 @@ tables, by owner:
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
+from aggregator.models.bankhealth import BankCallMinute, BreakerHeartbeat, RefreshAttempt
 from aggregator.models.banking import (
     Account,
     AccountType,
@@ -76,7 +77,9 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "Balance",
+    "BankCallMinute",
     "Base",
+    "BreakerHeartbeat",
     "Connection",
     "ConnectionStatus",
     "Credential",
@@ -98,6 +101,7 @@ __all__ = [
     "OutboundEvent",
     "PlaidWebhookEvent",
     "RateLimitBucket",
+    "RefreshAttempt",
     "RegionSecret",
     "RegistrationStatus",
     "ResourceOutcome",

@@ -2,20 +2,19 @@
 
 The sandbox profiles get ``[registration] per_application = true``, so the first link
 registers the application's own client with its brand name as ``client_name``
-(aggregator/registrations.py). Chromium and its flags as in test_link_browser.py; the
-consent page is kept as ``test-artifacts/link-browser/dcr-bank-consent.png``.
+(aggregator/registrations.py). Chromium through the ``chromium`` fixture of conftest.py;
+the consent page is kept as ``test-artifacts/link-browser/dcr-bank-consent.png``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aggregator.applications import update_application
-from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway
-from tests.aggregator.e2e.test_link_browser import ARTIFACTS, CHROMIUM, FLAGS, HAVE_CHROMIUM
+from tests.aggregator.e2e.conftest import APP_REDIRECT, Chromium, Gateway
+from tests.aggregator.e2e.test_link_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
@@ -29,47 +28,33 @@ def profile_overrides() -> dict[str, Any]:
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_the_bank_consent_page_in_chromium_names_the_brand(
-    gateway: Gateway, tmp_path: Path
+    gateway: Gateway, chromium: Chromium
 ) -> None:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
-    from playwright.async_api import Route, async_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await update_application(gateway.services.router, gateway.app_id, brand_name=BRAND)
     link_url = await gateway.link_url(await gateway.user("eu"))
 
-    async def the_app(route: Route) -> None:
+    async def the_app(route: Any) -> None:
         await route.fulfill(
             status=200,
             content_type="text/html",
             body='<!doctype html><html lang="en"><title>App</title><h1>Connected</h1></html>',
         )
 
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            args=FLAGS,
-            headless=True,
-            viewport={"width": 800, "height": 900},
-        )
-        try:
-            await context.route(APP_REDIRECT + "*", the_app)
-            page = context.pages[0] if context.pages else await context.new_page()
-            await page.goto(link_url)
-            await page.get_by_role("radio", name="Sandbox Bank (EU)").check()
-            await page.get_by_role("button", name="Continue to your bank").click()
-            signing_in = await page.locator("main p").first.inner_text()
-            assert signing_in == f"Sign in to let {BRAND} see your accounts."
-            await page.get_by_label("Username").fill("alice")
-            await page.get_by_label("Password").fill("alice-pass")
-            await page.get_by_role("button", name="Sign in").click()
-            await page.get_by_role("button", name="Allow").wait_for()
-            asks = page.locator("main p", has_text="asks to:")
-            assert await asks.inner_text() == f"{BRAND} asks to:"  # shown as text, not markup
-            await page.screenshot(path=str(ARTIFACTS / "dcr-bank-consent.png"), full_page=True)
-            await page.get_by_role("button", name="Allow").click()
-            await page.get_by_role("heading", name="Connected").wait_for()
-        finally:
-            await context.close()
+    context = await chromium(width=800)
+    await context.route(APP_REDIRECT + "*", the_app)
+    page = context.pages[0] if context.pages else await context.new_page()
+    await page.goto(link_url)
+    await page.get_by_role("radio", name="Sandbox Bank (EU)").check()
+    await page.get_by_role("button", name="Continue to your bank").click()
+    signing_in = await page.locator("main p").first.inner_text()
+    assert signing_in == f"Sign in to let {BRAND} see your accounts."
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill("alice-pass")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Allow").wait_for()
+    asks = page.locator("main p", has_text="asks to:")
+    assert await asks.inner_text() == f"{BRAND} asks to:"  # shown as text, not markup
+    await page.screenshot(path=str(ARTIFACTS / "dcr-bank-consent.png"), full_page=True)
+    await page.get_by_role("button", name="Allow").click()
+    await page.get_by_role("heading", name="Connected").wait_for()
