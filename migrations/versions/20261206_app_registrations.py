@@ -1,7 +1,7 @@
 """applications' own clients at banks (dynamic client registration)
 
 Revision ID: s4_app_registrations
-Revises: s3_link_branding
+Revises: s4_bank_health
 Create Date: 2026-12-06 17:00:00.000000
 
 ``app_registrations``: one row per application and bank whose profile asks for
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "s4_app_registrations"
-down_revision: str | None = "s3_link_branding"
+down_revision: str | None = "s4_bank_health"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
