@@ -39,13 +39,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import case, null, select
+from sqlalchemy import bindparam, case, null, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from aggregator.models import Connection, PlaidWebhookEvent, WebhookStatus
 from aggregator.models.base import table_of
 from aggregator.store import RegionRouter
+from aggregator.store.residency import REGION_KEY, WRITES_KEY, RegionSession
 from connectors import PlaidWebhook, WebhookRejected, WebhookVerifier
 
 log = logging.getLogger("aggregator.plaid.webhooks")
@@ -85,6 +88,7 @@ class PlaidWebhooks:
             ["region", "outcome"], registry=registry,
         )
         self._exposed: set[int] = {id(registry)} if registry is not None else set()
+        self._children: dict[tuple[str, str], Any] = {}  # labels() looked up once each
 
     def expose(self, registry: CollectorRegistry) -> None:
         """Serve the counters from ``registry`` too (the app's ``/metrics``); idempotent."""
@@ -104,13 +108,19 @@ class PlaidWebhooks:
         try:
             hook = await self.verifiers[region].verify(body, header)
         except WebhookRejected as exc:
-            self.counter.labels(region, exc.reason.value).inc()
+            self._count(region, exc.reason.value)
             log.warning("plaid webhook rejected", extra={"fields": {
                 "region": region, "reason": exc.reason.value}})
             raise
         receipt = await self._store(region, hook)
-        self.counter.labels(region, receipt.value).inc()
+        self._count(region, receipt.value)
         return receipt
+
+    def _count(self, region: str, outcome: str) -> None:
+        child = self._children.get((region, outcome))
+        if child is None:
+            child = self._children[region, outcome] = self.counter.labels(region, outcome)
+        child.inc()
 
     async def _store(self, region: str, hook: PlaidWebhook) -> Receipt:
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
@@ -125,10 +135,14 @@ class PlaidWebhooks:
         return await future
 
     async def _commit(self, region: str, batch: list[_Queued]) -> None:
+        hooks, now = [hook for hook, _ in batch], self.clock()
         try:
-            async with self.router.session(region) as session, session.begin():
-                receipts = await store_webhooks(session, region, [hook for hook, _ in batch],
-                                                now=self.clock())
+            blocking = self.router.blocking_writer(region)
+            if blocking is not None:  # SQLite: the whole transaction in one thread hop
+                receipts = await asyncio.to_thread(_write, blocking, region, hooks, now)
+            else:
+                async with self.router.session(region) as session, session.begin():
+                    receipts = await store_webhooks(session, region, hooks, now=now)
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else RuntimeError(
                 "webhook writer cancelled")
@@ -161,15 +175,33 @@ async def store_webhooks(
     The receipts are in the order of ``hooks``; a body repeated within the batch is
     stored once and its later copies are coalesced, as if they had come later.
     """
+    return await session.run_sync(_store, region, hooks, now)
+
+
+def _write(engine: Engine, region: str, hooks: Sequence[PlaidWebhook],
+           now: datetime) -> list[Receipt]:
+    """:func:`store_webhooks` in a transaction of its own on a blocking engine (a thread)."""
+    with RegionSession(engine, info={REGION_KEY: region, WRITES_KEY: True}) as session, \
+            session.begin():
+        return _store(session, region, hooks, now)
+
+
+#: The owners of a batch's items; one cached statement whatever the batch size.
+_OWNERS = (
+    select(Connection.external_ref, Connection.id)
+    .where(Connection.external_ref.in_(bindparam("items", expanding=True)))
+    .order_by(Connection.created_at)
+)
+
+
+def _store(session: Session, region: str, hooks: Sequence[PlaidWebhook],
+           now: datetime | None) -> list[Receipt]:
     if not hooks:
         return []
     items = sorted({h.item_id for h in hooks if h.item_id is not None})
     owners: dict[str, str] = {}
     if items:
-        rows = await session.execute(
-            select(Connection.external_ref, Connection.id)
-            .where(Connection.external_ref.in_(items)).order_by(Connection.created_at)
-        )
+        rows = session.execute(_OWNERS, {"items": items})
         for item, owner in rows:
             if item is not None:
                 owners.setdefault(item, owner)  # the oldest, as LIMIT 1 chose before
@@ -194,8 +226,8 @@ async def store_webhooks(
     # received_at is ours and that was not coalesced is one this statement (re)armed.
     # Rows in key order: two concurrent batches sharing bodies then lock them in the same
     # order on PostgreSQL, so they queue instead of deadlocking.
-    result = await session.execute(_upsert(session.get_bind().dialect.name),
-                                   [fresh[key] for key in sorted(fresh)])
+    result = session.execute(_upsert(session.get_bind().dialect.name),
+                             [fresh[key] for key in sorted(fresh)])
     stored = {key: received == now and redelivered is None
               for key, received, redelivered in result}
     receipts = []

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aggregator.errors import MalformedId, UnknownRegion
 from aggregator.ids import parse_id
 from aggregator.settings import Settings
-from aggregator.store.engines import create_region_engine, with_begin
+from aggregator.store.engines import blocking_sqlite_writer, create_region_engine, with_begin
 from aggregator.store.residency import REGION_KEY, WRITES_KEY, RegionSession
 
 
@@ -49,6 +50,7 @@ class RegionRouter:
             name: self._maker(name, with_begin(engine, "DEFERRED"), writes=False)
             for name, engine in self._engines.items()
         }
+        self._blocking: dict[str, Engine | None] = {}
 
     @staticmethod
     def _maker(
@@ -67,6 +69,14 @@ class RegionRouter:
 
     def engine(self, region: str) -> AsyncEngine:
         return self._engines[self.check_region(region)]
+
+    def blocking_writer(self, region: str) -> Engine | None:
+        """``region``'s synchronous SQLite writer engine, for a transaction run whole in a
+        worker thread; ``None`` on PostgreSQL (see
+        :func:`~aggregator.store.engines.blocking_sqlite_writer`)."""
+        if region not in self._blocking:
+            self._blocking[region] = blocking_sqlite_writer(region, self.engine(region))
+        return self._blocking[region]
 
     def session(self, region: str) -> AsyncSession:
         """A session for a unit of work that writes to ``region``."""
@@ -95,6 +105,9 @@ class RegionRouter:
     async def dispose(self) -> None:
         for engine in self._engines.values():
             await engine.dispose()
+        for writer in self._blocking.values():
+            if writer is not None:
+                writer.dispose()
 
     async def __aenter__(self) -> RegionRouter:
         return self

@@ -12,14 +12,16 @@ down) answers 503 with ``Retry-After``, so Plaid retries instead of reading a pe
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from aggregator.http.metrics import HttpMetrics
 from aggregator.http.problems import ProblemType, problem, status_problem
 from aggregator.http.routing import ApiRoute, Call, Operation
-from aggregator.plaid.receiver import PlaidWebhooks
+from aggregator.plaid.receiver import PlaidWebhooks, Receipt
 from connectors import RejectReason, WebhookRejected
 
 SERVICE_KEY = "plaid_webhooks"  # Services.extra key of the PlaidWebhooks receiver
@@ -27,6 +29,10 @@ _REJECTED = ProblemType("webhook_rejected", 400, "Webhook rejected",
                         "The webhook did not pass verification.")
 _RETRY = ProblemType("webhook_retry", 503, "Webhook not verifiable yet",
                      "The webhook's signing key cannot be checked now; retry later.")
+
+
+#: The three answers, rendered once.
+_ANSWERS = {r: json.dumps({"status": r.value}, separators=(",", ":")).encode() for r in Receipt}
 
 
 class _TooLarge(Exception):
@@ -66,7 +72,7 @@ async def post_plaid_webhook(call: Call) -> Response:
             wait = str(max(1, round(exc.retry_after or 1)))
             return problem(_RETRY, instance=request.url.path, headers={"Retry-After": wait})
         return problem(_REJECTED, instance=request.url.path)
-    return JSONResponse({"status": receipt.value})
+    return Response(_ANSWERS[receipt], media_type="application/json")
 
 
 def routes() -> list[BaseRoute]:
