@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import bindparam, case, null, select
+from sqlalchemy import bindparam, case, literal_column, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,7 +56,7 @@ _events = table_of(PlaidWebhookEvent)
 #: Webhooks stored per transaction at most.
 MAX_BATCH = 64
 #: Concurrent write transactions per PostgreSQL region (SQLite: one).
-PG_WRITERS = 4
+PG_WRITERS = 1
 _Queued = tuple[PlaidWebhook, "asyncio.Future[Receipt]"]
 
 
@@ -254,7 +254,9 @@ def _upsert(dialect: str) -> Any:
 def _rearm_or_coalesce(new: Any) -> dict[str, Any]:
     """SET clauses of the upsert: keep a pending row (noting the repeat), re-arm any other."""
     c = _events.c
-    pending = c.status == WebhookStatus.PENDING
+    # Constants written into the SQL, not bound: every bound value of the SET clause is
+    # processed again for every row of an executemany (ten enum conversions per row).
+    pending = c.status == literal_column(f"'{WebhookStatus.PENDING.value}'")
 
     def pick(column: str, rearmed: Any) -> Any:
         return case((pending, c[column]), else_=rearmed)
@@ -265,7 +267,7 @@ def _rearm_or_coalesce(new: Any) -> dict[str, Any]:
         "signed_at": pick("signed_at", new.signed_at),
         "received_at": pick("received_at", new.received_at),
         "available_at": pick("available_at", new.available_at),
-        "attempts": pick("attempts", 0),
+        "attempts": pick("attempts", literal_column("0")),
         "outcome": pick("outcome", null()),
         "applied_at": pick("applied_at", null()),
         "redelivered_at": case((pending, new.received_at), else_=null()),
