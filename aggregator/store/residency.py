@@ -142,7 +142,10 @@ _flags_by_table: dict[str, dict[str, tuple[str, RegionFlag]]] = {}
 
 def _check_row(table: Table, row: Mapping[str, Any], region: str) -> None:
     for key, column, flag in _guarded(table.fullname, tuple(row)):
-        check_value(table.name, column, flag, row[key], region)
+        value = row[key]
+        # A list is a column's values as one array (INSERT … SELECT FROM unnest(…)).
+        for item in value if isinstance(value, list) else (value,):
+            check_value(table.name, column, flag, item, region)
 
 
 @functools.lru_cache(maxsize=1024)
