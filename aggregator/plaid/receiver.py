@@ -22,10 +22,14 @@ per-region FIFO semaphore: a request queues its webhook, takes a writer slot, an
 commits whatever is queued (its own webhook included) unless an earlier writer already
 did. No request ever writes more than one batch for others, so none waits for more than
 a commit in flight plus its own, however long the queue grows. SQLite takes one write
-transaction at a time, so it has one slot; PostgreSQL has :data:`PG_WRITERS`, whose
-commits overlap (its WAL flush is shared by the commits waiting on it) instead of
-queueing behind one another. A batch costs two statements whatever its size
-(:func:`store_webhooks`): one lookup of the items' connections and one multi-row upsert.
+transaction at a time, so it has one slot; PostgreSQL has :data:`PG_WRITERS` (one: the
+receiver is bound by its own CPU, and fewer, larger batches cost less of it than
+overlapping commits save; bench/README.md, webhook row). A batch costs two statements
+whatever its size (:func:`store_webhooks`): one lookup of the items' connections and one
+upsert (PostgreSQL: ``INSERT … SELECT FROM unnest`` of one array per column; SQLite: a
+multi-row ``VALUES``). On SQLite the batch's transaction runs whole in a worker thread on
+the region's blocking writer engine (:meth:`RegionRouter.blocking_writer`): one hand-over
+to a thread per batch instead of one per statement and cursor call.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import String, bindparam, case, func, literal_column, null, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection as CoreConnection
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -48,14 +53,14 @@ from sqlalchemy.orm import Session
 from aggregator.models import Connection, PlaidWebhookEvent, WebhookStatus
 from aggregator.models.base import table_of
 from aggregator.store import RegionRouter
-from aggregator.store.residency import REGION_KEY, WRITES_KEY, RegionSession
 from connectors import PlaidWebhook, WebhookRejected, WebhookVerifier
 
 log = logging.getLogger("aggregator.plaid.webhooks")
 _events = table_of(PlaidWebhookEvent)
 #: Webhooks stored per transaction at most.
 MAX_BATCH = 64
-#: Concurrent write transactions per PostgreSQL region (SQLite: one).
+#: Concurrent write transactions per PostgreSQL region (SQLite: one). Four overlapped
+#: commits but made batches four times smaller: more CPU per webhook, fewer per second.
 PG_WRITERS = 1
 _Queued = tuple[PlaidWebhook, "asyncio.Future[Receipt]"]
 
@@ -181,9 +186,8 @@ async def store_webhooks(
 def _write(engine: Engine, region: str, hooks: Sequence[PlaidWebhook],
            now: datetime) -> list[Receipt]:
     """:func:`store_webhooks` in a transaction of its own on a blocking engine (a thread)."""
-    with RegionSession(engine, info={REGION_KEY: region, WRITES_KEY: True}) as session, \
-            session.begin():
-        return _store(session, region, hooks, now)
+    with engine.begin() as connection:  # Core: an ORM session costs more and adds nothing
+        return _store(connection, region, hooks, now)
 
 
 #: The owners of a batch's items; one cached statement whatever the batch size.
@@ -194,15 +198,14 @@ _OWNERS = (
 )
 
 
-def _store(session: Session, region: str, hooks: Sequence[PlaidWebhook],
+def _store(session: Session | CoreConnection, region: str, hooks: Sequence[PlaidWebhook],
            now: datetime | None) -> list[Receipt]:
     if not hooks:
         return []
     items = sorted({h.item_id for h in hooks if h.item_id is not None})
     owners: dict[str, str] = {}
     if items:
-        rows = session.execute(_OWNERS, {"items": items})
-        for item, owner in rows:
+        for item, owner in session.execute(_OWNERS, {"items": items}):
             if item is not None:
                 owners.setdefault(item, owner)  # the oldest, as LIMIT 1 chose before
     now = now or datetime.now(UTC)
@@ -225,7 +228,8 @@ def _store(session: Session, region: str, hooks: Sequence[PlaidWebhook],
     # Rows in key order: two concurrent batches sharing bodies then lock them in the same
     # order on PostgreSQL, so they queue instead of deadlocking.
     rows = [fresh[key] for key in sorted(fresh)]
-    if session.get_bind().dialect.name == "postgresql":
+    bind = session.get_bind() if isinstance(session, Session) else session
+    if bind.dialect.name == "postgresql":
         # One statement of one size whatever the batch: each column as one array. The
         # multi-row VALUES form had 13 parameters a row, too many for psycopg's cache of
         # converted queries: re-parsing it was a fifth of the receiver's CPU.
