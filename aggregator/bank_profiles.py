@@ -7,18 +7,24 @@ when ``[banks] sandbox = true`` (or ``AGGREGATOR_BANKS_SANDBOX=true``). Profiles
 operator's ``[banks] directories`` always load. A production deployment therefore never
 offers "Sandbox Bank (EU)" to its users unless someone asked for it, and a new sandbox
 profile added to ``connectors/banks/`` follows the same switch without a marker of its own.
+A profile's ``dev_private_key`` is generated here, in the data directory
+(:mod:`aggregator.sandbox_keys`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aggregator.sandbox_keys import resolve_sandbox_keys
 from aggregator.settings import Settings
-from connectors import BankProfile, load_profiles
+from connectors import BankProfile, bank_ssl_context, load_client_credentials, load_profiles
 from connectors.profiles import BUILTIN_PROFILES_DIR
+
+log = logging.getLogger(__name__)
 
 #: The setting that turns the sandbox banks on, as an operator writes it.
 SANDBOX_SETTING = "[banks] sandbox = true (or AGGREGATOR_BANKS_SANDBOX=true)"
@@ -33,7 +39,30 @@ def gateway_profiles(
     settings: Settings, overrides: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, BankProfile]:
     """The profiles this gateway offers: the operator's, plus the sandboxes if opted in."""
-    return load_profiles(settings.bank_dirs, overrides, include_builtin=settings.sandbox_banks)
+    profiles = load_profiles(settings.bank_dirs, overrides,
+                             include_builtin=settings.sandbox_banks)
+    return resolve_sandbox_keys(profiles, settings.data_dir)
+
+
+def check_profiles(settings: Settings) -> dict[str, BankProfile]:
+    """Load every bank profile and the credentials of those in a served region.
+
+    A typo in a profile, a missing client secret or an unreadable (or group-readable)
+    transport certificate key stops start-up here instead of failing the first user who
+    picks that bank.
+    """
+    profiles = gateway_profiles(settings)
+    for profile in profiles.values():
+        if profile.region in settings.regions:
+            load_client_credentials(profile)
+            bank_ssl_context(profile)
+            for url in (profile.issuer, profile.api.base_url):
+                problem = settings.egress.url_problem(url)
+                if problem:  # the built-in loopback sandboxes, in production
+                    log.warning("bank %s is unreachable under the egress policy: %s",
+                                profile.id, problem)
+                    break
+    return profiles
 
 
 @dataclass(frozen=True, slots=True)

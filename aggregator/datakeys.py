@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from aggregator.errors import ResidencyViolation, SealReservationMissing
@@ -43,6 +43,7 @@ from aggregator.ids import UserId, parse_id
 from aggregator.models import DataKeyErasure, DataKeyRecord, RegionSecret
 from aggregator.models.base import table_of, utcnow
 from aggregator.store.engines import with_begin
+from aggregator.store.quick import QuickReader
 from aggregator.store.residency import WRITES_KEY
 from aggregator.store.router import RegionRouter
 from vault import DataKeyDestroyed, Envelope, KeyProvider, VaultError, WrappedKey
@@ -50,6 +51,12 @@ from vault import DataKeyDestroyed, Envelope, KeyProvider, VaultError, WrappedKe
 log = logging.getLogger(__name__)
 _data_keys = table_of(DataKeyRecord)
 _erasures = table_of(DataKeyErasure)
+#: Statements built once, run by a session or by a :class:`QuickReader`.
+_KEY_OF_USER = select(_data_keys).where(_data_keys.c.user_id == bindparam("user_id"))
+_LAST_ERASURE = select(func.max(_erasures.c.seq))
+_ERASURES_AFTER = (select(_erasures.c.seq, _erasures.c.dek_digest)
+                   .where(_erasures.c.seq > bindparam("seq")).order_by(_erasures.c.seq))
+_Rows = Callable[[Any, dict[str, Any]], Awaitable[Sequence[Any]]]
 #: How often a process looks for erasures made by others (:meth:`DataKeys.notice_erasures`).
 ERASURE_POLL_SECONDS = 2.0
 ERASURE_ROWS_KEPT = timedelta(days=1)
@@ -80,7 +87,8 @@ class SealLedger:
         self._engine = with_begin(engine, "IMMEDIATE")
         self._sqlite = engine.dialect.name == "sqlite"
         self.block = block
-        self._low_water = low_water
+        #: ``ensure`` has nothing to do while at least this many seals are reserved.
+        self.low_water = low_water
         self._blocks: dict[str, _Block] = {}
 
     # -- vault.SealCounter ----------------------------------------------------
@@ -107,7 +115,7 @@ class SealLedger:
 
     async def ensure(self, dek_id: str, session: AsyncSession | None = None) -> None:
         """Make sure at least ``low_water`` seals are reserved for ``dek_id``."""
-        if self.available(dek_id) >= self._low_water:
+        if self.available(dek_id) >= self.low_water:
             return
         stmt = (
             update(_data_keys)
@@ -172,27 +180,30 @@ class DataKeys:
         elsewhere within that time, and drops the key material from memory then rather
         than when its cache entry expires.
         """
+        async def rows(statement: Any, params: dict[str, Any]) -> Sequence[Any]:
+            return (await session.execute(statement, params)).all()
+
+        return await self._notice(rows, force=force)
+
+    async def _notice(self, rows: _Rows, *, force: bool = False) -> int:
         now = time.monotonic()
         if not force and now - self._polled_at < self._poll_every:
             return 0
         self._polled_at = now
-        c = _erasures.c
         if self._erasure_seq is None:  # start from now: keys cached later are loaded anew
-            last = (await session.execute(select(func.max(c.seq)))).scalar()
+            (last,) = (await rows(_LAST_ERASURE, {}))[0]
             self._erasure_seq = int(last or 0)
             return 0
-        rows = (await session.execute(
-            select(c.seq, c.dek_digest).where(c.seq > self._erasure_seq).order_by(c.seq)
-        )).all()
-        if not rows:
+        found = await rows(_ERASURES_AFTER, {"seq": self._erasure_seq})
+        if not found:
             return 0
-        self._erasure_seq = max(int(row.seq) for row in rows)
-        gone = {bytes(row.dek_digest) for row in rows}
+        self._erasure_seq = max(int(seq) for seq, _ in found)
+        gone = {bytes(digest) for _, digest in found}
         for dek_id in self._envelope.cached_ids():
             if _dek_digest(dek_id) in gone:
                 self._envelope.forget(dek_id)
                 self._ledger.forget(dek_id)
-        return len(rows)
+        return len(found)
 
     def _check(self, user_id: str) -> None:
         if parse_id(user_id, kind="usr").region != self.region:
@@ -223,6 +234,28 @@ class DataKeys:
         row = (await session.execute(
             select(_data_keys).where(_data_keys.c.user_id == user_id)
         )).one_or_none()
+        wrapped = await self._adopt(row, user_id)
+        if session.info.get(WRITES_KEY):
+            await self._ledger.ensure(wrapped.dek_id, session)  # before this session writes
+        return wrapped
+
+    async def load_quick(self, reader: QuickReader, user_id: UserId) -> WrappedKey:
+        """:meth:`load` for the hot reads, through the region's quick reader (one
+        statement, no session). Read-only: it never reserves seals."""
+        self._check(user_id)
+        await self._notice(reader.rows)
+        found = await reader.rows(_KEY_OF_USER, {"user_id": user_id})
+        return await self._adopt(found[0] if found else None, user_id)
+
+    async def adopt_quick(self, reader: QuickReader, row: Any, user_id: UserId) -> WrappedKey:
+        """:meth:`load_quick` for a ``data_keys`` row the caller read in its own batch of
+        statements (:meth:`QuickReader.rows_of`); None: the user has no key."""
+        self._check(user_id)
+        await self._notice(reader.rows)
+        return await self._adopt(row, user_id)
+
+    async def _adopt(self, row: Any, user_id: UserId) -> WrappedKey:
+        """The wrapped key of a ``data_keys`` row, unwrapped into the cache if need be."""
         if row is None:
             self._envelope.forget(dek_id_for(user_id))  # erased elsewhere: drop any copy
             raise DataKeyDestroyed(f"user {user_id} has no data key (erased or never created)")
@@ -232,8 +265,6 @@ class DataKeys:
         self._note_previous(row)
         if not self._envelope.is_cached(wrapped.dek_id):
             await asyncio.to_thread(self._envelope.prepare, wrapped)
-        if session.info.get(WRITES_KEY):
-            await self._ledger.ensure(wrapped.dek_id, session)  # before this session writes
         return wrapped
 
     def _note_previous(self, row: Any) -> None:

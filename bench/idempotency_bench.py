@@ -88,7 +88,8 @@ def _serve(directory: str, url: str, ports: Any) -> None:
     import uvicorn
 
     from aggregator.custody import open_custody
-    from aggregator.http import Services, create_app
+    from aggregator.http import Services
+    from aggregator.http.app import create_app
     from aggregator.http.serving import bind, server_config
     from aggregator.store import RegionRouter
 

@@ -153,9 +153,10 @@ def _gateway_app(directory: Path, url: str, jwk: Mapping[str, Any]) -> Any:
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
-    from aggregator.http import Services, create_app
-    from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
+    from aggregator.http import Services
+    from aggregator.http.app import create_app
     from aggregator.plaid import PlaidWebhooks
+    from aggregator.plaid.needs import SERVICE_KEY
     from aggregator.settings import RegionSettings, Settings
     from aggregator.store import RegionRouter, upgrade
     from aggregator.store.engines import create_region_engine

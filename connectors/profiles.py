@@ -3,9 +3,11 @@
 A profile is data (issuer, scopes, client registration, API dialect, display data); a
 bank's deviations from the specifications are named hooks (:mod:`connectors.hooks`).
 Secrets never live in a profile: it names where they are (``client_secret_env``,
-``private_key_pem_env``, ``private_key_file``). The one exception is
-``client_secret_dev_default``, accepted only when the issuer is a loopback address: the
-sandbox bank's published development secret. Every problem is a
+``private_key_pem_env``, ``private_key_file``). The exceptions are for loopback issuers
+only: ``client_secret_dev_default``, the sandbox bank's published development secret, and
+``dev_private_key``, the name of a development signing key that the application generates
+on first use in its own data directory (no private key ships in the package; the gateway
+resolves it, ``aggregator/sandbox_keys.py``). Every problem is a
 :class:`~connectors.errors.ProfileError` naming the file, the key and what is wrong, so
 an operator fixes a typo before the first user is sent to a bank.
 
@@ -247,6 +249,9 @@ class BankProfile:
     client_secret_dev_default: str | None = field(default=None, repr=False)
     private_key_pem_env: str | None = None
     private_key_file: Path | None = None
+    #: Only for loopback development banks: the name of a generated development key,
+    #: resolved into `private_key_file` by the application before credentials are read.
+    dev_private_key: str | None = None
     signing_alg: str | None = None
     client_key_id: str | None = None
     use_par: ParMode = ParMode.AUTO
@@ -314,6 +319,7 @@ _TOP_KEYS = frozenset(
         "client_secret_dev_default",
         "private_key_pem_env",
         "private_key_file",
+        "dev_private_key",
         "signing_alg",
         "client_key_id",
         "use_par",
@@ -498,6 +504,7 @@ def _consent(t: Table, default_days: int | None) -> ConsentPolicy:
     return ConsentPolicy(max_days=days, expiry_field=field_name)
 
 
+_DEV_KEY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -521,12 +528,25 @@ def _credentials(
     dev_default = t.optional_string("client_secret_dev_default")
     pem_env = t.env_name("private_key_pem_env")
     key_file = t.path("private_key_file", base=base)
+    dev_key = t.optional_string("dev_private_key", pattern=_DEV_KEY_NAME)
     alg = t.optional_choice("signing_alg", ["PS256", "ES256"])
     kid = t.optional_string("client_key_id")
     if key_file is not None and key_file.parent == BUILTIN_PROFILES_DIR and not loopback:
-        # The package ships one published key, for its loopback FAPI 2.0 sandbox only.
-        raise t.error("private_key_file", "the key shipped with the package is public; "
+        # Anything inside the package is published with it: never a real bank's key.
+        raise t.error("private_key_file", "a key inside the package is public; "
                       "use your own key (private_key_pem_env or a file of yours)")
+    if dev_key is not None and not loopback:
+        # A generated development key is for the loopback sandbox banks only.
+        raise t.error("dev_private_key", "a generated development key is allowed only for "
+                      "a loopback development bank; use private_key_pem_env or "
+                      "private_key_file")
+    if dev_key is not None:
+        if key_file is not None or pem_env is not None:
+            raise t.error("dev_private_key", "name one key: dev_private_key, "
+                          "private_key_pem_env or private_key_file")
+        if alg is None:
+            raise t.error("signing_alg", "dev_private_key needs signing_alg (the key type "
+                          "generated follows it)")
     if dev_default is not None and not loopback:
         raise t.error(
             "client_secret_dev_default",
@@ -542,12 +562,13 @@ def _credentials(
         for key, value in (
             ("private_key_pem_env", pem_env),
             ("private_key_file", key_file),
+            ("dev_private_key", dev_key),
             ("signing_alg", alg),
         ):
             if value is not None:
                 raise t.error(key, f"only used with private_key_jwt, not {method.value}")
     elif method is ClientAuthMethod.PRIVATE_KEY_JWT:
-        if (pem_env is None) == (key_file is None):
+        if (pem_env is None) == (key_file is None) and dev_key is None:
             raise t.error(
                 "private_key_pem_env",
                 "private_key_jwt needs exactly one of private_key_pem_env and private_key_file",
@@ -560,12 +581,12 @@ def _credentials(
             ("client_secret_dev_default", dev_default),
         )
         if signs_requests:
-            if (pem_env is None) == (key_file is None):
+            if (pem_env is None) == (key_file is None) and dev_key is None:
                 raise t.error("private_key_pem_env", "signed request objects need exactly "
                               "one of private_key_pem_env and private_key_file")
         else:
             keys += (("private_key_pem_env", pem_env), ("private_key_file", key_file),
-                     ("signing_alg", alg))
+                     ("dev_private_key", dev_key), ("signing_alg", alg))
         for key, value in keys:
             if value is not None:
                 raise t.error(key, f"not used with {method.value}: the certificate is the "
@@ -575,6 +596,7 @@ def _credentials(
         "client_secret_dev_default": dev_default,
         "private_key_pem_env": pem_env,
         "private_key_file": key_file,
+        "dev_private_key": dev_key,
         "signing_alg": alg,
         "client_key_id": kid,
     }

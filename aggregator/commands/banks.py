@@ -12,6 +12,7 @@ import httpx
 
 from aggregator.bank_profiles import SANDBOX_SETTING, profile_statuses
 from aggregator.errors import ConfigError
+from aggregator.sandbox_keys import resolve_sandbox_keys
 from aggregator.settings import Settings, load_settings
 from connectors import (
     BankProfile,
@@ -104,6 +105,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.issuer:
         overrides = {args.bank_id: {"issuer": args.issuer}}
         profile = load_profiles(settings.bank_dirs, overrides)[args.bank_id]
+    profile = resolve_sandbox_keys({profile.id: profile}, settings.data_dir)[profile.id]
     return asyncio.run(_inspect(profile, args.timeout, settings))
 
 

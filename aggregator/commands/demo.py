@@ -43,7 +43,8 @@ from starlette.routing import BaseRoute, Route
 from aggregator.applications import create_application
 from aggregator.bank_profiles import gateway_profiles
 from aggregator.custody import open_custody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.keyring import envelope_for
 from aggregator.link.pages import message_page, success_page
@@ -59,7 +60,7 @@ from aggregator.sandbox import (
     SandboxClient,
     SandboxConfig,
 )
-from aggregator.sandbox.fapi2 import Fapi2SandboxBank, fapi2_client
+from aggregator.sandbox.fapi2 import Fapi2SandboxBank
 from aggregator.sandbox.modes import MODES
 from aggregator.settings import Settings, load_settings
 from aggregator.store import RegionRouter, upgrade
@@ -135,33 +136,26 @@ def _gateway_client() -> SandboxClient:
                          redirect_uris=CALLBACK_URIS)
 
 
-def _plain_bank() -> tuple[SandboxBank, tuple[str, ...]]:
+def _plain_bank(data_dir: Path) -> tuple[SandboxBank, tuple[str, ...]]:
     return SandboxBank(SandboxConfig(clients=[_gateway_client()])), SANDBOX_BANKS
 
 
-def _fapi2_bank() -> tuple[SandboxBank, tuple[str, ...]]:
-    # The FAPI 2.0 development client signs with the key the sandbox-fapi2 profile names.
-    config = SandboxConfig(clients=[fapi2_client(CALLBACK_URIS)], require_par=True)
-    return Fapi2SandboxBank(config), ("sandbox-fapi2",)
+def _mode(bank_id: str) -> Callable[[Path], tuple[SandboxBank, tuple[str, ...]]]:
+    # A private_key_jwt client (FAPI 2.0, UK Open Banking) registers the public half of
+    # the key its profile's dev_private_key names, generated in the data directory the
+    # gateway reads it from (aggregator/sandbox_keys.py). Berlin Group: OAuth2 SCA.
+    def build(data_dir: Path) -> tuple[SandboxBank, tuple[str, ...]]:
+        return MODES[bank_id](CALLBACK_URIS, data_dir), (bank_id,)
+
+    return build
 
 
 #: ``--bank`` → the sandbox to run and the profiles pointed at it.
-def _obie_bank() -> tuple[SandboxBank, tuple[str, ...]]:
-    # UK Open Banking (aggregator/sandbox/obie.py); its client holds the public half of
-    # the development key the sandbox-obie profile names.
-    return MODES["sandbox-obie"](CALLBACK_URIS), ("sandbox-obie",)
-
-
-def _berlin_bank() -> tuple[SandboxBank, tuple[str, ...]]:
-    # Berlin Group NextGenPSD2 (aggregator/sandbox/berlin_api.py), OAuth2 SCA approach.
-    return MODES["sandbox-berlin"](CALLBACK_URIS), ("sandbox-berlin",)
-
-
-DEMO_BANKS: dict[str, Callable[[], tuple[SandboxBank, tuple[str, ...]]]] = {
-    "sandbox-berlin": _berlin_bank,
+DEMO_BANKS: dict[str, Callable[[Path], tuple[SandboxBank, tuple[str, ...]]]] = {
+    "sandbox-berlin": _mode("sandbox-berlin"),
     "sandbox-eu": _plain_bank,
-    "sandbox-fapi2": _fapi2_bank,
-    "sandbox-obie": _obie_bank,
+    "sandbox-fapi2": _mode("sandbox-fapi2"),
+    "sandbox-obie": _mode("sandbox-obie"),
 }
 
 
@@ -208,7 +202,7 @@ async def _running(settings: Settings, out: Out, bank_id: str = "sandbox-eu"
         custody = await open_custody(router, settings)
         for keys in custody.values():
             stack.callback(keys.close)
-        bank, served = DEMO_BANKS[bank_id]()
+        bank, served = DEMO_BANKS[bank_id](settings.data_dir)
         try:
             bank_url = await stack.enter_async_context(bank.serve("127.0.0.1", BANK_PORT))
         except OSError:  # taken: any free port will do

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from aggregator.erasure import ErasureJob, open_requests, request_erasure
 from aggregator.erasure.requests import ErasureConfig, overdue, user_digest
 from aggregator.errors import ConfigError, MalformedId
-from aggregator.http.services import open_services
+from aggregator.http.app import open_services
 from aggregator.ids import ApplicationId, parse_id
 from aggregator.models import ErasureRequest, ErasureState, User
 from aggregator.models.base import utcnow

@@ -8,9 +8,11 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aggregator.sandbox import DEV_CLIENT_ID, TEST_USERS, SandboxBank
+from aggregator.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -35,22 +37,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run)
 
 
-def _fapi2() -> SandboxBank:
-    from aggregator.sandbox.fapi2 import Fapi2SandboxBank
+def _mode(bank_id: str) -> Callable[[Path], SandboxBank]:
+    def build(data_dir: Path) -> SandboxBank:
+        from aggregator.sandbox.config import DEV_REDIRECT_URIS
+        from aggregator.sandbox.modes import MODES as BANKS
 
-    return Fapi2SandboxBank()
+        return BANKS[bank_id](DEV_REDIRECT_URIS, data_dir)
 
-
-def _obie() -> SandboxBank:
-    from aggregator.sandbox.config import DEV_REDIRECT_URIS
-    from aggregator.sandbox.modes import MODES as BANKS
-
-    return BANKS["sandbox-obie"](DEV_REDIRECT_URIS)
+    return build
 
 
-#: The bank each ``--mode`` serves.
-MODES: dict[str, Callable[[], SandboxBank]] = {
-    "oauth2": SandboxBank, "fapi2": _fapi2, "obie": _obie,
+#: The bank each ``--mode`` serves, given the data directory its client keys live in
+#: (shared with the gateway: aggregator/sandbox_keys.py).
+MODES: dict[str, Callable[[Path], SandboxBank]] = {
+    "oauth2": lambda _: SandboxBank(), "fapi2": _mode("sandbox-fapi2"),
+    "obie": _mode("sandbox-obie"),
 }
 #: Each mode's default port: where its built-in profile's issuer points.
 PORTS = {"oauth2": 8600, "fapi2": 8610, "obie": 8601}
@@ -58,8 +59,11 @@ PORTS = {"oauth2": 8600, "fapi2": 8610, "obie": 8601}
 
 def run(args: argparse.Namespace) -> int:
     port = PORTS[args.mode] if args.port is None else args.port
+    config = getattr(args, "config", None)  # the global --config, when run from the CLI
+    settings = load_settings(Path(config) if config else None)
+    bank = MODES[args.mode](settings.data_dir)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops it
-        asyncio.run(_serve(MODES[args.mode](), args.host, port))
+        asyncio.run(_serve(bank, args.host, port))
     return 0
 
 

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aggregator.bank_profiles import check_profiles
 from aggregator.errors import ConfigError
-from aggregator.http import configure_logging, create_app, open_services
-from aggregator.http.services import check_profiles
+from aggregator.http import configure_logging
+from aggregator.http.app import create_app, open_services
 from aggregator.http.serving import base_url, bind, http_implementation, serve_forever
 from aggregator.settings import Settings, load_settings
 

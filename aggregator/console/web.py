@@ -154,25 +154,17 @@ async def _signed_in(request: Request) -> tuple[SignedIn, str] | None:
 
 def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
     """A page any signed-in operator may read."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            found = await _signed_in(request)
-        except NoRegionAvailable:
-            return _no_region(request)
-        if found is None:
-            return _to_sign_in(request)
-        who, token = found
-        request.state.operator, request.state.csrf = who, csrf_token(token)
-        return await handler(request, who)
-
-    endpoint.__name__ = handler.__name__
-    return endpoint
+    return _signed_in_endpoint(handler, form=False, admin=False)
 
 
 def action(handler: Page, *, admin: bool = True) -> Callable[[Request], Awaitable[Response]]:
     """A form ``POST``: signed in, CSRF token and origin checked, admin unless not needed."""
+    return _signed_in_endpoint(handler, form=True, admin=admin)
 
+
+def _signed_in_endpoint(
+    handler: Page, *, form: bool, admin: bool
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             found = await _signed_in(request)
@@ -182,18 +174,27 @@ def action(handler: Page, *, admin: bool = True) -> Callable[[Request], Awaitabl
             return _to_sign_in(request)
         who, token = found
         request.state.operator, request.state.csrf = who, csrf_token(token)
-        form = await request.form()
-        presented = form.get("csrf")
-        if (not isinstance(presented, str) or not csrf_matches(token, presented)
-                or not _same_origin(request)):
-            return message(request, "Form expired",
-                           "This form was not sent from a console page of this session. "
-                           "Go back, reload the page and try again.", status=403)
-        if admin and not who.is_admin:
-            return message(request, "Not allowed",
-                           "Your role is viewer: you can read every page, but only an "
-                           "admin can act.", status=403)
+        if form:
+            refused = await _refused_form(request, who, token, admin=admin)
+            if refused is not None:
+                return refused
         return await handler(request, who)
 
     endpoint.__name__ = handler.__name__
     return endpoint
+
+
+async def _refused_form(
+    request: Request, who: SignedIn, token: str, *, admin: bool
+) -> Response | None:
+    presented = (await request.form()).get("csrf")
+    if (not isinstance(presented, str) or not csrf_matches(token, presented)
+            or not _same_origin(request)):
+        return message(request, "Form expired",
+                       "This form was not sent from a console page of this session. "
+                       "Go back, reload the page and try again.", status=403)
+    if admin and not who.is_admin:
+        return message(request, "Not allowed",
+                       "Your role is viewer: you can read every page, but only an "
+                       "admin can act.", status=403)
+    return None

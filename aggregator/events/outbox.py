@@ -33,6 +33,7 @@ EVENT_TYPES = frozenset({
     "connection.reauth_required",
     "connection.consent_expiring",
     "connection.reauthorized",
+    "link.cancelled",
     "link.failed",
     "sync.completed",
     "sync.partial",

@@ -1,21 +1,26 @@
-"""The gateway's HTTP API (Starlette): ``/v1``, problem details, OpenAPI, health, metrics.
+"""The gateway's HTTP toolkit and API (Starlette): ``/v1``, problem details, OpenAPI.
 
-What other modules use is re-exported here; the modules themselves stay small:
+What the pieces (the API routes, Link, Plaid, the console) build on is re-exported here;
+the modules themselves stay small:
 
-- :mod:`~aggregator.http.app`: :func:`create_app`, composed once from lists;
-- :mod:`~aggregator.http.services`: :class:`Services`, :func:`open_services`, the seams
-  (:class:`BankClients`, :class:`SyncJob`);
+- :mod:`~aggregator.http.services`: :class:`Services`, the seams (:class:`BankClients`,
+  :class:`SyncJob`);
 - :mod:`~aggregator.http.routing`: :class:`ApiRoute`, :class:`Operation`, :class:`Call`;
-- :mod:`~aggregator.http.routes`: one module per resource, listed in ``ROUTE_MODULES``;
+- :mod:`~aggregator.http.routes`: one module per resource of the API;
 - :mod:`~aggregator.http.problems`, :mod:`~aggregator.http.schema`,
-  :mod:`~aggregator.http.openapi`, :mod:`~aggregator.http.middleware`,
-  :mod:`~aggregator.http.logs`, :mod:`~aggregator.http.metrics`,
-  :mod:`~aggregator.http.auth`, :mod:`~aggregator.http.cursors`;
+  :mod:`~aggregator.http.openapi`, :mod:`~aggregator.http.examples`,
+  :mod:`~aggregator.http.middleware`, :mod:`~aggregator.http.logs`,
+  :mod:`~aggregator.http.metrics`, :mod:`~aggregator.http.auth`,
+  :mod:`~aggregator.http.cursors`;
 - :mod:`~aggregator.http.ratelimit`: token buckets per application, route class and
   client address (``[rate_limits]``).
+
+The composer, :mod:`aggregator.http.app` (:func:`~aggregator.http.app.create_app`,
+:func:`~aggregator.http.app.open_services`), is deliberately *not* imported here: a
+piece that imports this package must not pull in the app that includes it
+(docs/architecture.md, "Composition").
 """
 
-from aggregator.http.app import HttpOptions, create_app
 from aggregator.http.logs import configure_logging, current_request_id
 from aggregator.http.problems import (
     Conflict,
@@ -32,7 +37,6 @@ from aggregator.http.services import (
     Services,
     SyncJob,
     SyncSummary,
-    open_services,
 )
 
 __all__ = [
@@ -41,7 +45,6 @@ __all__ = [
     "Call",
     "Conflict",
     "FieldError",
-    "HttpOptions",
     "HttpProblem",
     "NotFound",
     "Operation",
@@ -50,11 +53,9 @@ __all__ = [
     "SyncSummary",
     "ValidationFailed",
     "configure_logging",
-    "create_app",
     "current_request_id",
     "decode",
     "encode",
-    "open_services",
     "problem_for",
     "rules",
 ]

@@ -5,6 +5,8 @@ an app with an undocumented route: every route must be an
 :class:`~aggregator.http.routing.ApiRoute` or say ``include_in_schema=False``.
 Schemas are JSON Schema 2020-12 (OpenAPI 3.1 §4.8.24), from
 :func:`aggregator.http.schema.json_schema`, the same declarations that validate requests.
+Every request body and response carries a whole ``example``, built from those schemas
+(:mod:`aggregator.http.examples`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, get_type_hints
 
 from starlette.routing import BaseRoute, Route
 
+from aggregator.http.examples import add_examples, media_types
 from aggregator.http.idempotency import HEADER, MAX_LENGTH, REPLAYED
 from aggregator.http.problems import MEDIA_TYPE
 from aggregator.http.ratelimit.policy import RouteClass, classify
@@ -101,7 +104,7 @@ def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> d
                 f"route {path} is not an ApiRoute; declare its Operation or pass "
                 "include_in_schema=False"
             )
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
@@ -122,6 +125,8 @@ def build_openapi(routes: Iterable[BaseRoute], *, title: str, version: str) -> d
             }, **RATE_LIMIT_HEADERS},
         },
     }
+    add_examples(document)
+    return document
 
 
 def _operation(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
@@ -143,12 +148,17 @@ def _operation(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         }}
     elif op.form:
         out["requestBody"] = {"required": True, "content": {
+            # Which fields a form carries depends on the case (a bank's error or its
+            # code); the handler checks them, so none is promised as required.
             "application/x-www-form-urlencoded": {"schema": {
-                "type": "object", "required": sorted(op.form),
+                "type": "object",
                 "properties": {name: {"type": "string", "description": description}
                                for name, description in op.form.items()},
             }},
         }}
+    for where, media in media_types(out):
+        if where in op.examples:
+            media["example"] = op.examples[where]
     return out
 
 
@@ -192,6 +202,11 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
     }}
     if op.response is not None:
         success["content"] = {op.media_type: {"schema": json_schema(op.response, schemas)}}
+    elif 300 <= op.status < 400:  # a redirect: its Location is the answer, it has no body
+        success["headers"]["Location"] = {
+            "description": "Where the browser goes next.", "schema": {"type": "string"}}
+    elif op.media_type.endswith("+json"):
+        success["content"] = {op.media_type: {"schema": {"type": "object"}}}
     elif op.media_type != "application/json":
         success["content"] = {op.media_type: {"schema": {"type": "string"}}}
     statuses = set(op.errors) | {500}
@@ -221,6 +236,6 @@ def _responses(route: Route, op: Operation, schemas: dict[str, Any]) -> dict[str
         responses[str(status)] = {
             "description": http.HTTPStatus(status).phrase,
             "headers": {**headers, **limited} if status == 429 else headers,
-            "content": error_content,
+            "content": {media: dict(body) for media, body in error_content.items()},
         }
     return responses

@@ -1,48 +1,38 @@
-"""What the HTTP layer works with, built once per process and shared by every request.
+"""What the HTTP API works with, built once per process and shared by every request.
 
-:class:`Services` is the seam between the web layer and everything else: tests build
-one from their fixtures, :func:`open_services` builds the production one (and refuses
-to start on anything wrong: a database behind the migration head, a missing KEK, a bad
-bank profile or missing bank credentials). Two parts are pluggable for the colleagues
-who own them:
+:class:`Services` is the API routes' dataclass of needs: tests build one from their
+fixtures, :func:`aggregator.http.app.open_services` (the composer) builds the production
+one. Two parts are pluggable for the colleagues who own them:
 
 - :class:`BankClients` hands out the OAuth client of a bank (revocation on
   ``DELETE /v1/connections/{id}``; the Link flow and the sync job use it too);
-  :func:`open_services` makes it an :class:`~aggregator.sync.BankDirectory`;
+  the composer makes it an :class:`~aggregator.sync.BankDirectory`;
 - :class:`SyncJob` runs one connection's sync (``POST /v1/connections/{id}/sync``);
-  :func:`open_services` installs :mod:`aggregator.link.wiring`'s; without one the
-  route answers 501.
+  the composer installs the Link piece's (:mod:`aggregator.link.wiring`); without one
+  the route answers 501.
+
+This module imports no piece (Link, Plaid, console) and not the composer: pieces build
+on it, never the other way round (docs/architecture.md, "Composition").
 
 What a part builds lazily into :attr:`Services.extra` (the rate limiter's Redis pool,
-say) it registers with :meth:`Services.close_on_exit`; :func:`open_services` closes
-those first on the way out, while the stores they may use are still open.
+say) it registers with :meth:`Services.close_on_exit`; the composer closes those first
+on the way out, while the stores they may use are still open.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import httpx
 from starlette.requests import Request
 
-from aggregator.bank_profiles import gateway_profiles
-from aggregator.custody import RegionCustody, open_custody
+from aggregator.custody import RegionCustody
 from aggregator.ids import ConnectionId
 from aggregator.settings import Settings
-from aggregator.store import RegionRouter, require_head
-from aggregator.sync import BankDirectory
-from connectors import (
-    BankOAuthClient,
-    BankProfile,
-    UserPresence,
-    bank_ssl_context,
-    egress_client,
-    load_client_credentials,
-)
+from aggregator.store import RegionRouter
+from connectors import BankOAuthClient, UserPresence
 
 log = logging.getLogger(__name__)
 
@@ -114,73 +104,3 @@ def services_of(request: Request) -> Services:
     if not isinstance(services, Services):
         raise RuntimeError("the app has no services: pass them to create_app or use lifespan")
     return services
-
-
-def check_profiles(settings: Settings) -> dict[str, BankProfile]:
-    """Load every bank profile and the credentials of those in a served region.
-
-    A typo in a profile, a missing client secret or an unreadable (or group-readable)
-    transport certificate key stops start-up here instead of failing the first user who
-    picks that bank.
-    """
-    profiles = gateway_profiles(settings)
-    for profile in profiles.values():
-        if profile.region in settings.regions:
-            load_client_credentials(profile)
-            bank_ssl_context(profile)
-            for url in (profile.issuer, profile.api.base_url):
-                problem = settings.egress.url_problem(url)
-                if problem:  # the built-in loopback sandboxes, in production
-                    log.warning("bank %s is unreachable under the egress policy: %s",
-                                profile.id, problem)
-                    break
-    return profiles
-
-
-#: Builds the process's :class:`BankClients` from the loaded profiles and the shared client.
-BankClientsFactory = Callable[[Mapping[str, BankProfile], httpx.AsyncClient], BankClients]
-
-
-@asynccontextmanager
-async def open_services(
-    settings: Settings, *, http: httpx.AsyncClient | None = None,
-    bank_clients: BankClientsFactory | None = None,
-) -> AsyncIterator[Services]:
-    """Everything a gateway process needs, checked; closed again on exit.
-
-    Outbound calls go through one :func:`connectors.egress_client` built with
-    ``settings.egress`` (the SSRF guard), unless a test passes its own ``http``; a bank
-    with a transport certificate gets its own client from the directory.
-
-    With the default ``bank_clients`` the Link flow and the sync job are installed
-    too (:func:`aggregator.link.wiring.install`, with ``settings.public_url``), so
-    ``create_app(settings)`` alone serves working Link pages. Another
-    :class:`BankClients` implementation (a test double) gets neither.
-    """
-    profiles = check_profiles(settings)
-    async with AsyncExitStack() as stack:
-        router = RegionRouter(settings)
-        stack.push_async_callback(router.dispose)
-        for region in router.regions:
-            await require_head(router.engine(region), region)
-        custody = await open_custody(router, settings)
-        for keys in custody.values():
-            stack.callback(keys.close)
-        if http is None:
-            http = await stack.enter_async_context(egress_client(settings.egress))
-        if bank_clients is None:
-            directory = BankDirectory(profiles, http, policy=settings.egress)
-            stack.push_async_callback(directory.aclose)
-            banks: BankClients = directory
-        else:
-            banks = bank_clients(profiles, http)
-        services = Services(settings, router, custody, banks)
-        stack.push_async_callback(services.aclose)  # before the router and clients close
-        if isinstance(services.banks, BankDirectory):
-            # Imported here: the Link layer builds on this module (it needs Services).
-            from aggregator.link.wiring import install
-            from aggregator.plaid.wiring import install_plaid_webhooks
-
-            install(services, public_url=settings.public_url)
-            install_plaid_webhooks(services)
-        yield services

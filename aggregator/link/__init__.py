@@ -9,6 +9,7 @@
                                                to the app's redirect   grants.py)
 
 Modules stay importable without the HTTP layer except :mod:`~aggregator.link.routes`
-and :mod:`~aggregator.link.wiring`, which plug the flow into
-:class:`aggregator.http.Services`.
+and :mod:`~aggregator.link.wiring`, which plug the flow into whatever satisfies
+:class:`~aggregator.link.needs.LinkNeeds`; the composer (:mod:`aggregator.http.app`)
+includes the routes, and nothing here imports it.
 """

@@ -10,8 +10,8 @@ from __future__ import annotations
 from starlette.responses import HTMLResponse
 
 from aggregator.link.i18n import DEFAULT
+from aggregator.link.outcome import AccountChoice
 from aggregator.link.pages import _page, _t
-from aggregator.link.picking import AccountChoice
 
 
 def accounts_page(choice: AccountChoice, *, action: str, request_id: str | None,

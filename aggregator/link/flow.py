@@ -20,8 +20,6 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import select, update
 
@@ -29,12 +27,14 @@ from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.errors import GatewayError, InvalidId
 from aggregator.events.hooks import connection_event
+from aggregator.events.outbox import emit
 from aggregator.ids import ConnectionId, new_secret, parse_secret, secret_digest
 from aggregator.link import browser as browser_binding
 from aggregator.link.errors import LinkNotFound, LinkOtherBrowser, LinkUsed
 from aggregator.link.grants import SavedGrant, save_grant
 from aggregator.link.misconfiguration import BankNotLinkable, link_failed, report
-from aggregator.link.picking import LIST_STEP, AccountChoice, offer_accounts
+from aggregator.link.outcome import DENIED, ERROR, SUCCESS, Outcome, app_redirect
+from aggregator.link.picking import LIST_STEP, offer_accounts
 from aggregator.link.sessions import OpenedLink, check_form
 from aggregator.models import LinkSession, LinkStatus
 from aggregator.models.base import table_of, utcnow
@@ -62,32 +62,7 @@ log = logging.getLogger(__name__)
 
 _links = table_of(LinkSession)
 
-SUCCESS, DENIED, ERROR = "success", "denied", "error"
 _NO_LINK = "Your bank sent you back with an answer that belongs to no link we know of."
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """Where the browser goes after the callback: the app's redirect URI, annotated."""
-
-    redirect_to: str
-    outcome: str
-    connection_id: ConnectionId | None
-    #: A two-step consent's account list: the callback shows it instead of redirecting.
-    choice: AccountChoice | None = None
-    #: Set when the bank refused our configuration: the route counts it for operators.
-    misconfigured: BankMisconfigured | None = None
-    misconfigured_bank: str | None = None
-
-
-def app_redirect(redirect_uri: str, connection_id: str | None, outcome: str) -> str:
-    """``redirect_uri`` with exactly ``connection_id`` (when known) and ``outcome`` added."""
-    parts = urlsplit(redirect_uri)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("connection_id", "outcome")]
-    if connection_id is not None:
-        query.append(("connection_id", connection_id))
-    query.append(("outcome", outcome))
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class LinkFlow:
@@ -165,7 +140,8 @@ class LinkFlow:
         request_id: str | None = None,
     ) -> Outcome:
         """The person chose "cancel and return to the app" before picking a bank: the
-        session ends (``failed``) and the app hears ``outcome=cancelled``."""
+        session ends (``failed``), the browser returns with ``outcome=cancelled`` and the
+        app's backend gets ``link.cancelled`` (a user's choice, not a ``link.failed``)."""
         check_form(opened, self.custody[opened.region], nonce, None)
         link, now = opened.session, utcnow()
         c = _links.c
@@ -181,6 +157,8 @@ class LinkFlow:
                 session, actor=link.user_id, action="link_session.cancelled",
                 target_id=link.id, request_id=request_id, client_ip=_network(client_ip),
             )
+            await emit(session, link.application_id, "link.cancelled",
+                       {"link_session_id": link.id, "user_id": link.user_id})
         target = link.update_connection_id
         return Outcome(app_redirect(link.redirect_uri, target, "cancelled"), "cancelled",
                        target)

@@ -5,8 +5,8 @@ unknown redirect URI, or requires PAR that the profile turns off
 (:class:`~connectors.BankMisconfigured`), waiting will not help and the user cannot fix
 it. So:
 
-- the user sees "this bank can't be linked right now" (:class:`BankNotLinkable`), not
-  "your bank is not reachable";
+- the user sees "this bank can't be linked right now" (:class:`BankNotLinkable`), in the
+  page's language, not "your bank is not reachable";
 - the application gets ``link.failed`` with the reason code (``par_required``…);
 - the operator gets an error log line and ``aggregator_bank_misconfigured_total`` naming
   the bank profile and the setting to look at.
@@ -35,10 +35,12 @@ class BankNotLinkable(LinkError):
     code = "bank_misconfigured"
     status = 502
     title = "This bank can't be linked right now"
+    #: The page's text; it and ``title`` are msgids of the Link catalogues (de, fr, es).
+    message = ("This bank cannot be linked through this app at the moment. "
+               "Nothing is wrong with your account.")
 
     def __init__(self, cause: BankMisconfigured, bank_id: str) -> None:
-        super().__init__("This bank cannot be linked through this app at the moment. "
-                         "Nothing is wrong with your account.")
+        super().__init__(self.message)
         self.cause = cause
         self.bank_id = bank_id
 

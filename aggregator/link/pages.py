@@ -50,6 +50,7 @@ _ADVICE = {
     403: "Finish connecting in the browser where you opened the link, or go back to the "
          "app and start again.",
     421: "Open the link exactly as the app gave it to you.",
+    502: "Go back to the app and choose another bank, or try this one again later.",
 }
 _GENERIC_ADVICE = "Please go back to the app and try again in a few minutes."
 

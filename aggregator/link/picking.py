@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
@@ -30,6 +29,7 @@ from aggregator import audit
 from aggregator.custody import RegionCustody
 from aggregator.ids import new_secret, secret_digest
 from aggregator.link.errors import LinkFormInvalid, LinkUsed
+from aggregator.link.outcome import ERROR, AccountChoice, Offered, Outcome
 from aggregator.models import LinkSession, LinkStatus
 from aggregator.models.base import table_of
 from aggregator.sealing import Field
@@ -42,7 +42,7 @@ from connectors import (
 )
 
 if TYPE_CHECKING:
-    from aggregator.link.flow import LinkFlow, Outcome
+    from aggregator.link.flow import LinkFlow
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +53,12 @@ _links = table_of(LinkSession)
 _MAX_OFFERED = 50
 
 
-@dataclass(frozen=True, slots=True)
-class Offered:
-    """One account on the picking page: never the full IBAN, which stays sealed."""
-
-    name: str
-    mask: str
-
-
-@dataclass(frozen=True, slots=True)
-class AccountChoice:
-    """What the picking page needs: the form's ``state`` and the accounts, by position."""
-
-    state: str
-    accounts: Sequence[Offered]
-
-    def __repr__(self) -> str:  # the state is a bearer secret for the next step
-        return f"AccountChoice(accounts={len(self.accounts)})"
-
-
 async def offer_accounts(
     flow: LinkFlow, region: str, link: LinkSession, pending: PendingAuthorization,
     created: CreatedConsent, tokens: TokenSet, client_ip: str | None,
     request_id: str | None,
 ) -> Outcome:
     """Read the accounts the list consent shows, forget that consent, offer them."""
-    from aggregator.link.flow import ERROR, Outcome
-
     manager = flow.banks.consents(pending.bank_id)
     assert manager is not None  # only a consent standard produces a list step
     headers = manager.resource_headers(created.id, UserPresence(client_ip))

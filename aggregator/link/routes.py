@@ -40,9 +40,9 @@ from aggregator.link.errors import (
     LinkOtherBrowser,
     LinkRequestInvalid,
 )
-from aggregator.link.flow import Outcome
 from aggregator.link.i18n import LOCALES, negotiate
 from aggregator.link.misconfiguration import BankNotLinkable, count
+from aggregator.link.outcome import Outcome
 from aggregator.link.pages import (
     HEADERS,
     error_page,
@@ -188,7 +188,7 @@ def _for_people(handler: Handler) -> Handler:
             return await handler(call)
         except BankNotLinkable as exc:
             count(exc.cause, exc.bank_id, call.request.app.state.metrics.registry)
-            return error_page(exc, request_id=call.request_id)
+            return error_page(exc, request_id=call.request_id, locale=locale)
         except LinkError as exc:
             return error_page(exc, request_id=call.request_id, locale=locale)
         except (ConnectorError, UnknownBank) as exc:
@@ -372,6 +372,15 @@ _CALLBACK_QUERY = {
 }
 
 
+_STATE = "sta_eu_2mjye2dermnjkuu7wb7biruz2gt5iydzt72rmzx3zdlca4fui5yq"
+_PICKER_EXAMPLE = (
+    '<!doctype html><html lang="en"><head><title>Connect your bank</title></head><body>'
+    '<main><h1>Choose your bank</h1><form method="post"><input type="hidden" '
+    'name="form_nonce" value="…"><button name="bank_id" value="sandbox-eu">Sandbox Bank '
+    "(EU)</button></form></main></body></html>"
+)
+
+
 def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/v1/link/sessions", create_session, "POST", Operation(
@@ -394,7 +403,7 @@ def routes() -> list[BaseRoute]:
             media_type="text/html", tags=("link",), errors=_PAGE_ERRORS, form={
                 "state": "The value the accounts page's form carries.",
                 "account": "The position of a chosen account on the page (repeated).",
-            },
+            }, examples={"request": {"state": _STATE, "account": "0"}},
         )),
         ApiRoute(CALLBACK_PATH, _for_people(callback_form), "POST", Operation(
             summary="OAuth redirect URI, form post response mode (the hybrid flow)",
@@ -403,6 +412,10 @@ def routes() -> list[BaseRoute]:
                 "The ID token of a `code id_token` response, checked as a detached "
                 "signature (c_hash, s_hash, nonce) before the code is used.")},
             description="As the GET callback, for banks answering by form post.",
+            examples={"request": {
+                "state": _STATE, "code": "SplxlOBeZQQYbYS6WxSbIA",
+                "iss": "https://bank.example", "id_token": "eyJhbGciOiJQUzI1NiJ9.e30.c2ln",
+            }},
         )),
         Route("/link/static/link.css", stylesheet_file, methods=["GET"],
               include_in_schema=False),
@@ -411,7 +424,7 @@ def routes() -> list[BaseRoute]:
         ApiRoute("/link/{token}", _for_people(show_page), "GET", Operation(
             summary="The hosted Link page: the bank picker", response=None,
             auth=False, media_type="text/html", tags=("link",), path_params=_PAGE,
-            errors=_PAGE_ERRORS, query_params={
+            errors=_PAGE_ERRORS, examples={"200": _PICKER_EXAMPLE}, query_params={
                 "q": "Narrows the list to banks whose name, id or country contains "
                      "every word (the page's search form, shown from 7 banks on).",
             },
@@ -420,11 +433,12 @@ def routes() -> list[BaseRoute]:
             summary="Pick a bank; answered with a redirect to the bank", response=None,
             description="A form with `cancel` (the page's \"Cancel and return\" button) "
                         "instead ends the session and redirects to the application's "
-                        "redirect URI with `outcome=cancelled`.",
+                        "redirect URI with `outcome=cancelled` (and the `link.cancelled` "
+                        "event).",
             status=303, auth=False, media_type="text/html", tags=("link",),
             path_params=_PAGE, errors=_PAGE_ERRORS, form={
                 "form_nonce": "The nonce the page's form carries.",
                 "bank_id": "The bank the person picked, one the page offered.",
-            },
+            }, examples={"request": {"form_nonce": "4f1c0e9a7b2d", "bank_id": "sandbox-eu"}},
         )),
     ]

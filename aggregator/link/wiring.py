@@ -1,14 +1,14 @@
-"""How the Link flow and the sync job plug into the HTTP layer's :class:`Services`.
+"""How the Link flow and the sync job plug into a process's shared state.
 
-The HTTP layer owns :class:`~aggregator.http.Services`; it leaves two seams, its
-``banks`` (anything with ``oauth(bank_id)``) and its ``sync`` job. :func:`install` fills
-them: the banks become a :class:`~aggregator.sync.BankDirectory` (which also builds API
-dialects and filters banks by region) and ``sync`` runs :class:`~aggregator.sync.Syncer`.
-The Link routes find what they need through :func:`components`.
+The Link piece names what it needs (:class:`~aggregator.link.needs.LinkNeeds`): the
+process's ``banks`` (a :class:`~aggregator.sync.BankDirectory`, which also builds API
+dialects and filters banks by region), its ``sync`` seam and its ``extra`` slots.
+:func:`install` fills ``sync`` with :class:`~aggregator.sync.Syncer` and keeps the Link
+flow in ``extra``; the Link routes find it through :func:`components`.
 
-:func:`~aggregator.http.open_services` calls :func:`install` itself (with
-``settings.public_url``); whoever builds :class:`~aggregator.http.Services` by hand, as
-the tests and ``aggregator demo`` do, calls it. Example::
+The composer (:func:`aggregator.http.app.open_services`) calls :func:`install` itself
+(with ``settings.public_url``); whoever builds :class:`~aggregator.http.Services` by
+hand, as the tests and ``aggregator demo`` do, calls it. Example::
 
     services = Services(settings, router, custody, BankDirectory(profiles, http))
     install(services, public_url="https://gateway.example")
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregator.http.services import Services, SyncSummary
+from aggregator.http.services import SyncSummary
 from aggregator.ids import ConnectionId
 from aggregator.link.flow import LinkFlow
+from aggregator.link.needs import LinkNeeds
 from aggregator.sync import BankDirectory, Syncer
 from connectors import UserPresence
 
@@ -55,7 +56,7 @@ class LinkComponents:
     public_url: str | None
 
 
-def install(services: Services, *, public_url: str | None = None) -> LinkComponents:
+def install(services: LinkNeeds, *, public_url: str | None = None) -> LinkComponents:
     """Give ``services`` the bank directory, the sync job and the Link flow.
 
     ``public_url`` (``https://gateway.example``) is where browsers and banks reach the
@@ -78,7 +79,7 @@ def install(services: Services, *, public_url: str | None = None) -> LinkCompone
     return found
 
 
-def components(services: Services) -> LinkComponents:
+def components(services: LinkNeeds) -> LinkComponents:
     """The components :func:`install` put on ``services`` (installing them if needed)."""
     found = services.extra.get(_KEY)
     if isinstance(found, LinkComponents):

@@ -2,9 +2,11 @@
 
 :func:`attach_plaid` gives the process's :class:`~aggregator.sync.BankDirectory` one
 :class:`~connectors.PlaidConnector` per Plaid region (the sync job, Link, removal and
-erasure find it there); :func:`install_plaid_webhooks`, called by ``open_services``, also
-builds the webhook receiver. A region without Plaid settings answers 404 on its webhook
-path and refuses ``bank_id`` "plaid" in link sessions.
+erasure find it there); :func:`install_plaid_webhooks`, called by the composer's
+``open_services``, also builds the webhook receiver; it takes the process's shared state
+as :class:`~aggregator.plaid.needs.PlaidNeeds`, never the composer's own types.
+A region without Plaid settings answers 404 on its webhook path and refuses ``bank_id``
+"plaid" in link sessions.
 
 plaid-python talks through urllib3, not httpx, so the egress transport cannot guard its
 connections; instead each region's Plaid host is held to the outbound policy here, at
@@ -19,8 +21,7 @@ import dataclasses
 from prometheus_client import CollectorRegistry
 
 from aggregator.errors import ConfigError
-from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
-from aggregator.http.services import Services
+from aggregator.plaid.needs import SERVICE_KEY, PlaidNeeds
 from aggregator.plaid.receiver import PlaidWebhooks
 from aggregator.plaid.vault_secret import read_vault_secret
 from aggregator.settings import RegionSettings, Settings
@@ -54,7 +55,7 @@ def attach_plaid(banks: BankDirectory, settings: Settings) -> list[str]:
 
 
 def build_plaid_webhooks(
-    banks: BankDirectory, services: Services, registry: CollectorRegistry | None = None
+    banks: BankDirectory, services: PlaidNeeds, registry: CollectorRegistry | None = None
 ) -> PlaidWebhooks:
     """One key cache and verifier per Plaid region, each asking its own environment."""
     regions = services.settings.regions
@@ -67,7 +68,7 @@ def build_plaid_webhooks(
 
 
 def install_plaid_webhooks(
-    services: Services, registry: CollectorRegistry | None = None
+    services: PlaidNeeds, registry: CollectorRegistry | None = None
 ) -> PlaidWebhooks | None:
     """Attach the settings' Plaid regions and put the receiver in ``services``."""
     if not isinstance(services.banks, BankDirectory):

@@ -70,6 +70,14 @@ def tpp_error(status: int, code: str, text: str, request_id: str | None = None,
     return JSONResponse(body, status_code=status, headers=out)
 
 
+def _required_request_id(request: Request) -> str | JSONResponse:
+    """The request's ``X-Request-ID``, or the ``tppMessages`` answer refusing it."""
+    rid = _request_id(request)
+    if rid is None:
+        return tpp_error(400, "FORMAT_ERROR", "X-Request-ID must be a UUID.")
+    return rid
+
+
 def _request_id(request: Request) -> str | None:
     value = request.headers.get("x-request-id", "")
     try:
@@ -174,9 +182,9 @@ class BerlinViews:
     async def create(self, request: Request) -> Response:
         if (refused := await self._sealed(request)) is not None:
             return refused
-        rid = _request_id(request)
-        if rid is None:
-            return tpp_error(400, "FORMAT_ERROR", "X-Request-ID must be a UUID.")
+        rid = _required_request_id(request)
+        if isinstance(rid, Response):
+            return rid
         if not request.headers.get("psu-ip-address"):
             # The user is present when a consent is created; the bank's fraud checks
             # need the address (guidelines: PSU-IP-Address, mandatory for AIS consents).
@@ -256,9 +264,9 @@ class BerlinViews:
         return Response(status_code=204, headers={"X-Request-ID": rid})
 
     def _own_consent(self, request: Request) -> tuple[Consent, str] | Response:
-        rid = _request_id(request)
-        if rid is None:
-            return tpp_error(400, "FORMAT_ERROR", "X-Request-ID must be a UUID.")
+        rid = _required_request_id(request)
+        if isinstance(rid, Response):
+            return rid
         consent = self.consents.get(request.path_params["consent_id"], self._today())
         if consent is None or consent.approach != self.approach:
             # In the path, an unknown consent is 403 (guidelines: CONSENT_UNKNOWN).
@@ -352,9 +360,9 @@ class BerlinViews:
     def _authorised(self, request: Request, resource: str, account_id: str | None
                     ) -> tuple[Consent, str, str] | Response:
         """Check X-Request-ID, Consent-ID, the token (OAuth), coverage and the day's use."""
-        rid = _request_id(request)
-        if rid is None:
-            return tpp_error(400, "FORMAT_ERROR", "X-Request-ID must be a UUID.")
+        rid = _required_request_id(request)
+        if isinstance(rid, Response):
+            return rid
         consent_id = request.headers.get("consent-id", "")
         consent = self.consents.get(consent_id, self._today()) if consent_id else None
         if consent is None or consent.approach != self.approach:

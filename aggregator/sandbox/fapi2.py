@@ -21,9 +21,10 @@ It wraps the plain sandbox's ASGI app in :class:`Fapi2Gate` rather than changing
 :attr:`Fapi2SandboxBank.refused` counts refusals by error code, so tests can prove a
 client does not loop on a refused proof.
 
-The development client (``sandbox-fapi2-client``) signs its assertions with the
-published, sandbox-only key ``connectors/banks/sandbox-fapi2-client.pem``, which the
-shipped ``sandbox-fapi2`` profile names; like the dev client secret, it protects nothing.
+The development client (``sandbox-fapi2-client``) signs its assertions with a key
+generated on first use in the gateway's data directory (:mod:`aggregator.sandbox_keys`),
+which the shipped ``sandbox-fapi2`` profile names with ``dev_private_key``;
+:func:`dev_fapi2_client` registers its public half.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -52,27 +54,33 @@ from aggregator.sandbox.rfc9449 import (
     ProofVerifier,
     VerifiedProof,
 )
-from connectors import BUILTIN_PROFILES_DIR, PemSigner
+from aggregator.sandbox_keys import sandbox_signer
 
-__all__ = ["FAPI2_CLIENT_ID", "FAPI2_CLIENT_KEY_FILE", "Fapi2Gate", "Fapi2SandboxBank",
-           "fapi2_client"]
+__all__ = ["FAPI2_CLIENT_ID", "FAPI2_CLIENT_KEY", "FAPI2_SIGNING_ALG", "Fapi2Gate",
+           "Fapi2SandboxBank", "dev_fapi2_client", "fapi2_client"]
 
 FAPI2_CLIENT_ID = "sandbox-fapi2-client"
-#: The published, sandbox-only signing key of the development client (see module doc).
-FAPI2_CLIENT_KEY_FILE = BUILTIN_PROFILES_DIR / "sandbox-fapi2-client.pem"
+#: The development client's generated key, as the profile's ``dev_private_key`` names it.
+FAPI2_CLIENT_KEY, FAPI2_SIGNING_ALG = "sandbox-fapi2-client", "ES256"
 _METADATA_PATHS = frozenset({
     "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration",
 })
 
 
-def fapi2_client(
-    redirect_uris: tuple[str, ...] = DEV_REDIRECT_URIS, *, client_id: str = FAPI2_CLIENT_ID,
-    public_jwk: dict[str, Any] | None = None,
+def dev_fapi2_client(
+    data_dir: Path, redirect_uris: tuple[str, ...] = DEV_REDIRECT_URIS
 ) -> SandboxClient:
-    """A ``private_key_jwt`` client; by default the published development key's."""
-    if public_jwk is None:
-        signer = PemSigner.from_pem(FAPI2_CLIENT_KEY_FILE.read_bytes())
-        public_jwk = dict(signer.public_jwk())
+    """The ``sandbox-fapi2`` profile's client, with the public half of the key generated
+    (if need be) in the gateway's data directory ``data_dir``."""
+    signer = sandbox_signer(data_dir, FAPI2_CLIENT_KEY, FAPI2_SIGNING_ALG)
+    return fapi2_client(dict(signer.public_jwk()), redirect_uris)
+
+
+def fapi2_client(
+    public_jwk: dict[str, Any], redirect_uris: tuple[str, ...] = DEV_REDIRECT_URIS, *,
+    client_id: str = FAPI2_CLIENT_ID,
+) -> SandboxClient:
+    """A ``private_key_jwt`` client that signs with the key of ``public_jwk``."""
     return SandboxClient(client_id=client_id, redirect_uris=redirect_uris,
                          auth_methods=("private_key_jwt",), jwks={"keys": [public_jwk]})
 
@@ -80,7 +88,8 @@ def fapi2_client(
 class Fapi2SandboxBank(SandboxBank):
     """The sandbox bank in FAPI 2.0 + DPoP mode. Example::
 
-        bank = Fapi2SandboxBank()                  # the development client, nonces on
+        bank = Fapi2SandboxBank(SandboxConfig(clients=[dev_fapi2_client(data_dir)],
+                                              require_par=True))   # nonces on
         async with bank.serve() as issuer:
             ...
         bank.refused["invalid_dpop_proof"]         # proofs refused so far
@@ -90,10 +99,8 @@ class Fapi2SandboxBank(SandboxBank):
     """
 
     def __init__(
-        self, config: SandboxConfig | None = None, *, require_nonce: bool = True,
-        nonce_ttl: float = 300.0,
+        self, config: SandboxConfig, *, require_nonce: bool = True, nonce_ttl: float = 300.0,
     ) -> None:
-        config = config or SandboxConfig(clients=[fapi2_client()], require_par=True)
         if not config.require_par:
             raise ConfigError("sandbox-fapi2: FAPI 2.0 requires PAR (set require_par=True)")
         for client in config.clients:

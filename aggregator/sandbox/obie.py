@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from authlib.oauth2.rfc6749 import OAuth2Error, grants
@@ -80,6 +81,7 @@ from aggregator.sandbox.requests import SandboxOAuth2Request, read_oauth2_reques
 from aggregator.sandbox.rfc9101 import InvalidRequestObjectError, unpack
 from aggregator.sandbox.rfc9126 import PushedAuthorizationEndpoint
 from aggregator.sandbox.store import TokenStore
+from aggregator.sandbox_keys import sandbox_signer
 
 __all__ = ["OBIE_CLIENT_ID", "ObieSandboxBank", "dev_obie_client", "obie_client"]
 
@@ -87,7 +89,8 @@ log = logging.getLogger(__name__)
 
 #: The sandbox OBIE mode's development client (``connectors/banks/sandbox-obie.toml``).
 OBIE_CLIENT_ID = "sandbox-obie-client"
-DEV_KEY_FILE, DEV_KEY_ID = "sandbox-obie-client.key.pem", "sandbox-obie-dev"
+#: Its generated key, as the profile names it (``dev_private_key``, ``client_key_id``).
+DEV_KEY_NAME, DEV_KEY_ID, DEV_SIGNING_ALG = "sandbox-obie-client", "sandbox-obie-dev", "PS256"
 
 for _name in ("client_credentials",):
     # authlib logs whole token responses at DEBUG ("Issue token %r"); dropped like the
@@ -103,13 +106,13 @@ def obie_client(jwks: Mapping[str, Any] | str, *, client_id: str = OBIE_CLIENT_I
                          auth_methods=("private_key_jwt",), jwks=jwks)
 
 
-def dev_obie_client(redirect_uris: Sequence[str] = DEV_REDIRECT_URIS) -> SandboxClient:
+def dev_obie_client(
+    data_dir: Path, redirect_uris: Sequence[str] = DEV_REDIRECT_URIS
+) -> SandboxClient:
     """The development client of ``connectors/banks/sandbox-obie.toml``, with the public
-    half of its published development key."""
-    from connectors import BUILTIN_PROFILES_DIR, PemSigner
-
-    pem = (BUILTIN_PROFILES_DIR / DEV_KEY_FILE).read_bytes()
-    signer = PemSigner.from_pem(pem, key_id=DEV_KEY_ID)
+    half of the key generated (if need be) in the gateway's data directory ``data_dir``
+    (:mod:`aggregator.sandbox_keys`)."""
+    signer = sandbox_signer(data_dir, DEV_KEY_NAME, DEV_SIGNING_ALG, key_id=DEV_KEY_ID)
     return obie_client({"keys": [signer.public_jwk()]}, redirect_uris=redirect_uris)
 
 

@@ -8,7 +8,7 @@ file: a ``*_env`` key names the variable holding them.
 
 Example ``aggregator.toml`` with every setting::
 
-    data_dir = "var"                     # SQLite files and the local keyring live here
+    data_dir = "var"                     # SQLite files, the local keyring, sandbox keys
 
     [http]
     public_url = "https://gateway.example"   # where browsers and banks reach us (https;

@@ -16,16 +16,19 @@ each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.errors import MalformedId
 from aggregator.ids import ConnectionId, TransactionId
 from aggregator.models import Connection, Transaction
 from aggregator.models.base import table_of
+from aggregator.store.quick import QuickReader
 
 _connections = table_of(Connection)
+T = TypeVar("T")
 
 
 async def take_change_seqs(session: AsyncSession, connection_id: ConnectionId, count: int) -> int:
@@ -48,11 +51,15 @@ async def take_change_seqs(session: AsyncSession, connection_id: ConnectionId, c
 
 
 @dataclass(frozen=True, slots=True)
-class Changes:
-    """One page of changes since a cursor; ``cursor`` is where the next page starts."""
+class Changes(Generic[T]):
+    """One page of changes since a cursor; ``cursor`` is where the next page starts.
 
-    added: list[Transaction]
-    modified: list[Transaction]
+    ``T``: ORM :class:`Transaction` entities from :func:`changes_since`, rows of
+    :data:`CHANGE_COLUMNS` from :func:`change_rows_since`.
+    """
+
+    added: list[T]
+    modified: list[T]
     removed: list[TransactionId]
     cursor: int
     has_more: bool
@@ -60,26 +67,76 @@ class Changes:
 
 async def changes_since(
     session: AsyncSession, connection_id: ConnectionId, cursor: int, *, limit: int = 500
-) -> Changes:
+) -> Changes[Transaction]:
     """Transactions of the connection changed after ``cursor`` (0: from the beginning).
 
     A row added and then removed after the cursor is not reported at all, as Plaid does.
     """
-    rows = list((await session.execute(
-        select(Transaction)
-        .where(Transaction.connection_id == connection_id, Transaction.change_seq > cursor)
-        .order_by(Transaction.change_seq)
-        .limit(limit + 1)
-    )).scalars())
+    rows = list(
+        (
+            await session.execute(
+                select(Transaction)
+                .where(Transaction.connection_id == connection_id, Transaction.change_seq > cursor)
+                .order_by(Transaction.change_seq)
+                .limit(limit + 1)
+            )
+        ).scalars()
+    )
+    return _classify(rows, cursor, limit)
+
+
+#: What the sync endpoint answers with, plus what tells added, modified and removed apart.
+CHANGE_COLUMNS = (
+    Transaction.id,
+    Transaction.account_id,
+    Transaction.user_id,
+    Transaction.amount,
+    Transaction.currency,
+    Transaction.status,
+    Transaction.booked_on,
+    Transaction.value_on,
+    Transaction.description_sealed,
+    Transaction.counterparty_sealed,
+    Transaction.merchant_category,
+    Transaction.removed_at,
+    Transaction.created_seq,
+    Transaction.change_seq,
+)
+_CHANGE_ROWS = (
+    select(*CHANGE_COLUMNS)
+    .where(
+        Transaction.connection_id == bindparam("connection_id"),
+        Transaction.change_seq > bindparam("cursor"),
+    )
+    .order_by(Transaction.change_seq)
+    .limit(bindparam("limit", type_=Integer()))
+)
+
+
+async def change_rows_since(
+    reader: QuickReader, connection_id: ConnectionId, cursor: int, *, limit: int = 500
+) -> Changes[Any]:
+    """:func:`changes_since` as rows of :data:`CHANGE_COLUMNS`, on the quick reader:
+    the app-facing sync endpoint loads no ORM entities (bench/README.md)."""
+    rows = await reader.rows(
+        _CHANGE_ROWS, {"connection_id": connection_id, "cursor": cursor, "limit": limit + 1}
+    )
+    return _classify(list(rows), cursor, limit)
+
+
+def _classify(rows: list[T], cursor: int, limit: int) -> Changes[T]:
     page, has_more = rows[:limit], len(rows) > limit
-    added, modified, removed = [], [], []
+    added: list[T] = []
+    modified: list[T] = []
+    removed: list[TransactionId] = []
     for txn in page:
-        if txn.removed_at is not None:
-            if txn.created_seq <= cursor:
-                removed.append(txn.id)
-        elif txn.created_seq > cursor:
+        t: Any = txn
+        if t.removed_at is not None:
+            if t.created_seq <= cursor:
+                removed.append(t.id)
+        elif t.created_seq > cursor:
             added.append(txn)
         else:
             modified.append(txn)
-    next_cursor = page[-1].change_seq if page else cursor
+    next_cursor = int(cast(Any, page[-1]).change_seq) if page else cursor
     return Changes(added, modified, removed, next_cursor, has_more)

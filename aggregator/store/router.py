@@ -13,6 +13,7 @@ from aggregator.errors import MalformedId, UnknownRegion
 from aggregator.ids import parse_id
 from aggregator.settings import Settings
 from aggregator.store.engines import blocking_sqlite_writer, create_region_engine, with_begin
+from aggregator.store.quick import QuickReader
 from aggregator.store.residency import REGION_KEY, WRITES_KEY, RegionSession
 
 
@@ -50,6 +51,10 @@ class RegionRouter:
             name: self._maker(name, with_begin(engine, "DEFERRED"), writes=False)
             for name, engine in self._engines.items()
         }
+        self._quick = {
+            name: QuickReader(name, region.database_url, self._readers[name])
+            for name, region in settings.regions.items()
+        }
         self._blocking: dict[str, Engine | None] = {}
 
     @staticmethod
@@ -86,6 +91,10 @@ class RegionRouter:
         """A session for reads only; on SQLite it does not queue behind writers."""
         return self._readers[self.check_region(region)]()
 
+    def quick(self, region: str) -> QuickReader:
+        """The region's reader for the hot app-facing reads (:mod:`aggregator.store.quick`)."""
+        return self._quick[self.check_region(region)]
+
     def region_of(self, id_text: str) -> str:
         """The configured region an id names; typed errors for anything else."""
         region = parse_id(id_text, regions=self._engines).region
@@ -103,6 +112,8 @@ class RegionRouter:
         return region
 
     async def dispose(self) -> None:
+        for quick in self._quick.values():
+            await quick.close()
         for engine in self._engines.values():
             await engine.dispose()
         for writer in self._blocking.values():

@@ -49,13 +49,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.errors import GatewayError
@@ -186,15 +186,11 @@ async def account_allowed_at(
     query fewer on ``GET …/accounts``).
     """
     spent = await _spent_in_window(session, connection_id, now)
-    out: dict[str, datetime] = {}
     if accounts is None:
         accounts = list((await session.execute(
             select(Account.id).where(Account.connection_id == connection_id)
         )).scalars())
-    for account in accounts:
-        keys = [(account, t) for t in SYNC_TYPES]
-        out[account] = _earliest(spent, keys, policy.daily_budget, now)
-    return out
+    return allowed_per_account(spent, policy, now, accounts)
 
 
 async def spend(
@@ -287,18 +283,43 @@ def _earliest(spent: dict[Ledger, list[datetime]], keys: Sequence[Ledger], limit
     return allowed
 
 
-async def _spent_in_window(session: AsyncSession, connection_id: str, now: datetime
-                           ) -> dict[Ledger, list[datetime]]:
-    s = SyncSpend
-    rows = await session.execute(
-        select(s.account_id, s.data_type, s.spent_at).where(
-            s.connection_id == connection_id, s.spent_at > now - WINDOW,
-        ).order_by(s.spent_at)
-    )
+#: The spends still inside the window: run by a session or by a quick reader.
+SPENT_IN_WINDOW = (
+    select(SyncSpend.account_id, SyncSpend.data_type, SyncSpend.spent_at)
+    .where(SyncSpend.connection_id == bindparam("connection_id"),
+           SyncSpend.spent_at > bindparam("since"))
+    .order_by(SyncSpend.spent_at)
+)
+
+
+def spent_by_ledger(rows: Iterable[Sequence[Any]]) -> dict[Ledger, list[datetime]]:
+    """:data:`SPENT_IN_WINDOW`'s rows per ledger, oldest first (the type of either driver)."""
     spent: dict[Ledger, list[datetime]] = defaultdict(list)
     for account, data_type, at in rows:
-        spent[(account, data_type)].append(at)
+        spent[(account, DataType(data_type))].append(at)
     return spent
+
+
+def allowed_per_account(spent: dict[Ledger, list[datetime]], policy: SyncPolicy,
+                        now: datetime, accounts: Sequence[str], *, item_level: bool = False
+                        ) -> dict[str, datetime]:
+    """Per account, when an on-demand read of it is next within budget.
+
+    ``item_level``: the bank's calls are about the connection as a whole (Plaid), so
+    every account shares the connection's ledgers.
+    """
+    if item_level:
+        at = _earliest(spent, [(CONNECTION_LEVEL, t) for t in SYNC_TYPES],
+                       policy.daily_budget, now)
+        return dict.fromkeys(accounts, at)
+    return {account: _earliest(spent, [(account, t) for t in SYNC_TYPES],
+                               policy.daily_budget, now) for account in accounts}
+
+
+async def _spent_in_window(session: AsyncSession, connection_id: str, now: datetime
+                           ) -> dict[Ledger, list[datetime]]:
+    return spent_by_ledger(await session.execute(
+        SPENT_IN_WINDOW, {"connection_id": connection_id, "since": now - WINDOW}))
 
 
 async def _book(session: AsyncSession, connection: Connection, keys: Sequence[Ledger], *,

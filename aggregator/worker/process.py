@@ -18,9 +18,9 @@ from datetime import timedelta
 
 import httpx
 
+from aggregator.bank_profiles import check_profiles
 from aggregator.custody import open_custody
 from aggregator.erasure import ErasureConfig, ErasureMetrics
-from aggregator.http.services import check_profiles
 from aggregator.plaid.wiring import attach_plaid
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter, require_head

@@ -20,7 +20,8 @@ def load_client_credentials(
 
     A secret comes from the environment variable ``client_secret_env`` (or, for a
     loopback development bank only, ``client_secret_dev_default``); a key from
-    ``private_key_pem_env`` or ``private_key_file``. A missing or unreadable one is a
+    ``private_key_pem_env`` or ``private_key_file`` (for a ``dev_private_key``, the file the
+    application generated and set in ``private_key_file``). A missing or unreadable one is a
     :class:`ProfileError`, raised at start-up. A vault-held key will arrive as another
     :class:`~connectors.oauth.rfc7523.Signer`, passed to the client directly. The
     ``tls_client_auth`` methods need neither: the transport certificate is the credential
@@ -46,9 +47,13 @@ def load_client_credentials(
                 file, key, f"environment variable {profile.private_key_pem_env} is not set"
             )
         data = pem.encode()
+    elif profile.private_key_file is None:
+        # The loader requires a key source; only a generated one can be unresolved yet.
+        raise ProfileError(file, "dev_private_key", "the development key "
+                           f"{profile.dev_private_key!r} has not been generated: the "
+                           "application resolves it in its data directory first")
     else:
         key = "private_key_file"
-        assert profile.private_key_file is not None  # the loader requires one of the two
         try:
             data = profile.private_key_file.read_bytes()
         except OSError as exc:

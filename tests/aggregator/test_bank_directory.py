@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trustme
 
-from aggregator.http.services import check_profiles
+from aggregator.bank_profiles import check_profiles
 from aggregator.settings import RegionSettings, Settings
 from aggregator.sync import BankDirectory
 from connectors import EgressPolicy, ProfileError, load_profiles

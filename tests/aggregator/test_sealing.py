@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import LargeBinary, String, Text, select, text
+from sqlalchemy import LargeBinary, String, Text, inspect, select, text
 
+from aggregator import sealing
 from aggregator.custody import RegionCustody
-from aggregator.ids import ApplicationId
-from aggregator.models import Account, Credential, Transaction, User, metadata
-from aggregator.sealing import Field
+from aggregator.ids import ApplicationId, TransactionId, UserId
+from aggregator.models import (
+    Account,
+    Base,
+    Credential,
+    Transaction,
+    User,
+    metadata,
+    sealed_columns,
+)
+from aggregator.models.base import table_of
+from aggregator.sealing import Field, field_of
 from aggregator.store import RegionRouter
 from aggregator.users import find_user
 from tests.aggregator import _factories as fixtures
@@ -129,6 +139,100 @@ async def test_a_sealed_value_copied_to_another_place_does_not_open(
             "credentials", "refresh_token_sealed", other.credential.id, other.user.id), blob)
     # In its own place it still opens: the copies, not the original, are refused.
     assert await eu.sealer.open_from(key, credential, "refresh_token_sealed") == SECRETS["refresh"]
+
+
+async def test_a_column_opened_at_once_opens_as_value_by_value_and_refuses_copies(
+    region_router: RegionRouter, custody: dict[str, RegionCustody],
+    make_linked: fixtures.LinkFactory,
+) -> None:
+    first = await make_linked("eu", refresh_token=SECRETS["refresh"])
+    second = await make_linked("eu")
+    eu = custody["eu"]
+    async with region_router.reader("eu") as session:
+        key = await eu.data_keys.load(session, first.user.id)
+        credential = await session.get(Credential, first.credential.id)
+    assert credential is not None
+    assert credential.refresh_token_sealed is not None
+    blob = credential.refresh_token_sealed
+    opened = await eu.sealer.open_column(key, "credentials", "refresh_token_sealed", [
+        (first.credential.id, first.user.id, blob), (first.credential.id, first.user.id, None),
+    ])
+    assert opened == [SECRETS["refresh"].encode(), None]
+    with pytest.raises(AadMismatch):  # the same blob claimed for another row
+        await eu.sealer.open_column(key, "credentials", "refresh_token_sealed",
+                                    [(second.credential.id, first.user.id, blob)])
+    with pytest.raises(AadMismatch):  # or for another column
+        await eu.sealer.open_column(key, "credentials", "access_token_sealed",
+                                    [(first.credential.id, first.user.id, blob)])
+
+
+def _documented_aad(*parts: str) -> bytes:
+    # The encoding in aggregator/sealing.py's docstring, written out independently.
+    out = b"aggregator/field/v1"
+    for part in parts:
+        raw = part.encode("utf-8")
+        out += len(raw).to_bytes(2, "big") + raw
+    return out
+
+
+def _sealed_models() -> list[tuple[type[Base], str]]:
+    return sorted(
+        ((mapper.class_, column.name) for mapper in Base.registry.mappers
+         for column in sealed_columns(table_of(mapper.class_))),
+        key=lambda item: (item[0].__name__, item[1]),
+    )
+
+
+@pytest.mark.parametrize(("model", "column"), _sealed_models(),
+                         ids=lambda v: v if isinstance(v, str) else v.__name__)
+async def test_every_sealed_column_is_bound_to_its_documented_place(
+    custody: dict[str, RegionCustody], model: type[Base], column: str,
+) -> None:
+    # The sealer's fast AAD must be byte-identical to field_of's and to the documented
+    # encoding: stored values open only under exactly these bytes.
+    obj = model()
+    keys = [prop.key for prop in (inspect(model).get_property_by_column(c)
+                                  for c in inspect(model).primary_key)]
+    for i, attribute in enumerate(keys):
+        setattr(obj, attribute, f"row_eu_{i}_é")
+    subject = obj.id if isinstance(obj, User) else "usr_eu_owner"
+    if not isinstance(obj, User):
+        setattr(obj, "user_id", subject)  # noqa: B010 (Base declares no user_id)
+    row_id = "/".join(f"row_eu_{i}_é" for i in range(len(keys)))
+    expected = _documented_aad(model.__tablename__, column, row_id, subject, "eu")
+    assert custody["eu"].sealer.aad_of(obj, column) == expected
+    assert field_of(obj, column).aad("eu") == expected
+    assert field_of(obj, column) == Field(model.__tablename__, column, row_id, subject)
+
+
+async def test_the_place_follows_the_row_as_it_is_now(
+    custody: dict[str, RegionCustody],
+) -> None:
+    sealer = custody["eu"].sealer
+    txn = Transaction(id=TransactionId("txn_eu_a"), user_id=UserId("usr_eu_a"))
+    first = sealer.aad_of(txn, "description_sealed")
+    # Nothing about the old row is reused:
+    txn.id, txn.user_id = TransactionId("txn_eu_b"), UserId("usr_eu_b")
+    assert sealer.aad_of(txn, "description_sealed") == _documented_aad(
+        "transactions", "description_sealed", "txn_eu_b", "usr_eu_b", "eu") != first
+    with pytest.raises(ValueError, match="not a sealed column"):
+        sealer.aad_of(txn, "currency")
+    with pytest.raises(ValueError, match="assign transactions's id"):
+        sealer.aad_of(Transaction(user_id=UserId("usr_eu_a")), "description_sealed")
+    with pytest.raises(ValueError, match="name no user"):
+        sealer.aad_of(Transaction(id=TransactionId("txn_eu_c")), "description_sealed")
+
+
+async def test_the_sealers_cache_of_subjects_stays_bounded(
+    custody: dict[str, RegionCustody],
+) -> None:
+    sealer = custody["eu"].sealer
+    txn = Transaction(id=TransactionId("txn_eu_a"))
+    for i in range(sealing._TAILS_KEPT + 10):
+        txn.user_id = UserId(f"usr_eu_{i}")
+        assert sealer.aad_of(txn, "description_sealed").endswith(
+            _documented_aad(f"usr_eu_{i}", "eu")[len(b"aggregator/field/v1"):])
+    assert 0 < len(sealer._tails) <= sealing._TAILS_KEPT
 
 
 def test_places_are_encoded_without_ambiguity() -> None:

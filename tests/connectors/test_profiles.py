@@ -377,22 +377,62 @@ def test_api_resources_outside_the_known_ones_fail_at_start_up(
 
     assert (error.file, error.key) == (str(path), "api.resources")
     assert problem in error.problem
-def test_sender_constraint_defaults_to_none_and_the_shipped_key_stays_on_loopback(
+def test_sender_constraint_defaults_to_none_and_package_files_are_no_key(
     write_profile: ProfileWriter, profile_dir: Path
 ) -> None:
     write_profile()
     assert load_profiles([profile_dir], include_builtin=False)["example"].sender_constraint \
         is SenderConstraint.NONE
     assert load_profiles([])["sandbox-fapi2"].sender_constraint is SenderConstraint.DPOP
-    shipped = BUILTIN_PROFILES_DIR / "sandbox-fapi2-client.pem"
+    inside = BUILTIN_PROFILES_DIR / "sandbox-eu.toml"  # anything the package ships is public
     text = VALID_PROFILE.format(id="example").replace(
         'client_auth_method = "client_secret_basic"\nclient_secret_env = "EXAMPLE_SECRET"\n',
-        f'client_auth_method = "private_key_jwt"\nprivate_key_file = "{shipped}"\n',
+        f'client_auth_method = "private_key_jwt"\nprivate_key_file = "{inside}"\n',
     )
     path = write_profile(text)
     error = _error([profile_dir])
     assert (error.file, error.key) == (str(path), "private_key_file")
     assert "public" in error.problem
+
+
+def test_no_private_key_ships_with_the_package() -> None:
+    for path in BUILTIN_PROFILES_DIR.rglob("*"):
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+    for bank in ("sandbox-fapi2", "sandbox-obie"):
+        profile = load_profiles([])[bank]
+        assert profile.dev_private_key is not None
+        assert profile.private_key_file is None  # the application generates it
+
+
+def _dev_key_profile(issuer: str, extra: str = 'signing_alg = "ES256"\n') -> str:
+    return VALID_PROFILE.format(id="example").replace(
+        'client_auth_method = "client_secret_basic"\nclient_secret_env = "EXAMPLE_SECRET"\n',
+        f'client_auth_method = "private_key_jwt"\ndev_private_key = "example-dev"\n{extra}',
+    ).replace('issuer = "https://auth.example.test"', f'issuer = "{issuer}"')
+
+
+def test_a_generated_dev_key_is_refused_for_a_bank_off_loopback(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    path = write_profile(_dev_key_profile("https://auth.example.test"))
+    error = _error([profile_dir])
+    assert (error.file, error.key) == (str(path), "dev_private_key")
+    assert "loopback" in error.problem
+    # The same profile pointed at loopback loads, and names the key it needs.
+    write_profile(_dev_key_profile("http://127.0.0.1:8999"))
+    profile = load_profiles([profile_dir], include_builtin=False)["example"]
+    assert (profile.dev_private_key, profile.private_key_file) == ("example-dev", None)
+
+
+def test_a_generated_dev_key_needs_its_algorithm_and_no_other_key(
+    write_profile: ProfileWriter, profile_dir: Path
+) -> None:
+    write_profile(_dev_key_profile("http://127.0.0.1:8999", extra=""))
+    assert _error([profile_dir]).key == "signing_alg"
+    write_profile(_dev_key_profile(
+        "http://127.0.0.1:8999", extra='signing_alg = "ES256"\nprivate_key_pem_env = "K"\n'))
+    assert _error([profile_dir]).key == "dev_private_key"
 
 
 def test_the_readme_fapi2_profile_example_loads(profile_dir: Path) -> None:

@@ -48,6 +48,7 @@ def test_one_input(data: bytes) -> None:
     assert profile.scopes
     assert all(SCOPE_TOKEN.fullmatch(s) for s in profile.scopes)
     assert profile.client_secret_dev_default is None or is_loopback_url(profile.issuer)
+    assert profile.dev_private_key is None or is_loopback_url(profile.issuer)
     assert profile.source == FILE
 
 

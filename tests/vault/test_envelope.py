@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,6 +111,40 @@ def test_key_commitment_refuses_a_different_key_under_the_same_id() -> None:
     blob = ENV.seal(ALICE, b"secret", AAD)
     with pytest.raises(WrongDataKey, match="commit"):
         other.open(impostor, blob, AAD)
+
+
+def _format_v1_keys(dek: bytes) -> tuple[AESGCM, bytes]:
+    def derive(info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(dek)
+
+    return (AESGCM(derive(b"aggregator/envelope/v1/encrypt")),
+            derive(b"aggregator/envelope/v1/commit"))
+
+
+def test_blob_layout_is_the_documented_format_v1() -> None:
+    # Built from the table in vault/envelope.py, not from its code: a faster seal must
+    # keep writing exactly this, or stored values stop opening.
+    aead, commitment = _format_v1_keys(ENV.provider.unwrap(ALICE))
+    blob = ENV.seal(ALICE, b"refresh-token", AAD)
+    raw_id = ALICE.dek_id.encode("ascii")
+    n = len(raw_id)
+    assert blob[:2 + n] == bytes([0x01, n]) + raw_id
+    assert blob[2 + n:34 + n] == commitment
+    nonce = blob[34 + n:46 + n]
+    assert blob[46 + n:50 + n] == zlib.crc32(AAD).to_bytes(4, "big")
+    assert aead.decrypt(nonce, blob[50 + n:], blob[:50 + n] + AAD) == b"refresh-token"
+
+
+def test_a_blob_built_to_the_documented_format_v1_opens() -> None:
+    aead, commitment = _format_v1_keys(ENV.provider.unwrap(ALICE))
+    raw_id = ALICE.dek_id.encode("ascii")
+    nonce = os.urandom(NONCE_SIZE)
+    header = (bytes([0x01, len(raw_id)]) + raw_id + commitment + nonce
+              + zlib.crc32(AAD).to_bytes(4, "big"))
+    blob = header + aead.encrypt(nonce, b"sealed elsewhere", header + AAD)
+    assert ENV.open(ALICE, blob, AAD) == b"sealed elsewhere"
+    with pytest.raises(AadMismatch):  # the fingerprint tells a swapped AAD from tampering
+        ENV.open(ALICE, blob, AAD + b"|other-row")
 
 
 def test_unknown_format_version_is_named() -> None:

@@ -160,6 +160,16 @@ class LinkFailedEventData:
 
 
 @dataclass(frozen=True)
+class LinkCancelledEventData:
+    """``link.cancelled``: the person chose "Cancel and return to the app" on the Link
+    page before choosing a bank (Plaid Link's ``onExit`` without an error); the browser
+    returns to the app with ``outcome=cancelled``. Nothing failed: no alert is due."""
+
+    link_session_id: str = field(metadata=rules(description="The link session (`lnk_<region>_…`)."))
+    user_id: str = field(metadata=_USR)
+
+
+@dataclass(frozen=True)
 class UserErasedEventData:
     """``user.erased``: the erasure request completed; its receipt is at
     ``GET /v1/erasure-requests/{erasure_request_id}``."""
@@ -178,6 +188,7 @@ EVENT_PAYLOADS: Mapping[str, type[Any]] = {
     "sync.completed": SyncCompletedEventData,
     "sync.partial": SyncPartialEventData,
     "sync.failed": SyncFailedEventData,
+    "link.cancelled": LinkCancelledEventData,
     "link.failed": LinkFailedEventData,
     "user.erased": UserErasedEventData,
 }
@@ -198,7 +209,9 @@ class EventOut:
                     "a connection; `reason` is `access_denied` (the user), a bank "
                     "misconfiguration (`invalid_client`, `unauthorized_client`, "
                     "`invalid_scope`, `redirect_uri_mismatch`, `par_required`: only the "
-                    "operator can fix it) or another error code."))
+                    "operator can fix it) or another error code. `link.cancelled`: the "
+                    "person left the Link page with its cancel button before choosing a "
+                    "bank."))
     created_at: datetime
     data: EventData = field(metadata=rules(
         description="The payload; its fields depend on `type` (see the schema of each): "

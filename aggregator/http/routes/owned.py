@@ -8,18 +8,25 @@ data key (one unwrap per key per cache period, then local AES-GCM).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.custody import RegionCustody
 from aggregator.http.problems import NotFound
 from aggregator.http.views import ConnectionOut, ErrorOut, TransactionOut
 from aggregator.ids import ApplicationId
-from aggregator.models import Account, Connection, SyncOutcome, SyncState, Transaction, User
-from aggregator.sealing import Field
+from aggregator.models import (
+    Account,
+    Connection,
+    SyncOutcome,
+    SyncState,
+    TransactionStatus,
+    User,
+)
 from aggregator.sync.runs import message_for
 from vault import WrappedKey
 
@@ -79,33 +86,24 @@ def connection_view(
     )
 
 
-async def transaction_view(
-    custody: RegionCustody, key: WrappedKey, txn: Transaction
-) -> TransactionOut:
-    return TransactionOut(
-        id=txn.id, account_id=txn.account_id, amount=txn.amount, currency=txn.currency,
-        status=txn.status, booked_on=txn.booked_on, value_on=txn.value_on,
-        description=await custody.sealer.open_from(key, txn, "description_sealed") or "",
-        counterparty=await custody.sealer.open_from(key, txn, "counterparty_sealed"),
-        merchant_category=txn.merchant_category,
-    )
-
-
-async def transaction_row_view(
-    custody: RegionCustody, key: WrappedKey, row: Row[Any]
-) -> TransactionOut:
-    """:func:`transaction_view` of a Core row (``id``, ``user_id`` and the view's columns)."""
-    sealer = custody.sealer
-    description = await sealer.open(
-        key, Field("transactions", "description_sealed", row.id, row.user_id),
-        bytes(row.description_sealed))
-    counterparty = None if row.counterparty_sealed is None else await sealer.open(
-        key, Field("transactions", "counterparty_sealed", row.id, row.user_id),
-        bytes(row.counterparty_sealed))
-    return TransactionOut(
-        id=row.id, account_id=row.account_id, amount=row.amount, currency=row.currency,
-        status=row.status, booked_on=row.booked_on, value_on=row.value_on,
-        description=description.decode("utf-8"),
-        counterparty=None if counterparty is None else counterparty.decode("utf-8"),
-        merchant_category=row.merchant_category,
-    )
+async def transaction_views(
+    custody: RegionCustody, key: WrappedKey, rows: Sequence[Any]
+) -> list[TransactionOut]:
+    """API views of Core rows (``id``, ``user_id`` and the view's columns), their sealed
+    columns opened a column at a time (:meth:`~aggregator.sealing.Sealer.open_column`)."""
+    open_column = custody.sealer.open_column
+    descriptions = await open_column(key, "transactions", "description_sealed",
+                                     [(r.id, r.user_id, r.description_sealed) for r in rows])
+    counterparties = await open_column(key, "transactions", "counterparty_sealed",
+                                       [(r.id, r.user_id, r.counterparty_sealed) for r in rows])
+    return [
+        TransactionOut(
+            id=row.id, account_id=row.account_id, amount=row.amount, currency=row.currency,
+            status=TransactionStatus(row.status), booked_on=row.booked_on,
+            value_on=row.value_on, description=(description or b"").decode("utf-8"),
+            counterparty=None if counterparty is None else counterparty.decode("utf-8"),
+            merchant_category=row.merchant_category,
+        )
+        for row, description, counterparty in zip(rows, descriptions, counterparties,
+                                                  strict=True)
+    ]

@@ -112,6 +112,14 @@ async def problem_type(call: Call) -> ProblemTypeOut | Response:
     return ProblemTypeOut(f"/problems/{kind.code}", kind.title, kind.status, kind.description)
 
 
+_METRICS_EXAMPLE = (
+    "# HELP aggregator_http_requests_total HTTP requests by route template and status\n"
+    "# TYPE aggregator_http_requests_total counter\n"
+    'aggregator_http_requests_total{method="GET",route="/v1/connections/{id}",status="200"} '
+    "42.0\n"
+)
+
+
 def routes() -> list[BaseRoute]:
     return [
         ApiRoute("/healthz", healthz, "GET", Operation(
@@ -137,6 +145,7 @@ def routes() -> list[BaseRoute]:
             ),
             summary="Prometheus metrics", response=None, auth=False,
             media_type="text/plain; version=0.0.4", tags=("operations",),
+            examples={"200": _METRICS_EXAMPLE},
         )),
         ApiRoute("/openapi.json", openapi, "GET", Operation(
             description=(

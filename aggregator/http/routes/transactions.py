@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Date, Select, String, literal, literal_column, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Date, Integer, Select, String, bindparam, literal_column, select, tuple_
 from starlette.routing import BaseRoute
 
-from aggregator.account_names import account_names
 from aggregator.http.cursors import decode_cursor, encode_cursor
 from aggregator.http.problems import InvalidCursor, NotFound
 from aggregator.http.routes.connections import sync_policy
-from aggregator.http.routes.owned import (
-    owned_account,
-    owned_connection,
-    transaction_row_view,
-    transaction_view,
-)
+from aggregator.http.routes.owned import transaction_views
 from aggregator.http.routes.syncs import freshness_view
 from aggregator.http.routing import ApiRoute, Call, Operation
-from aggregator.http.services import Services
 from aggregator.http.views import (
     AccountList,
     AccountOut,
@@ -32,19 +24,27 @@ from aggregator.http.views import (
     TransactionPage,
     TransactionSync,
 )
+from aggregator.ids import ConnectionId
 from aggregator.models import (
     Account,
     AccountResource,
+    AccountType,
     Balance,
     Connection,
     ConnectionStatus,
+    DataKeyRecord,
     Transaction,
 )
 from aggregator.models.banking import PAGE_ORDER
 from aggregator.models.base import utcnow
-from aggregator.store import changes_since
-from aggregator.sync import BankDirectory, account_allowed_at, next_allowed_at
-from aggregator.sync.runs import freshness_of
+from aggregator.store import change_rows_since
+from aggregator.sync import BankDirectory
+from aggregator.sync.budget import (
+    SPENT_IN_WINDOW,
+    WINDOW,
+    allowed_per_account,
+    spent_by_ledger,
+)
 
 CONNECTION_ID = {"id": "A connection id (`con_<region>_…`)."}
 ACCOUNT_ID = {"id": "An account id (`acc_<region>_…`)."}
@@ -52,55 +52,124 @@ ACCOUNT_ID = {"id": "An account id (`acc_<region>_…`)."}
 UNDATED = date(9999, 12, 31)
 
 
+# The accounts read: what apps poll most. Its statements run on the region's quick
+# reader (aggregator/store/quick.py): no ORM session, autocommit, compiled once.
+_ACCOUNTS_OF = (
+    select(
+        Connection.status,
+        Connection.user_id,
+        Connection.bank_id,
+        Account.id,
+        Account.name,
+        Account.name_sealed,
+        Account.type,
+        Account.currency,
+        Account.masked_identifier,
+        Balance.current,
+        Balance.available,
+        Balance.credit_limit,
+        Balance.currency.label("balance_currency"),
+        Balance.as_of,
+    )
+    .select_from(Connection)
+    .outerjoin(Account, Account.connection_id == Connection.id)
+    .outerjoin(Balance, Balance.account_id == Account.id)
+    .where(
+        Connection.id == bindparam("connection_id"),
+        Connection.application_id == bindparam("app_id"),
+    )
+    .order_by(Account.created_at, Account.id)
+)
+_FRESHNESS_OF = (
+    select(
+        AccountResource.account_id,
+        AccountResource.resource,
+        AccountResource.outcome,
+        AccountResource.error_code,
+        AccountResource.synced_at,
+        AccountResource.checked_at,
+    )
+    .join(Account, Account.id == AccountResource.account_id)
+    .where(Account.connection_id == bindparam("connection_id"))
+    .order_by(AccountResource.account_id, AccountResource.resource)
+)
+
+
+#: The user's data key, found from the caller's connection (for the sealed names).
+_KEY_OF_CONNECTION = (
+    select(DataKeyRecord.__table__)
+    .join(Connection, Connection.user_id == DataKeyRecord.user_id)
+    .where(Connection.id == bindparam("connection_id"),
+           Connection.application_id == bindparam("app_id"))
+)
+
+
 async def get_accounts(call: Call) -> AccountList:
+    """One round trip of four statements on an autocommit connection, each consistent on
+    its own: the caller's connection with its accounts and balances (the ownership
+    check), the per-resource freshness, the budget spends that give
+    ``next_sync_allowed_at``, and the user's data key for the sealed names. All four run
+    whether or not the caller owns the connection: a foreign id costs the same work and
+    answers the same 404, and nothing of it is used."""
     connection_id, region = call.path_id("id", "con")
-    async with call.services.router.reader(region) as session:
-        # The ownership check and the accounts in one round trip (bench/README.md).
-        found = (await session.execute(
-            select(Connection, Account, Balance)
-            .outerjoin(Account, Account.connection_id == Connection.id)
-            .outerjoin(Balance, Balance.account_id == Account.id)
-            .where(Connection.id == connection_id, Connection.application_id == call.caller)
-            .order_by(Account.created_at, Account.id)
-        )).all()
-        if not found:
-            raise NotFound("no connection with this id")
-        connection = found[0][0]
-        rows = [(account, balance) for _, account, balance in found if account is not None]
-        allowed = await _allowed_at(session, call.services, connection, region,
-                                    [account.id for account, _ in rows])
-        names = await account_names(session, call.services.custody[region], connection.user_id,
-                                    [account for account, _ in rows])
-        fresh = await freshness_of(session, [account.id for account, _ in rows])
-    return AccountList([_account(account, balance, allowed.get(account.id), names[account.id],
-                                 fresh.get(account.id, []))
-                        for account, balance in rows])
-
-
-async def _allowed_at(session: AsyncSession, services: Services, connection: Connection,
-                      region: str, accounts: list[str]) -> dict[str, datetime]:
-    """Per account, when its ledgers next allow an on-demand read (none if not active)."""
-    if connection.status is not ConnectionStatus.ACTIVE:
-        return {}
-    policy = sync_policy(services, connection.bank_id, region)
+    quick = call.services.router.quick(region)
     now = utcnow()
-    if isinstance(services.banks, BankDirectory) and services.banks.is_plaid(connection.bank_id):
-        # Plaid's calls are item-level: the accounts share the connection's ledgers.
-        at = await next_allowed_at(session, connection.id, policy, now, accounts=())
-        return dict.fromkeys(accounts, at)
-    return await account_allowed_at(session, connection.id, policy, now, accounts)
+    owned = {"connection_id": connection_id, "app_id": call.caller}
+    found, freshness, spends, keys = await quick.rows_of([
+        (_ACCOUNTS_OF, owned),
+        (_FRESHNESS_OF, {"connection_id": connection_id}),
+        (SPENT_IN_WINDOW, {"connection_id": connection_id, "since": now - WINDOW}),
+        (_KEY_OF_CONNECTION, owned),
+    ])
+    if not found:
+        raise NotFound("no connection with this id")
+    status, user_id, bank_id = found[0][0], found[0][1], found[0][2]
+    rows = [r for r in found if r.id is not None]
+    fresh: dict[str, list[Any]] = {}
+    for f in freshness:
+        fresh.setdefault(f.account_id, []).append(f)
+    allowed: dict[str, datetime] = {}
+    if rows and ConnectionStatus(status) is ConnectionStatus.ACTIVE:
+        services = call.services
+        item_level = (isinstance(services.banks, BankDirectory)
+                      and services.banks.is_plaid(bank_id))
+        allowed = allowed_per_account(spent_by_ledger(spends),
+                                      sync_policy(services, bank_id, region), now,
+                                      [r.id for r in rows], item_level=item_level)
+    names: dict[str, str] = {}
+    sealed = [r for r in rows if r.name_sealed is not None]
+    if sealed:
+        custody = call.services.custody[region]
+        key = await custody.data_keys.adopt_quick(quick, keys[0] if keys else None, user_id)
+        opened = await custody.sealer.open_column(
+            key, "accounts", "name_sealed", [(r.id, user_id, r.name_sealed) for r in sealed])
+        names = {r.id: (name or b"").decode("utf-8")
+                 for r, name in zip(sealed, opened, strict=True)}
+    return AccountList([_account(r, connection_id, allowed.get(r.id), names.get(r.id, r.name),
+                                 fresh.get(r.id, [])) for r in rows])
 
 
-def _account(account: Account, balance: Balance | None, allowed: datetime | None,
-             name: str, fresh: list[AccountResource]) -> AccountOut:
+def _account(
+    r: Any, connection_id: str, allowed: datetime | None, name: str, fresh: list[Any]
+) -> AccountOut:
     return AccountOut(
-        id=account.id, connection_id=account.connection_id, name=name,
-        type=account.type, currency=account.currency, mask=account.masked_identifier,
-        balance=None if balance is None else BalanceOut(
-            current=balance.current, available=balance.available,
-            credit_limit=balance.credit_limit, currency=balance.currency, as_of=balance.as_of,
+        id=r.id,
+        connection_id=connection_id,
+        name=name,
+        type=AccountType(r.type),
+        currency=r.currency,
+        mask=r.masked_identifier,
+        balance=None
+        if r.current is None
+        else BalanceOut(
+            current=r.current,
+            available=r.available,
+            credit_limit=r.credit_limit,
+            currency=r.balance_currency,
+            as_of=r.as_of,
         ),
-        next_sync_allowed_at=allowed, freshness=freshness_view(fresh),
+        next_sync_allowed_at=allowed,
+        freshness=freshness_view(fresh),
     )
 
 
@@ -114,26 +183,35 @@ _PAGE_COLUMNS = (
 )
 
 
-def page_statement(account_id: str, limit: int, after: tuple[date, str] | None
-                   ) -> Select[*tuple[Any, ...]]:
-    """One page of an account's live transactions, newest first, after a keyset position.
-
-    Decision (bench/read_api_bench.py): the keyset condition is a row comparison
-    ``(sort, id) < (:day, :id)`` over the partial index ``(account_id, sort, id) WHERE
-    removed_at IS NULL``. Written as ``sort < :day OR (sort = :day AND id < :id)`` the
-    planner cannot turn it into one index range, and a page 100k rows deep took 61.5 ms
-    in the PostgreSQL plan; as a row comparison it is 0.24 ms, the same as the first
-    page. Columns, not ORM entities: nothing here is modified, and skipping the identity
-    map and attribute instrumentation is most of the cost of loading 500 rows.
-    """
+def _page(after: bool) -> Select[Any]:
     stmt = select(*_PAGE_COLUMNS).where(
-        Transaction.account_id == account_id, Transaction.removed_at.is_(None)
+        Transaction.account_id == bindparam("account_id"), Transaction.removed_at.is_(None)
     )
-    if after is not None:
-        day, last_id = after
-        stmt = stmt.where(tuple_(_PAGE_SORT, Transaction.id)
-                          < tuple_(literal(day, Date()), literal(last_id, String())))
-    return stmt.order_by(_PAGE_SORT.desc(), Transaction.id.desc()).limit(limit + 1)
+    if after:
+        stmt = stmt.where(
+            tuple_(_PAGE_SORT, Transaction.id)
+            < tuple_(bindparam("day", type_=Date()), bindparam("last_id", type_=String()))
+        )
+    page = stmt.order_by(_PAGE_SORT.desc(), Transaction.id.desc()).limit(
+        bindparam("limit", type_=Integer())
+    )
+    return cast("Select[Any]", page)
+
+
+#: One page of an account's live transactions, newest first, after a keyset position.
+#:
+#: Decision (bench/read_api_bench.py): the keyset condition is a row comparison
+#: ``(sort, id) < (:day, :id)`` over the partial index ``(account_id, sort, id) WHERE
+#: removed_at IS NULL``. Written as ``sort < :day OR (sort = :day AND id < :id)`` the
+#: planner cannot turn it into one index range, and a page 100k rows deep took 61.5 ms
+#: in the PostgreSQL plan; as a row comparison it is 0.24 ms, the same as the first
+#: page. Columns, not ORM entities: nothing here is modified.
+FIRST_PAGE, PAGE_AFTER = _page(False), _page(True)
+_OWNED_ACCOUNT = (
+    select(Account.user_id)
+    .join(Connection, Connection.id == Account.connection_id)
+    .where(Account.id == bindparam("account_id"), Connection.application_id == bindparam("app_id"))
+)
 
 
 async def get_transactions(call: Call) -> TransactionPage:
@@ -142,19 +220,23 @@ async def get_transactions(call: Call) -> TransactionPage:
     account_id, region = call.path_id("id", "acc")
     query = call.query_as(PageQuery)
     custody = call.services.custody[region]
-    after = None
+    params: dict[str, Any] = {"account_id": account_id, "limit": query.limit + 1}
     if query.cursor:
         day_text, last_id = decode_cursor(query.cursor, account_id, 2)
         try:
-            after = (date.fromisoformat(day_text), last_id)
+            params.update(day=date.fromisoformat(day_text), last_id=last_id)
         except ValueError:
             raise InvalidCursor("the cursor does not decode") from None
-    async with call.services.router.reader(region) as session:
-        account = await owned_account(session, account_id, call.caller)
-        rows = (await session.execute(page_statement(account_id, query.limit, after))).all()
-        page = rows[:query.limit]
-        key = await custody.data_keys.load(session, account.user_id) if page else None
-    data = [await transaction_row_view(custody, key, t) for t in page] if key else []
+    quick = call.services.router.quick(region)
+    owner = await quick.rows(_OWNED_ACCOUNT, {"account_id": account_id, "app_id": call.caller})
+    if not owner:
+        raise NotFound("no account with this id")
+    rows = await quick.rows(PAGE_AFTER if query.cursor else FIRST_PAGE, params)
+    page = rows[: query.limit]
+    data = []
+    if page:
+        key = await custody.data_keys.load_quick(quick, owner[0][0])
+        data = await transaction_views(custody, key, page)
     next_cursor = None
     if len(rows) > query.limit:
         last = page[-1]
@@ -163,22 +245,41 @@ async def get_transactions(call: Call) -> TransactionPage:
     return TransactionPage(data, next_cursor)
 
 
+_OWNED_CONNECTION = select(Connection.user_id, Connection.change_seq).where(
+    Connection.id == bindparam("connection_id"), Connection.application_id == bindparam("app_id")
+)
+
+
 async def get_transactions_sync(call: Call) -> TransactionSync:
+    """Statements on an autocommit connection: the ownership check (with the newest
+    position, to refuse a cursor from the future), the changes after the cursor, and the
+    user's data key. Positions are handed out in commit order per connection
+    (:mod:`aggregator.store.changes`), so a later snapshot never skips a change."""
     connection_id, region = call.path_id("id", "con")
     query = call.query_as(SyncQuery)
     custody = call.services.custody[region]
-    async with call.services.router.reader(region) as session:
-        connection = await owned_connection(session, connection_id, call.caller)
-        position = 0
-        if query.cursor:
-            (text,) = decode_cursor(query.cursor, connection_id, 1)
-            if not text.isdigit() or int(text) > connection.change_seq:
-                raise InvalidCursor("the cursor is not a position of this connection")
-            position = int(text)
-        changes = await changes_since(session, connection.id, position, limit=query.count)
-        changed = [*changes.added, *changes.modified]
-        key = await custody.data_keys.load(session, connection.user_id) if changed else None
-    views = {t.id: await transaction_view(custody, key, t) for t in changed} if key else {}
+    quick = call.services.router.quick(region)
+    owner = await quick.rows(
+        _OWNED_CONNECTION, {"connection_id": connection_id, "app_id": call.caller}
+    )
+    if not owner:
+        raise NotFound("no connection with this id")
+    user_id, change_seq = owner[0]
+    position = 0
+    if query.cursor:
+        (text,) = decode_cursor(query.cursor, connection_id, 1)
+        if not text.isdigit() or int(text) > change_seq:
+            raise InvalidCursor("the cursor is not a position of this connection")
+        position = int(text)
+    changes = await change_rows_since(
+        quick, ConnectionId(connection_id), position, limit=query.count
+    )
+    changed = [*changes.added, *changes.modified]
+    views = {}
+    if changed:
+        key = await custody.data_keys.load_quick(quick, user_id)
+        views = dict(zip([t.id for t in changed], await transaction_views(custody, key, changed),
+                         strict=True))
     return TransactionSync(
         added=[views[t.id] for t in changes.added],
         modified=[views[t.id] for t in changes.modified],

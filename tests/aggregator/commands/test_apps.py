@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 from pathlib import Path
@@ -15,27 +14,9 @@ from aggregator.commands import apps
 from aggregator.errors import ConfigError, SchemaOutOfDate
 from aggregator.models import ApiKey, Application
 from aggregator.store import RegionRouter
-from tests.aggregator.conftest import Backend
+from tests.aggregator.commands._cli import command_runner
 
-
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="aggregator")
-    parser.add_argument("--config")
-    apps.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    result: int = args.handler(args)
-    return result
-
-
-@pytest.fixture
-def config(backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    for var in [v for v in os.environ if v.startswith("AGGREGATOR_")]:
-        monkeypatch.delenv(var)
-    path = tmp_path / "aggregator.toml"
-    path.write_text(f'data_dir = "{tmp_path}"\n' + "".join(
-        f'[regions.{region}]\ndatabase_url = "{url}"\n' for region, url in backend.urls.items()
-    ))
-    return str(path)
+run = command_runner(apps)
 
 
 async def test_create_prints_a_key_once_that_authenticates_in_every_region(

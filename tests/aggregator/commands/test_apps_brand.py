@@ -11,10 +11,8 @@ from aggregator.errors import ConfigError
 from aggregator.models import Application
 from aggregator.store import RegionRouter
 from tests.aggregator.commands.test_apps import run
-from tests.aggregator.commands.test_apps_lifecycle import actions, cli, config
+from tests.aggregator.commands.test_apps_lifecycle import actions, cli
 from tests.aggregator.link.test_page_i18n_brand import png
-
-__all__ = ["config"]  # the fixture, shared with the lifecycle tests
 
 
 async def test_brand_is_stored_in_every_region_and_audited(

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,18 +20,6 @@ from aggregator.errors import ConfigError, InvalidApiKey
 from aggregator.models import AuditEvent
 from aggregator.store import RegionRouter
 from tests.aggregator.commands.test_apps import run
-from tests.aggregator.conftest import Backend
-
-
-@pytest.fixture
-def config(backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    for var in [v for v in os.environ if v.startswith("AGGREGATOR_")]:
-        monkeypatch.delenv(var)
-    path = tmp_path / "aggregator.toml"
-    path.write_text(f'data_dir = "{tmp_path}"\n' + "".join(
-        f'[regions.{region}]\ndatabase_url = "{url}"\n' for region, url in backend.urls.items()
-    ))
-    return str(path)
 
 
 async def cli(capsys: pytest.CaptureFixture[str], config: str, *argv: str) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -13,8 +12,10 @@ import pytest
 from aggregator.commands import banks
 from aggregator.errors import ConfigError
 from aggregator.sandbox import SandboxBank, SandboxConfig
-from aggregator.sandbox.fapi2 import Fapi2SandboxBank
+from aggregator.sandbox.config import DEV_REDIRECT_URIS
+from aggregator.sandbox.modes import MODES
 from connectors import load_profiles
+from tests.aggregator.commands._cli import command_runner
 
 
 @pytest.fixture
@@ -27,13 +28,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="aggregator")
-    parser.add_argument("--config")
-    banks.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["banks", *argv])
-    result: int = args.handler(args)
-    return result
+run = command_runner(banks, prefix=("banks",))
 
 
 def operator_profile(workdir: Path, **lines: str) -> None:
@@ -172,7 +167,10 @@ def test_check_reports_missing_credentials_and_unreachable_bank(
 def test_check_reports_fapi2_readiness_of_a_fapi2_bank(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with Fapi2SandboxBank().serve_in_thread() as issuer:
+    # The bank registers the key the gateway's check signs with: both generate-or-read it
+    # in the data directory (./var here).
+    bank = MODES["sandbox-fapi2"](DEV_REDIRECT_URIS, workdir / "var")
+    with bank.serve_in_thread() as issuer:
         assert run("check", "sandbox-fapi2", "--issuer", issuer) == 0
 
     out = capsys.readouterr().out

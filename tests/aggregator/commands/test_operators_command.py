@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
-import os
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -16,27 +13,9 @@ from aggregator.errors import ConfigError
 from aggregator.models import Operator, OperatorRole
 from aggregator.operators import sign_in
 from aggregator.store import RegionRouter
-from tests.aggregator.conftest import Backend
+from tests.aggregator.commands._cli import command_runner
 
-
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="aggregator")
-    parser.add_argument("--config")
-    operators.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    result: int = args.handler(args)
-    return result
-
-
-@pytest.fixture
-def config(backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    for var in [v for v in os.environ if v.startswith("AGGREGATOR_")]:
-        monkeypatch.delenv(var)
-    path = tmp_path / "aggregator.toml"
-    path.write_text(f'data_dir = "{tmp_path}"\n' + "".join(
-        f'[regions.{region}]\ndatabase_url = "{url}"\n' for region, url in backend.urls.items()
-    ))
-    return str(path)
+run = command_runner(operators)
 
 
 async def test_create_reads_the_password_from_stdin_and_writes_every_region(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -11,18 +10,10 @@ import pytest
 from aggregator.commands import keys, migrate, serve
 from aggregator.errors import ConfigError, SchemaOutOfDate
 from connectors import ProfileError
+from tests.aggregator.commands._cli import command_runner
 from vault import VaultError
 
-
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="aggregator")
-    parser.add_argument("--config")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for module in (keys, migrate, serve):
-        module.register(commands)
-    args = parser.parse_args(list(argv))
-    result: int = args.handler(args)
-    return result
+run = command_runner(keys, migrate, serve)
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import httpx
 
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.ratelimit.policy import RouteClass, classify
 from aggregator.settings import RateLimit, Settings
 from aggregator.settings.rate_limits import DEFAULT_RATE_LIMITS

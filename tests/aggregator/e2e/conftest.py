@@ -7,13 +7,22 @@ port matches a loopback redirect URI, RFC 8252 §7.3). The application's redirec
 is on another origin that nothing serves: walks stop at the redirect to it. Every token
 the bank issues to the gateway is recorded (``Gateway.issued_tokens``), for tests that
 look for it where it must not be.
+
+Browser tests share :func:`chromium` (Debian's Chromium under Playwright, the flags
+docs/architecture.md lists in "Performance notes", a fresh profile per context) and
+:func:`assert_accessible` (axe-core, pinned in ``axe/package.json``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +30,8 @@ import pytest
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.link.walk import Walk, link_as_person
 from aggregator.link.wiring import install
@@ -40,6 +50,77 @@ from tests.aggregator._logs import LogLines, json_log_lines
 
 APP_REDIRECT = "https://app.example/linked"
 BANK_FOR = {"eu": "sandbox-eu", "us": "sandbox-us"}
+
+CHROMIUM = Path("/usr/bin/chromium")
+HAVE_CHROMIUM = CHROMIUM.exists()
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+AXE_DIR = Path(__file__).resolve().parent / "axe"
+AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+
+#: ``await chromium(profile="profile", *, locale=None, width=1280, height=900,
+#: bypass_csp=False)`` -> a Playwright persistent browser context.
+Chromium = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+    """Launches headless Chromium contexts (skipped where Debian's chromium is missing);
+    every context and Playwright itself are stopped after the test."""
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        contexts: list[Any] = []
+
+        async def launch(profile: str = "profile", *, locale: str | None = None,
+                         width: int = 1280, height: int = 900, bypass_csp: bool = False,
+                         ) -> Any:
+            context = await pw.chromium.launch_persistent_context(
+                str(tmp_path / profile), executable_path=str(CHROMIUM), args=FLAGS,
+                headless=True, viewport={"width": width, "height": height}, locale=locale,
+                bypass_csp=bypass_csp,
+            )
+            contexts.append(context)
+            return context
+
+        try:
+            yield launch
+        finally:
+            for context in contexts:
+                await context.close()
+
+
+def axe_source() -> str:
+    """axe-core's script, installed from the pinned lock file if it is not there yet."""
+    if not AXE_JS.is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is needed to install axe-core (apt-get install -y npm)")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=AXE_DIR, check=True,
+                       capture_output=True, timeout=300)
+    return AXE_JS.read_text("utf-8")
+
+
+async def assert_accessible(page: Any, name: str, artifacts: Path) -> None:
+    """axe-core reports no violation on ``page``; a screenshot is kept as ``name``.png.
+
+    The script runs through the DevTools protocol (``evaluate``), not a page script, so
+    a page keeps its real Content-Security-Policy while it is checked.
+    """
+    await page.evaluate(axe_source())
+    result = await page.evaluate(
+        "async () => JSON.stringify((await axe.run(document, {resultTypes: ['violations']}))"
+        ".violations.map(v => ({id: v.id, help: v.help, nodes: v.nodes.map(n => n.target)})))"
+    )
+    violations = json.loads(result)
+    assert violations == [], f"{name}: {violations}"
+    await asyncio.to_thread(artifacts.mkdir, parents=True, exist_ok=True)
+    await page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
 
 
 def gateway_client() -> SandboxClient:
@@ -121,7 +202,7 @@ async def gateway(
         services = Services(settings, region_router, custody, BankDirectory(profiles, http))
         sock = bind("127.0.0.1", 0)
         install(services, public_url=base_url(sock))
-        app = create_app(settings, services=services)  # Link routes: ROUTE_MODULES
+        app = create_app(settings, services=services)  # Link routes: gateway_routes()
         app_id, key = await create_application(region_router, "Budgetly", [APP_REDIRECT])
         async with (
             serving(app, sock) as url,

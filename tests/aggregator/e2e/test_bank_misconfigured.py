@@ -57,3 +57,20 @@ async def test_par_required_with_use_par_false_is_a_configuration_error_not_an_o
     metrics = (await gateway.api.get("/metrics")).text
     assert ('aggregator_bank_misconfigured_total{bank="sandbox-eu",reason="par_required",'
             'setting="use_par"} 1.0') in metrics
+
+
+async def test_the_misconfigured_bank_page_speaks_the_browsers_language(
+    gateway: Gateway,
+) -> None:
+    gateway.browser.headers["Accept-Language"] = "de-DE,de;q=0.9"
+    walk = await gateway.walk(await gateway.link_url(await gateway.user("eu")))
+
+    page = walk.final
+    assert page is not None
+    assert page.status_code == 502
+    assert page.headers["content-language"] == "de"
+    text = html.unescape(page.text)
+    assert "<h1>Diese Bank kann gerade nicht verbunden werden</h1>" in text
+    assert "Mit Ihrem Konto ist alles in Ordnung." in text
+    assert "wählen Sie eine andere Bank" in text
+    assert "can't be linked" not in text

@@ -10,7 +10,8 @@ import pytest
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.link.wiring import install
 from aggregator.models import Connection

@@ -4,17 +4,13 @@ Debian's Chromium driven by Playwright with the flags of the Link browser test. 
 operator signs in, finds a connection linked through the real Link flow, syncs it at the
 sandbox bank, redelivers its webhook event and verifies the audit chain, pressing keys
 on focused controls (Tab order, Enter, Space) rather than clicking. axe-core (pinned in
-``axe/package.json``, installed with ``npm ci`` on first use and injected from disk, so
+``axe/package.json``, installed with ``npm ci`` on first use and run from disk, so
 nothing is fetched) must report no violation on any console page. Screenshots are kept
 under ``test-artifacts/console-browser/``.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,37 +19,18 @@ from sqlalchemy import select
 from aggregator.models import AuditEvent, OperatorRole
 from aggregator.operators import create_operator
 from aggregator.store import RegionRouter
-from tests.aggregator.e2e.conftest import Gateway
-from tests.aggregator.e2e.test_link_browser import CHROMIUM, FLAGS, HAVE_CHROMIUM
+from tests.aggregator.e2e.conftest import ARTIFACTS as ALL_ARTIFACTS
+from tests.aggregator.e2e.conftest import Chromium, Gateway
+from tests.aggregator.e2e.conftest import assert_accessible as check_accessible
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "console-browser"
-AXE_DIR = Path(__file__).resolve().parent / "axe"
-AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = ALL_ARTIFACTS / "console-browser"
 PASSWORD = "correct horse battery staple"
 
 pytestmark = pytest.mark.browser
 
 
-def axe_script() -> Path:
-    """axe-core's script, installed from the pinned lock file if it is not there yet."""
-    if not AXE_JS.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is needed to install axe-core (apt-get install -y npm)")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=AXE_DIR, check=True,
-                       capture_output=True, timeout=300)
-    return AXE_JS
-
-
 async def assert_accessible(page: Any, name: str) -> None:
-    await page.add_script_tag(path=str(axe_script()))
-    result = await page.evaluate(
-        "async () => JSON.stringify((await axe.run(document, {resultTypes: ['violations']}))"
-        ".violations.map(v => ({id: v.id, help: v.help, nodes: v.nodes.map(n => n.target)})))"
-    )
-    violations = json.loads(result)
-    assert violations == [], f"{name}: {violations}"
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    await check_accessible(page, name, ARTIFACTS)
 
 
 async def press(page: Any, role: str, name: str, key: str = "Enter") -> None:
@@ -68,72 +45,60 @@ async def press(page: Any, role: str, name: str, key: str = "Enter") -> None:
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 async def test_an_operator_syncs_redelivers_and_verifies_with_the_keyboard(
-    gateway: Gateway, region_router: RegionRouter, tmp_path: Path
+    gateway: Gateway, region_router: RegionRouter, chromium: Chromium
 ) -> None:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
-    from playwright.async_api import async_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     operator_id = await create_operator(region_router, "ada", OperatorRole.ADMIN, PASSWORD)
     _, connection_id = await gateway.link("eu")
     # Secure cookies are kept for http://localhost (a potentially trustworthy origin).
     base = gateway.url.replace("127.0.0.1", "localhost")
 
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=FLAGS,
-            headless=True, viewport={"width": 1280, "height": 900}, bypass_csp=True,
-        )
-        try:
-            page = context.pages[0] if context.pages else await context.new_page()
-            await page.goto(f"{base}/console/connections")
-            assert "/console/sign-in" in page.url
-            await assert_accessible(page, "1-sign-in")
-            # The name field has focus on arrival; Tab moves to the password.
-            assert await page.evaluate("document.activeElement.id") == "name"
-            await page.keyboard.type("ada")
-            await page.keyboard.press("Tab")
-            await page.keyboard.type(PASSWORD)
-            await page.keyboard.press("Enter")
-            await page.get_by_role("heading", name="Connections").wait_for()
-            assert page.url.endswith("/console/connections")  # back where it started
+    context = await chromium()  # under the console's real Content-Security-Policy
+    page = context.pages[0] if context.pages else await context.new_page()
+    await page.goto(f"{base}/console/connections")
+    assert "/console/sign-in" in page.url
+    await assert_accessible(page, "1-sign-in")
+    # The name field has focus on arrival; Tab moves to the password.
+    assert await page.evaluate("document.activeElement.id") == "name"
+    await page.keyboard.type("ada")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Connections").wait_for()
+    assert page.url.endswith("/console/connections")  # back where it started
 
-            await assert_accessible(page, "2-connections")
-            await page.get_by_label("Region").select_option("eu")
-            await press(page, "button", "Filter")
-            await page.get_by_role("link", name=connection_id).wait_for()
-            await press(page, "link", connection_id)
-            await page.get_by_role("heading", name=f"Connection {connection_id}").wait_for()
-            await assert_accessible(page, "3-connection")
+    await assert_accessible(page, "2-connections")
+    await page.get_by_label("Region").select_option("eu")
+    await press(page, "button", "Filter")
+    await page.get_by_role("link", name=connection_id).wait_for()
+    await press(page, "link", connection_id)
+    await page.get_by_role("heading", name=f"Connection {connection_id}").wait_for()
+    await assert_accessible(page, "3-connection")
 
-            await press(page, "button", "Sync now")
-            status = page.get_by_role("status")
-            await status.wait_for()
-            assert await status.inner_text() == "The sync ran."
-            await assert_accessible(page, "4-synced")
+    await press(page, "button", "Sync now")
+    status = page.get_by_role("status")
+    await status.wait_for()
+    assert await status.inner_text() == "The sync ran."
+    await assert_accessible(page, "4-synced")
 
-            redeliver = page.get_by_role("button", name="Redeliver connection.created event",
-                                         exact=False)
-            await redeliver.focus()
-            await page.keyboard.press("Space")
-            await page.get_by_text("The event is due for delivery again").wait_for()
+    redeliver = page.get_by_role("button", name="Redeliver connection.created event",
+                                 exact=False)
+    await redeliver.focus()
+    await page.keyboard.press("Space")
+    await page.get_by_text("The event is due for delivery again").wait_for()
 
-            for label, shot in (("Overview", "5-overview"), ("Applications", "6-applications"),
-                                ("Banks", "7-banks"), ("Consent expiries", "8-expiries"),
-                                ("Erasure requests", "9-erasures"), ("Key custody", "10-keys"),
-                                ("Audit trail", "11-audit")):
-                await press(page, "link", label)
-                await page.get_by_role("heading", name=label, exact=True).wait_for()
-                await assert_accessible(page, shot)
+    for label, shot in (("Overview", "5-overview"), ("Applications", "6-applications"),
+                        ("Banks", "7-banks"), ("Consent expiries", "8-expiries"),
+                        ("Erasure requests", "9-erasures"), ("Key custody", "10-keys"),
+                        ("Audit trail", "11-audit")):
+        await press(page, "link", label)
+        await page.get_by_role("heading", name=label, exact=True).wait_for()
+        await assert_accessible(page, shot)
 
-            await press(page, "button", "Verify the eu chain")
-            await page.get_by_role("status").wait_for()
-            assert "The audit chain of region eu is intact" in await page.get_by_role(
-                "status").inner_text()
-            await assert_accessible(page, "12-verified")
-        finally:
-            await context.close()
+    await press(page, "button", "Verify the eu chain")
+    await page.get_by_role("status").wait_for()
+    assert "The audit chain of region eu is intact" in await page.get_by_role(
+        "status").inner_text()
+    await assert_accessible(page, "12-verified")
 
     async with region_router.reader("eu") as session:
         done = (await session.execute(

@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.ids import UserId
 from aggregator.link.walk import link_as_person
@@ -29,10 +30,11 @@ from aggregator.models.base import utcnow
 from aggregator.sandbox import SandboxConfig
 from aggregator.sandbox.fapi2 import (
     FAPI2_CLIENT_ID,
-    FAPI2_CLIENT_KEY_FILE,
+    FAPI2_CLIENT_KEY,
     Fapi2SandboxBank,
-    fapi2_client,
+    dev_fapi2_client,
 )
+from aggregator.sandbox_keys import KEY_DIRECTORY, resolve_sandbox_keys
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory
@@ -51,15 +53,15 @@ BANK = "sandbox-fapi2"
 async def fapi2(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
 ) -> AsyncIterator[Gateway]:
-    bank = Fapi2SandboxBank(SandboxConfig(
-        clients=[fapi2_client(("http://127.0.0.1/link/callback",))], require_par=True,
-    ))
+    client = dev_fapi2_client(settings.data_dir, ("http://127.0.0.1/link/callback",))
+    bank = Fapi2SandboxBank(SandboxConfig(clients=[client], require_par=True))
     issued: list[str] = []
     async with (
         bank.serve() as bank_url,
         httpx.AsyncClient(timeout=10, event_hooks={"response": [_token_watch(issued)]}) as http,
     ):
-        profiles = load_profiles([], {BANK: {"issuer": bank_url}})
+        profiles = resolve_sandbox_keys(load_profiles([], {BANK: {"issuer": bank_url}}),
+                                        settings.data_dir)
         services = Services(settings, region_router, custody, BankDirectory(profiles, http))
         sock = bind("127.0.0.1", 0)
         install(services, public_url=base_url(sock))
@@ -105,7 +107,8 @@ async def _worker_refresh(gateway: Gateway, settings: Settings) -> str:
     async with router.session("eu") as session, session.begin():
         await session.execute(update(Credential).values(
             refresh_due_at=utcnow() - timedelta(seconds=1)))
-    profiles = load_profiles([], {BANK: {"issuer": gateway.bank_url}})
+    profiles = resolve_sandbox_keys(load_profiles([], {BANK: {"issuer": gateway.bank_url}}),
+                                    settings.data_dir)
     async with httpx.AsyncClient(timeout=10) as http:
         ctx = RefreshContext(router, gateway.services.custody, BankDirectory(profiles, http),
                              WorkerMetrics(), "worker-test", max_interval=timedelta(hours=1))
@@ -215,13 +218,13 @@ async def test_no_private_key_or_dpop_key_material_in_any_log_line(
     _, key = await _connection_key(fapi2, connection_id)
     pem = key.private_bytes().decode()
     secrets = [line for line in pem.splitlines() if "-----" not in line]
-    client_pem = _client_key_lines()
+    client_pem = _client_key_lines(settings)
     text = "\n".join(json.dumps(line) for line in log_lines())
     assert text  # the flow logged something: the scan is not vacuous
     for needle in [*secrets, *client_pem, *fapi2.issued_tokens]:
         assert needle not in text
 
 
-def _client_key_lines() -> list[str]:
-    pem = FAPI2_CLIENT_KEY_FILE.read_text()
+def _client_key_lines(settings: Settings) -> list[str]:
+    pem = (settings.data_dir / KEY_DIRECTORY / f"{FAPI2_CLIENT_KEY}.pem").read_text()
     return [line for line in pem.splitlines() if "-----" not in line]

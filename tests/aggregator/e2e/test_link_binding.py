@@ -13,7 +13,8 @@ import httpx
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.link.browser import LOOPBACK_NAME, POST_NAME, SECURE_NAME
 from aggregator.link.walk import link_as_person
 from aggregator.link.wiring import install

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import func, select
 
 from aggregator.link.walk import forms_of
-from aggregator.models import AuditEvent, Connection, LinkSession, LinkStatus
+from aggregator.models import AuditEvent, Connection, LinkSession, LinkStatus, OutboundEvent
 from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway
 
 
@@ -27,8 +27,13 @@ async def test_cancel_returns_to_the_app_with_outcome_cancelled(gateway: Gateway
         assert (await session.execute(select(func.count(Connection.id)))).scalar_one() == 0
         actions = (await session.execute(
             select(AuditEvent.action).where(AuditEvent.target_id == link.id))).scalars().all()
+        events = (await session.execute(select(OutboundEvent))).scalars().all()
     assert link.status is LinkStatus.FAILED
     assert "link_session.cancelled" in actions
+    # The app's backend hears it too, as a user's choice rather than a failure.
+    assert [(e.type, e.data) for e in events] == [
+        ("link.cancelled", {"link_session_id": link.id, "user_id": user_id})]
+    assert events[0].application_id == gateway.app_id
     again = await gateway.browser.get(link_url)  # the link is spent
     assert again.status_code == 409
 
@@ -42,4 +47,6 @@ async def test_cancel_needs_the_pages_own_form(gateway: Gateway) -> None:
     assert answer.status_code == 400
     async with gateway.services.router.reader("eu") as session:
         link = (await session.execute(select(LinkSession))).scalar_one()
+        events = (await session.execute(select(OutboundEvent))).scalars().all()
     assert link.status is LinkStatus.PENDING
+    assert events == []  # a refused cancel tells the app nothing

@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import func, select
 
-from aggregator.http import create_app
+from aggregator.http.app import create_app
 from aggregator.http.serving import bind, serving
 from aggregator.link.wiring import install
 from aggregator.models import LinkSession, LinkStatus

@@ -4,7 +4,7 @@ Complements ``test_link_browser_locales.py`` (languages from ``Accept-Language``
 the app's branding under the page's real CSP, and the session's ``locale`` winning over
 the browser's.
 
-The fixtures of ``test_link_browser.py`` (Debian's Chromium driven by Playwright). The
+The ``chromium`` fixture of ``conftest.py`` (Debian's Chromium driven by Playwright). The
 pages keep their real Content-Security-Policy here (no ``bypass_csp``): the app's accent
 (an inline style allowed by its hash) and its ``data:`` logo must survive it. axe-core,
 pinned in ``axe/package.json`` and installed with ``npm ci`` on first use, is run through
@@ -13,10 +13,7 @@ the DevTools protocol (not a page script, which the CSP would block) on every pa
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,55 +22,20 @@ import pytest
 
 from aggregator.applications import update_application
 from aggregator.branding import data_url
-from tests.aggregator.e2e.conftest import APP_REDIRECT, Gateway
-from tests.aggregator.e2e.test_link_browser import CHROMIUM, FLAGS, HAVE_CHROMIUM
+from tests.aggregator.e2e.conftest import APP_REDIRECT, Chromium, Gateway
+from tests.aggregator.e2e.conftest import ARTIFACTS as ALL_ARTIFACTS
+from tests.aggregator.e2e.conftest import assert_accessible as check_accessible
 from tests.aggregator.link.test_page_i18n_brand import png
 
 ROOT = Path(__file__).resolve().parents[3]
-ARTIFACTS = ROOT / "test-artifacts" / "link-page"
-AXE_DIR = Path(__file__).resolve().parent / "axe"
-AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+ARTIFACTS = ALL_ARTIFACTS / "link-page"
 ACCENT = "#7a1fa2"
 
 pytestmark = pytest.mark.browser
 
 
-def axe_source() -> str:
-    if not AXE_JS.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is needed to install axe-core (apt-get install -y npm)")
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=AXE_DIR, check=True,
-                       capture_output=True, timeout=300)
-    return AXE_JS.read_text("utf-8")
-
-
 async def assert_accessible(page: Any, name: str) -> None:
-    await page.evaluate(axe_source())
-    result = await page.evaluate(
-        "async () => JSON.stringify((await axe.run(document, {resultTypes: ['violations']}))"
-        ".violations.map(v => ({id: v.id, help: v.help, nodes: v.nodes.map(n => n.target)})))"
-    )
-    assert json.loads(result) == [], name
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-async def browse(tmp_path: Path, locale: str) -> Any:
-    from playwright.async_api import async_playwright
-
-    pw = await async_playwright().start()
-    context = await pw.chromium.launch_persistent_context(
-        str(tmp_path / f"profile-{locale}"), executable_path=str(CHROMIUM), args=FLAGS,
-        headless=True, viewport={"width": 800, "height": 900}, locale=locale,
-    )
-    return pw, context
-
-
-@pytest.fixture
-def chromium() -> None:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await check_accessible(page, name, ARTIFACTS)
 
 
 async def brand(gateway: Gateway) -> None:
@@ -84,95 +46,85 @@ async def brand(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_branded_link_in_french_from_accept_language(
-        gateway: Gateway, tmp_path: Path, chromium: None) -> None:
+        gateway: Gateway, chromium: Chromium) -> None:
     await brand(gateway)
     link_url = await gateway.link_url(await gateway.user("eu"))
     landed: list[str] = []
-    pw, context = await browse(tmp_path, "fr-FR")
-    try:
-        async def the_app(route: Any) -> None:
-            landed.append(route.request.url)
-            await route.fulfill(status=200, content_type="text/html",
-                                body='<!doctype html><html lang="fr"><title>Budgetly</title>'
-                                     "<h1>Budgetly</h1></html>")
+    context = await chromium(locale="fr-FR", width=800)
 
-        await context.route(APP_REDIRECT + "*", the_app)
-        page = context.pages[0] if context.pages else await context.new_page()
-        await page.goto(link_url)
-        assert await page.get_attribute("html", "lang") == "fr"
-        assert await page.locator("h1").inner_text() == "Connectez votre banque"
-        assert "Budgetly" in await page.locator(".brand").inner_text()
-        # The CSP let the hashed accent style and the data: logo through.
-        button = page.get_by_role("button", name="Continuer vers votre banque")
-        assert await button.evaluate("b => getComputedStyle(b).backgroundColor") == \
-            "rgb(122, 31, 162)"
-        assert await page.locator(".app-logo").evaluate("i => i.naturalWidth") == 32
-        await assert_accessible(page, "fr-picker")
-        radio = page.get_by_role("radio", name="Sandbox Bank (EU)")
-        await radio.focus()
-        await page.keyboard.press("Space")
-        await button.focus()
-        await page.keyboard.press("Enter")
-        await page.get_by_label("Username").fill("alice")
-        await page.get_by_label("Password").fill("alice-pass")
-        await page.get_by_role("button", name="Sign in").click()
-        await page.get_by_role("button", name="Allow").click()
-        await page.get_by_role("heading", name="Budgetly").wait_for()
-        await page.goto(link_url)
-        assert await page.locator("h1").inner_text() == "Ce lien a déjà été utilisé"
-        await assert_accessible(page, "fr-already-used")
-    finally:
-        await context.close()
-        await pw.stop()
+    async def the_app(route: Any) -> None:
+        landed.append(route.request.url)
+        await route.fulfill(status=200, content_type="text/html",
+                            body='<!doctype html><html lang="fr"><title>Budgetly</title>'
+                                 "<h1>Budgetly</h1></html>")
+
+    await context.route(APP_REDIRECT + "*", the_app)
+    page = context.pages[0] if context.pages else await context.new_page()
+    await page.goto(link_url)
+    assert await page.get_attribute("html", "lang") == "fr"
+    assert await page.locator("h1").inner_text() == "Connectez votre banque"
+    assert "Budgetly" in await page.locator(".brand").inner_text()
+    # The CSP let the hashed accent style and the data: logo through.
+    button = page.get_by_role("button", name="Continuer vers votre banque")
+    assert await button.evaluate("b => getComputedStyle(b).backgroundColor") == \
+        "rgb(122, 31, 162)"
+    assert await page.locator(".app-logo").evaluate("i => i.naturalWidth") == 32
+    await assert_accessible(page, "fr-picker")
+    radio = page.get_by_role("radio", name="Sandbox Bank (EU)")
+    await radio.focus()
+    await page.keyboard.press("Space")
+    await button.focus()
+    await page.keyboard.press("Enter")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill("alice-pass")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Allow").click()
+    await page.get_by_role("heading", name="Budgetly").wait_for()
+    await page.goto(link_url)
+    assert await page.locator("h1").inner_text() == "Ce lien a déjà été utilisé"
+    await assert_accessible(page, "fr-already-used")
     assert parse_qs(urlsplit(landed[0]).query)["outcome"] == ["success"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_link_in_german_is_cancelled_back_to_the_app(
-        gateway: Gateway, tmp_path: Path, chromium: None) -> None:
+        gateway: Gateway, chromium: Chromium) -> None:
     link_url = await gateway.link_url(await gateway.user("eu"), locale="de")
     landed: list[str] = []
-    pw, context = await browse(tmp_path, "en-GB")  # the session's locale wins
-    try:
-        async def the_app(route: Any) -> None:
-            landed.append(route.request.url)
-            await route.fulfill(status=200, content_type="text/html",
-                                body='<!doctype html><html lang="de"><title>App</title>'
-                                     "<h1>Budgetly</h1></html>")
+    context = await chromium(locale="en-GB", width=800)  # the session's locale wins
 
-        await context.route(APP_REDIRECT + "*", the_app)
-        page = context.pages[0] if context.pages else await context.new_page()
-        await page.goto(link_url)
-        assert await page.get_attribute("html", "lang") == "de"
-        assert await page.locator("h1").inner_text() == "Verbinden Sie Ihre Bank"
-        await assert_accessible(page, "de-picker")
-        cancel = page.get_by_role("button", name="Abbrechen und zurück zu Budgetly")
-        await cancel.focus()
-        await page.keyboard.press("Enter")
-        await page.get_by_role("heading", name="Budgetly").wait_for()
-    finally:
-        await context.close()
-        await pw.stop()
+    async def the_app(route: Any) -> None:
+        landed.append(route.request.url)
+        await route.fulfill(status=200, content_type="text/html",
+                            body='<!doctype html><html lang="de"><title>App</title>'
+                                 "<h1>Budgetly</h1></html>")
+
+    await context.route(APP_REDIRECT + "*", the_app)
+    page = context.pages[0] if context.pages else await context.new_page()
+    await page.goto(link_url)
+    assert await page.get_attribute("html", "lang") == "de"
+    assert await page.locator("h1").inner_text() == "Verbinden Sie Ihre Bank"
+    await assert_accessible(page, "de-picker")
+    cancel = page.get_by_role("button", name="Abbrechen und zurück zu Budgetly")
+    await cancel.focus()
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Budgetly").wait_for()
     assert parse_qs(urlsplit(landed[0]).query) == {"outcome": ["cancelled"]}
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_the_branded_page_for_the_readme(
-        gateway: Gateway, tmp_path: Path, chromium: None) -> None:
+        gateway: Gateway, chromium: Chromium) -> None:
     """English, branded: kept as docs/link-branded.png when LINK_SCREENSHOT=1."""
     await brand(gateway)
     link_url = await gateway.link_url(await gateway.user("eu"))
-    pw, context = await browse(tmp_path, "en-US")
-    try:
-        page = context.pages[0] if context.pages else await context.new_page()
-        await page.goto(link_url)
-        assert await page.locator("h1").inner_text() == "Connect your bank"
-        await page.get_by_role("radio", name="Sandbox Bank (EU)").focus()
-        await page.keyboard.press("Space")
-        await assert_accessible(page, "en-branded-picker")
-        if os.environ.get("LINK_SCREENSHOT") == "1":
-            await page.screenshot(path=str(ROOT / "docs" / "link-branded.png"),
-                                  full_page=True)
-    finally:
-        await context.close()
-        await pw.stop()
+    context = await chromium(locale="en-US", width=800)
+    page = context.pages[0] if context.pages else await context.new_page()
+    await page.goto(link_url)
+    assert await page.locator("h1").inner_text() == "Connect your bank"
+    await page.get_by_role("radio", name="Sandbox Bank (EU)").focus()
+    await page.keyboard.press("Space")
+    await assert_accessible(page, "en-branded-picker")
+    if os.environ.get("LINK_SCREENSHOT") == "1":
+        await page.screenshot(path=str(ROOT / "docs" / "link-branded.png"),
+                              full_page=True)

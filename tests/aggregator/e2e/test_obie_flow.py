@@ -24,7 +24,8 @@ from sqlalchemy import func, select, update
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.link.walk import Walk, follow, forms_of, link_as_person, submit
 from aggregator.link.wiring import install
@@ -32,10 +33,11 @@ from aggregator.models import Connection, ConnectionStatus, Credential, Outbound
 from aggregator.models.base import utcnow
 from aggregator.sandbox import SandboxConfig
 from aggregator.sandbox.obie import ObieSandboxBank, dev_obie_client
+from aggregator.sandbox_keys import KEY_DIRECTORY, resolve_sandbox_keys
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter
 from aggregator.sync import BankDirectory
-from connectors import BUILTIN_PROFILES_DIR, PemSigner, load_profiles
+from connectors import PemSigner, load_profiles
 from tests.aggregator._logs import LogLines
 
 APP_REDIRECT = "https://app.example/linked"
@@ -113,7 +115,8 @@ async def running(
         httpx.AsyncClient(timeout=10, event_hooks={"request": [_calls(calls, pushed)]}
                           ) as http,
     ):
-        profiles = load_profiles([], {BANK: {"issuer": bank_url, **profile}})
+        profiles = resolve_sandbox_keys(
+            load_profiles([], {BANK: {"issuer": bank_url, **profile}}), settings.data_dir)
         banks = BankDirectory(profiles, http)
         services = Services(settings, region_router, custody, banks)
         sock = bind("127.0.0.1", 0)
@@ -134,7 +137,7 @@ async def running(
 async def obie(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
 ) -> AsyncIterator[Obie]:
-    bank = ObieSandboxBank(SandboxConfig(clients=[dev_obie_client(CALLBACK)]))
+    bank = ObieSandboxBank(SandboxConfig(clients=[dev_obie_client(settings.data_dir, CALLBACK)]))
     async with running(settings, region_router, custody, bank) as found:
         yield found
 
@@ -282,7 +285,7 @@ async def test_a_refused_request_object_links_nothing_and_deletes_the_consent(
     # The bank verifies this client's request objects with a key the gateway lacks.
     other = PemSigner(ec.generate_private_key(ec.SECP256R1()), key_id="not-ours")
     bank = ObieSandboxBank(
-        SandboxConfig(clients=[dev_obie_client(CALLBACK)]),
+        SandboxConfig(clients=[dev_obie_client(settings.data_dir, CALLBACK)]),
         request_object_keys={"sandbox-obie-client": {"keys": [other.public_jwk()]}},
     )
     async with running(settings, region_router, custody, bank) as obie:
@@ -300,17 +303,17 @@ async def test_a_refused_request_object_links_nothing_and_deletes_the_consent(
 def test_the_development_key_is_accepted_only_for_a_loopback_bank() -> None:
     from connectors import ProfileError
 
-    with pytest.raises(ProfileError, match="private_key_file"):
+    with pytest.raises(ProfileError, match="dev_private_key"):
         load_profiles([], {BANK: {"issuer": "https://bank.example"}})
 
 
 async def test_no_key_or_request_object_signing_input_reaches_the_logs(
-    obie: Obie, log_lines: LogLines,
+    obie: Obie, log_lines: LogLines, settings: Settings,
 ) -> None:
     _, connection = await obie.linked()
     assert (await obie.api.delete(f"/v1/connections/{connection.id}")).status_code == 200
     text = json.dumps(log_lines())
-    pem = (BUILTIN_PROFILES_DIR / "sandbox-obie-client.key.pem").read_text()
+    pem = (settings.data_dir / KEY_DIRECTORY / "sandbox-obie-client.pem").read_text()
     body = "".join(pem.strip().splitlines()[1:-1])
     for chunk in (body[i:i + 24] for i in range(0, len(body), 24)):
         assert chunk not in text
@@ -333,7 +336,7 @@ async def test_the_hybrid_flow_checks_the_front_channel_id_token(
     settings: Settings, region_router: RegionRouter, custody: dict[str, RegionCustody],
     tamper: str | None,
 ) -> None:
-    bank = ObieSandboxBank(SandboxConfig(clients=[dev_obie_client(CALLBACK)]))
+    bank = ObieSandboxBank(SandboxConfig(clients=[dev_obie_client(settings.data_dir, CALLBACK)]))
     hybrid = {"obie": {"response_type": "code id_token"}}
     async with running(settings, region_router, custody, bank, **hybrid) as obie:
         walk = await obie.link()

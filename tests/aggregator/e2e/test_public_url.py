@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import create_app
+from aggregator.http.app import create_app
 from aggregator.http.serving import bind, serving
 from aggregator.link.walk import forms_of, link_as_person
 from aggregator.sandbox import (

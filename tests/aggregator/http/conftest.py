@@ -20,7 +20,8 @@ from starlette.applications import Starlette
 
 from aggregator.applications import create_application, new_api_key
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.ids import ApplicationId
 from aggregator.models import ApiKey
 from aggregator.sandbox import SandboxBank

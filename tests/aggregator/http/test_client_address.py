@@ -13,7 +13,8 @@ from ipaddress import ip_network
 import httpx
 from sqlalchemy import select
 
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import bind, serving
 from aggregator.ids import new_secret
 from aggregator.models import AuditEvent

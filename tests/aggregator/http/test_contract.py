@@ -37,12 +37,13 @@ import pytest
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.problems import PROBLEM_TYPES
-from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.link.walk import link_as_person
 from aggregator.link.wiring import install
+from aggregator.plaid.needs import SERVICE_KEY
 from aggregator.plaid.receiver import PlaidWebhooks
 from aggregator.sandbox import SandboxBank, SandboxConfig
 from aggregator.settings import (

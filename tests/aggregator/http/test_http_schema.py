@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.http.problems import ValidationFailed
-from aggregator.http.schema import decode, decode_query, encode, json_schema, rules
+from aggregator.http.schema import decode, decode_query, dumps, encode, json_schema, rules
 
 
 class Colour(enum.Enum):
@@ -142,3 +145,61 @@ def test_schema_mirrors_the_validation_rules() -> None:
         "type": "integer", "minimum": 1, "maximum": 3,
     }
     assert body["description"] == "A body with one field of each kind."
+
+
+# -- dumps: orjson straight from dataclasses, the same bytes as encode -----------------
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass(frozen=True)
+class _Inner:
+    when: datetime | None
+    day: date | None
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class _Outer:
+    name: str
+    count: int
+    ratio: float
+    flag: bool
+    colour: _Colour
+    inner: _Inner | None
+    rows: list[_Inner]
+    extra: dict[str, Any]
+
+
+_OFFSETS: st.SearchStrategy[Any] = st.sampled_from([
+    UTC, timezone(timedelta(hours=2)), timezone(timedelta(0)),
+    timezone(timedelta(hours=-5, minutes=-30)), None,
+])
+_INSTANTS = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30),
+                         timezones=_OFFSETS)
+_DECIMALS = st.decimals(allow_nan=False, allow_infinity=False, places=None) | st.sampled_from(
+    [Decimal("1E+2"), Decimal("-0.0000"), Decimal("1204.5000"), Decimal("0E-4")])
+_INNER = st.builds(_Inner, when=st.none() | _INSTANTS, day=st.none() | st.dates(),
+                   amount=_DECIMALS)
+_OUTER = st.builds(
+    _Outer, name=st.text(), count=st.integers(-(2**63), 2**63 - 1),
+    ratio=st.floats(allow_nan=False, allow_infinity=False), flag=st.booleans(),
+    colour=st.sampled_from(_Colour), inner=st.none() | _INNER,
+    rows=st.lists(_INNER, max_size=3),
+    extra=st.dictionaries(st.text(max_size=5), st.none() | st.text() | _DECIMALS | _INSTANTS,
+                          max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OUTER)
+def test_dumps_writes_exactly_what_encode_then_orjson_writes(value: _Outer) -> None:
+    assert dumps(value) == orjson.dumps(encode(value))
+
+
+def test_dumps_falls_back_to_encode_for_what_orjson_refuses() -> None:
+    value = {1: Decimal("2.50"), "n": [_Colour.RED]}  # a non-string key
+    assert dumps(value) == orjson.dumps(encode(value)) == b'{"1":"2.50","n":["red"]}'

@@ -11,7 +11,8 @@ from ipaddress import ip_network
 import httpx
 import pytest
 
-from aggregator.http import ApiRoute, Call, Operation, create_app
+from aggregator.http import ApiRoute, Call, Operation
+from aggregator.http.app import create_app
 from aggregator.http.views import Health
 from aggregator.ids import is_request_id
 from aggregator.settings import Settings

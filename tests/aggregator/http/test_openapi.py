@@ -11,7 +11,8 @@ import pytest
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from aggregator.http import ApiRoute, Call, Operation, create_app
+from aggregator.http import ApiRoute, Call, Operation
+from aggregator.http.app import create_app
 from aggregator.http.openapi import UndocumentedRoute
 from aggregator.http.views import Health
 from aggregator.settings import Settings

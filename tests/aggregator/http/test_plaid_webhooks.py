@@ -25,10 +25,10 @@ from sqlalchemy import func, select, update
 from aggregator.errors import ConfigError
 from aggregator.http import Services
 from aggregator.http.logs import JsonFormatter
-from aggregator.http.routes.plaid_webhooks import SERVICE_KEY
 from aggregator.http.serving import bind, serving
 from aggregator.models import Connection, PlaidWebhookEvent, WebhookStatus
 from aggregator.plaid import PlaidWebhooks, apply_webhook_event, pending_events
+from aggregator.plaid.needs import SERVICE_KEY
 from aggregator.plaid.wiring import install_plaid_webhooks
 from aggregator.settings import PlaidRegion
 from aggregator.store import RegionRouter

@@ -16,7 +16,7 @@ from aggregator.errors import (
     SchemaOutOfDate,
     UnknownRegion,
 )
-from aggregator.http import create_app
+from aggregator.http.app import create_app
 from aggregator.http.problems import PROBLEM_TYPES, problem_for
 from aggregator.http.views import ProblemTypeOut
 from aggregator.settings import Settings

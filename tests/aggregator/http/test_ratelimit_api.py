@@ -20,10 +20,10 @@ from starlette.applications import Starlette
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app, open_services
 from aggregator.http.ratelimit import STORE_KEY
 from aggregator.http.ratelimit.redis_store import RedisBuckets
-from aggregator.http.services import open_services
 from aggregator.http.serving import bind, serving
 from aggregator.ids import ApplicationId, new_id, new_secret
 from aggregator.link.wiring import install

@@ -3,6 +3,7 @@ revocation bound, and rate-limit leases keeping the shared budget (both database
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -15,7 +16,7 @@ from aggregator.http.keycache import KeyCache
 from aggregator.http.ratelimit import DatabaseBuckets
 from aggregator.http.ratelimit.leases import LeasedBuckets, lease_size
 from aggregator.http.ratelimit.policy import Level
-from aggregator.http.routes.transactions import page_statement
+from aggregator.http.routes.transactions import FIRST_PAGE, PAGE_AFTER
 from aggregator.http.views import TransactionPage
 from aggregator.ids import new_id
 from aggregator.models import ApiKey, Application, Transaction, TransactionStatus
@@ -62,19 +63,20 @@ async def test_keyset_pages_walk_ties_undated_and_value_dates_exactly_once(
     undated = date(9999, 12, 31)
     expected = sorted(rows, key=lambda t: (t.booked_on or t.value_on or undated, t.id),
                       reverse=True)
-    async with region_router.reader("eu") as session:
-        for limit in (1, 2, 3, 5):
-            seen: list[str] = []
-            after = None
-            for _ in range(len(rows) + 1):
-                page = (await session.execute(page_statement(linked.account.id, limit,
-                                                             after))).all()
-                seen += [r.id for r in page[:limit]]
-                if len(page) <= limit:
-                    break
-                last = page[limit - 1]
-                after = (last.booked_on or last.value_on or undated, last.id)
-            assert seen == [t.id for t in expected], limit
+    quick = region_router.quick("eu")  # the reader the endpoint uses, on both databases
+    for limit in (1, 2, 3, 5):
+        seen: list[str] = []
+        after: dict[str, object] = {}
+        for _ in range(len(rows) + 1):
+            page = await quick.rows(PAGE_AFTER if after else FIRST_PAGE,
+                                    {"account_id": linked.account.id, "limit": limit + 1,
+                                     **after})
+            seen += [r.id for r in page[:limit]]
+            if len(page) <= limit:
+                break
+            last = page[limit - 1]
+            after = {"day": last.booked_on or last.value_on or undated, "last_id": last.id}
+        assert seen == [t.id for t in expected], limit
 
 
 async def test_pages_through_the_api_across_a_day_of_ties(
@@ -102,7 +104,8 @@ async def test_the_page_query_is_an_index_range_without_a_sort(
     linked = await make_linked("eu")
     await _add_rows(region_router, linked, [(date(2025, 1, 1 + n % 28), None)
                                             for n in range(50)])
-    statement = page_statement(linked.account.id, 20, (date(2025, 1, 15), "txn_eu_m"))
+    statement = PAGE_AFTER.params(account_id=linked.account.id, limit=21,
+                                  day=date(2025, 1, 15), last_id="txn_eu_m")
     async with region_router.session("eu") as session, session.begin():
         compiled = statement.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
         if session.get_bind().dialect.name == "postgresql":
@@ -172,6 +175,28 @@ async def test_leases_never_grant_more_than_the_shared_bucket(
     assert 64 - 2 * 4 <= granted <= 64
     exact = await DatabaseBuckets(region_router).take("eu", "read:app_shared", limit)
     assert not exact.granted
+
+
+async def test_requests_in_flight_share_one_lease_renewal(
+    region_router: RegionRouter,
+) -> None:
+    class Counting(DatabaseBuckets):
+        costs: list[int] = []
+
+        async def take(self, region: str, bucket: str, limit: RateLimit, *, cost: int = 1,
+                       now: float | None = None) -> Level:
+            Counting.costs.append(cost)
+            return await super().take(region, bucket, limit, cost=cost, now=now)
+
+    store = LeasedBuckets(Counting(region_router), hold=3600.0)
+    limit = RateLimit(512, SLOW)  # leases of 32
+    levels = await asyncio.gather(*(store.take("eu", "read:app_herd", limit)
+                                    for _ in range(16)))
+    assert all(level.granted for level in levels)
+    # Sixteen concurrent requests on an empty lease: one renewal, not sixteen.
+    assert Counting.costs == [32]
+    exact = await DatabaseBuckets(region_router).take("eu", "read:app_herd", limit)
+    assert int(exact.tokens) == 512 - 32 - 1
 
 
 async def test_leases_spare_the_store_a_write_per_request(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.views import Health, Readiness
 from aggregator.settings import Settings
 from aggregator.store import RegionRouter

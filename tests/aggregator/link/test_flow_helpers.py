@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.link.flow import app_redirect
+from aggregator.link.outcome import app_redirect
 from aggregator.link.walk import forms_of
 
 

@@ -10,6 +10,7 @@ from babel.messages.pofile import read_po
 
 from aggregator.link.errors import LinkExpired
 from aggregator.link.i18n import LOCALES, negotiate, translations
+from aggregator.link.misconfiguration import BankNotLinkable
 from aggregator.link.pages import _ADVICE, _GENERIC_ADVICE, error_page, picker_page
 from connectors import load_profiles
 
@@ -50,7 +51,8 @@ def test_the_language_comes_from_accept_language(header: str | None, expected: s
 @pytest.mark.parametrize("locale", [lang for lang in LOCALES if lang != "en"])
 def test_every_string_of_the_pages_is_translated(locale: str) -> None:
     catalog = _catalog(locale)
-    wanted = _template_msgids() | set(_ADVICE.values()) | {_GENERIC_ADVICE}
+    wanted = (_template_msgids() | set(_ADVICE.values()) | {_GENERIC_ADVICE}
+              | {BankNotLinkable.title, BankNotLinkable.message})
     missing = sorted(m for m in wanted if not catalog.get(m))
     assert missing == []
     for msgid, text in catalog.items():  # placeholders survive translation
@@ -85,6 +87,20 @@ def test_an_error_page_translates_title_message_and_advice() -> None:
     assert "Ce lien a expiré avant qu'une banque soit choisie." in html.replace("&#39;", "'")
     assert "Les liens sont valables dix minutes." in html
     assert "Référence pour l'assistance" in html.replace("&#39;", "'")
+
+
+@pytest.mark.parametrize(("locale", "selected"), [
+    ("en", "Selected"), ("de", "Ausgewählt"), ("fr", "Sélectionnée"), ("es", "Seleccionado"),
+])
+def test_the_selected_mark_is_text_of_the_page_in_its_language(
+    locale: str, selected: str
+) -> None:
+    page = picker_page(action="/link/t", form_nonce="n", banks=[PROFILES["sandbox-eu"]],
+                       app_name="Budgetly", update=False, locale=locale)
+    html = bytes(page.body).decode()
+    assert f'<span class="selected" aria-hidden="true">{selected}</span>' in html
+    css = files("aggregator.link").joinpath("static", "link.css").read_text("utf-8")
+    assert "content:" not in css  # no words drawn by the stylesheet, where no catalogue reaches
 
 
 def test_a_message_missing_from_the_catalogue_shows_in_english() -> None:

@@ -24,7 +24,8 @@ from sqlalchemy import select, update
 
 from aggregator.applications import create_application
 from aggregator.custody import RegionCustody
-from aggregator.http import Services, create_app
+from aggregator.http import Services
+from aggregator.http.app import create_app
 from aggregator.http.serving import base_url, bind, serving
 from aggregator.ids import ConnectionId
 from aggregator.link.wiring import install

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,7 +73,7 @@ def test_sandbox_bank_command_serves_until_sigterm() -> None:
                 process.kill()
 
 
-def test_sandbox_bank_command_serves_the_fapi2_mode() -> None:
+def test_sandbox_bank_command_serves_the_fapi2_mode(tmp_path: Path) -> None:
     code = (
         "import sys, argparse\n"
         "from aggregator.commands import sandbox\n"
@@ -78,9 +81,11 @@ def test_sandbox_bank_command_serves_the_fapi2_mode() -> None:
         "a = p.parse_args(['sandbox-bank', '--port', '0', '--mode', 'fapi2'])\n"
         "sys.exit(a.handler(a))\n"
     )
+    # Its client key is generated in the data directory the gateway reads it from.
+    env = {**os.environ, "AGGREGATOR_DATA_DIR": str(tmp_path / "data")}
     with subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True,
+        text=True, cwd=tmp_path, env=env,
     ) as process:
         try:
             assert process.stdout is not None
@@ -89,6 +94,8 @@ def test_sandbox_bank_command_serves_the_fapi2_mode() -> None:
             assert doc["require_pushed_authorization_requests"] is True
             assert doc["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
             assert "ES256" in doc["dpop_signing_alg_values_supported"]
+            key = tmp_path / "data" / "sandbox-keys" / "sandbox-fapi2-client.pem"
+            assert stat.S_IMODE(key.stat().st_mode) == 0o600
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=10) == 0
         finally:

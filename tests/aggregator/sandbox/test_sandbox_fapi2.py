@@ -14,15 +14,18 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from aggregator.errors import ConfigError
 from aggregator.sandbox import SandboxClient, SandboxConfig
-from aggregator.sandbox.fapi2 import FAPI2_CLIENT_ID, FAPI2_CLIENT_KEY_FILE, Fapi2SandboxBank
+from aggregator.sandbox.fapi2 import FAPI2_CLIENT_ID, Fapi2SandboxBank
 from aggregator.sandbox.testing import complete_login, pkce_pair, query_of
 from connectors import DPoPKey, PemSigner, build_client_assertion
 
 REDIRECT = "http://127.0.0.1/callback"
-SIGNER = PemSigner.from_pem(FAPI2_CLIENT_KEY_FILE.read_bytes())
+SIGNER = PemSigner.from_pem(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
 @dataclass

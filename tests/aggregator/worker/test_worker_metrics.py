@@ -16,10 +16,10 @@ import httpx
 from prometheus_client import generate_latest
 from sqlalchemy import update
 
+from aggregator.bank_profiles import check_profiles
 from aggregator.custody import RegionCustody
 from aggregator.events.hooks import connection_event
 from aggregator.http.metrics import HttpMetrics
-from aggregator.http.services import check_profiles
 from aggregator.ids import ApplicationId, ConnectionId
 from aggregator.models import Connection, Credential
 from aggregator.models.base import utcnow

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from aggregator.sandbox_keys import resolve_sandbox_keys
 from connectors import (
     BankOAuthClient,
     BankProtocolError,
@@ -43,8 +45,9 @@ def bank() -> FakeBank:
 
 
 @pytest.fixture
-async def consents(bank: FakeBank) -> AsyncIterator[ObieConsents]:
-    profile = load_profiles([], {"sandbox-obie": {"issuer": ISSUER}})["sandbox-obie"]
+async def consents(bank: FakeBank, tmp_path: Path) -> AsyncIterator[ObieConsents]:
+    profiles = load_profiles([], {"sandbox-obie": {"issuer": ISSUER}})
+    profile = resolve_sandbox_keys(profiles, tmp_path)["sandbox-obie"]
     async with httpx.AsyncClient(transport=httpx.MockTransport(bank.handler)) as http:
         yield ObieConsents(profile, BankOAuthClient.from_environment(profile, http, {}), http)
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from aggregator.sandbox.fapi2 import Fapi2SandboxBank
+from aggregator.sandbox import SandboxConfig
+from aggregator.sandbox.fapi2 import Fapi2SandboxBank, dev_fapi2_client
 from aggregator.sandbox.rfc9449 import NonceSource, ProofRefused, ProofVerifier
 from aggregator.sandbox.store import SandboxClock
+from aggregator.sandbox_keys import resolve_sandbox_keys
 from connectors import (
     BankOAuthClient,
     BankProtocolError,
@@ -135,17 +139,22 @@ class Fapi2:
 
 @asynccontextmanager
 async def fapi2_bank(**options: Any) -> AsyncIterator[Fapi2]:
-    bank = Fapi2SandboxBank(**options)
-    sent: list[httpx.Request] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # The client key is generated where the gateway's data directory would be.
+        data_dir = Path(tmp)
+        bank = Fapi2SandboxBank(SandboxConfig(clients=[dev_fapi2_client(data_dir)],
+                                              require_par=True), **options)
+        sent: list[httpx.Request] = []
 
-    async def record(request: httpx.Request) -> None:
-        sent.append(request)
+        async def record(request: httpx.Request) -> None:
+            sent.append(request)
 
-    async with bank.serve() as issuer, httpx.AsyncClient(
-        timeout=10, event_hooks={"request": [record]}
-    ) as http:
-        profile = load_profiles([], {"sandbox-fapi2": {"issuer": issuer}})["sandbox-fapi2"]
-        yield Fapi2(bank, BankOAuthClient.from_environment(profile, http, {}), http, sent)
+        async with bank.serve() as issuer, httpx.AsyncClient(
+            timeout=10, event_hooks={"request": [record]}
+        ) as http:
+            profiles = load_profiles([], {"sandbox-fapi2": {"issuer": issuer}})
+            profile = resolve_sandbox_keys(profiles, data_dir)["sandbox-fapi2"]
+            yield Fapi2(bank, BankOAuthClient.from_environment(profile, http, {}), http, sent)
 
 
 async def test_link_binds_code_and_tokens_to_the_connection_key_with_nonce_round_trip() -> None:
