@@ -24,8 +24,10 @@ drifts between pairs on a shared machine cancels out too; the last ratio compare
 final transaction alone, without the fixed cost of the earlier commits.
 Then two more erasures against a bank whose revocation takes ``--revoke-ms`` (150 ms by
 default: a TLS round trip to another network plus the bank's work); their limit is the
-plain delete plus one revocation, printed as ``erasure_with_bank_vs_limit`` (the
-connections' revocations need not queue behind one another).
+plain delete plus one revocation, printed as ``erasure_with_bank_vs_limit``: the
+connections' revocations run concurrently (at most ``revoke_per_bank`` at one bank,
+:class:`aggregator.erasure.revocation.RevocationLimits`), so they need not queue behind
+one another; sequential revocation would cost one latency per connection.
 Target: ``erasure_vs_plain_delete`` within 2. ``BENCH_STEPS=1`` prints the time to each
 checkpoint (request, stopped, revoked, deleted, shredded, completed; the last three are
 one commit).
@@ -77,7 +79,6 @@ from vault import Envelope, LocalKeyringConfig, open_provider
 
 URL = os.environ.get("AGGREGATOR_BENCH_POSTGRES_URL",
                      "postgresql+psycopg://postgres@127.0.0.1:5432")
-DATABASE = "aggregator_bench_eu"
 CONNECTIONS = 3
 
 
@@ -91,13 +92,20 @@ class Bank:
     def __init__(self, latency: float) -> None:
         self.latency = latency
         self.calls = 0
+        self.in_flight = 0
+        self.peak = 0  # revocations in flight at once: the job's per-bank bound caps it
 
     async def revoke(self, token: str,
                      token_type_hint: Literal["access_token", "refresh_token"] | None = None,
                      ) -> None:
         self.calls += 1
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+        finally:
+            self.in_flight -= 1
 
 
 class Banks:
@@ -112,9 +120,9 @@ def _libpq(database: str) -> str:
     return libpq(URL, database)
 
 
-def create_schema() -> tuple[str, str]:
-    """A throw-away database with a unique name (the "schema" is that database)."""
-    return _postgres.create_schema(URL, DATABASE)
+def create_database() -> tuple[str, str]:
+    """A throw-away database with a unique name (``bench_erasure_…``); (name, URL)."""
+    return _postgres.create_database(URL, "erasure")
 
 
 def settle(schema: str) -> None:
@@ -130,8 +138,8 @@ def settle(schema: str) -> None:
         db.execute("CHECKPOINT")
 
 
-def drop_schema(schema: str) -> None:
-    _postgres.drop_schema(URL, DATABASE, schema)
+def drop_database(name: str) -> None:
+    _postgres.drop_database(URL, name)
 
 
 async def populate(router: RegionRouter, keys: RegionCustody, app_id: ApplicationId,
@@ -182,13 +190,14 @@ async def populate(router: RegionRouter, keys: RegionCustody, app_id: Applicatio
 
 async def erase(router: RegionRouter, custody: dict[str, RegionCustody],
                 app_id: ApplicationId, user_id: str, banks: Banks | None = None,
-                ) -> tuple[float, int, float]:
+                config: ErasureConfig | None = None) -> tuple[float, int, float]:
+    config = config or ErasureConfig()
     started = time.perf_counter()
     request = await request_erasure(router, custody["eu"], user_id, app_id,
-                                    config=ErasureConfig(), actor=app_id)
+                                    config=config, actor=app_id)
     assert request is not None
     marks = [time.perf_counter()]
-    job = ErasureJob(router, custody, banks or Banks(),
+    job = ErasureJob(router, custody, banks or Banks(), config,
                      checkpoint=lambda _s: marks.append(time.perf_counter()))
     await job.run(request.id)
     if os.environ.get("BENCH_STEPS"):
@@ -210,10 +219,10 @@ async def plain_delete(router: RegionRouter, user_id: str) -> float:
     return time.perf_counter() - started
 
 
-async def main(transactions: int, rounds: int, latency: float) -> None:
+async def main(transactions: int, rounds: int, latency: float, per_bank: int) -> None:
     if rounds < 2 or rounds % 2:
         raise SystemExit("--rounds must be an even number, at least 2")
-    schema, url = create_schema()
+    schema, url = create_database()
     keydir = Path(tempfile.mkdtemp(prefix="erasure-bench-"))
     settings = Settings(data_dir=keydir, regions={
         "eu": RegionSettings("eu", url, LocalKeyringConfig(keydir / "keys", "eu"))})
@@ -259,10 +268,12 @@ async def main(transactions: int, rounds: int, latency: float) -> None:
         for _ in range(2):
             user = await populate(router, custody["eu"], app_id, transactions)
             settle(schema)
-            with_bank.append((await erase(router, custody, app_id, user, slow))[0])
+            with_bank.append((await erase(router, custody, app_id, user, slow,
+                                          ErasureConfig(revoke_per_bank=per_bank)))[0])
         w = statistics.median(with_bank)
         print(f"erasure with a bank revoking in {latency * 1e3:.0f} ms ({slow.bank.calls} "
-              f"revocations): {w:.3f}s; limit plain delete + one revocation {p + latency:.3f}s")
+              f"revocations, at most {slow.bank.peak} at once): {w:.3f}s; limit plain delete "
+              f"+ one revocation {p + latency:.3f}s")
         print(f"RESULT erasure_seconds={e:.3f} rows_per_second={statistics.median(rates):.0f} "
               f"plain_delete_seconds={p:.3f} erasure_vs_plain_delete={q:.2f} "
               f"delete_step_vs_plain_delete={d:.2f} erasure_with_bank_seconds={w:.3f} "
@@ -270,17 +281,20 @@ async def main(transactions: int, rounds: int, latency: float) -> None:
     finally:
         provider.close()
         await router.dispose()
-        drop_schema(schema)
+        drop_database(schema)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=6, help="an even number (pairs)")
+    parser.add_argument("--revoke-per-bank", type=int, default=ErasureConfig().revoke_per_bank,
+                        help="revocations in flight at one bank (1: one after another)")
     parser.add_argument("--revoke-ms", type=float, default=150.0,
                         help="the slow bank's revocation latency")
     parser.add_argument("--quick", action="store_true", help="5k transactions, 2 rounds")
     options = parser.parse_args()
     if options.quick:
         options.transactions, options.rounds = 5_000, 2
-    asyncio.run(main(options.transactions, options.rounds, options.revoke_ms / 1e3))
+    asyncio.run(main(options.transactions, options.rounds, options.revoke_ms / 1e3,
+                     options.revoke_per_bank))

@@ -31,29 +31,20 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import _postgres  # bench/_postgres.py: run as `python bench/…`
 import httpx
-import psycopg
-from sqlalchemy.engine import make_url
 
 ADMIN_URL = os.environ.get("AGGREGATOR_BENCH_POSTGRES_URL",
                            "postgresql+psycopg://postgres@127.0.0.1:5432")
 
 
-def _libpq(database: str) -> str:
-    return make_url(ADMIN_URL).set(drivername="postgresql", database=database) \
-        .render_as_string(hide_password=False)
-
-
 def create_database() -> tuple[str, str]:
-    name = f"idempotency_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(_libpq("postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return name, make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    """A throw-away database with a unique name (``bench_idempotency_…``); (name, URL)."""
+    return _postgres.create_database(ADMIN_URL, "idempotency")
 
 
 def drop_database(name: str) -> None:
-    with psycopg.connect(_libpq("postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _postgres.drop_database(ADMIN_URL, name)
 
 
 def _settings(directory: Path, url: str) -> Any:

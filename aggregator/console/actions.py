@@ -78,14 +78,14 @@ async def trigger_sync(request: Request, who: SignedIn) -> Response:
         banks = services.banks
         item_level = isinstance(banks, BankDirectory) and banks.is_plaid(connection.bank_id)
         registry = getattr(getattr(request.app.state, "metrics", None), "registry", None)
-        await spend_for_sync(
+        spent_at = await spend_for_sync(
             services.router, ConnectionId(connection_id),
             sync_policy(banks, connection.bank_id, region), reason="on_demand",
             accounts=() if item_level else None,
             metrics=BudgetMetrics.of(registry) if registry is not None else None,
         )
         await services.sync(ConnectionId(connection_id), request_id=request_id(request),
-                            actor=who.operator_id)
+                            actor=who.operator_id, spent_at=spent_at)
     except BudgetExhausted as exc:
         return message(request, "Sync budget spent",
                        f"The bank allows the next sync at "
@@ -164,7 +164,8 @@ async def retry_revocations(request: Request, who: SignedIn) -> Response:
     erasure_id, region = found
     try:
         await retry_failed(services.router, services.custody[region], services.banks,
-                           erasure_id, actor=who.operator_id)
+                           erasure_id, actor=who.operator_id,
+                           config=ErasureConfig.from_settings(services.settings))
     except REGION_DOWN:
         return message(request, "Region unavailable",
                        f"The database of region {region} does not answer.", status=503)

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aggregator.bankhealth.reads import refresh_history
+from aggregator.console import paging
 from aggregator.models import (
     Account,
     ApiKey,
@@ -32,11 +34,16 @@ from aggregator.models import (
     ErasureState,
     KekRotation,
     OutboundEvent,
+    RefreshAttempt,
+    SyncRun,
     SyncSpend,
     SyncState,
 )
 
-PAGE = 200  # rows per region on a list page; filters narrow it
+EVENTS_PAGE = 50  # webhook events on a connection's page
+
+#: A list's position in one region (aggregator/console/paging.py): None from the top.
+After = tuple[datetime, str] | None
 
 
 @dataclass
@@ -124,15 +131,21 @@ class ConnectionFilter:
     region: str | None = None
 
 
-async def connections(session: AsyncSession, where: ConnectionFilter) -> list[Connection]:
+async def connections(session: AsyncSession, where: ConnectionFilter, after: After = None
+                      ) -> list[Connection]:
+    """Newest first, up to one more than a page (the extra row says a next page exists)."""
     stmt = select(Connection)
+    if after is not None:
+        stmt = stmt.where(or_(Connection.created_at < after[0],
+                              and_(Connection.created_at == after[0],
+                                   Connection.id < after[1])))
     if where.status:
         stmt = stmt.where(Connection.status == ConnectionStatus(where.status))
     if where.bank:
         stmt = stmt.where(Connection.bank_id == where.bank)
     if where.application:
         stmt = stmt.where(Connection.application_id == where.application)
-    stmt = stmt.order_by(Connection.created_at.desc(), Connection.id).limit(PAGE)
+    stmt = stmt.order_by(Connection.created_at.desc(), Connection.id.desc()).limit(paging.PAGE + 1)
     return list((await session.execute(stmt)).scalars())
 
 
@@ -145,9 +158,28 @@ class ConnectionDetail:
     history: list[AuditEvent]
     events: list[OutboundEvent]
     spends: list[Any] = field(default_factory=list)
+    refreshes: list[RefreshAttempt] = field(default_factory=list)
+    #: The latest sync runs (bank and Plaid syncs alike), newest first.
+    runs: list[SyncRun] = field(default_factory=list)
 
 
-async def connection(session: AsyncSession, connection_id: str) -> ConnectionDetail | None:
+async def connection_events(session: AsyncSession, found: Connection, after: After = None
+                            ) -> list[OutboundEvent]:
+    """Events about the connection, newest first, up to one more than a page of
+    :data:`EVENTS_PAGE`; matched on the payload's ``connection_id`` in SQL."""
+    e = OutboundEvent
+    stmt = select(e).where(e.user_id == found.user_id,
+                           e.data["connection_id"].as_string() == found.id)
+    if after is not None:
+        stmt = stmt.where(or_(e.created_at < after[0],
+                              and_(e.created_at == after[0], e.id < after[1])))
+    return list((await session.execute(
+        stmt.order_by(e.created_at.desc(), e.id.desc()).limit(EVENTS_PAGE + 1)
+    )).scalars())
+
+
+async def connection(session: AsyncSession, connection_id: str, events_after: After = None
+                     ) -> ConnectionDetail | None:
     found = await session.get(Connection, connection_id)
     if found is None:
         return None
@@ -167,20 +199,19 @@ async def connection(session: AsyncSession, connection_id: str) -> ConnectionDet
         select(AuditEvent).where(AuditEvent.target_id == connection_id)
         .order_by(AuditEvent.seq.desc()).limit(50)
     )).scalars().all()
-    events = [
-        e for e in (await session.execute(
-            select(OutboundEvent).where(OutboundEvent.user_id == found.user_id)
-            .order_by(OutboundEvent.created_at.desc()).limit(200)
-        )).scalars()
-        if e.data.get("connection_id") == connection_id
-    ][:50]
+    events = await connection_events(session, found, events_after)
     spends = (await session.execute(
         select(SyncSpend.data_type, SyncSpend.account_id, SyncSpend.spent_at, SyncSpend.reason)
         .where(SyncSpend.connection_id == connection_id)
         .order_by(SyncSpend.spent_at.desc()).limit(20)
     )).all()
+    refreshes = await refresh_history(session, connection_id)
+    runs = (await session.execute(
+        select(SyncRun).where(SyncRun.connection_id == connection_id)
+        .order_by(SyncRun.started_at.desc(), SyncRun.id.desc()).limit(20)
+    )).scalars().all()
     return ConnectionDetail(found, credential, sync, list(accounts), list(history), events,
-                            list(spends))
+                            list(spends), refreshes, list(runs))
 
 
 @dataclass
@@ -255,7 +286,7 @@ async def expiries(session: AsyncSession, now: datetime, days: int) -> list[Conn
             Connection.status.in_([ConnectionStatus.ACTIVE, ConnectionStatus.REAUTH_REQUIRED]),
             Connection.consent_expires_at.is_not(None),
             Connection.consent_expires_at <= now + timedelta(days=days))
-        .order_by(Connection.consent_expires_at, Connection.id).limit(PAGE)
+        .order_by(Connection.consent_expires_at, Connection.id).limit(paging.PAGE)
     )).scalars())
 
 
@@ -266,15 +297,22 @@ class ErasureView:
     retryable: int
 
 
-async def erasures(session: AsyncSession) -> list[ErasureView]:
+async def erasures(session: AsyncSession, after: After = None) -> list[ErasureView]:
+    """Newest first, up to one more than a page."""
+    q = ErasureRequest
+    stmt = select(q)
+    if after is not None:
+        stmt = stmt.where(or_(q.requested_at < after[0],
+                              and_(q.requested_at == after[0], q.id < after[1])))
     requests = (await session.execute(
-        select(ErasureRequest).order_by(ErasureRequest.requested_at.desc()).limit(PAGE)
+        stmt.order_by(q.requested_at.desc(), q.id.desc()).limit(paging.PAGE + 1)
     )).scalars().all()
     r = ErasureRevocation
     counts: dict[str, dict[str, int]] = {}
     retry: dict[str, int] = {}
     for request_id, outcome, escrowed, n in (await session.execute(
         select(r.request_id, r.outcome, r.token_escrow.is_not(None), func.count())
+        .where(r.request_id.in_([q.id for q in requests]))
         .group_by(r.request_id, r.outcome, r.token_escrow.is_not(None))
     )):
         by = counts.setdefault(request_id, {})
@@ -308,8 +346,12 @@ class AuditFilter:
     target: str | None = None
 
 
-async def audit_events(session: AsyncSession, where: AuditFilter) -> list[AuditEvent]:
+async def audit_events(session: AsyncSession, where: AuditFilter, before: int | None = None
+                       ) -> list[AuditEvent]:
+    """Newest first (by ``seq``), up to one more than a page."""
     stmt = select(AuditEvent)
+    if before is not None:
+        stmt = stmt.where(AuditEvent.seq < before)
     if where.action:
         stmt = stmt.where(or_(AuditEvent.action == where.action,
                               AuditEvent.action.startswith(where.action + ".", autoescape=True)))
@@ -317,5 +359,5 @@ async def audit_events(session: AsyncSession, where: AuditFilter) -> list[AuditE
         stmt = stmt.where(AuditEvent.actor == where.actor)
     if where.target:
         stmt = stmt.where(and_(AuditEvent.target_id == where.target))
-    stmt = stmt.order_by(AuditEvent.seq.desc()).limit(PAGE)
+    stmt = stmt.order_by(AuditEvent.seq.desc()).limit(paging.PAGE + 1)
     return list((await session.execute(stmt)).scalars())

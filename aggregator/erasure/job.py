@@ -6,9 +6,12 @@ Steps (docs/architecture.md, "Erasure"; :mod:`.steps`)::
 
 Two state advances are committed, each with its step's work. Revocation commits each
 grant's outcome on its own row, so it needs no state of its own: a resumed run at
-``stopped`` tries only the grants still ``pending``. Deleting, shredding and finishing
-share one transaction (all or nothing). ``revoked``, ``deleted`` and ``shredded`` are
-still resumed (requests an older release left there) but no longer written.
+``stopped`` tries only the grants still ``pending``. The grants are tried concurrently
+(within :class:`~aggregator.erasure.revocation.RevocationLimits`), and the final
+transaction starts only once every attempt has ended and its outcome is committed.
+Deleting, shredding and finishing share one transaction (all or nothing). ``revoked``,
+``deleted`` and ``shredded`` are still resumed (requests an older release left there)
+but no longer written.
 
 A run first takes the request's lease (a compare-and-set on ``lease_owner`` /
 ``lease_expires_at``), so the in-process background task and a worker calling

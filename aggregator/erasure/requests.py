@@ -21,6 +21,7 @@ from aggregator.ids import ApplicationId, new_id
 from aggregator.models import ErasureRequest, ErasureState, User
 from aggregator.models.base import table_of, utcnow
 from aggregator.settings import Settings
+from aggregator.settings.erasure import DEFAULT_REVOKE_CONCURRENCY, DEFAULT_REVOKE_PER_BANK
 from aggregator.store import RegionRouter
 
 _users = table_of(User)
@@ -37,13 +38,21 @@ class ErasureConfig:
     #: Attempts per revocation within one run, and the first backoff (doubling).
     revoke_attempts: int = 3
     revoke_backoff: float = 0.5
+    #: Revocations in flight at once: at one bank, and over all banks. Grants are revoked
+    #: concurrently (a user's N grants cost one bank round trip, not N), but a bank sees
+    #: no more than a few calls of ours at once: its rate limits answer a burst with 429.
+    revoke_per_bank: int = DEFAULT_REVOKE_PER_BANK
+    revoke_concurrency: int = DEFAULT_REVOKE_CONCURRENCY
     #: How long one run owns a request before another process may resume it.
     lease: timedelta = timedelta(minutes=5)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ErasureConfig:
-        """The configured deadline (``[erasure] deadline_days``), defaults otherwise."""
-        return cls(deadline=timedelta(days=settings.erasure_deadline_days))
+        """The configured deadline and revocation bounds (``[erasure]``), defaults
+        otherwise."""
+        return cls(deadline=timedelta(days=settings.erasure_deadline_days),
+                   revoke_per_bank=settings.erasure_revoke_per_bank,
+                   revoke_concurrency=settings.erasure_revoke_concurrency)
 
 
 def user_digest(custody: RegionCustody, user_id: str) -> bytes:

@@ -8,17 +8,30 @@ short error code are recorded per grant, and the token stays in escrow
 retry is counted on the row and appended to the audit trail.
 
 Bank calls happen outside any transaction (no lock is held across the network); each
-outcome commits on its own, so a crash mid-step loses at most the grant in flight, which
-is retried on resume (revoking twice is harmless: RFC 7009 §2.2 answers 200 for a token
+outcome commits on its own, so a crash mid-step loses at most the grants in flight, which
+are retried on resume (revoking twice is harmless: RFC 7009 §2.2 answers 200 for a token
 already revoked).
+
+The grants are revoked concurrently, a user's N grants costing about one bank round trip
+instead of N, within :class:`RevocationLimits`: at most ``revoke_per_bank`` calls in
+flight at one bank and ``revoke_concurrency`` in all, shared by every erasure run of the
+process (a bank's rate limit answers a burst with 429, which would only turn into
+retries). A slot is held for the bank call alone, not for the backoff between attempts
+nor for the commit of the outcome. Every grant's attempt runs to its end even when
+another one raises, so each outcome is on its row before the error surfaces; only then
+may the job go on to delete and shred (:mod:`aggregator.erasure.job`): no grant's token
+is destroyed with the data key before its revocation was tried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import or_, select, update
 
@@ -38,6 +51,7 @@ log = logging.getLogger(__name__)
 _revocations = table_of(ErasureRevocation)
 _REFRESH = "refresh_token"
 TokenHint = Literal["access_token", "refresh_token"]
+T = TypeVar("T")
 
 
 class Revoker(Protocol):
@@ -69,36 +83,94 @@ def revoker_for(banks: Banks, bank_id: str, region: str) -> Revoker:
     return banks.oauth(bank_id)
 
 
+class RevocationLimits:
+    """Slots for revocation calls: ``per_bank`` in flight at one bank, ``total`` in all.
+
+    Example::
+
+        limits = RevocationLimits.shared(config)   # one per process (and event loop)
+        async with limits.slot("sandbox-eu"):
+            await revoker.revoke(token)
+    """
+
+    def __init__(self, per_bank: int, total: int) -> None:
+        self.per_bank = max(per_bank, 1)
+        self.total = max(total, 1)
+        self._all = asyncio.Semaphore(self.total)
+        self._banks: dict[str, asyncio.Semaphore] = {}
+
+    @classmethod
+    def shared(cls, config: ErasureConfig) -> RevocationLimits:
+        """The limits every run of this event loop shares for ``config``'s bounds: two
+        erasures at once must not each send a bank its own few calls."""
+        by_bounds = _SHARED.setdefault(asyncio.get_running_loop(), {})
+        bounds = (config.revoke_per_bank, config.revoke_concurrency)
+        found = by_bounds.get(bounds)
+        if found is None:
+            found = by_bounds[bounds] = cls(*bounds)
+        return found
+
+    @asynccontextmanager
+    async def slot(self, bank_id: str) -> AsyncIterator[None]:
+        # The bank's slot first: a call queued behind a busy bank holds no overall slot
+        # that a call to an idle bank could use.
+        bank = self._banks.setdefault(bank_id, asyncio.Semaphore(self.per_bank))
+        async with bank, self._all:
+            yield
+
+
+_SHARED: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, int], RevocationLimits]] \
+    = WeakKeyDictionary()
+
+
 async def revoke_pending(
     router: RegionRouter, custody: RegionCustody, banks: Banks, request_id: str,
     config: ErasureConfig,
 ) -> None:
-    """Try every grant of the request not tried yet (``pending``)."""
-    for row in await _rows(router, custody.region, request_id, RevocationOutcome.PENDING):
-        await _attempt(router, custody, banks, row, config.revoke_attempts,
-                       config.revoke_backoff)
+    """Try every grant of the request not tried yet (``pending``), concurrently within
+    :class:`RevocationLimits`; returns once every outcome is committed."""
+    limits = RevocationLimits.shared(config)
+    rows = await _rows(router, custody.region, request_id, RevocationOutcome.PENDING)
+    await _all([_attempt(router, custody, banks, row, config.revoke_attempts,
+                         config.revoke_backoff, limits) for row in rows])
 
 
 async def retry_failed(
     router: RegionRouter, custody: RegionCustody, banks: Banks, request_id: str, *,
     attempts: int = 1, backoff: float = 0.5, actor: str = "worker",
+    config: ErasureConfig | None = None,
 ) -> list[RevocationOutcome]:
-    """Retry the request's failed revocations whose token (or consent) is still kept.
+    """Retry the request's failed revocations whose token (or consent) is still kept,
+    concurrently within the limits of ``config`` (the defaults otherwise).
 
-    Returns the new outcomes; each retry is on the row (``attempts``,
+    Returns the new outcomes, in grant order; each retry is on the row (``attempts``,
     ``last_attempt_at``) and in the audit trail (``erasure.revocation_retried``).
     """
-    out = []
-    rows = await _rows(router, custody.region, request_id, RevocationOutcome.FAILED)
-    for row in rows:
-        if row.token_escrow is None and row.consent_id is None:
-            continue
-        outcome = await _attempt(router, custody, banks, row, attempts, backoff)
+    limits = RevocationLimits.shared(config or ErasureConfig())
+
+    async def retry(row: ErasureRevocation) -> RevocationOutcome:
+        outcome = await _attempt(router, custody, banks, row, attempts, backoff, limits)
         async with router.session(custody.region) as session, session.begin():
             await audit.record(session, actor=actor, action="erasure.revocation_retried",
                                target_id=request_id)
-        out.append(outcome)
-    return out
+        return outcome
+
+    rows = await _rows(router, custody.region, request_id, RevocationOutcome.FAILED)
+    return await _all([retry(row) for row in rows
+                       if row.token_escrow is not None or row.consent_id is not None])
+
+
+async def _all(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Await ``calls`` concurrently, each to its end; then raise the first error, if any.
+
+    Not a task group: one grant's database error must not cancel the others' attempts
+    halfway (a bank answered, its outcome not yet committed).
+    """
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]  # no exceptions left among them
 
 
 async def expire_escrow(router: RegionRouter, region: str, before: datetime) -> int:
@@ -126,7 +198,7 @@ async def _rows(
 
 async def _attempt(
     router: RegionRouter, custody: RegionCustody, banks: Banks, row: ErasureRevocation,
-    attempts: int, backoff: float,
+    attempts: int, backoff: float, limits: RevocationLimits,
 ) -> RevocationOutcome:
     if row.token_escrow is None and row.consent_id is None:
         raise RuntimeError(f"erasure {row.request_id}: grant {row.n} has no token in escrow")
@@ -139,11 +211,12 @@ async def _attempt(
     for attempt in range(max(attempts, 1)):
         tried += 1
         try:
-            if not consent_done and row.consent_id is not None:
-                await _delete_consent(banks, row.bank_id, row.consent_id)
-                consent_done = True
-            if token is not None:
-                await revoker_for(banks, row.bank_id, custody.region).revoke(token, hint)
+            async with limits.slot(row.bank_id):
+                if not consent_done and row.consent_id is not None:
+                    await _delete_consent(banks, row.bank_id, row.consent_id)
+                    consent_done = True
+                if token is not None:
+                    await revoker_for(banks, row.bank_id, custody.region).revoke(token, hint)
         except BankUnsupported:
             if row.consent_id is not None and consent_done:
                 outcome, error = RevocationOutcome.REVOKED, None  # the DELETE ended it

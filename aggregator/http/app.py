@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from aggregator import console
 from aggregator.bank_profiles import check_profiles
+from aggregator.bankhealth import close_recorder_in
 from aggregator.custody import open_custody
 from aggregator.http.docs import docs_routes
 from aggregator.http.idempotency import IdempotencyMetrics
@@ -89,12 +90,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Bank calls are tallied in memory and flushed in batches: the last batch is
+        # written before the stores close (docs/architecture.md, "Bank health").
         if app.state.services is not None:
             yield
+            await close_recorder_in(app.state.services.extra)
             return
         async with open_services(settings) as opened:
             app.state.services = opened
             yield
+            await close_recorder_in(opened.extra)
 
     app = Starlette(
         routes=all_routes,

@@ -24,6 +24,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from aggregator.bankhealth import BreakerView, Summary
+from aggregator.bankhealth.reads import BREAKER_LEVELS, breakers, last_hour
 from aggregator.models.base import utcnow
 from aggregator.store import RegionRouter
 from aggregator.worker.lease import backlog
@@ -77,6 +79,36 @@ class HttpMetrics:
             "aggregator_outbox_depth", "Outbound events waiting for a delivery attempt",
             ["region"], registry=self.registry,
         )
+        # Bank health of the whole fleet (docs/architecture.md, "Bank health"): what every
+        # worker and gateway process flushed to each region's store, and the breakers
+        # their heartbeats report. Labels come from configured banks and closed outcome
+        # sets, so the series stay bounded.
+        self.bank_calls = Gauge(
+            "aggregator_bank_calls_last_hour", "Calls to a bank in the last hour",
+            ["region", "bank", "operation", "outcome"], registry=self.registry,
+        )
+        self.bank_error_rate = Gauge(
+            "aggregator_bank_error_rate_last_hour",
+            "Share of the last hour's calls that the bank failed", ["region", "bank",
+                                                                    "operation"],
+            registry=self.registry,
+        )
+        self.bank_p95 = Gauge(
+            "aggregator_bank_call_p95_seconds",
+            "Upper bound of the bucket holding the last hour's 95th percentile latency",
+            ["region", "bank", "operation"], registry=self.registry,
+        )
+        self.bank_breaker = Gauge(
+            "aggregator_bank_breaker_state",
+            "Worst live breaker state among processes: 0 closed, 1 half-open, 2 open",
+            ["region", "bank"], registry=self.registry,
+        )
+        self.bank_breaker_processes = Gauge(
+            "aggregator_bank_breaker_processes",
+            "Live processes whose breaker is in the worst state", ["region", "bank"],
+            registry=self.registry,
+        )
+        self._bank_series: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
         self._fleet_at = -FLEET_SECONDS
         self._fleet_lock = asyncio.Lock()
 
@@ -103,6 +135,37 @@ class HttpMetrics:
                 overdue = (now - found.oldest_due_at).total_seconds() if found.oldest_due_at else 0
                 self.oldest_due.labels(region).set(max(overdue, 0.0))
                 self.outbox_depth.labels(region).set(waiting.events)
+                try:
+                    async with router.reader(region) as session:
+                        calls = await last_hour(session, now)
+                        states = await breakers(session, now)
+                except Exception:
+                    log.warning("metrics: bank health of region %s failed", region,
+                                exc_info=True)
+                    continue
+                self._set_banks(region, calls, states)
+
+    def _set_banks(self, region: str, calls: dict[str, dict[str, Summary]],
+                   states: dict[str, BreakerView]) -> None:
+        """Replace the region's bank series (a bank gone quiet drops out)."""
+        for gauge, labels in self._bank_series.pop(region, []):
+            gauge.remove(*labels)
+        series: list[tuple[Gauge, tuple[str, ...], float]] = []
+        for bank, operations in calls.items():
+            for operation, summary in operations.items():
+                for outcome, n in summary.outcomes.items():
+                    series.append((self.bank_calls, (region, bank, operation, outcome), n))
+                if summary.error_rate is not None:
+                    series.append((self.bank_error_rate, (region, bank, operation),
+                                   summary.error_rate))
+                if summary.p95 is not None:
+                    series.append((self.bank_p95, (region, bank, operation), summary.p95))
+        for bank, view in states.items():
+            series.append((self.bank_breaker, (region, bank), BREAKER_LEVELS[view.state]))
+            series.append((self.bank_breaker_processes, (region, bank), view.reporting))
+        for gauge, labels, number in series:
+            gauge.labels(*labels).set(number)
+        self._bank_series[region] = [(gauge, labels) for gauge, labels, _ in series]
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"

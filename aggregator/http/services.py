@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from starlette.requests import Request
@@ -56,12 +57,14 @@ class SyncJob(Protocol):
     application (the route checks all three before calling); ``presence`` says the user
     is at the screen (connectors/consents/base.py ``UserPresence``); raise
     :class:`~connectors.ConnectorError` subclasses for bank trouble (they map to problems)
-    and never leave half a sync committed.
+    and never leave half a sync committed. ``spent_at``: when the caller spent the sync's
+    budget units; those of calls that never reached the bank are refunded
+    (:func:`aggregator.sync.budget.refund`).
     """
 
     async def __call__(
         self, connection_id: ConnectionId, *, request_id: str, actor: str,
-        presence: UserPresence | None = None,
+        presence: UserPresence | None = None, spent_at: datetime | None = None,
     ) -> SyncSummary: ...
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Mapping
 
 from sqlalchemy import select, update
@@ -163,6 +164,12 @@ class LinkFlow:
         return Outcome(app_redirect(link.redirect_uri, target, "cancelled"), "cancelled",
                        target)
 
+    def _consent_call(self, region: str, bank_id: str, outcome: str, started: float) -> None:
+        """Count a consent-resource call (docs/architecture.md, "Bank health"; batched)."""
+        recorder = self.syncer.recorder
+        if recorder is not None:
+            recorder.call(region, bank_id, "consent", outcome, time.perf_counter() - started)
+
     async def _start(
         self, bank_id: str, callback_url: str, state: str, client_ip: str | None,
         *, account_ids: tuple[str, ...] = (),
@@ -175,11 +182,17 @@ class LinkFlow:
             return None, pending, url
         profile = self.banks.profile(bank_id)
         now = utcnow()
-        created = await manager.create(ConsentRequest(
-            callback_url=callback_url, state=state,
-            valid_until=profile.consent.expires_at(now),
-            presence=UserPresence(client_ip, now), account_ids=account_ids,
-        ))
+        started = time.perf_counter()
+        try:
+            created = await manager.create(ConsentRequest(
+                callback_url=callback_url, state=state,
+                valid_until=profile.consent.expires_at(now),
+                presence=UserPresence(client_ip, now), account_ids=account_ids,
+            ))
+        except ConnectorError as exc:
+            self._consent_call(profile.region, bank_id, exc.code, started)
+            raise
+        self._consent_call(profile.region, bank_id, "ok", started)
         if created.redirect_url is not None:  # the bank's SCA page replaces OAuth
             pending = PendingAuthorization.new(bank_id, callback_url, with_nonce=False,
                                                now=now, state=state)

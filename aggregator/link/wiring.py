@@ -18,7 +18,9 @@ hand, as the tests and ``aggregator demo`` do, calls it. Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from aggregator.bankhealth import recorder_in
 from aggregator.http.services import SyncSummary
 from aggregator.ids import ConnectionId
 from aggregator.link.flow import LinkFlow
@@ -37,10 +39,10 @@ class SyncJobAdapter:
 
     async def __call__(
         self, connection_id: ConnectionId, *, request_id: str, actor: str,
-        presence: UserPresence | None = None,
+        presence: UserPresence | None = None, spent_at: datetime | None = None,
     ) -> SyncSummary:
         result = await self.syncer.sync(connection_id, actor=actor, request_id=request_id,
-                                        presence=presence)
+                                        presence=presence, spent_at=spent_at)
         c = result.counts
         return SyncSummary(c.accounts, c.added, c.modified, c.removed, result.outcome,
                            result.run_id)
@@ -68,7 +70,10 @@ def install(services: LinkNeeds, *, public_url: str | None = None) -> LinkCompon
         raise TypeError(
             "the Link flow needs services.banks to be an aggregator.sync.BankDirectory"
         )
-    syncer = Syncer(services.router, services.custody, banks)
+    # The gateway's syncs are tallied like the worker's; the app's lifespan flushes the
+    # recorder at shutdown (docs/architecture.md, "Bank health").
+    syncer = Syncer(services.router, services.custody, banks,
+                    recorder_in(services.extra, services.router))
     if services.sync is None:
         services.sync = SyncJobAdapter(syncer)
     found = LinkComponents(

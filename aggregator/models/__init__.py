@@ -23,6 +23,7 @@ tables, by owner:
 """
 
 from aggregator.models.audit import AuditEvent, AuditHead
+from aggregator.models.bankhealth import BankCallMinute, BreakerHeartbeat, RefreshAttempt
 from aggregator.models.banking import (
     Account,
     AccountType,
@@ -72,7 +73,9 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "Balance",
+    "BankCallMinute",
     "Base",
+    "BreakerHeartbeat",
     "Connection",
     "ConnectionStatus",
     "Credential",
@@ -94,6 +97,7 @@ __all__ = [
     "OutboundEvent",
     "PlaidWebhookEvent",
     "RateLimitBucket",
+    "RefreshAttempt",
     "RegionSecret",
     "ResourceOutcome",
     "RevocationOutcome",

@@ -147,7 +147,8 @@ async def exchange(
             await _forget(connector, item, link.id)
         raise
     try:  # the link stands even if the first sync fails (as for the OAuth banks)
-        await syncer.sync(connection_id, actor="gateway", request_id=request_id)
+        await syncer.sync(connection_id, actor="gateway", request_id=request_id,
+                          budgeted=False)  # the user is present (the Link flow's first sync)
     except (ConnectorError, GatewayError) as exc:
         log.warning("connection %s: first sync failed: %s", connection_id, exc.code)
     return Exchanged(connection_id, item is not None)

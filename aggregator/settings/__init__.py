@@ -56,6 +56,8 @@ Example ``aggregator.toml`` with every setting::
 
     [erasure]
     deadline_days = 30                   # statutory deadline of a request (CCPA: 45)
+    revoke_per_bank = 4                  # revocation calls in flight at one bank (1-32)
+    revoke_concurrency = 16              # … and at all banks, per process (1-256)
 
     [worker]
     consent_warning_days = 7             # connection.consent_expiring this long before
@@ -93,7 +95,8 @@ comma-separated, flags ``true``/``false``/``1``/``0``:
 
 - ``AGGREGATOR_CONFIG`` (the file), ``AGGREGATOR_REGIONS=eu,us`` (which regions run),
   ``AGGREGATOR_DATA_DIR``, ``AGGREGATOR_PUBLIC_URL``, ``AGGREGATOR_KEYS_ROTATE_EVERY``,
-  ``AGGREGATOR_ERASURE_DEADLINE_DAYS``, ``AGGREGATOR_WORKER_CONSENT_WARNING_DAYS``,
+  ``AGGREGATOR_ERASURE_DEADLINE_DAYS``, ``AGGREGATOR_ERASURE_REVOKE_PER_BANK``,
+  ``AGGREGATOR_ERASURE_REVOKE_CONCURRENCY``, ``AGGREGATOR_WORKER_CONSENT_WARNING_DAYS``,
   ``AGGREGATOR_BANKS_SANDBOX``;
 - ``AGGREGATOR_RATE_LIMITS_ENABLED``, ``AGGREGATOR_RATE_LIMITS_BACKEND``,
   ``AGGREGATOR_RATE_LIMITS_REDIS_URL``, ``AGGREGATOR_RATE_LIMITS_TRUSTED_PROXIES``;

@@ -28,6 +28,8 @@ ENV_VARIABLES: Mapping[str, tuple[tuple[str, ...], Kind]] = {
     "AGGREGATOR_BANKS_SANDBOX": (("banks", "sandbox"), "flag"),
     "AGGREGATOR_KEYS_ROTATE_EVERY": (("keys", "rotate_every"), "text"),
     "AGGREGATOR_ERASURE_DEADLINE_DAYS": (("erasure", "deadline_days"), "whole"),
+    "AGGREGATOR_ERASURE_REVOKE_PER_BANK": (("erasure", "revoke_per_bank"), "whole"),
+    "AGGREGATOR_ERASURE_REVOKE_CONCURRENCY": (("erasure", "revoke_concurrency"), "whole"),
     "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": (("worker", "consent_warning_days"), "whole"),
     "AGGREGATOR_RATE_LIMITS_ENABLED": (("rate_limits", "enabled"), "flag"),
     "AGGREGATOR_RATE_LIMITS_BACKEND": (("rate_limits", "backend"), "text"),

@@ -18,7 +18,13 @@ from aggregator.settings.env import (
     overlay_region,
     region_names,
 )
-from aggregator.settings.erasure import DEFAULT_DEADLINE_DAYS, deadline_days
+from aggregator.settings.erasure import (
+    DEFAULT_DEADLINE_DAYS,
+    DEFAULT_REVOKE_CONCURRENCY,
+    DEFAULT_REVOKE_PER_BANK,
+    deadline_days,
+    revocation_bounds,
+)
 from aggregator.settings.http import public_url
 from aggregator.settings.keys import key_settings
 from aggregator.settings.rate_limits import RateLimitSettings, rate_limit_settings
@@ -55,6 +61,10 @@ class Settings:
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     #: ``[erasure] deadline_days``: a new erasure request's deadline (GDPR Art. 12(3)).
     erasure_deadline_days: int = DEFAULT_DEADLINE_DAYS
+    #: ``[erasure] revoke_per_bank`` / ``revoke_concurrency``: revocation calls in flight
+    #: at one bank and in all, per process.
+    erasure_revoke_per_bank: int = DEFAULT_REVOKE_PER_BANK
+    erasure_revoke_concurrency: int = DEFAULT_REVOKE_CONCURRENCY
     source: str = "defaults"
     extra: Mapping[str, Any] = field(default_factory=dict)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -104,6 +114,8 @@ def load_settings(
     if not isinstance(sandbox_banks, bool):
         raise ConfigError(f"{origins.of('banks', 'sandbox')} must be true or false")
     url = public_url(mapping(raw.get("http", {}), source, "http"), origins)
+    erasure = mapping(raw.get("erasure", {}), source, "erasure")
+    revoke_per_bank, revoke_concurrency = revocation_bounds(erasure, origins)
     plaid_regions = [r.name for r in regions.values() if r.plaid is not None]
     if plaid_regions and url is None:
         raise ConfigError(
@@ -122,8 +134,9 @@ def load_settings(
             mapping(raw.get("rate_limits", {}), source, "rate_limits"),
             [r.database_url for r in regions.values()], env, source,
         ),
-        erasure_deadline_days=deadline_days(
-            mapping(raw.get("erasure", {}), source, "erasure"), origins),
+        erasure_deadline_days=deadline_days(erasure, origins),
+        erasure_revoke_per_bank=revoke_per_bank,
+        erasure_revoke_concurrency=revoke_concurrency,
         source=source,
         worker=worker_settings(mapping(raw.get("worker", {}), source, "worker"), origins),
         egress=egress_policy(mapping(raw.get("egress", {}), source, "egress"), origins),

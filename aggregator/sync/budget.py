@@ -249,8 +249,12 @@ async def spend_for_sync(
     router: RegionRouter, connection_id: ConnectionId, policy: SyncPolicy, *, reason: str,
     now: datetime | None = None, accounts: Collection[str] | None = None,
     metrics: BudgetMetrics | None = None,
-) -> None:
-    """Spend one sync's units in a transaction of its own (the on-demand and webhook path)."""
+) -> datetime:
+    """Spend one sync's units in a transaction of its own (the on-demand and webhook path).
+
+    Returns the time they were booked at: the sync's ``spent_at``, by which :func:`refund`
+    finds them again when calls never reached the bank.
+    """
     region = router.region_of(connection_id)
     async with router.session(region) as session, session.begin():
         connection = await lock_connection(session, connection_id)
@@ -258,8 +262,10 @@ async def spend_for_sync(
             raise ConnectionNotActive(f"connection {connection_id} is not active")
         # The clock is read under the lock: read before it, a caller that queued behind
         # another spend would record an older spent_at than the spend ahead of it.
-        await spend(session, connection, policy, now=now or utcnow(), reason=reason,
+        spent_at = now or utcnow()
+        await spend(session, connection, policy, now=spent_at, reason=reason,
                     accounts=accounts, metrics=metrics)
+    return spent_at
 
 
 async def _allowed_at(session: AsyncSession, connection_id: str, keys: Sequence[Ledger],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator import audit
+from aggregator.bankhealth import CallRecorder
 from aggregator.custody import RegionCustody
 from aggregator.ids import ConnectionId
 from aggregator.models import (
@@ -82,6 +84,8 @@ class Syncer:
     router: RegionRouter
     custody: Mapping[str, RegionCustody]
     banks: BankDirectory
+    #: Where each sync's outcome and duration go (docs/architecture.md, "Bank health").
+    recorder: CallRecorder | None = None
 
     async def sync(
         self, connection_id: ConnectionId, *, actor: str = "gateway",
@@ -99,15 +103,16 @@ class Syncer:
         if await self._through_plaid(region, connection_id):
             from aggregator.plaid.sync import PlaidSyncer  # the Plaid layer builds on this one
 
-            counts, at = await PlaidSyncer(self.router, self.custody, self.banks).sync(
-                connection_id, actor=actor, request_id=request_id)
-            return SyncResult(connection_id, counts, at)
+            return await PlaidSyncer(self.router, self.custody, self.banks).sync(
+                connection_id, actor=actor, request_id=request_id, budgeted=budgeted,
+                spent_at=spent_at)
         custody = self.custody[region]
         started = utcnow()
         calls = CallLog()
         try:
             grant = await fresh_grant(
-                self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}"
+                self.router, custody, self.banks, connection_id, owner=f"sync:{os.getpid()}",
+                recorder=self.recorder,
             )
         except (ConnectorError, CredentialBusy) as exc:
             await self._failed(region, connection_id, trigger_of(actor, budgeted), started,
@@ -117,6 +122,7 @@ class Syncer:
         connection = grant.connection
         since = await self._window(region, connection_id)
         dialect = None
+        reading = time.perf_counter()
         try:
             dialect = self.banks.dialect(connection.bank_id, grant.access_token, grant.dpop_key,
                                          resource_headers(self.banks, connection, presence))
@@ -124,6 +130,7 @@ class Syncer:
             snapshot = await read_snapshot(dialect, since, resources, calls)
         except ConnectorError as exc:
             error = await explain_refusal(self.banks, connection, exc)
+            self._record(region, connection.bank_id, error.code, reading)
             await self._failed(region, connection_id, start.trigger, started, error.code,
                                dialect.last_request_id if dialect is not None else None,
                                calls, spent_at)
@@ -139,6 +146,7 @@ class Syncer:
             if error is exc:
                 raise
             raise error from exc
+        read_for = time.perf_counter() - reading
         now = utcnow()
         async with self.router.session(region) as session, session.begin():
             locked = (await session.execute(
@@ -161,6 +169,8 @@ class Syncer:
                 session, actor=actor, action="connection.synced", target_id=connection_id,
                 request_id=request_id,
             )
+        if self.recorder is not None:
+            self.recorder.call(region, connection.bank_id, "sync", run.outcome.value, read_for)
         # One line per sync, naming ids, bank and outcome (docs/operations.md, "What runs").
         log.info("sync of %s at %s: %d accounts, +%d ~%d -%d transactions", connection_id,
                  connection.bank_id, counts.accounts, counts.added, counts.modified,
@@ -168,6 +178,11 @@ class Syncer:
                      "connection_id": connection_id, "bank": connection.bank_id,
                      "outcome": run.outcome.value, "actor": actor}})
         return SyncResult(connection_id, counts, now, run.outcome.value, run.id)
+
+    def _record(self, region: str, bank_id: str, outcome: str, reading: float) -> None:
+        """A sync that reached the bank's reads counts as a sync call (batched)."""
+        if self.recorder is not None:
+            self.recorder.call(region, bank_id, "sync", outcome, time.perf_counter() - reading)
 
     async def _through_plaid(self, region: str, connection_id: ConnectionId) -> bool:
         async with self.router.reader(region) as session:

@@ -81,6 +81,52 @@ def _entry(read: ResourceRead, account_id: str | None) -> dict[str, Any]:
             "error_code": read.error_code, "request_id": read.request_id}
 
 
+def add_run(
+    session: AsyncSession, start: RunStart, outcome: SyncOutcome, now: datetime, *,
+    counts: SyncCounts | None = None, error_code: str | None = None,
+    request_id: str | None = None, resources: list[dict[str, Any]] | None = None,
+) -> SyncRun:
+    """Add the run row alone (no state, no event): for syncs that keep those themselves,
+    such as Plaid's (:mod:`aggregator.plaid.sync`). ``resources`` as :func:`resource_entry`
+    makes them."""
+    counts = counts or SyncCounts()
+    run = SyncRun(
+        id=new_id("syn", _region(start.connection)), connection_id=start.connection.id,
+        user_id=start.connection.user_id, trigger=start.trigger, started_at=start.started_at,
+        finished_at=now, outcome=outcome, error_code=error_code[:64] if error_code else None,
+        request_id=request_id[:64] if request_id else None, accounts=counts.accounts,
+        added=counts.added, modified=counts.modified, removed=counts.removed,
+        resources=resources or [],
+    )
+    session.add(run)
+    return run
+
+
+def resource_entry(account_id: str | None, resource: str, outcome: ResourceOutcome,
+                   error_code: str | None = None, request_id: str | None = None
+                   ) -> dict[str, Any]:
+    """One ``sync_runs.resources`` entry (the shape :class:`SyncRun` documents)."""
+    return {"account_id": account_id, "resource": resource, "outcome": outcome.value,
+            "error_code": error_code, "request_id": request_id}
+
+
+async def touch_resource(session: AsyncSession, connection: Connection, account_id: str,
+                         resource: str, outcome: ResourceOutcome, now: datetime,
+                         error_code: str | None = None) -> None:
+    """The account's ``account_resources`` row for ``resource``: checked now, and synced
+    now when ``outcome`` is ``ok`` (what ``freshness`` on an account shows)."""
+    row = await session.get(AccountResource, (account_id, resource))
+    if row is None:
+        row = AccountResource(account_id=account_id, resource=resource,
+                              user_id=connection.user_id)
+        session.add(row)
+    row.outcome = outcome
+    row.error_code = error_code
+    row.checked_at = now
+    if outcome is ResourceOutcome.OK:
+        row.synced_at = now
+
+
 async def record_success(
     session: AsyncSession, start: RunStart, snapshot: Snapshot, account_ids: Mapping[str, str],
     counts: SyncCounts, now: datetime,
@@ -131,16 +177,8 @@ async def _freshness(session: AsyncSession, connection: Connection, snapshot: Sn
     for item in snapshot.accounts:
         account_id = account_ids[item.account.bank_account_id]
         for resource, read in item.reads.items():
-            row = await session.get(AccountResource, (account_id, resource))
-            if row is None:
-                row = AccountResource(account_id=account_id, resource=resource,
-                                      user_id=connection.user_id)
-                session.add(row)
-            row.outcome = ResourceOutcome(read.outcome)
-            row.error_code = read.error_code
-            row.checked_at = now
-            if read.ok:
-                row.synced_at = now
+            await touch_resource(session, connection, account_id, resource,
+                                 ResourceOutcome(read.outcome), now, read.error_code)
 
 
 async def save_state(

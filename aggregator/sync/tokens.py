@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ import httpx
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aggregator.bankhealth import CallRecorder
 from aggregator.custody import RegionCustody
 from aggregator.errors import GatewayError
 from aggregator.ids import ConnectionId
@@ -40,7 +42,16 @@ from aggregator.reauth import require_reauth
 from aggregator.sealing import Field
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory, UnknownBank
-from connectors import BankUnavailable, DPoPKey, GrantRevoked, RefreshPolicy, TokenSet
+from connectors import (
+    BankProtocolError,
+    BankUnavailable,
+    ConnectorError,
+    DPoPKey,
+    EgressRefused,
+    GrantRevoked,
+    RefreshPolicy,
+    TokenSet,
+)
 from vault import DataKeyDestroyed, WrappedKey
 
 log = logging.getLogger(__name__)
@@ -147,6 +158,7 @@ async def fresh_grant(
     connection_id: ConnectionId,
     *,
     owner: str,
+    recorder: CallRecorder | None = None,
 ) -> Grant:
     """The connection with an access token valid for at least :data:`EXPIRY_SKEW`."""
     deadline = asyncio.get_running_loop().time() + WAIT_FOR_PEER
@@ -169,7 +181,8 @@ async def fresh_grant(
                 "worker resolves it"
             )
         if await _claim(router, custody.region, credential, owner, now):
-            return await _refresh(router, custody, banks, connection, credential, key)
+            return await _refresh(router, custody, banks, connection, credential, key,
+                                  _Tally(recorder, owner))
         if asyncio.get_running_loop().time() >= deadline:
             raise CredentialBusy(f"credential {credential.id} is being refreshed elsewhere")
         await asyncio.sleep(_POLL)
@@ -196,6 +209,27 @@ async def _claim(
         return getattr(result, "rowcount", 0) == 1
 
 
+class _Tally:
+    """Where an inline refresh is counted (docs/architecture.md, "Bank health"): the same
+    figures and history the worker keeps, in memory until the recorder's next flush."""
+
+    def __init__(self, recorder: CallRecorder | None, owner: str) -> None:
+        self.recorder, self.owner = recorder, owner
+        self.started = time.perf_counter()
+
+    def done(self, connection: Connection, outcome: str, code: str | None,
+             *, sent: bool = True) -> None:
+        if self.recorder is None:
+            return
+        region = self.recorder.router.region_of(connection.id)
+        if sent:
+            self.recorder.call(region, connection.bank_id, "refresh", outcome,
+                               time.perf_counter() - self.started)
+        self.recorder.attempt(region, connection_id=connection.id,
+                              user_id=connection.user_id, bank_id=connection.bank_id,
+                              outcome=outcome, error_code=code, worker=self.owner)
+
+
 async def _refresh(
     router: RegionRouter,
     custody: RegionCustody,
@@ -203,6 +237,7 @@ async def _refresh(
     connection: Connection,
     credential: Credential,
     key: WrappedKey,
+    tally: _Tally,
 ) -> Grant:
     claimed = credential.version + 1
     refresh_token = await open_token(custody, key, credential, "refresh_token_sealed")
@@ -210,18 +245,28 @@ async def _refresh(
     try:
         if refresh_token is None:
             raise GrantRevoked(f"{connection.bank_id}: the grant holds no refresh token")
+        tally.started = time.perf_counter()
         tokens = await banks.oauth(connection.bank_id).refresh(refresh_token, dpop_key=dpop_key)
-    except GrantRevoked:
+    except GrantRevoked as exc:
+        tally.done(connection, "invalid_grant", exc.code, sent=refresh_token is not None)
         await _needs_reauth(router, custody.region, connection, credential.id, claimed)
         raise
     except BankUnavailable as exc:
+        tally.done(connection, "rate_limited" if exc.retry_after is not None
+                   else "unavailable", exc.code)
         await _release(
             router, custody.region, credential.id, claimed, keep_started=_maybe_sent(exc)
         )
         raise
+    except ConnectorError as exc:
+        tally.done(connection, "protocol_error" if isinstance(exc, BankProtocolError)
+                   else "error", exc.code, sent=not isinstance(exc, EgressRefused))
+        await _release(router, custody.region, credential.id, claimed, keep_started=True)
+        raise
     except BaseException:
         await _release(router, custody.region, credential.id, claimed, keep_started=True)
         raise
+    tally.done(connection, "ok", None)
     await persist_refresh(router, custody, key, credential, claimed, tokens,
                           policy=refresh_policy(banks, connection.bank_id))
     return Grant(connection, tokens.access_token, dpop_key)

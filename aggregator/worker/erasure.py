@@ -69,7 +69,7 @@ class ErasureSweep:
                 if stop.is_set():
                     break
                 retried += len(await retry_failed(self.router, self.custody[region],
-                                                  self.banks, request_id))
+                                                  self.banks, request_id, config=self.config))
             expired = await expire_escrow(self.router, region, now - self.escrow_for)
             if expired:
                 log.warning("erasure: gave up revoking %d grants in %s after %s", expired,

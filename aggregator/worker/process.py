@@ -19,6 +19,8 @@ from datetime import timedelta
 import httpx
 
 from aggregator.bank_profiles import check_profiles
+from aggregator.bankhealth import CallRecorder
+from aggregator.bankhealth.job import BankHealthJob
 from aggregator.custody import open_custody
 from aggregator.erasure import ErasureConfig, ErasureMetrics
 from aggregator.plaid.wiring import attach_plaid
@@ -97,13 +99,37 @@ async def run_worker(settings: Settings, config: WorkerConfig, options: WorkerOp
             breaker_threshold=options.breaker_threshold,
             breaker_cool_down=options.breaker_cool_down, crash=CrashPoints.from_env(),
             commit_before_send=options.commit_before_send,
+            recorder=CallRecorder(router),
         )
+        health = bank_health_job(ctx)
+        stack.push_async_callback(health.close)  # after the drain: the last flush
         attach_plaid(ctx.banks, settings)
         stop = asyncio.Event()
         _on_signals(stop, config.shutdown_timeout)
         log.info("worker %s started (regions %s)", ctx.owner, ", ".join(router.regions))
-        await Worker(ctx, config, _jobs(ctx, config, options, http, settings)).run(stop)
+        jobs = [*_jobs(ctx, config, options, http, settings), health]
+        await Worker(ctx, config, jobs).run(stop)
         log.info("worker %s stopped", ctx.owner)
+
+
+def bank_health_job(ctx: RefreshContext) -> BankHealthJob:
+    """Flushes ``ctx.recorder`` and publishes this process's breakers (docs/architecture.md,
+    "Bank health")."""
+    if ctx.recorder is None:
+        raise ValueError("the worker's refresh context has no recorder")
+
+    def states() -> dict[str, str]:
+        return {bank: b.state.name.lower() for bank, b in ctx.breakers.items()}
+
+    def regions_of(bank: str) -> list[str]:
+        if ctx.banks.is_plaid(bank):
+            return [r for r in ctx.banks.plaid_regions() if r in ctx.router.regions]
+        try:
+            return [ctx.banks.profile(bank).region]
+        except Exception:
+            return list(ctx.router.regions)
+
+    return BankHealthJob(ctx.recorder, ctx.owner, states, regions_of)
 
 
 def _jobs(
@@ -115,9 +141,10 @@ def _jobs(
         ErasureSweep(ctx.router, ctx.custody, ctx.banks, ErasureMetrics(ctx.metrics.registry),
                      config=ErasureConfig.from_settings(settings),
                      escrow_for=options.escrow_for, batch=max(config.batch // 4, 1)),
-        PlaidSweep(ctx.router, syncer=Syncer(ctx.router, ctx.custody, ctx.banks),
+        PlaidSweep(ctx.router, syncer=Syncer(ctx.router, ctx.custody, ctx.banks, ctx.recorder),
                    banks=ctx.banks, batch=config.batch, registry=ctx.metrics.registry),
-        SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks),
+        SyncSchedule(ctx.router, ctx.banks, Syncer(ctx.router, ctx.custody, ctx.banks,
+                                                   ctx.recorder),
                      batch=config.batch, metrics=BudgetMetrics.of(ctx.metrics.registry)),
         ConsentWatch(ctx.router, ctx.banks, batch=config.batch,
                      warning=timedelta(days=settings.worker.consent_warning_days)),

@@ -75,6 +75,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aggregator.bankhealth import CallRecorder
 from aggregator.custody import RegionCustody
 from aggregator.ids import ConnectionId
 from aggregator.models import Connection, ConnectionStatus, Credential
@@ -163,6 +164,9 @@ class RefreshContext:
     slots: asyncio.Semaphore | None = None
     #: Refreshes waiting for a slot: nothing sent yet (shutdown hands them back).
     waiting: set[asyncio.Task[object]] = field(default_factory=set)
+    #: Where each refresh's outcome, latency and attempt go (docs/architecture.md,
+    #: "Bank health"); None: not recorded.
+    recorder: CallRecorder | None = None
     committer: Committer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +199,14 @@ class RefreshContext:
             if self.queued.get(bank, 0) >= allowance + ahead:
                 out.add(bank)
         return out
+
+
+@dataclass(slots=True)
+class _Timing:
+    """What one refresh's call took: seconds if it was sent, the connector error's code."""
+
+    seconds: float | None = None
+    error_code: str | None = None
 
 
 class _Slot:
@@ -244,6 +256,7 @@ async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
     bank = lease.bank_id
     breaker = ctx.breaker(bank)
     slot = _Slot(ctx, bank)
+    timing = _Timing()
     task: asyncio.Task[object] | None = asyncio.current_task()
     ctx.queued[bank] = ctx.queued.get(bank, 0) + 1
     try:
@@ -266,16 +279,19 @@ async def refresh_leased(ctx: RefreshContext, region: str, lease: Lease) -> str:
             await release(ctx.router, region, lease.credential.id, lease.claimed,
                           due_at=utcnow() + timedelta(seconds=wait * ctx.rng.uniform(1, 1.5)),
                           keep_in_flight=lease.in_flight_before, failed=False)
-            return _done(ctx, bank, "breaker_open", lease)
-        outcome = await _call(ctx, region, lease, breaker, slot)
+            return _done(ctx, bank, "breaker_open", lease, region, timing)
+        outcome = await _call(ctx, region, lease, breaker, slot, timing)
     finally:
         slot.release()
         ctx.queued[bank] -= 1
-    return _done(ctx, bank, outcome, lease)
+    return _done(ctx, bank, outcome, lease, region, timing)
 
 
-def _done(ctx: RefreshContext, bank: str, outcome: str, lease: Lease | None = None) -> str:
+def _done(ctx: RefreshContext, bank: str, outcome: str, lease: Lease | None = None,
+          region: str | None = None, timing: _Timing | None = None) -> str:
     ctx.metrics.outcome(bank, outcome)
+    if ctx.recorder is not None and lease is not None and region is not None:
+        _record(ctx.recorder, ctx.owner, region, lease, outcome, timing or _Timing())
     if lease is not None:
         # One line per refresh (docs/operations.md, "What runs"): ids, bank, outcome.
         log.log(logging.INFO if outcome == "ok" else logging.WARNING,
@@ -287,8 +303,23 @@ def _done(ctx: RefreshContext, bank: str, outcome: str, lease: Lease | None = No
     return outcome
 
 
+def _record(recorder: CallRecorder, owner: str, region: str, lease: Lease, outcome: str,
+            timing: _Timing) -> None:
+    """In memory only: the recorder writes in batches (no database write per refresh).
+    A refresh that never left (breaker open, lease lost before sending) is no attempt."""
+    credential = lease.credential
+    if timing.seconds is None:
+        return
+    if outcome != "egress_refused":  # our policy refused it: the bank saw nothing
+        recorder.call(region, lease.bank_id, "refresh", outcome, timing.seconds)
+    recorder.attempt(region, connection_id=credential.connection_id,
+                     user_id=credential.user_id, bank_id=lease.bank_id, outcome=outcome,
+                     error_code=timing.error_code, worker=owner)
+
+
 async def _call(
-    ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker, slot: _Slot
+    ctx: RefreshContext, region: str, lease: Lease, breaker: Breaker, slot: _Slot,
+    timing: _Timing,
 ) -> str:
     custody = ctx.custody[region]
     credential = lease.credential
@@ -321,15 +352,19 @@ async def _call(
             return "lease_lost"
         sent = True
         tokens = await ctx.banks.oauth(lease.bank_id).refresh(refresh_token, dpop_key=dpop_key)
-    except GrantRevoked:
+    except GrantRevoked as exc:
+        timing.error_code = exc.code
         breaker.success()  # the bank answered properly: it is up
         return await _grant_refused(ctx, region, lease, claimed)
-    except EgressRefused:  # our policy, not the bank: aggregator.worker.egress
+    except EgressRefused as exc:  # our policy, not the bank: aggregator.worker.egress
+        timing.error_code = exc.code
         return await refresh_refused(ctx, region, lease, claimed)
     except BankUnavailable as exc:
+        timing.error_code = exc.code
         return await _back_off(ctx, region, lease, claimed, breaker, exc.retry_after,
                                maybe_sent=_maybe_rotated(exc), outcome=_unavailable(exc))
-    except BankProtocolError:
+    except BankProtocolError as exc:
+        timing.error_code = exc.code
         return await _back_off(ctx, region, lease, claimed, breaker, None,
                                maybe_sent=True, outcome="protocol_error")
     except BaseException:
@@ -339,7 +374,10 @@ async def _call(
             keep_in_flight=sent or lease.in_flight_before))
         raise
     finally:
-        ctx.metrics.latency.labels(lease.bank_id).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        ctx.metrics.latency.labels(lease.bank_id).observe(elapsed)
+        if sent:
+            timing.seconds = elapsed
     slot.release_gate()  # the bank answered: its next call may go while this one commits
     answered = time.perf_counter()
     ctx.crash.reached("after_bank")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.erasure import ErasureConfig
 from aggregator.errors import ConfigError
 from aggregator.settings import load_settings
 from vault import LocalKeyringConfig, Pkcs11Config, Secret, TransitConfig
@@ -134,6 +135,30 @@ def test_worker_consent_warning_days_default_file_and_environment(tmp_path: Path
     assert load_settings(path, environ={}).worker.consent_warning_days == 14
     env = {"AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": "3"}
     assert load_settings(path, environ=env).worker.consent_warning_days == 3
+
+
+def test_erasure_revocation_bounds_default_file_and_environment(tmp_path: Path) -> None:
+    default = ErasureConfig.from_settings(load_settings(_write(tmp_path, ""), environ={}))
+    assert (default.revoke_per_bank, default.revoke_concurrency) == (4, 16)
+    path = _write(tmp_path, "[erasure]\nrevoke_per_bank = 2\nrevoke_concurrency = 6\n")
+    configured = ErasureConfig.from_settings(load_settings(path, environ={}))
+    assert (configured.revoke_per_bank, configured.revoke_concurrency) == (2, 6)
+    env = {"AGGREGATOR_ERASURE_REVOKE_PER_BANK": "1"}
+    assert load_settings(path, environ=env).erasure_revoke_per_bank == 1
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[erasure]\nrevoke_per_bank = 0\n", r"erasure\.revoke_per_bank must be .* 1 to 32"),
+    ("[erasure]\nrevoke_concurrency = 1000\n", r"erasure\.revoke_concurrency must be"),
+    ("[erasure]\nrevoke_per_bank = 8\nrevoke_concurrency = 4\n",
+     r"erasure\.revoke_concurrency must be at least revoke_per_bank \(8\)"),
+    ("[erasure]\nrevoke_parallel = 2\n", r"unknown setting erasure\.revoke_parallel"),
+])
+def test_bad_erasure_revocation_bounds_name_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_write(tmp_path, text), environ={})
 
 
 @pytest.mark.parametrize(("text", "env", "message"), [

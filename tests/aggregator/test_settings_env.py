@@ -19,6 +19,9 @@ _GLOBAL_SAMPLES: dict[str, tuple[str, Any]] = {
     "AGGREGATOR_PUBLIC_URL": ("https://gw.example/", lambda s: s.public_url == "https://gw.example"),
     "AGGREGATOR_KEYS_ROTATE_EVERY": ("2w", lambda s: s.region("eu").rotate_every.days == 14),
     "AGGREGATOR_ERASURE_DEADLINE_DAYS": ("45", lambda s: s.erasure_deadline_days == 45),
+    "AGGREGATOR_ERASURE_REVOKE_PER_BANK": ("2", lambda s: s.erasure_revoke_per_bank == 2),
+    "AGGREGATOR_ERASURE_REVOKE_CONCURRENCY": (
+        "8", lambda s: s.erasure_revoke_concurrency == 8),
     "AGGREGATOR_WORKER_CONSENT_WARNING_DAYS": (
         " 3 ", lambda s: s.worker.consent_warning_days == 3),
     "AGGREGATOR_RATE_LIMITS_ENABLED": ("FALSE", lambda s: s.rate_limits.enabled is False),

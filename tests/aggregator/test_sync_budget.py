@@ -73,7 +73,7 @@ async def test_a_burst_of_concurrent_spends_never_exceeds_the_budget(
     ), return_exceptions=True)
 
     refused = [r for r in results if isinstance(r, BudgetExhausted)]
-    assert [r for r in results if r is not None and r not in refused] == []
+    assert [r for r in results if r != T0 and r not in refused] == []  # spent_at, or refused
     assert len(results) - len(refused) == POLICY.daily_budget
     assert await spends(region_router, connection_id) == full(linked.account.id, 4)
     assert {r.next_allowed_at for r in refused} == {T0 + timedelta(hours=24)}
@@ -157,8 +157,8 @@ async def test_concurrent_scheduled_and_webhook_spenders_respect_ledgers_and_res
         for reason in reasons
     ), return_exceptions=True)
 
-    assert all(r is None or isinstance(r, BudgetExhausted) for r in results)
-    served = [reason for reason, r in zip(reasons, results, strict=True) if r is None]
+    assert all(r == T0 or isinstance(r, BudgetExhausted) for r in results)
+    served = [reason for reason, r in zip(reasons, results, strict=True) if r == T0]
     assert len(served) == POLICY.daily_budget
     assert served.count(SCHEDULED) <= POLICY.daily_budget - POLICY.reserve
     # Every ledger, the list's and each account's, holds exactly the budget.

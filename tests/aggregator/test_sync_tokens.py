@@ -174,3 +174,25 @@ async def test_a_refresh_that_crashed_midway_is_not_retried_blindly(
         await fresh_grant(region_router, custody["eu"], StubBanks(bank), linked.connection.id,
                           owner="t")
     assert bank.presented == []
+
+
+async def test_an_inline_refresh_is_tallied_and_kept_in_the_connections_history(
+    region_router: RegionRouter, custody: dict[str, RegionCustody], make_linked: LinkFactory,
+) -> None:
+    from aggregator.bankhealth import CallRecorder
+    from aggregator.bankhealth.reads import last_hour, refresh_history
+
+    linked = await make_linked("eu")
+    await expire(region_router, linked)
+    recorder = CallRecorder(region_router, interval=3600)
+    with pytest.raises(GrantRevoked):
+        await fresh_grant(region_router, custody["eu"],
+                          StubBanks(StubOAuth(fail=GrantRevoked("sandbox: invalid_grant"))),
+                          linked.connection.id, owner="sync:7", recorder=recorder)
+    await recorder.flush()
+    async with region_router.reader("eu") as session:
+        history = await refresh_history(session, linked.connection.id)
+        figures = (await last_hour(session, utcnow()))["sandbox"]["refresh"]
+    assert [(a.outcome, a.error_code, a.worker) for a in history] == [
+        ("invalid_grant", "grant_revoked", "sync:7")]
+    assert (figures.calls, figures.failures) == (1, 0)  # a refused grant is a proper answer

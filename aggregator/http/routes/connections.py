@@ -192,8 +192,9 @@ async def post_sync(call: Call) -> SyncOut:
     see the address (UK Open Banking ``x-fapi-customer-ip-address``, Berlin Group
     ``PSU-IP-Address``).
 
-    Over budget the answer is 429 with ``Retry-After`` and ``next_sync_allowed_at``; the
-    unit is not refunded when the bank call fails (the bank may have counted it).
+    Over budget the answer is 429 with ``Retry-After`` and ``next_sync_allowed_at``. A
+    unit whose call never reached the bank (refused while connecting, or never made) is
+    refunded, as for scheduled syncs; one the bank answered, or may have counted, is not.
     """
     connection_id, region = call.path_id("id", "con")
     services = call.services
@@ -208,10 +209,11 @@ async def post_sync(call: Call) -> SyncOut:
     item_level = isinstance(services.banks, BankDirectory) and services.banks.is_plaid(
         connection.bank_id)
     try:
-        await spend_for_sync(services.router, ConnectionId(connection_id),
-                             sync_policy(services, connection.bank_id, region),
-                             reason="on_demand", accounts=() if item_level else None,
-                             metrics=BudgetMetrics.of(call.request.app.state.metrics.registry))
+        spent_at = await spend_for_sync(
+            services.router, ConnectionId(connection_id),
+            sync_policy(services, connection.bank_id, region), reason="on_demand",
+            accounts=() if item_level else None,
+            metrics=BudgetMetrics.of(call.request.app.state.metrics.registry))
     except BudgetExhausted as exc:
         raise SyncBudgetExhausted(
             str(exc), extra={"next_sync_allowed_at": exc.next_allowed_at.isoformat()},
@@ -219,7 +221,7 @@ async def post_sync(call: Call) -> SyncOut:
         ) from exc
     summary = await services.sync(
         ConnectionId(connection_id), request_id=call.request_id, actor=call.caller,
-        presence=_presence(call),
+        presence=_presence(call), spent_at=spent_at,
     )
     return SyncOut(connection_id, summary.accounts, summary.added, summary.modified,
                    summary.removed, SyncOutcome(summary.outcome), summary.sync_id)

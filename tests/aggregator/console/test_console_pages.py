@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from aggregator.console.chart import outcomes_chart
-from aggregator.models import AuditEvent
+from aggregator.models import AuditEvent, SyncOutcome
 from aggregator.store import RegionRouter
+from aggregator.sync.runs import RunStart, add_run
+from aggregator.sync.upsert import SyncCounts
 from tests.aggregator._factories import Linked
 from tests.aggregator.console.conftest import Console, ConsoleFactory, region_down
 
@@ -135,3 +137,24 @@ async def test_with_every_region_down_the_console_says_so(
         answer = await (await console_factory()).sign_in("ada")
         assert answer.status_code == 503
         assert "nobody can sign in right now" in answer.text
+
+
+async def test_the_connection_page_lists_its_sync_runs(
+    admin: Console, linked: Linked, region_router: RegionRouter
+) -> None:
+    page = f"/console/connections/{linked.connection.id}"
+    assert "No sync has run yet." in (await admin.http.get(page)).text
+    async with region_router.session("eu") as session, session.begin():
+        start = RunStart(linked.connection, "webhook", datetime.now(UTC))
+        add_run(session, start, SyncOutcome.FAILED, datetime.now(UTC),
+                error_code="item_login_required")
+        add_run(session, RunStart(linked.connection, "on_demand", datetime.now(UTC)),
+                SyncOutcome.COMPLETE, datetime.now(UTC),
+                counts=SyncCounts(accounts=2, added=7, modified=1, removed=3))
+    shown = (await admin.http.get(page)).text
+    runs = shown[shown.index('id="runs"'):shown.index('id="history"')]
+    assert re.search(r"<td>on_demand</td><td><span class=\"tag\">complete</span></td>"
+                     r"<td>—</td><td>2</td><td>\+7 ~1 -3</td>", runs), runs
+    assert re.search(r"<td>webhook</td><td><span class=\"tag bad\">failed</span></td>"
+                     r"<td><code>item_login_required</code></td>", runs), runs
+    assert runs.index("on_demand") < runs.index("webhook")  # newest first

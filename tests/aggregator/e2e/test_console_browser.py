@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from aggregator.bankhealth import CallRecorder
+from aggregator.bankhealth.store import publish_breakers
 from aggregator.models import AuditEvent, OperatorRole
+from aggregator.models.base import utcnow
 from aggregator.operators import create_operator
 from aggregator.store import RegionRouter
 from tests.aggregator.e2e.conftest import ARTIFACTS as ALL_ARTIFACTS
@@ -48,6 +51,13 @@ async def test_an_operator_syncs_redelivers_and_verifies_with_the_keyboard(
     gateway: Gateway, region_router: RegionRouter, chromium: Chromium
 ) -> None:
     operator_id = await create_operator(region_router, "ada", OperatorRole.ADMIN, PASSWORD)
+    # Bank health for the Banks page (its table and both charts go through axe too).
+    recorder = CallRecorder(region_router)
+    for outcome in ("ok", "ok", "unavailable", "invalid_grant", "lease_lost"):
+        recorder.call("eu", "sandbox-eu", "refresh", outcome, 0.3)
+    recorder.call("eu", "sandbox-eu", "sync", "complete", 1.2)
+    await recorder.flush()
+    await publish_breakers(region_router, "eu", "w:1", {"sandbox-eu": ("open", utcnow())})
     _, connection_id = await gateway.link("eu")
     # Secure cookies are kept for http://localhost (a potentially trustworthy origin).
     base = gateway.url.replace("127.0.0.1", "localhost")

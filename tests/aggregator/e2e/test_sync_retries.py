@@ -1,6 +1,6 @@
 """Scheduled syncs retried after a transient failure, within the budget: a 5xx once, a 429
 with ``Retry-After``, and the refund rule (a call that never reached the bank is not
-counted; an answered one is)."""
+counted; an answered one is), for scheduled and on-demand syncs alike."""
 
 from __future__ import annotations
 
@@ -75,6 +75,27 @@ async def test_a_5xx_once_is_retried_soon_and_only_answered_calls_stay_spent(
     state = await _state(gateway)
     assert state.last_outcome == "complete"
     assert (state.retry_at, state.retry_attempts) == (None, 0)
+    spends = await _spends(gateway)
+    assert spends.count(("", DataType.ACCOUNTS)) == 2
+    assert len(spends) == 2 + 2 * len({a for a, _ in spends if a})
+
+
+async def test_an_on_demand_sync_refunds_the_calls_that_never_reached_the_bank(
+    gateway: Gateway,
+) -> None:
+    _, connection_id = await gateway.link("eu")
+    linked = await _spends(gateway)  # the Link flow's first sync books nothing
+    gateway.bank.faults = Faults(fail_next=1)  # the account list answers 503, once
+
+    failed = await gateway.api.post(f"/v1/connections/{connection_id}/sync")
+
+    assert failed.status_code == 503, failed.text
+    # Answered (503): the bank may count it, its unit stays; the per-account calls were
+    # never made: refunded, as a scheduled sync's are.
+    assert await _spends(gateway) == sorted([*linked, ("", DataType.ACCOUNTS)],
+                                            key=lambda r: (r[0], r[1].value))
+    synced = await gateway.api.post(f"/v1/connections/{connection_id}/sync")
+    assert synced.status_code == 200, synced.text
     spends = await _spends(gateway)
     assert spends.count(("", DataType.ACCOUNTS)) == 2
     assert len(spends) == 2 + 2 * len({a for a, _ in spends if a})

@@ -97,7 +97,8 @@ async def test_erasure_leaves_no_row_of_the_user_in_any_region(
     assert done.counts == {
         "plaid_webhook_events": 1, "outbound_events": 0,
         "transactions": 3, "balances": 0, "sync_states": 0, "sync_spends": 0,
-        "sync_runs": 0, "account_resources": 0, "link_sessions": 0, "idempotency_keys": 0,
+        "sync_runs": 0, "account_resources": 0, "refresh_attempts": 0, "link_sessions": 0,
+        "idempotency_keys": 0,
         "accounts": 1, "credentials": 1, "connections": 1, "data_keys": 1, "users": 1,
     }
     assert fake_banks.revoked == ["rt-erase-me"]

@@ -90,7 +90,8 @@ class RecordingSync:
         self.calls: list[tuple[str, str, str]] = []
 
     async def __call__(self, connection_id: ConnectionId, *, request_id: str, actor: str,
-                       presence: UserPresence | None = None) -> SyncSummary:
+                       presence: UserPresence | None = None,
+                       spent_at: datetime | None = None) -> SyncSummary:
         self.calls.append((connection_id, request_id, actor))
         return SyncSummary(accounts=1, added=3, modified=0, removed=1)
 

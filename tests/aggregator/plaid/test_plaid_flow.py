@@ -443,3 +443,43 @@ async def test_a_plaid_connections_accounts_share_its_item_level_budget(
     connection = (await gw.api.get(f"/v1/connections/{connection_id}")).json()
     assert later == connection["next_sync_allowed_at"]
     assert datetime.fromisoformat(later) == start - timedelta(minutes=10) + timedelta(hours=24)
+
+
+async def test_plaid_syncs_record_their_runs_shown_by_the_syncs_endpoint(
+    plaid_gateway: PlaidGateway,
+) -> None:
+    gw = plaid_gateway
+    connection_id = await gw.link(await gw.user())  # the Link flow's first sync: a run
+    gw.plaid.pages = [{"added": [plaid_transaction("t-1", 3.0)]}]
+    synced = await gw.api.post(f"/v1/connections/{connection_id}/sync")
+    assert synced.status_code == 200, synced.text
+    gw.plaid.fail_next = (500, "API_ERROR", "INTERNAL_SERVER_ERROR")  # /accounts/get
+    failed = await gw.api.post(f"/v1/connections/{connection_id}/sync")
+    assert failed.status_code == 503, failed.text
+    await gw.webhook({"webhook_type": "TRANSACTIONS", "webhook_code": "SYNC_UPDATES_AVAILABLE",
+                      "item_id": gw.item()})
+    assert await gw.work() == 1
+
+    listed = await gw.api.get(f"/v1/connections/{connection_id}/syncs")
+    assert listed.status_code == 200, listed.text
+    runs = listed.json()["data"]
+    assert [(r["trigger"], r["outcome"], (r["error"] or {}).get("code")) for r in runs] == [
+        ("webhook", "complete", None), ("on_demand", "failed", "bank_unavailable"),
+        ("on_demand", "complete", None), ("link", "complete", None)]
+    on_demand = runs[2]
+    assert (on_demand["accounts"], on_demand["added"], synced.json()["sync_id"]) == (
+        2, 1, on_demand["id"])
+    accounts = await gw.api.get(f"/v1/connections/{connection_id}/accounts")
+    ids = sorted(a["id"] for a in accounts.json()["data"])
+    assert sorted((r["account_id"], r["resource"], r["outcome"])
+                  for r in on_demand["resources"]) == sorted(
+        (a, resource, "ok") for a in ids for resource in ("balances", "transactions"))
+    assert runs[1]["resources"] == []
+    # The failed sync's /accounts/get was answered (Plaid may count it); its
+    # /transactions/sync was never made: that unit came back.
+    async with gw.router.reader("us") as session:
+        spent = sorted((r, t.value) for r, t in await session.execute(
+            select(SyncSpend.reason, SyncSpend.data_type)))
+    assert spent == [("on_demand", "accounts"), ("on_demand", "accounts"),
+                     ("on_demand", "transactions"), ("webhook", "accounts"),
+                     ("webhook", "transactions")]

@@ -142,3 +142,29 @@ async def test_gateway_fleet_gauges_read_the_backlog_and_the_outbox(
     await metrics.refresh_fleet(region_router)
     text = generate_latest(metrics.registry).decode()
     assert value(text, 'aggregator_refresh_due_backlog{region="eu"}') == 3
+
+
+async def test_gateway_exposes_each_regions_bank_health(region_router: RegionRouter) -> None:
+    from aggregator.bankhealth import CallRecorder
+    from aggregator.bankhealth.store import publish_breakers
+    from aggregator.models.base import utcnow
+
+    recorder = CallRecorder(region_router)
+    for outcome in ("ok", "ok", "ok", "unavailable"):
+        recorder.call("eu", "bank-a", "refresh", outcome, 0.3)
+    await recorder.flush()
+    now = utcnow()
+    await publish_breakers(region_router, "eu", "w:1", {"bank-a": ("half_open", now)}, now)
+    metrics = HttpMetrics()
+
+    await metrics.refresh_fleet(region_router)
+
+    text = generate_latest(metrics.registry).decode()
+    # The exposition lists labels in alphabetical order.
+    labels = 'bank="bank-a",operation="refresh"'
+    assert value(text, f'aggregator_bank_calls_last_hour{{{labels},outcome="ok",region="eu"}}') == 3
+    assert value(text, f'aggregator_bank_error_rate_last_hour{{{labels},region="eu"}}') == 0.25
+    assert value(text, f'aggregator_bank_call_p95_seconds{{{labels},region="eu"}}') == 0.5
+    assert value(text, 'aggregator_bank_breaker_state{bank="bank-a",region="eu"}') == 1
+    assert value(text, 'aggregator_bank_breaker_processes{bank="bank-a",region="eu"}') == 1
+    assert 'region="us"}' not in text.split("aggregator_bank_calls_last_hour", 1)[1]

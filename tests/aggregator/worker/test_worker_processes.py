@@ -17,9 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from aggregator.bankhealth.reads import breakers
 from aggregator.custody import RegionCustody
 from aggregator.ids import ApplicationId
-from aggregator.models import ConnectionStatus, Credential
+from aggregator.models import ConnectionStatus, Credential, RefreshAttempt
 from aggregator.models.base import utcnow
 from aggregator.sandbox import Faults
 from aggregator.settings import Settings
@@ -211,6 +212,13 @@ async def test_a_failing_bank_backs_off_and_trips_its_breaker_without_slowing_an
             assert sample(metrics, 'breaker_state{bank="bank-a"}') >= 1  # open or probing
             assert sample(metrics, 'breaker_state{bank="bank-b"}') == 0
             assert sample(metrics, 'error_budget_remaining{bank="bank-a"}') == 0
+
+            async def breaker_published() -> bool:  # the worker's heartbeat, every 10 s
+                async with region_router.reader("eu") as session:
+                    seen = await breakers(session, utcnow())
+                return "bank-a" in seen and seen["bank-a"].state != "closed"
+
+            assert await wait_for(breaker_published, 25)
             banks["bank-a"].sandbox.faults = Faults()
 
             async def a_done() -> bool:
@@ -264,3 +272,10 @@ async def test_sigterm_drains_within_the_shutdown_timeout_and_leaves_no_lease(
     # Every credential is either refreshed with a live grant or untouched and retryable.
     assert all(s.refresh_live for s in final.values())
     assert banks["bank-a"].requests.count == sum(s.rotated for s in final.values())
+    # The last tallies were flushed on the way out, and the heartbeats withdrawn.
+    async with region_router.reader("eu") as session:
+        attempts = (await session.execute(
+            select(RefreshAttempt.outcome, func.count()).group_by(RefreshAttempt.outcome)
+        )).all()
+        assert await breakers(session, utcnow()) == {}
+    assert dict(attempts).get("ok", 0) == sum(s.rotated for s in final.values())
