@@ -33,6 +33,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -52,11 +53,12 @@ PG_DATABASE = "aggregator_bench"
 # wrk: each thread walks its own slice of the pre-signed requests (no body twice), and
 # reports the latency percentiles and counts on one line the bench parses.
 LUA = r"""
-local requests, index, stride, delay_ms = {}, 0, 1, 0
-local thread_count = 0
+local requests, index, stride = {}, 0, 1
+local threads = {}
+late, lag_max_ms = 0, 0  -- globals: done() reads them from each thread
 function setup(thread)
-  thread:set("id", thread_count)
-  thread_count = thread_count + 1
+  thread:set("id", #threads)
+  threads[#threads + 1] = thread
 end
 function init(args)
   local file = io.open(args[1], "rb")
@@ -67,7 +69,7 @@ function init(args)
   end
   file:close()
   stride = tonumber(args[2])
-  delay_ms = tonumber(args[3])
+  interval_ms = 1000 / math.max(tonumber(args[3]), 1e-9)
   index = id
 end
 function request()
@@ -75,15 +77,47 @@ function request()
   index = index + stride
   return r
 end
-function delay()
-  return delay_ms
-end
 function done(summary, latency, requests)
+  local late, lag = 0, 0
+  for _, thread in ipairs(threads) do
+    late = late + thread:get("late")
+    lag = math.max(lag, thread:get("lag_max_ms"))
+  end
   io.write(string.format("WRK requests=%d duration_us=%d non2xx=%d errors=%d "
-    .. "p50_us=%d p99_us=%d max_us=%d\n", summary.requests, summary.duration,
-    summary.errors.status, summary.errors.connect + summary.errors.read
+    .. "p50_us=%d p99_us=%d max_us=%d late=%d lag_max_us=%d\n", summary.requests,
+    summary.duration, summary.errors.status, summary.errors.connect + summary.errors.read
     + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max))
+    latency:percentile(50), latency:percentile(99), latency.max, late, lag * 1000))
+end
+"""
+# Paced runs only (wrk sends without a timer hop when the script has no delay()). Open
+# loop: every request takes the next slot of one fixed schedule, interval_ms apart, and
+# waits for it. A think time of C / rate per connection (what this bench did before)
+# offers C / (think + latency), so the achieved rate fell short by the server's own
+# latency: "offered ~1,067/s, achieved 773/s". A slot already past is sent at once and
+# counted as late (the server or wrk fell behind the schedule).
+LUA_PACED = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock, bench_timespec *now);
+]]
+local clock = ffi.new("bench_timespec")
+local due = nil
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+function delay()
+  local now = now_ms()
+  due = due or now
+  local slot = due
+  due = due + interval_ms
+  if slot < now - 1 then
+    late = late + 1
+    lag_max_ms = math.max(lag_max_ms, now - slot)
+  end
+  return math.max(0, math.floor(slot - now + 0.5))
 end
 """
 
@@ -155,7 +189,7 @@ def _gateway_app(directory: Path, url: str, jwk: Mapping[str, Any]) -> Any:
     return app
 
 
-def _serve(directory: str, url: str, jwk: dict[str, Any], ports: Any) -> None:
+def _serve(directory: str, url: str, jwk: dict[str, Any], ports: Any, profile: str) -> None:
     import uvicorn
 
     from aggregator.http.serving import bind, server_config
@@ -163,14 +197,45 @@ def _serve(directory: str, url: str, jwk: dict[str, Any], ports: Any) -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     app = _gateway_app(Path(directory), url, jwk)
+    if profile:
+        _profile_on_signals(profile)
     sock = bind("127.0.0.1", 0)
     ports.put(sock.getsockname()[1])
     asyncio.run(uvicorn.Server(server_config(app)).serve(sockets=[sock]))
 
 
+def _profile_on_signals(path: str) -> None:
+    """cProfile in the server from SIGUSR1 to SIGUSR2, which writes the stats to ``path``.
+
+    The handlers run on the main thread, the event loop's, which is the thread profiled.
+    """
+    import cProfile
+    import signal
+
+    profiler = cProfile.Profile()
+
+    def start(signum: int, frame: Any) -> None:
+        profiler.enable()
+
+    def stop(signum: int, frame: Any) -> None:
+        profiler.disable()
+        profiler.dump_stats(f"{path}.part")
+        os.replace(f"{path}.part", path)  # the bench reads it whole or not at all
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load() -> str:
+    """``uptime``'s load averages, flagged when the machine is busy (shared machine)."""
+    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    busy = " (under load)" if float(one) > 1.5 else ""
+    return f"load {one} {five} {fifteen}{busy}"
 
 
 def _write_load(key: _Key, path: Path, n: int, tag: str) -> None:
@@ -194,25 +259,55 @@ class Run:
         self.failed = int(found["non2xx"]) + int(found["errors"])
         self.p50_ms = int(found["p50_us"]) / 1000
         self.p99_ms = int(found["p99_us"]) / 1000
+        self.late = int(found["late"])
+        self.lag_max_ms = int(found["lag_max_us"]) / 1000
         self.wrk_cpu = wrk_cpu / wall
         self.server_cpu = server_cpu / wall
+        #: Server CPU time per request (user + system), the figure a busy machine leaves
+        #: least distorted: a rate falls with other engineers' load, CPU per request less.
+        self.cpu_ms = server_cpu * 1000 / max(1, self.requests)
+        self.load = _load()
+
+    def describe(self) -> str:
+        return (f"{self.rate:,.0f}/s  p99 {self.p99_ms:.1f} ms  failed {self.failed}  "
+                f"server CPU {self.server_cpu:.0%} ({self.cpu_ms:.3f} ms/request)  "
+                f"wrk CPU {self.wrk_cpu:.0%}  {self.load}")
 
 
 def _wrk(url: str, script: Path, load: Path, *, connections: int, seconds: float,
-         delay_ms: int, server_pid: int) -> Run:
+         rate: float, server_pid: int, profile: bool = False) -> Run:
+    """One wrk run: closed loop when ``rate`` is 0, else paced at ``rate`` requests/s."""
+    script.write_text(LUA + (LUA_PACED if rate else ""))
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-               "-s", str(script), url, "--", str(load), "1", str(delay_ms)]
+               "-s", str(script), url, "--", str(load), "1", f"{rate:.3f}"]
+    if profile:
+        os.kill(server_pid, signal.SIGUSR1)
     server_before, start = _cpu_seconds(server_pid), time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    stdout = proc.stdout.read() if proc.stdout else ""
     server_cpu = _cpu_seconds(server_pid) - server_before
+    if profile:
+        os.kill(server_pid, signal.SIGUSR2)
+    stdout = proc.stdout.read() if proc.stdout else ""
     line = next((x for x in stdout.splitlines() if x.startswith("WRK ")), None)
     if status != 0 or line is None:
-        raise SystemExit(f"wrk failed ({status}): {stdout[-500:]}")
+        stderr = proc.stderr.read() if proc.stderr else ""
+        raise SystemExit(f"wrk failed ({status}): {stdout[-500:]} {stderr[-500:]}")
     return Run(line, wall, usage.ru_utime + usage.ru_stime, server_cpu)
+
+
+def _print_profile(path: Path, requests: int) -> None:
+    import pstats
+
+    for _ in range(50):  # the server writes it on SIGUSR2
+        if path.exists():
+            break
+        time.sleep(0.1)
+    print(f"cProfile of the server over {requests} webhooks (times are totals; "
+          f"divide by {requests} for per-request cost):")
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(25)
 
 
 def bench_store(store: str, args: argparse.Namespace, key: _Key, work: Path) -> dict[str, float]:
@@ -221,14 +316,16 @@ def bench_store(store: str, args: argparse.Namespace, key: _Key, work: Path) -> 
         schema, url = create_schema(PG_URL, PG_DATABASE)
     else:
         url = f"sqlite+aiosqlite:///{work / f'{store}-us.sqlite3'}"
+    profile = work / f"{store}.prof" if args.profile else None
     ctx = mp.get_context("spawn")
     ports: Any = ctx.Queue()
-    server = ctx.Process(target=_serve, args=(str(work), url, key.jwk(), ports), daemon=True)
+    server = ctx.Process(target=_serve, args=(str(work), url, key.jwk(), ports,
+                                              str(profile or "")), daemon=True)
     server.start()
     try:
         base = f"http://127.0.0.1:{ports.get(timeout=120)}"
+        pid = cast(int, server.pid)
         script = work / "post.lua"
-        script.write_text(LUA)
         # Enough unique bodies for the fastest run; signed now, so iat stays fresh.
         per_run = max(1000, int(args.expect * args.seconds * 1.5))
         rates: dict[str, list[Run]] = {"trivial": [], "webhook": []}
@@ -237,33 +334,39 @@ def bench_store(store: str, args: argparse.Namespace, key: _Key, work: Path) -> 
                 load = work / f"{store}-{kind}-{r}.tsv"
                 _write_load(key, load, per_run, f"{store}{kind}{r}")
                 run = _wrk(base + path, script, load, connections=args.connections,
-                           seconds=args.seconds, delay_ms=0, server_pid=cast(int, server.pid))
+                           seconds=args.seconds, rate=0, server_pid=pid)
                 rates[kind].append(run)
-                print(f"{store} round {r} {kind}: {run.rate:,.0f}/s  p99 {run.p99_ms:.1f} ms  "
-                      f"failed {run.failed}  server CPU {run.server_cpu:.0%}  "
-                      f"wrk CPU {run.wrk_cpu:.0%}", flush=True)
+                print(f"{store} round {r} {kind}: {run.describe()}", flush=True)
                 if run.failed:
                     raise SystemExit(f"{run.failed} requests failed: see the server")
         trivial = statistics.median(r.rate for r in rates["trivial"])
         webhook = statistics.median(r.rate for r in rates["webhook"])
-        # Half load: each of C connections waits `delay` between its requests, so the
-        # offered rate is about C / (delay + latency) = webhook / 2.
+        cpu = {kind: statistics.median(r.cpu_ms for r in runs) for kind, runs in rates.items()}
         half = webhook / 2
-        connections = args.connections
-        delay_ms = max(1, round(connections / half * 1000))
         load = work / f"{store}-half.tsv"
         _write_load(key, load, max(1000, int(half * args.seconds * 1.5)), f"{store}half")
-        paced = _wrk(base + "/webhooks/plaid/us", script, load, connections=connections,
-                     seconds=args.seconds, delay_ms=delay_ms, server_pid=cast(int, server.pid))
-        print(f"{store} half load: offered ~{half:,.0f}/s, achieved {paced.rate:,.0f}/s, "
+        paced = _wrk(base + "/webhooks/plaid/us", script, load, connections=args.connections,
+                     seconds=args.seconds, rate=half, server_pid=pid)
+        print(f"{store} half load: offered {half:,.0f}/s, achieved {paced.rate:,.0f}/s, "
               f"p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms, failed {paced.failed}, "
-              f"server CPU {paced.server_cpu:.0%}, wrk CPU {paced.wrk_cpu:.0%}", flush=True)
+              f"late {paced.late} (worst {paced.lag_max_ms:.0f} ms behind), "
+              f"server CPU {paced.server_cpu:.0%} ({paced.cpu_ms:.3f} ms/request), "
+              f"wrk CPU {paced.wrk_cpu:.0%}, {paced.load}", flush=True)
+        if profile is not None:
+            load = work / f"{store}-profile.tsv"
+            _write_load(key, load, per_run, f"{store}profile")
+            profiled = _wrk(base + "/webhooks/plaid/us", script, load,
+                            connections=args.connections, seconds=args.seconds, rate=0,
+                            server_pid=pid, profile=True)
+            _print_profile(profile, profiled.requests)
     finally:
         server.terminate()
         server.join(10)
         if schema is not None:
             drop_schema(PG_URL, PG_DATABASE, schema)
     return {"webhook_per_s": webhook, "trivial_per_s": trivial, "ratio": webhook / trivial,
+            "webhook_cpu_ms": cpu["webhook"], "trivial_cpu_ms": cpu["trivial"],
+            "cpu_ratio": cpu["trivial"] / cpu["webhook"],
             "p99_ms_at_half": paced.p99_ms, "half_load_per_s": paced.rate}
 
 
@@ -275,7 +378,12 @@ def main() -> None:
     parser.add_argument("--expect", type=float, default=6000,
                         help="highest rate expected (sizes the pre-signed load)")
     parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 2 rounds")
+    parser.add_argument("--profile", action="store_true",
+                        help="then one more webhook run under cProfile; print its top")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.rounds = 2.0, 2
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     key = _Key()
@@ -287,7 +395,9 @@ def main() -> None:
         print(f"{store}: webhooks {figures['webhook_per_s']:,.0f}/s vs trivial "
               f"{figures['trivial_per_s']:,.0f}/s (ratio {figures['ratio']:.2f}); "
               f"p99 at half load ({figures['half_load_per_s']:,.0f}/s) "
-              f"{figures['p99_ms_at_half']:.1f} ms")
+              f"{figures['p99_ms_at_half']:.1f} ms; server CPU per request "
+              f"{figures['webhook_cpu_ms']:.3f} vs {figures['trivial_cpu_ms']:.3f} ms "
+              f"(CPU ratio {figures['cpu_ratio']:.2f})")
     for store, figures in results.items():
         print(f"RESULT store={store} " + " ".join(
             f"{name}={value:.2f}" for name, value in figures.items()))

@@ -22,10 +22,14 @@ per-region FIFO semaphore: a request queues its webhook, takes a writer slot, an
 commits whatever is queued (its own webhook included) unless an earlier writer already
 did. No request ever writes more than one batch for others, so none waits for more than
 a commit in flight plus its own, however long the queue grows. SQLite takes one write
-transaction at a time, so it has one slot; PostgreSQL has :data:`PG_WRITERS`, whose
-commits overlap (its WAL flush is shared by the commits waiting on it) instead of
-queueing behind one another. A batch costs two statements whatever its size
-(:func:`store_webhooks`): one lookup of the items' connections and one multi-row upsert.
+transaction at a time, so it has one slot; PostgreSQL has :data:`PG_WRITERS` (one: the
+receiver is bound by its own CPU, and fewer, larger batches cost less of it than
+overlapping commits save; bench/README.md, webhook row). A batch costs two statements
+whatever its size (:func:`store_webhooks`): one lookup of the items' connections and one
+upsert (PostgreSQL: ``INSERT … SELECT FROM unnest`` of one array per column; SQLite: a
+multi-row ``VALUES``). On SQLite the batch's transaction runs whole in a worker thread on
+the region's blocking writer engine (:meth:`RegionRouter.blocking_writer`): one hand-over
+to a thread per batch instead of one per statement and cursor call.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import case, null, select
+from sqlalchemy import String, bindparam, case, func, literal_column, null, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection as CoreConnection
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from aggregator.models import Connection, PlaidWebhookEvent, WebhookStatus
 from aggregator.models.base import table_of
@@ -52,8 +59,9 @@ log = logging.getLogger("aggregator.plaid.webhooks")
 _events = table_of(PlaidWebhookEvent)
 #: Webhooks stored per transaction at most.
 MAX_BATCH = 64
-#: Concurrent write transactions per PostgreSQL region (SQLite: one).
-PG_WRITERS = 4
+#: Concurrent write transactions per PostgreSQL region (SQLite: one). Four overlapped
+#: commits but made batches four times smaller: more CPU per webhook, fewer per second.
+PG_WRITERS = 1
 _Queued = tuple[PlaidWebhook, "asyncio.Future[Receipt]"]
 
 
@@ -85,6 +93,7 @@ class PlaidWebhooks:
             ["region", "outcome"], registry=registry,
         )
         self._exposed: set[int] = {id(registry)} if registry is not None else set()
+        self._children: dict[tuple[str, str], Any] = {}  # labels() looked up once each
 
     def expose(self, registry: CollectorRegistry) -> None:
         """Serve the counters from ``registry`` too (the app's ``/metrics``); idempotent."""
@@ -104,13 +113,19 @@ class PlaidWebhooks:
         try:
             hook = await self.verifiers[region].verify(body, header)
         except WebhookRejected as exc:
-            self.counter.labels(region, exc.reason.value).inc()
+            self._count(region, exc.reason.value)
             log.warning("plaid webhook rejected", extra={"fields": {
                 "region": region, "reason": exc.reason.value}})
             raise
         receipt = await self._store(region, hook)
-        self.counter.labels(region, receipt.value).inc()
+        self._count(region, receipt.value)
         return receipt
+
+    def _count(self, region: str, outcome: str) -> None:
+        child = self._children.get((region, outcome))
+        if child is None:
+            child = self._children[region, outcome] = self.counter.labels(region, outcome)
+        child.inc()
 
     async def _store(self, region: str, hook: PlaidWebhook) -> Receipt:
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
@@ -125,10 +140,14 @@ class PlaidWebhooks:
         return await future
 
     async def _commit(self, region: str, batch: list[_Queued]) -> None:
+        hooks, now = [hook for hook, _ in batch], self.clock()
         try:
-            async with self.router.session(region) as session, session.begin():
-                receipts = await store_webhooks(session, region, [hook for hook, _ in batch],
-                                                now=self.clock())
+            blocking = self.router.blocking_writer(region)
+            if blocking is not None:  # SQLite: the whole transaction in one thread hop
+                receipts = await asyncio.to_thread(_write, blocking, region, hooks, now)
+            else:
+                async with self.router.session(region) as session, session.begin():
+                    receipts = await store_webhooks(session, region, hooks, now=now)
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else RuntimeError(
                 "webhook writer cancelled")
@@ -161,16 +180,32 @@ async def store_webhooks(
     The receipts are in the order of ``hooks``; a body repeated within the batch is
     stored once and its later copies are coalesced, as if they had come later.
     """
+    return await session.run_sync(_store, region, hooks, now)
+
+
+def _write(engine: Engine, region: str, hooks: Sequence[PlaidWebhook],
+           now: datetime) -> list[Receipt]:
+    """:func:`store_webhooks` in a transaction of its own on a blocking engine (a thread)."""
+    with engine.begin() as connection:  # Core: an ORM session costs more and adds nothing
+        return _store(connection, region, hooks, now)
+
+
+#: The owners of a batch's items; one cached statement whatever the batch size.
+_OWNERS = (
+    select(Connection.external_ref, Connection.id)
+    .where(Connection.external_ref.in_(bindparam("items", expanding=True)))
+    .order_by(Connection.created_at)
+)
+
+
+def _store(session: Session | CoreConnection, region: str, hooks: Sequence[PlaidWebhook],
+           now: datetime | None) -> list[Receipt]:
     if not hooks:
         return []
     items = sorted({h.item_id for h in hooks if h.item_id is not None})
     owners: dict[str, str] = {}
     if items:
-        rows = await session.execute(
-            select(Connection.external_ref, Connection.id)
-            .where(Connection.external_ref.in_(items)).order_by(Connection.created_at)
-        )
-        for item, owner in rows:
+        for item, owner in session.execute(_OWNERS, {"items": items}):
             if item is not None:
                 owners.setdefault(item, owner)  # the oldest, as LIMIT 1 chose before
     now = now or datetime.now(UTC)
@@ -188,14 +223,23 @@ async def store_webhooks(
             "status": WebhookStatus.PENDING if connection_id else WebhookStatus.ORPHANED,
             "attempts": 0, "available_at": now, "redelivered_at": None,
         }
-    # One cached statement, run with many parameter sets: SQLAlchemy sends it as a
-    # multi-row INSERT (its "insertmanyvalues" mode) without compiling it per batch size.
     # RETURNING, not rowcount: drivers disagree on rowcount for upserts. A row whose
     # received_at is ours and that was not coalesced is one this statement (re)armed.
     # Rows in key order: two concurrent batches sharing bodies then lock them in the same
     # order on PostgreSQL, so they queue instead of deadlocking.
-    result = await session.execute(_upsert(session.get_bind().dialect.name),
-                                   [fresh[key] for key in sorted(fresh)])
+    rows = [fresh[key] for key in sorted(fresh)]
+    bind = session.get_bind() if isinstance(session, Session) else session
+    if bind.dialect.name == "postgresql":
+        # One statement of one size whatever the batch: each column as one array. The
+        # multi-row VALUES form had 13 parameters a row, too many for psycopg's cache of
+        # converted queries: re-parsing it was a fifth of the receiver's CPU.
+        columns = {name: [row[name] for row in rows] for name in _PG_COLUMNS}
+        columns["status"] = [status.value for status in columns["status"]]
+        result = session.execute(_pg_upsert(), columns | {"region": region, "now": now})
+    else:
+        # One cached statement, run with many parameter sets: SQLAlchemy sends it as a
+        # multi-row INSERT ("insertmanyvalues") without compiling it per batch size.
+        result = session.execute(_upsert("sqlite"), rows)
     stored = {key: received == now and redelivered is None
               for key, received, redelivered in result}
     receipts = []
@@ -207,6 +251,33 @@ async def store_webhooks(
         orphan = fresh[hook.body_sha256]["connection_id"] is None
         receipts.append(Receipt.ORPHANED if orphan else Receipt.STORED)
     return receipts
+
+
+#: Per-row columns of the PostgreSQL batch, sent as arrays (the rest are constants).
+_PG_COLUMNS = ("body_sha256", "item_id", "connection_id", "webhook_type", "webhook_code",
+               "body", "signed_at", "status")
+
+
+@functools.cache
+def _pg_upsert() -> Any:
+    """:func:`_upsert` for PostgreSQL: ``INSERT … SELECT`` from ``unnest`` of arrays."""
+    c = _events.c
+    # Status as text: the values the Enum column stores (webhook_status is a VARCHAR).
+    types = {name: String() if name == "status" else c[name].type for name in _PG_COLUMNS}
+    batch = func.unnest(*(bindparam(name, type_=postgresql.ARRAY(types[name]))
+                          for name in _PG_COLUMNS)
+                        ).table_valued(*_PG_COLUMNS).render_derived(name="batch")
+    now = bindparam("now", type_=c.received_at.type)
+    rows = select(
+        *(batch.c[name] for name in _PG_COLUMNS), bindparam("region", type_=c.region.type),
+        now, literal_column("0"), now, null(),
+    ).order_by(batch.c.body_sha256)
+    statement = postgresql.insert(_events).from_select(
+        [*_PG_COLUMNS, "region", "received_at", "attempts", "available_at", "redelivered_at"],
+        rows)
+    return statement.on_conflict_do_update(
+        index_elements=["body_sha256"], set_=_rearm_or_coalesce(statement.excluded),
+    ).returning(_events.c.body_sha256, _events.c.received_at, _events.c.redelivered_at)
 
 
 @functools.cache
@@ -222,7 +293,9 @@ def _upsert(dialect: str) -> Any:
 def _rearm_or_coalesce(new: Any) -> dict[str, Any]:
     """SET clauses of the upsert: keep a pending row (noting the repeat), re-arm any other."""
     c = _events.c
-    pending = c.status == WebhookStatus.PENDING
+    # Constants written into the SQL, not bound: every bound value of the SET clause is
+    # processed again for every row of an executemany (ten enum conversions per row).
+    pending = c.status == literal_column(f"'{WebhookStatus.PENDING.value}'")
 
     def pick(column: str, rearmed: Any) -> Any:
         return case((pending, c[column]), else_=rearmed)
@@ -233,7 +306,7 @@ def _rearm_or_coalesce(new: Any) -> dict[str, Any]:
         "signed_at": pick("signed_at", new.signed_at),
         "received_at": pick("received_at", new.received_at),
         "available_at": pick("available_at", new.available_at),
-        "attempts": pick("attempts", 0),
+        "attempts": pick("attempts", literal_column("0")),
         "outcome": pick("outcome", null()),
         "applied_at": pick("applied_at", null()),
         "redelivered_at": case((pending, new.received_at), else_=null()),

@@ -57,8 +57,14 @@ from aggregator.reauth import require_reauth
 from aggregator.store import RegionRouter
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.budget import Ledger, refund
-from aggregator.sync.job import SyncResult
-from aggregator.sync.runs import RunStart, add_run, resource_entry, touch_resource, trigger_of
+from aggregator.sync.runs import (
+    RunStart,
+    SyncResult,
+    add_run,
+    resource_entry,
+    touch_resource,
+    trigger_of,
+)
 from aggregator.sync.snapshot import AccountSnapshot, reached_bank
 from aggregator.sync.tokens import ConnectionNotActive, load_credential
 from aggregator.sync.upsert import SnapshotWriter, SyncCounts, _Plan

@@ -16,6 +16,13 @@ between, and no busy timeout helps, because WAL cannot upgrade a stale snapshot.
 sessions therefore begin ``IMMEDIATE`` (they take the write lock first and queue behind
 other writers, which is exactly the serialisation the audit chain and the seal ledger
 need); read-only sessions begin ``DEFERRED``. PostgreSQL needs none of this.
+
+:func:`blocking_sqlite_writer` opens a second, synchronous engine on the same SQLite file
+for writers that batch (the Plaid webhook receiver): with aiosqlite every statement, and
+every cursor open, fetch and close, is a hand-over to the connection's thread and back
+(13 per webhook batch), which cost more CPU than the batch's SQL; a whole transaction run
+in one worker thread is one hand-over (docs/architecture.md, "Performance notes"). It
+gets the same connection settings and the same residency guard.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ import stat
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aggregator.store.residency import install_engine_guard
@@ -49,7 +56,7 @@ def create_region_engine(region: str, url: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(parsed, **options)
         if parsed.database and parsed.database != ":memory:":
             private_file(engine, Path(parsed.database))
-        _tune_sqlite(engine)
+        _tune_sqlite(engine.sync_engine)
     else:
         options.setdefault("pool_pre_ping", True)
         engine = create_async_engine(parsed, **options)
@@ -93,8 +100,21 @@ def with_begin(engine: AsyncEngine, mode: BeginMode) -> AsyncEngine:
     return engine.execution_options(**{BEGIN_OPTION: mode})
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def blocking_sqlite_writer(region: str, engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on ``engine``'s SQLite file whose transactions begin
+    ``IMMEDIATE``, for work run whole in a thread; ``None`` unless a SQLite file."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    # pysqlite on a file: a QueuePool, and connections usable from any thread.
+    writer = create_engine(url.set(drivername="sqlite"), hide_parameters=True)
+    _tune_sqlite(writer)
+    install_engine_guard(writer, region)
+    return writer.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
@@ -107,7 +127,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
         if mode not in ("DEFERRED", "IMMEDIATE"):

@@ -14,6 +14,7 @@ Which columns to check comes from the metadata (``Column.info["region"]``, see
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -113,10 +114,10 @@ def install_engine_guard(engine: Engine, region: str) -> None:
             return
         if getattr(context, _CHECKED, False):
             return  # one batch of an "insertmanyvalues" INSERT already checked them all
-        flags = _flags(statement.table)
-        if flags:
+        table = statement.table
+        if _flags(table):
             for row in context.compiled_parameters:
-                _check_row(statement.table.name, flags, row, region)
+                _check_row(table, row, region)
         setattr(context, _CHECKED, True)
 
 
@@ -139,13 +140,25 @@ def _flags(table: Table) -> dict[str, tuple[str, RegionFlag]]:
 _flags_by_table: dict[str, dict[str, tuple[str, RegionFlag]]] = {}
 
 
-def _check_row(
-    table: str, flags: Mapping[str, tuple[str, RegionFlag]], row: Mapping[str, Any], region: str
-) -> None:
-    for key, value in row.items():
+def _check_row(table: Table, row: Mapping[str, Any], region: str) -> None:
+    for key, column, flag in _guarded(table.fullname, tuple(row)):
+        value = row[key]
+        # A list is a column's values as one array (INSERT … SELECT FROM unnest(…)).
+        for item in value if isinstance(value, list) else (value,):
+            check_value(table.name, column, flag, item, region)
+
+
+@functools.lru_cache(maxsize=1024)
+def _guarded(table: str, keys: tuple[str, ...]) -> tuple[tuple[str, str, RegionFlag], ...]:
+    """The bind keys among ``keys`` that hold a region column, and which: every row of an
+    executemany has the same keys, so the key scan runs once per statement shape, not
+    once per row (it was most of a webhook batch's guard)."""
+    flags, found = _flags_by_table[table], []
+    for key in keys:
         name = key if key in flags else None
         if name is None and (m := _MULTI_VALUES.match(key)) and m.group(1) in flags:
             name = m.group(1)  # a multi-row VALUES clause binds column_m1, column_m2, …
         if name is not None:
             column, flag = flags[name]
-            check_value(table, column, flag, value, region)
+            found.append((key, column, flag))
+    return tuple(found)

@@ -6,12 +6,13 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aggregator.errors import MalformedId, UnknownRegion
 from aggregator.ids import parse_id
 from aggregator.settings import Settings
-from aggregator.store.engines import create_region_engine, with_begin
+from aggregator.store.engines import blocking_sqlite_writer, create_region_engine, with_begin
 from aggregator.store.quick import QuickReader
 from aggregator.store.residency import REGION_KEY, WRITES_KEY, RegionSession
 
@@ -54,6 +55,7 @@ class RegionRouter:
             name: QuickReader(name, region.database_url, self._readers[name])
             for name, region in settings.regions.items()
         }
+        self._blocking: dict[str, Engine | None] = {}
 
     @staticmethod
     def _maker(
@@ -72,6 +74,14 @@ class RegionRouter:
 
     def engine(self, region: str) -> AsyncEngine:
         return self._engines[self.check_region(region)]
+
+    def blocking_writer(self, region: str) -> Engine | None:
+        """``region``'s synchronous SQLite writer engine, for a transaction run whole in a
+        worker thread; ``None`` on PostgreSQL (see
+        :func:`~aggregator.store.engines.blocking_sqlite_writer`)."""
+        if region not in self._blocking:
+            self._blocking[region] = blocking_sqlite_writer(region, self.engine(region))
+        return self._blocking[region]
 
     def session(self, region: str) -> AsyncSession:
         """A session for a unit of work that writes to ``region``."""
@@ -106,6 +116,9 @@ class RegionRouter:
             await quick.close()
         for engine in self._engines.values():
             await engine.dispose()
+        for writer in self._blocking.values():
+            if writer is not None:
+                writer.dispose()
 
     async def __aenter__(self) -> RegionRouter:
         return self

@@ -23,7 +23,8 @@ from aggregator.sync.budget import (
     spend,
     spend_for_sync,
 )
-from aggregator.sync.job import Syncer, SyncResult
+from aggregator.sync.job import Syncer
+from aggregator.sync.runs import SyncResult
 from aggregator.sync.tokens import (
     ConnectionNotActive,
     CredentialBusy,

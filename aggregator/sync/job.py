@@ -50,25 +50,19 @@ from aggregator.sync.bank_limits import exhaust_until
 from aggregator.sync.banks import BankDirectory
 from aggregator.sync.budget import Ledger, record_first_reads, refund
 from aggregator.sync.consents import consent_dead, explain_refusal, resource_headers
-from aggregator.sync.runs import RunStart, record_failure, record_success, trigger_of
+from aggregator.sync.runs import (
+    RunStart,
+    SyncResult,
+    record_failure,
+    record_success,
+    trigger_of,
+)
 from aggregator.sync.snapshot import CallLog, read_snapshot, window_start
 from aggregator.sync.tokens import CredentialBusy, fresh_grant
-from aggregator.sync.upsert import SnapshotWriter, SyncCounts
+from aggregator.sync.upsert import SnapshotWriter
 from connectors import AccessExceeded, ConnectorError, ConsentInvalid, UserPresence
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    """What a sync did; ``counts`` are rows touched, not the connection's totals."""
-
-    connection_id: ConnectionId
-    counts: SyncCounts
-    synced_at: datetime
-    #: ``complete`` or ``partial`` (a failed sync raises); and the run's id.
-    outcome: str = "complete"
-    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.events.hooks import sync_failed, sync_finished
-from aggregator.ids import new_id, parse_id
+from aggregator.ids import ConnectionId, new_id, parse_id
 from aggregator.models import (
     AccountResource,
     Connection,
@@ -46,6 +46,19 @@ MESSAGES: Mapping[str, str] = {
     "budget_exhausted": "The bank's daily limit of unattended reads is spent.",
 }
 DEFAULT_MESSAGE = "The sync failed; a later sync retries."
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What a sync did; ``counts`` are rows touched, not the connection's totals."""
+
+    connection_id: ConnectionId
+    counts: SyncCounts
+    synced_at: datetime
+    #: ``complete`` or ``partial`` (a failed sync raises); and the run's id.
+    outcome: str = "complete"
+    run_id: str | None = None
+
 
 
 def message_for(code: str) -> str:

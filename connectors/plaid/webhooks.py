@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ _MAX_KID = 128
 _HEADER_DEPTH = 2  # a JOSE header is a flat object; "jwk" (refused anyway) nests once
 #: How deep a webhook body may nest; Plaid's go three levels deep at most.
 BODY_DEPTH = 16
-_SHA256_HEX = frozenset("0123456789abcdef")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _ECDSA = ec.ECDSA(hashes.SHA256())
 
 
@@ -97,7 +98,7 @@ class WebhookVerifier:
         """The verified webhook, or :class:`WebhookRejected` with the first failed check."""
         if len(body) > self.max_body_bytes:
             raise WebhookRejected(RejectReason.BODY_TOO_LARGE)
-        protected, signing_input, signature, payload_b64 = _split(header)
+        protected, signing_input, signature, payload = _split(header)
         kid = _check_header(protected)
         key = await self.keys.resolve(kid)
         now = self._clock()
@@ -107,7 +108,7 @@ class WebhookVerifier:
             key.public_key.verify(es256_der_signature(signature), signing_input, _ECDSA)
         except (InvalidSignature, ValueError):
             raise WebhookRejected(RejectReason.BAD_SIGNATURE) from None
-        iat, claimed = _claims(payload_b64)
+        iat, claimed = _claims(payload)
         if iat < now - self._max_age:
             raise WebhookRejected(RejectReason.STALE)
         if iat > now + self._max_skew:
@@ -118,7 +119,7 @@ class WebhookVerifier:
         return _webhook(body, digest, kid, iat, self.max_body_bytes)
 
 
-def _split(header: str | None) -> tuple[dict[str, Any], bytes, bytes, str]:
+def _split(header: str | None) -> tuple[dict[str, Any], bytes, bytes, bytes]:
     if not header:
         raise WebhookRejected(RejectReason.MISSING_HEADER)
     if len(header) > _MAX_JWS or header.count(".") != 2:
@@ -127,12 +128,12 @@ def _split(header: str | None) -> tuple[dict[str, Any], bytes, bytes, str]:
     try:
         protected = loads(b64url_decode(head_b64), max_bytes=_MAX_JWS, max_depth=_HEADER_DEPTH)
         signature = b64url_decode(sig_b64)
-        b64url_decode(payload_b64)
+        payload = b64url_decode(payload_b64)  # read as claims only once the signature holds
     except ValueError:  # bad base64url, bad UTF-8, bad or hostile JSON
         raise WebhookRejected(RejectReason.MALFORMED_HEADER) from None
     if not isinstance(protected, dict):
         raise WebhookRejected(RejectReason.MALFORMED_HEADER)
-    return protected, f"{head_b64}.{payload_b64}".encode("ascii"), signature, payload_b64
+    return protected, f"{head_b64}.{payload_b64}".encode("ascii"), signature, payload
 
 
 def _check_header(protected: Mapping[str, Any]) -> str:
@@ -144,17 +145,16 @@ def _check_header(protected: Mapping[str, Any]) -> str:
     return kid
 
 
-def _claims(payload_b64: str) -> tuple[int, str]:
+def _claims(payload: bytes) -> tuple[int, str]:
     try:
-        claims = loads(b64url_decode(payload_b64), max_bytes=_MAX_JWS,
-                       max_depth=_HEADER_DEPTH)
+        claims = loads(payload, max_bytes=_MAX_JWS, max_depth=_HEADER_DEPTH)
     except ValueError:
         raise WebhookRejected(RejectReason.MALFORMED_CLAIMS) from None
     iat = claims.get("iat") if isinstance(claims, dict) else None
     claimed = claims.get("request_body_sha256") if isinstance(claims, dict) else None
     if isinstance(iat, bool) or not isinstance(iat, int):
         raise WebhookRejected(RejectReason.MALFORMED_CLAIMS)
-    if not isinstance(claimed, str) or len(claimed) != 64 or not set(claimed) <= _SHA256_HEX:
+    if not isinstance(claimed, str) or not _SHA256_HEX.fullmatch(claimed):
         raise WebhookRejected(RejectReason.MALFORMED_CLAIMS)
     return iat, claimed
 

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.errors import ResidencyViolation
 from aggregator.ids import REGIONAL_ID, ApplicationId, new_id
-from aggregator.models import Connection, ConnectionStatus, User, metadata, region_columns
+from aggregator.models import (
+    Connection,
+    ConnectionStatus,
+    PlaidWebhookEvent,
+    User,
+    metadata,
+    region_columns,
+)
 from aggregator.models.base import table_of
+from aggregator.plaid import Receipt
+from aggregator.plaid.receiver import _pg_upsert, _write
 from aggregator.store import RegionRouter
+from connectors import PlaidWebhook
 from tests.aggregator import _factories as fixtures
+from tests.aggregator.conftest import Backend
 
 
 async def _count(session: AsyncSession, model: type[User] | type[Connection]) -> int:
@@ -131,3 +146,52 @@ async def test_mixed_workload_leaves_every_table_with_its_own_region_only(
             for name in ("users", "connections", "credentials", "accounts", "transactions"):
                 count = (await session.execute(text(f"SELECT count(*) FROM {name}"))).scalar()
                 assert count == 3, name
+
+
+async def test_a_foreign_id_inside_an_array_parameter_is_refused(
+    region_router: RegionRouter, backend: Backend,
+) -> None:
+    """PostgreSQL stores a webhook batch as ``INSERT … SELECT FROM unnest(arrays)``: the
+    guard checks every element of an array parameter, not only scalar ones."""
+    if backend.name != "postgres":
+        pytest.skip("arrays and unnest are PostgreSQL's")
+    foreign = new_id("con", "us")
+    columns = {
+        "body_sha256": [bytes(32), bytes([1]) * 32], "item_id": ["item-a", "item-b"],
+        "connection_id": [None, foreign], "webhook_type": ["ITEM"] * 2,
+        "webhook_code": ["ERROR"] * 2, "body": ["{}"] * 2,
+        "signed_at": [datetime.now(UTC)] * 2, "status": ["pending"] * 2,
+    }
+    async with region_router.session("eu") as session:
+        with pytest.raises(ResidencyViolation, match="connection_id holds an id of region 'us'"):
+            await session.execute(_pg_upsert(), columns | {"region": "eu",
+                                                           "now": datetime.now(UTC)})
+        await session.rollback()
+    async with region_router.reader("eu") as session:
+        assert await _count_events(session) == 0
+
+
+async def test_the_blocking_sqlite_writer_keeps_the_residency_guard(
+    region_router: RegionRouter, backend: Backend,
+) -> None:
+    """The webhook receiver's synchronous SQLite engine is a second path to the same file:
+    it refuses another region's rows like the async engine does."""
+    writer = region_router.blocking_writer("eu")
+    if backend.name == "postgres":
+        assert writer is None  # PostgreSQL batches stay on the async session
+        return
+    assert writer is not None
+    body = b'{"webhook_type":"ITEM","webhook_code":"ERROR"}'
+    hook = PlaidWebhook(body, hashlib.sha256(body).digest(), "kid", datetime.now(UTC),
+                        "ITEM", "ERROR", None, {})
+    with pytest.raises(ResidencyViolation, match="names region 'us'"):
+        await asyncio.to_thread(_write, writer, "us", [hook], datetime.now(UTC))
+    assert await asyncio.to_thread(_write, writer, "eu", [hook], datetime.now(UTC)) == [
+        Receipt.ORPHANED]
+    async with region_router.reader("eu") as session:
+        assert await _count_events(session) == 1
+
+
+async def _count_events(session: AsyncSession) -> int:
+    return int((await session.execute(
+        select(func.count()).select_from(PlaidWebhookEvent))).scalar_one())
