@@ -190,7 +190,8 @@ async def test_disabling_the_app_deletes_its_client_at_the_bank_retrying_a_failu
     assert (await _connection(gateway, "eu", connection_id)).bank_client_id == row.client_id
 
 
-@pytest.mark.parametrize("profile_overrides", [{}])
+# Both sandbox profiles, with the eu one's per-application registration switched off.
+@pytest.mark.parametrize("profile_overrides", [{"registration": {"per_application": False}}])
 async def test_a_bank_without_registration_keeps_the_static_client(
     gateway: Gateway,
     profile_overrides: dict[str, Any],

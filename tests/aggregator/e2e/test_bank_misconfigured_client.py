@@ -5,10 +5,18 @@ operator a metric naming the setting; not an outage and not the user's refusal."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from aggregator.sandbox import DEV_CLIENT_ID, SandboxClient, SandboxConfig
 from tests.aggregator.e2e.conftest import Gateway
+
+
+@pytest.fixture
+def profile_overrides() -> dict[str, Any]:
+    # The gateway's own (static) client is the misconfigured one here, at both banks.
+    return {"registration": {"per_application": False}}
 
 
 @pytest.fixture
