@@ -46,6 +46,9 @@ POOL_MIN = 1
 #: A connection idle this long is closed; one older than this is replaced on check-in.
 MAX_IDLE_SECONDS = 300.0
 MAX_LIFETIME_SECONDS = 1800.0
+#: How long a read waits for a connection (or for the pool's first one) before it fails:
+#: a region whose database is down answers within this, not after psycopg-pool's 30 s.
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 _DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
 
@@ -125,8 +128,13 @@ class QuickReader:
                             "application_name": f"aggregator-quick-{self.region}"},
                     max_idle=MAX_IDLE_SECONDS, max_lifetime=MAX_LIFETIME_SECONDS,
                     name=f"quick-{self.region}", open=False,
+                    timeout=CONNECT_TIMEOUT_SECONDS,
                 )
-                await pool.open(wait=True, timeout=30.0)
+                try:
+                    await pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+                except BaseException:
+                    await pool.close()  # stop its reconnection attempts; the next read retries
+                    raise
                 self._pool = pool
             return self._pool
 

@@ -58,3 +58,27 @@ async def test_statement_parameters_never_reach_an_error_message(
                                   {"v": secret})
     assert secret not in str(raised.value)
     assert "parameters hidden" in str(raised.value)
+
+
+async def test_a_quick_read_of_a_region_whose_database_is_down_fails_within_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import psycopg
+    from sqlalchemy import select
+
+    from aggregator.models import Connection
+    from aggregator.store import quick as quick_module
+
+    monkeypatch.setattr(quick_module, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = quick_module.QuickReader(
+        "eu", f"postgresql+psycopg://postgres@127.0.0.1:{port}/gone?connect_timeout=1", None)
+    for _ in range(2):  # the failed pool is closed; the next read tries again
+        with pytest.raises(psycopg.OperationalError):
+            await reader.rows(select(Connection.id))
+        assert reader._pool is None
+    await reader.close()
