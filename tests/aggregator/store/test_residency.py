@@ -148,13 +148,15 @@ async def test_mixed_workload_leaves_every_table_with_its_own_region_only(
                 assert count == 3, name
 
 
+# Arrays and unnest are PostgreSQL's: this one runs there only (no SQLite variant).
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 async def test_a_foreign_id_inside_an_array_parameter_is_refused(
     region_router: RegionRouter, backend: Backend,
 ) -> None:
     """PostgreSQL stores a webhook batch as ``INSERT … SELECT FROM unnest(arrays)``: the
     guard checks every element of an array parameter, not only scalar ones."""
-    if backend.name != "postgres":
-        pytest.skip("arrays and unnest are PostgreSQL's")
+    assert backend.name == "postgres"
     foreign = new_id("con", "us")
     columns = {
         "body_sha256": [bytes(32), bytes([1]) * 32], "item_id": ["item-a", "item-b"],
