@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aggregator.events.hooks import sync_failed, sync_finished
@@ -209,22 +208,6 @@ async def save_state(
         state.synced_through = synced_through
         state.last_synced_at = now
         state.retry_at, state.retry_attempts = None, 0  # no scheduled retry owed any more
-
-
-async def freshness_of(
-    session: AsyncSession, account_ids: list[str]
-) -> dict[str, list[AccountResource]]:
-    """Per account, its resource rows (sorted by resource name)."""
-    if not account_ids:
-        return {}
-    rows = (await session.execute(
-        select(AccountResource).where(AccountResource.account_id.in_(account_ids))
-        .order_by(AccountResource.account_id, AccountResource.resource)
-    )).scalars()
-    out: dict[str, list[AccountResource]] = {}
-    for row in rows:
-        out.setdefault(row.account_id, []).append(row)
-    return out
 
 
 def _region(connection: Connection) -> str:

@@ -20,7 +20,6 @@ from aggregator.http.problems import NotFound
 from aggregator.http.views import ConnectionOut, ErrorOut, TransactionOut
 from aggregator.ids import ApplicationId
 from aggregator.models import (
-    Account,
     Connection,
     SyncOutcome,
     SyncState,
@@ -51,19 +50,6 @@ async def owned_connection(
     if connection is None:
         raise NotFound("no connection with this id")
     return connection
-
-
-async def owned_account(
-    session: AsyncSession, account_id: str, app_id: ApplicationId
-) -> Account:
-    account = (await session.execute(
-        select(Account)
-        .join(Connection, Connection.id == Account.connection_id)
-        .where(Account.id == account_id, Connection.application_id == app_id)
-    )).scalar_one_or_none()
-    if account is None:
-        raise NotFound("no account with this id")
-    return account
 
 
 def connection_view(
